@@ -1,0 +1,32 @@
+"""qeval: measure what post-training quantization does to an LLM, inside lm-evaluation-harness.
+
+Public API for plugin authors:
+
+* :data:`hookimpl` — decorate your hook implementations with it;
+* :class:`Quantizer`, :class:`Option`, :class:`LoadContext` — the quantizer contract;
+* :class:`QevalError` — the one error class users see.
+
+The names are resolved lazily: importing this package (which every interpreter of the
+environment does at start-up, see ``_startup``) costs nothing and never imports torch,
+transformers, bitsandbytes or gptqmodel.
+"""
+
+import importlib
+
+_PUBLIC = {
+    "QevalError": "qeval_plugins.errors",
+    "Option": "qeval_plugins.options",
+    "LoadContext": "qeval_plugins.quantizer",
+    "Quantizer": "qeval_plugins.quantizer",
+    "hookimpl": "qeval_plugins.hookspecs",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'qeval_plugins' has no attribute {name!r}")

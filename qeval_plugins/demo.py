@@ -1,0 +1,134 @@
+"""``qeval demo``: the main job end to end on the embedded model, offline, in a few minutes.
+
+Evaluates the unquantized baseline and several quantizers with lm-eval's ``simple_evaluate``
+through the ``qeval`` backend on the ``qeval_demo`` task group, then prints one table: each
+task's main metric per quantizer, its change versus the baseline, model size and load time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from qeval_plugins.specs import spec_model_args
+
+DEFAULT_DEMO_QUANTIZERS = (
+    "none",
+    "bnb-int8",
+    "bnb-nf4",
+    "bnb-fp4",
+    "rtn:bits=4",
+    "rtn:bits=3",
+    "rtn:format=mxfp4",
+)
+DEMO_TASK = "qeval_demo"
+# metric shown per task, and whether higher is better
+MAIN_METRICS = {
+    "qeval_demo_facts": ("acc", True),
+    "qeval_demo_cloze": ("exact_match", True),
+    "qeval_demo_ppl": ("word_perplexity", False),
+}
+
+
+def evaluate_spec(spec: str, model: str, device: str, limit: int | None) -> dict[str, Any]:
+    """One lm-eval run of ``spec`` on ``model`` over the demo tasks; returns lm-eval's results."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from qeval_plugins.paths import tasks_path
+
+    return lm_eval.simple_evaluate(
+        model="qeval",
+        model_args=f"pretrained={model},{spec_model_args(spec)}",
+        tasks=[DEMO_TASK],
+        device=device,
+        batch_size=8,
+        limit=limit,
+        task_manager=TaskManager(include_path=str(tasks_path())),
+        log_samples=False,
+    )
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` via a temporary file and rename (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(data, stream, indent=2, default=str)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def summarize(results: dict[str, Any]) -> dict[str, Any]:
+    """Main metric per task plus the qeval block's size and timing figures."""
+    block = results.get("config", {}).get("qeval", {})
+    row = {
+        "bytes": block.get("param_bytes_after"),
+        "seconds": block.get("quantize_seconds"),
+        "options": block.get("options", {}),
+    }
+    for task, (metric, _) in MAIN_METRICS.items():
+        values = results.get("results", {}).get(task, {})
+        row[task] = values.get(f"{metric},none")
+    return row
+
+
+def render(rows: dict[str, dict[str, Any]], console) -> None:
+    """Print the comparison table (rendering only)."""
+    from rich.table import Table
+
+    baseline = rows.get("none")
+    table = Table(title="qeval demo: qeval-tiny on qeval_demo (change vs none)")
+    table.add_column("quantizer")
+    for task, (metric, higher) in MAIN_METRICS.items():
+        table.add_column(
+            f"{task.removeprefix('qeval_demo_')} {metric} {'↑' if higher else '↓'}", justify="right"
+        )
+    table.add_column("params MB", justify="right")
+    table.add_column("load+quant s", justify="right")
+    for spec, row in rows.items():
+        cells = [spec]
+        for task, (_, higher) in MAIN_METRICS.items():
+            value = row[task]
+            text = "-" if value is None else f"{value:.3f}"
+            if baseline and spec != "none" and value is not None and baseline[task] is not None:
+                delta = value - baseline[task]
+                worse = delta < 0 if higher else delta > 0
+                colour = "red" if worse and not math.isclose(delta, 0) else "green"
+                text += f" [{colour}]({delta:+.3f})[/{colour}]"
+            cells.append(text)
+        cells.append("-" if row["bytes"] is None else f"{row['bytes'] / 2**20:.2f}")
+        cells.append("-" if row["seconds"] is None else f"{row['seconds']:.2f}")
+        table.add_row(*cells)
+    console.print(table)
+    console.print(
+        "rtn is simulated quantization: its size column shows the unquantized storage; "
+        "bitsandbytes sizes are the packed weights."
+    )
+
+
+def run_demo(
+    quantizers: list[str], model: str, device: str, limit: int | None, output: str | None, console
+) -> dict[str, dict[str, Any]]:
+    """Evaluate every quantizer spec, print progress and the table; return the summary rows."""
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    rows: dict[str, dict[str, Any]] = {}
+    for index, spec in enumerate(quantizers, 1):
+        with console.status(f"[{index}/{len(quantizers)}] evaluating {spec} ..."):
+            results = evaluate_spec(spec, model, device, limit)
+        if output:
+            name = spec.replace(":", "_").replace("=", "-")
+            write_json_atomic(Path(output) / name / "results.json", results)
+        rows[spec] = summarize(results)
+        console.print(f"[{index}/{len(quantizers)}] {spec} done")
+    render(rows, console)
+    return rows

@@ -1,0 +1,86 @@
+"""The lm-eval backend ``qeval``: lm-eval's HFLM, with the model coming from a quantizer plugin.
+
+Only model creation changes: :meth:`QevalLM._create_model` asks the chosen quantizer for extra
+``from_pretrained`` arguments, lets HFLM load (so ``accelerate launch`` data parallelism,
+``parallelize=True`` and every ``hf`` model_arg keep working), then lets the quantizer transform
+the loaded model. The backend knows nothing about any particular quantization library.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from typing import Any
+
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+
+from qeval_plugins.errors import QevalError, install_excepthook
+from qeval_plugins.models import DEFAULT_MODEL, checkpoint_parameter_bytes, resolve_pretrained
+from qeval_plugins.plan import plan_quantization
+
+install_excepthook()
+
+_HFLM_PARAMS = set(inspect.signature(HFLM.__init__).parameters) - {"self", "kwargs"}
+
+
+@register_model("qeval")
+class QevalLM(HFLM):
+    """HFLM whose model is loaded and quantized by the quantizer named in ``quantizer=``.
+
+    Model args: everything ``--model hf`` accepts, plus ``quantizer`` (default ``none``) and the
+    chosen quantizer's options (``qeval quantizers`` lists them). ``pretrained`` defaults to the
+    embedded ``qeval-tiny``.
+    """
+
+    def __init__(self, pretrained: Any = DEFAULT_MODEL, quantizer: Any = "none", **kwargs: Any):
+        if not isinstance(pretrained, str):
+            raise QevalError(
+                "--model qeval loads and quantizes the model itself: pass pretrained= a path or "
+                "hub id, not a model object."
+            )
+        self._qeval_plan = plan_quantization(quantizer, kwargs, _HFLM_PARAMS, kwargs.get("device"))
+        pretrained = resolve_pretrained(pretrained)
+        try:
+            super().__init__(pretrained=pretrained, **kwargs)
+        except OSError as error:  # transformers' "not a local folder and not a valid hub id"
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise QevalError(f"could not load model '{pretrained}': {first_line}") from error
+
+    def _create_model(self, pretrained: str, dtype: Any = "auto", **kwargs: Any) -> None:
+        plan = self._qeval_plan
+        context = plan.context(str(self.device), dtype)
+        extra = plan.quantizer.load_kwargs(plan.options, context)
+        dtype = extra.pop("dtype", dtype)
+        if extra.get("quantization_config") is not None:
+            kwargs["quantization_config"] = extra.pop("quantization_config")
+        started = time.perf_counter()
+        super()._create_model(pretrained, dtype=dtype, **kwargs, **extra)
+        loaded = time.perf_counter()
+        self._model = plan.quantizer.quantize(self._model, plan.options, context)
+        done = time.perf_counter()
+        plan.measured.update(
+            load_seconds=round(loaded - started, 4),  # includes load-time quantization
+            transform_seconds=round(done - loaded, 4),  # quantize() after loading
+            quantize_seconds=round(done - started, 4),  # checkpoint -> quantized model
+            param_bytes_before=checkpoint_parameter_bytes(pretrained, str(dtype)),
+            param_bytes_after=_parameter_bytes(self._model),
+        )
+
+    def get_model_info(self) -> dict:
+        """lm-eval's model info plus the ``qeval`` block (quantizer, options, plugin, sizes)."""
+        info = super().get_model_info()
+        info["qeval"] = self._qeval_plan.record()
+        return info
+
+
+def _parameter_bytes(model: Any) -> int:
+    """Bytes held by the model's parameters and buffers as loaded (packed for bitsandbytes)."""
+    seen: set[int] = set()
+    total = 0
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.data_ptr() in seen:  # tied weights count once
+            continue
+        seen.add(tensor.data_ptr())
+        total += tensor.numel() * tensor.element_size()
+    return total

@@ -1,0 +1,82 @@
+"""Where models come from: the embedded ``qeval-tiny`` and checks on user-given paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from qeval_plugins.errors import QevalError
+
+EMBEDDED_DIR = Path(__file__).parent / "embedded"
+EMBEDDED_MODELS = {"qeval-tiny": EMBEDDED_DIR / "qeval-tiny"}
+DEFAULT_MODEL = "qeval-tiny"
+
+_DTYPE_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+}
+_TORCH_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+
+
+def resolve_pretrained(pretrained: str) -> str:
+    """Map an embedded short name to its directory; check that a local-looking path exists.
+
+    Anything that is neither an embedded name nor a local path is passed on unchanged (a hub id).
+    """
+    name = str(pretrained)
+    if name in EMBEDDED_MODELS:
+        return str(EMBEDDED_MODELS[name])
+    path = Path(name).expanduser()
+    # hub ids are "name" or "org/name"; anything else that does not exist is a missing path
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise QevalError(
+                f"model path '{name}' has no config.json; point pretrained= at a directory "
+                f"written by save_pretrained()."
+            )
+        return str(path)
+    if looks_local:
+        raise QevalError(
+            f"model path '{name}' does not exist; give an existing directory, a hub id, or "
+            f"'{DEFAULT_MODEL}' for the embedded model."
+        )
+    return name
+
+
+def checkpoint_parameter_bytes(model_dir: str, dtype: str = "auto") -> int | None:
+    """Bytes of all tensors in a local safetensors checkpoint, read from file headers only.
+
+    With ``dtype`` other than ``auto``, floating-point tensors are counted at that dtype's size
+    (what the unquantized model occupies once loaded that way). None when not a local
+    safetensors checkpoint.
+    """
+    files = sorted(Path(model_dir).glob("*.safetensors")) if Path(model_dir).is_dir() else []
+    if not files:
+        return None
+    total = 0
+    for file in files:
+        with open(file, "rb") as handle:
+            header_len = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(header_len))
+        for key, info in header.items():
+            if key == "__metadata__":
+                continue
+            numel = 1
+            for dim in info["shape"]:
+                numel *= dim
+            size = _DTYPE_BYTES.get(info["dtype"], 4)
+            if dtype in _TORCH_DTYPE_BYTES and info["dtype"] in ("F32", "F16", "BF16", "F64"):
+                size = _TORCH_DTYPE_BYTES[dtype]
+            total += numel * size
+    return total

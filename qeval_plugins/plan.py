@@ -1,0 +1,129 @@
+"""Turn the model_args of a run into a validated quantization plan, before anything is loaded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from qeval_plugins.errors import QevalError
+from qeval_plugins.options import resolve_options
+from qeval_plugins.plugins import PluginInfo, get_registry
+from qeval_plugins.quantizer import LoadContext, Quantizer
+
+# model_args of lm-eval's hf backend that quantize at load time; qeval does that through plugins.
+HF_QUANTIZATION_ARGS = (
+    "load_in_4bit",
+    "load_in_8bit",
+    "autogptq",
+    "gptqmodel",
+    "quantization_config",
+)
+
+
+@dataclass
+class QuantizationPlan:
+    """The chosen quantizer, its final options, and what the run measured about quantizing."""
+
+    requested: str
+    quantizer: Quantizer
+    plugin: PluginInfo
+    options: dict[str, Any]
+    measured: dict[str, Any] = field(default_factory=dict)
+
+    def context(self, device: str, dtype: str) -> LoadContext:
+        return LoadContext(device=device, dtype=str(dtype))
+
+    def record(self) -> dict[str, Any]:
+        """The ``qeval`` block of the results JSON's ``config``."""
+        return {
+            "quantizer": self.quantizer.name,
+            "requested_as": self.requested,
+            "aliases": list(self.quantizer.aliases),
+            "options": dict(self.options),
+            "simulated": self.quantizer.simulated,
+            "effective_bits": self.quantizer.effective_bits(self.options),
+            "plugin": {
+                "name": self.plugin.name,
+                "distribution": self.plugin.source,
+                "version": self.plugin.version,
+            },
+            **self.measured,
+        }
+
+
+def plan_quantization(
+    quantizer: Any, model_args: dict[str, Any], hf_params: set[str], device: str | None
+) -> QuantizationPlan:
+    """Pick the quantizer named ``quantizer`` and take its options out of ``model_args``.
+
+    ``model_args`` is changed in place: the quantizer's own options are removed, except those
+    that are also parameters of lm-eval's HFLM (``hf_params``, e.g. ``dtype``), which stay so
+    HFLM sees them. A model_arg that is an option of *another* quantizer is an error; any other
+    model_arg is left for HFLM / ``from_pretrained``, as with ``--model hf``.
+    """
+    for name in HF_QUANTIZATION_ARGS:
+        if model_args.get(name):
+            raise QevalError(
+                f"model_arg '{name}' is lm-eval's own quantization switch; with --model qeval use "
+                f"quantizer=NAME instead (run 'qeval quantizers' to list them)."
+            )
+    registry = get_registry()
+    requested = "none" if quantizer is None else str(quantizer)
+    entry = registry.get(requested)
+    chosen = entry.quantizer
+    own = {option.name for option in chosen.options}
+    given = {name: model_args[name] for name in own if name in model_args}
+    for name in list(model_args):
+        owners = registry.option_owners(name)
+        if name not in own and owners and name not in hf_params:
+            valid = ", ".join(sorted(own)) or "none"
+            raise QevalError(
+                f"option '{name}' belongs to quantizer {', '.join(owners)}, not "
+                f"'{chosen.name}'; valid options of '{chosen.name}': {valid}."
+            )
+    options = chosen.finalize_options(resolve_options(chosen.name, chosen.options, given))
+    for name in own:
+        if name in hf_params:
+            model_args[name] = options[name]
+        else:
+            model_args.pop(name, None)
+    missing = chosen.missing_requirement()
+    if missing:
+        raise QevalError(
+            f"quantizer '{chosen.name}' needs the package '{missing}', which is not installed; "
+            f"run: {install_command(chosen, missing)}"
+        )
+    if chosen.needs_cuda and not _cuda_requested_and_present(device):
+        raise QevalError(
+            f"quantizer '{chosen.name}' needs a CUDA GPU and none is "
+            f"{'available' if _cuda_missing() else 'selected'}; run with --device cuda on a "
+            f"machine with an NVIDIA GPU, or pick another quantizer."
+        )
+    return QuantizationPlan(requested, chosen, entry.plugin, options)
+
+
+def _cuda_missing() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def _cuda_requested_and_present(device: str | None) -> bool:
+    return not _cuda_missing() and (device is None or str(device).startswith("cuda"))
+
+
+def availability(quantizer: Quantizer) -> str:
+    """``ok``, ``missing <module> → pip install ...`` or ``needs CUDA``: can it run here?"""
+    missing = quantizer.missing_requirement()
+    if missing:
+        return f"missing {missing} → {install_command(quantizer, missing)}"
+    if quantizer.needs_cuda and _cuda_missing():
+        return "needs CUDA"
+    return "ok"
+
+
+def install_command(quantizer: Quantizer, missing: str) -> str:
+    """The pip command that installs what ``quantizer`` misses (its extra when it names one)."""
+    return (
+        f"pip install 'qeval[{quantizer.extra}]'" if quantizer.extra else f"pip install {missing}"
+    )

@@ -1,0 +1,123 @@
+"""Built-in plugin: round-to-nearest (RTN) weight quantization over many number formats.
+
+Simulated ("fake") quantization: every selected weight is replaced by its quantized-then-
+dequantized value and kept in the model's dtype, so task scores are those of the quantized
+weights while memory and speed stay those of the original model. The formats, scales and
+rounding rules are in :mod:`qeval_plugins.quantizers.rtn_formats`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from qeval_plugins import LoadContext, Option, QevalError, Quantizer, hookimpl
+
+# Format name -> bits per element (None: set by the bits option). Kept in step with
+# rtn_formats.FORMATS (a test checks it); listed here so registering does not import torch.
+FORMAT_BITS = {
+    "int": None,
+    "fp8_e4m3": 8,
+    "fp8_e5m2": 8,
+    "fp6_e3m2": 6,
+    "fp6_e2m3": 6,
+    "fp4_e2m1": 4,
+    "nf4": 4,
+    "mxint8": 8,
+    "mxint4": 4,
+    "mxfp8": 8,
+    "mxfp6": 6,
+    "mxfp4": 4,
+}
+MX_BLOCK = 32
+DEFAULT_GROUP_SIZE = 128
+
+
+class RtnQuantizer(Quantizer):
+    """Round-to-nearest of the linear layers' weights, per output channel or per group."""
+
+    name = "rtn"
+    description = "round-to-nearest weights: int2-8, fp8/fp6/fp4, nf4, MX block formats (simulated)"
+    aliases = ("round-to-nearest",)
+    simulated = True
+    options = (
+        Option("format", str, "int", "number format of the weights", tuple(FORMAT_BITS)),
+        Option("bits", int, 4, "bits per weight for format=int", minimum=2, maximum=8),
+        Option(
+            "group_size",
+            int,
+            DEFAULT_GROUP_SIZE,
+            "weights sharing one scale along the input dimension; 0 = per output channel "
+            "(MX formats: always blocks of 32)",
+            minimum=0,
+        ),
+        Option("symmetric", bool, True, "symmetric scale (false: scale + zero point; int only)"),
+        Option("include_lm_head", bool, False, "also quantize the output projection"),
+        Option("include_embeddings", bool, False, "also quantize the input embeddings"),
+    )
+
+    def finalize_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Fixed formats imply their bits; MX formats imply blocks of 32."""
+        fmt = options["format"]
+        if fmt != "int" and not options["symmetric"]:
+            raise QevalError(f"rtn: symmetric=false applies to format=int only, not {fmt}.")
+        if fmt != "int" and options["bits"] not in (4, FORMAT_BITS[fmt]):
+            raise QevalError(f"rtn: format={fmt} has {FORMAT_BITS[fmt]} bits; drop bits=.")
+        if fmt.startswith("mx") and options["group_size"] not in (DEFAULT_GROUP_SIZE, MX_BLOCK):
+            raise QevalError(
+                f"rtn: MX formats use blocks of {MX_BLOCK}; drop group_size= for format={fmt}."
+            )
+        final = dict(options)
+        if fmt != "int":
+            final["bits"] = FORMAT_BITS[fmt]
+        if fmt.startswith("mx"):
+            final["group_size"] = MX_BLOCK
+        return final
+
+    def quantize(self, model: Any, options: Mapping[str, Any], context: LoadContext) -> Any:
+        import torch
+        from tqdm.auto import tqdm
+
+        from qeval_plugins.quantizers.rtn_formats import quantize_dequantize
+
+        fmt = options["format"]
+        targets = list(_target_modules(model, options))
+        with torch.no_grad():
+            for name, module in tqdm(
+                targets, desc=f"rtn {fmt}: quantizing", unit="layer", disable=len(targets) < 64
+            ):
+                try:
+                    module.weight.data = quantize_dequantize(
+                        module.weight.data,
+                        fmt,
+                        bits=options["bits"],
+                        group_size=options["group_size"],
+                        symmetric=options["symmetric"],
+                    )
+                except ValueError as error:
+                    raise QevalError(f"rtn: layer '{name}': {error}") from error
+        return model
+
+    def effective_bits(self, options: Mapping[str, Any]) -> float:
+        from qeval_plugins.quantizers.rtn_formats import effective_bits
+
+        return effective_bits(options["format"], options["bits"], options["group_size"])
+
+
+def _target_modules(model: Any, options: Mapping[str, Any]):
+    """(name, module) of every Linear weight to quantize; LM head/embeddings only if asked."""
+    import torch
+
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            if module is output and not options["include_lm_head"]:
+                continue
+            yield name, module
+        elif isinstance(module, torch.nn.Embedding) and options["include_embeddings"]:
+            yield name, module
+
+
+@hookimpl
+def qeval_register_quantizers(register):
+    register(RtnQuantizer())

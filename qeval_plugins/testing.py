@@ -1,0 +1,126 @@
+"""Helpers for testing quantizers, for qeval itself and for plugin authors.
+
+* :func:`make_tiny_model` writes a small random Llama checkpoint with a real BPE tokenizer to a
+  directory, offline, in about a second;
+* :func:`check_quantizer` checks that a quantizer honours the contract: declared options are
+  well-formed, defaults validate, and quantizing the tiny model gives a model whose outputs are
+  finite and, unless it is the identity, different from the original.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+TINY_TEXT = (
+    "the quick brown fox jumps over the lazy dog . a small model reads a short text . "
+    "numbers one two three four five six seven eight nine ten . "
+    "quantization maps weights to fewer bits and measures what is lost . "
+)
+
+
+def make_tiny_model(
+    directory: str | Path,
+    *,
+    hidden_size: int = 128,
+    intermediate_size: int = 256,
+    num_layers: int = 2,
+    vocab_size: int = 384,
+    seed: int = 0,
+) -> Path:
+    """Write a random-init ``LlamaForCausalLM`` and a byte-level BPE tokenizer to ``directory``.
+
+    Hidden sizes default to multiples of 128 so group-128 quantization applies. Returns the path.
+    """
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator([TINY_TEXT] * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        model_max_length=256,
+    )
+    fast.save_pretrained(directory)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():  # larger-than-default weights so quantization error is visible
+        for parameter in model.parameters():
+            if parameter.dim() == 2:
+                parameter.normal_(0.0, 0.08)
+    model.save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+def check_quantizer(name: str, model_dir: str | Path | None = None, **options: Any) -> dict:
+    """Run ``name`` through the qeval loading path on a tiny model and check the contract.
+
+    Builds a tiny model in a temporary directory unless ``model_dir`` is given. Raises
+    ``AssertionError`` naming the broken rule. Returns a summary: the resolved options, the
+    maximum absolute logit change versus the unquantized model and whether outputs are finite.
+    """
+    import tempfile
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from qeval_plugins.options import Option, resolve_options
+    from qeval_plugins.plan import plan_quantization
+
+    with tempfile.TemporaryDirectory() as scratch:
+        model_dir = Path(model_dir) if model_dir else make_tiny_model(Path(scratch) / "tiny")
+        args = dict(options)
+        plan = plan_quantization(name, args, set(), "cpu")
+        quantizer = plan.quantizer
+        assert quantizer.description, f"{name}: description is empty"
+        for option in quantizer.options:
+            assert isinstance(option, Option), f"{name}: option {option!r} is not an Option"
+            assert option.type in (int, float, bool, str), f"{name}.{option.name}: bad type"
+            assert option.help, f"{name}.{option.name}: no help text"
+        resolve_options(quantizer.name, quantizer.options, {})  # defaults must validate
+        context = plan.context("cpu", "float32")
+        extra = quantizer.load_kwargs(plan.options, context)
+        extra.setdefault("dtype", torch.float32)
+        reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        quantized = AutoModelForCausalLM.from_pretrained(model_dir, device_map="cpu", **extra)
+        quantized = quantizer.quantize(quantized, plan.options, context)
+        tokens = torch.arange(1, 33).unsqueeze(0)
+        with torch.no_grad():
+            expected = reference(tokens).logits.float()
+            got = quantized(tokens).logits.float()
+        assert got.shape == expected.shape, f"{name}: output shape changed"
+        finite = bool(torch.isfinite(got).all())
+        assert finite, f"{name}: outputs contain NaN or inf"
+        return {
+            "quantizer": quantizer.name,
+            "options": plan.options,
+            "max_abs_logit_change": float((got - expected).abs().max()),
+            "finite": finite,
+        }
