@@ -157,10 +157,6 @@ class Registry:
             if any(o.name == option for o in entry.quantizer.options)
         ]
 
-    def dequantize_weight(self, module: Any) -> Any:
-        """The effective dense weight of ``module`` through the ``qeval_dequantize_weight`` hook."""
-        return self.manager.hook.qeval_dequantize_weight(module=module)
-
 
 def _selected_entry_points() -> list[metadata.EntryPoint]:
     selected = os.environ.get(PLUGINS_ENV)

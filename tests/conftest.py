@@ -1,0 +1,69 @@
+"""Shared fixtures: tiny models built offline, the task directory, a clean plugin registry."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_PLUGIN = REPO / "examples" / "qeval-ternary"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A random-init 2-layer Llama (hidden 128) with a BPE tokenizer, saved as safetensors."""
+    from qeval_plugins.testing import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tasks_dir() -> Path:
+    from qeval_plugins.paths import tasks_path
+
+    return tasks_path()
+
+
+@pytest.fixture
+def fresh_registry(monkeypatch):
+    """Reload plugins for this test (and again afterwards), so env changes take effect."""
+    from qeval_plugins.plugins import reset_registry
+
+    reset_registry()
+    yield
+    reset_registry()
+
+
+@pytest.fixture(scope="session")
+def example_plugin_path(tmp_path_factory) -> Path:
+    """The example plugin package pip-installed into a private folder (put it on PYTHONPATH)."""
+    target = tmp_path_factory.mktemp("plugin-site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(EXAMPLE_PLUGIN)],
+        check=True,
+    )
+    return target
+
+
+def run_cli(args: list[str], *, extra_path: Path | None = None, cwd: Path | None = None,
+            timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a console command of this environment in a subprocess; return the finished process."""
+    env = dict(os.environ)
+    env.pop("QEVAL_DEBUG", None)
+    if extra_path is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(extra_path),
+                                                          env.get("PYTHONPATH")]))
+    executable = Path(sys.executable).parent / args[0]
+    return subprocess.run(
+        [str(executable), *args[1:]], capture_output=True, text=True, env=env,
+        cwd=cwd, timeout=timeout,
+    )
