@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from qeval_plugins.specs import spec_model_args
+from qeval_plugins.specs import check_spec, spec_model_args
 
 DEFAULT_DEMO_QUANTIZERS = (
     "none",
@@ -121,6 +121,8 @@ def run_demo(
     """Evaluate every quantizer spec, print progress and the table; return the summary rows."""
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    for spec in quantizers:  # every spec is checked before the first run starts
+        check_spec(spec, device)
     rows: dict[str, dict[str, Any]] = {}
     for index, spec in enumerate(quantizers, 1):
         with console.status(f"[{index}/{len(quantizers)}] evaluating {spec} ..."):

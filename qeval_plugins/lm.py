@@ -45,7 +45,10 @@ class QevalLM(HFLM):
             super().__init__(pretrained=pretrained, **kwargs)
         except OSError as error:  # transformers' "not a local folder and not a valid hub id"
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise QevalError(f"could not load model '{pretrained}': {first_line}") from error
+            raise QevalError(
+                f"could not load model '{pretrained}': {first_line} Give a local model directory "
+                f"(or a hub id with network access)."
+            ) from error
 
     def _create_model(self, pretrained: str, dtype: Any = "auto", **kwargs: Any) -> None:
         plan = self._qeval_plan

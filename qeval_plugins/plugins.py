@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import os
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -22,6 +23,7 @@ from qeval_plugins import hookspecs
 from qeval_plugins.errors import QevalError, did_you_mean
 from qeval_plugins.quantizer import Quantizer
 
+logger = logging.getLogger("qeval")
 ENTRY_POINT_GROUP = "qeval"
 PLUGINS_ENV = "QEVAL_PLUGINS"
 BUILTIN_PLUGINS = (
@@ -84,6 +86,7 @@ class Registry:
             self.manager.register(module, name=name)
         except Exception as error:  # a broken plugin must not take the others down
             info.error = f"failed to load: {type(error).__name__}: {error}"
+            logger.warning("plugin '%s' %s (see 'qeval plugins')", name, info.error)
             return
         for impl in self.manager.hook.qeval_register_quantizers.get_hookimpls():
             if impl.plugin_name == name:
@@ -104,6 +107,7 @@ class Registry:
             for name in added:  # a half-registered plugin is removed whole
                 self._unregister(name)
             info.error = f"failed to register: {type(error).__name__}: {error}"
+            logger.warning("plugin '%s' %s (see 'qeval plugins')", info.name, info.error)
             return
         info.quantizers.extend(added)
 
@@ -144,9 +148,11 @@ class Registry:
         if key in self._canonical:
             return self._by_name[self._canonical[key]]
         hint = did_you_mean(key, self._canonical)
+        broken = [info.name for info in self.plugins.values() if info.error]
+        note = f" Plugins that failed to load: {', '.join(broken)}." if broken else ""
         raise QevalError(
             f"unknown quantizer '{name}'.{hint} Run 'qeval quantizers' to list them "
-            f"(installed: {', '.join(self._by_name)})."
+            f"(installed: {', '.join(self._by_name)}).{note}"
         )
 
     def option_owners(self, option: str) -> list[str]:

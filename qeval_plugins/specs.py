@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from qeval_plugins.errors import QevalError
+from qeval_plugins.plan import QuantizationPlan, plan_quantization
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
@@ -28,3 +29,9 @@ def spec_model_args(spec: str) -> str:
     """The lm-eval model_args fragment of a spec: ``quantizer=NAME,a=1,b=2``."""
     name, options = parse_spec(spec)
     return ",".join([f"quantizer={name}", *(f"{k}={v}" for k, v in options.items())])
+
+
+def check_spec(spec: str, device: str | None = None) -> QuantizationPlan:
+    """Validate a spec fully (name, options, packages, CUDA) without loading anything."""
+    name, options = parse_spec(spec)
+    return plan_quantization(name, dict(options), set(), device)

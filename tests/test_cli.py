@@ -1,0 +1,110 @@
+"""The ``qeval`` command and the stock ``lm_eval`` command, end to end in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+
+def test_qeval_plugins_lists_builtins_with_their_quantizers():
+    result = run_cli(["qeval", "plugins"])
+    assert result.returncode == 0, result.stderr
+    for expected in ("baseline", "bnb-nf4-dq", "rtn", "built-in", "loaded"):
+        assert expected in result.stdout
+
+
+def test_qeval_quantizers_shows_options_and_availability():
+    result = run_cli(["qeval", "quantizers"])
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    for expected in ("bnb-int8", "threshold", "group_size", "ok"):
+        assert expected in text
+
+
+def test_tasks_path_points_at_the_task_yamls(tasks_dir):
+    result = run_cli(["qeval", "tasks-path"])
+    assert result.returncode == 0
+    assert result.stdout.strip() == str(tasks_dir)
+    assert any(tasks_dir.rglob("*.yaml"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "command", [["lm_eval"], ["lm-eval"], [Path(sys.executable).name, "-m", "lm_eval"]]
+)
+def test_stock_lm_eval_finds_the_backend(command, tiny_model_dir, tasks_dir, tmp_path):
+    result = run_cli(
+        [
+            *command,
+            "--model",
+            "qeval",
+            "--model_args",
+            f"pretrained={tiny_model_dir},quantizer=rtn,bits=4",
+            "--tasks",
+            "qeval_demo_facts",
+            "--include_path",
+            str(tasks_dir),
+            "--device",
+            "cpu",
+            "--limit",
+            "4",
+            "--output_path",
+            str(tmp_path / "out"),
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    [results_file] = (tmp_path / "out").rglob("results_*.json")
+    results = json.loads(results_file.read_text())
+    assert results["config"]["model"] == "qeval"
+    assert results["config"]["qeval"]["options"]["bits"] == 4
+    assert 0.0 <= results["results"]["qeval_demo_facts"]["acc,none"] <= 1.0
+
+
+@pytest.mark.slow
+def test_lm_eval_own_models_still_work(tiny_model_dir, tasks_dir, tmp_path):
+    result = run_cli(
+        [
+            "lm_eval",
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={tiny_model_dir}",
+            "--tasks",
+            "qeval_demo_facts",
+            "--include_path",
+            str(tasks_dir),
+            "--device",
+            "cpu",
+            "--limit",
+            "2",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "qeval_demo_facts" in result.stdout
+
+
+@pytest.mark.slow
+def test_demo_runs_offline_and_prints_the_table(tmp_path):
+    result = run_cli(
+        [
+            "qeval",
+            "demo",
+            "--quantizers",
+            "none,nf4,rtn:bits=2",
+            "--limit",
+            "8",
+            "--output",
+            str(tmp_path / "runs"),
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "qeval demo" in result.stdout and "rtn:bits=2" in result.stdout
+    written = sorted(p.parent.name for p in (tmp_path / "runs").rglob("results.json"))
+    assert written == ["nf4", "none", "rtn_bits-2"]
