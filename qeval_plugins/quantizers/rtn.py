@@ -101,7 +101,12 @@ class RtnQuantizer(Quantizer):
     def effective_bits(self, options: Mapping[str, Any]) -> float:
         from qeval_plugins.quantizers.rtn_formats import effective_bits
 
-        return effective_bits(options["format"], options["bits"], options["group_size"])
+        return effective_bits(
+            options["format"],
+            options["bits"],
+            options["group_size"],
+            symmetric=options["symmetric"],
+        )
 
 
 def _target_modules(model: Any, options: Mapping[str, Any]):
