@@ -36,13 +36,31 @@ import torch
 
 PRESETS = {
     # TinyLlama-1.1B's shape
-    "1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
-               num_attention_heads=32, num_key_value_heads=4, vocab_size=32000),
+    "1b": dict(
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=22,
+        num_attention_heads=32,
+        num_key_value_heads=4,
+        vocab_size=32000,
+    ),
     # Llama-2-7B's shape
-    "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-               num_attention_heads=32, num_key_value_heads=32, vocab_size=32000),
-    "tiny": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4,
-                 num_attention_heads=4, num_key_value_heads=2, vocab_size=4096),
+    "7b": dict(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=32000,
+    ),
+    "tiny": dict(
+        hidden_size=256,
+        intermediate_size=768,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=4096,
+    ),
 }
 DEFAULT_SPECS = "none,bnb-int8,bnb-nf4,bnb-nf4-dq,bnb-fp4,bnb-fp4-dq,rtn:bits=4"
 
@@ -51,8 +69,7 @@ def build_checkpoint(preset: str, directory: Path) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(**PRESETS[preset], max_position_embeddings=4096,
-                         tie_word_embeddings=False)
+    config = LlamaConfig(**PRESETS[preset], max_position_embeddings=4096, tie_word_embeddings=False)
     with torch.device("cpu"):
         model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(directory, safe_serialization=True)
@@ -74,6 +91,8 @@ def measure(spec: str, checkpoint: Path, device: str, args) -> dict:
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM
 
+    from qeval_plugins.memory import model_storage_bytes
+    from qeval_plugins.models import checkpoint_parameter_count
     from qeval_plugins.plugins import get_registry
     from qeval_plugins.specs import check_spec
 
@@ -93,13 +112,16 @@ def measure(spec: str, checkpoint: Path, device: str, args) -> dict:
     load_seconds = time.perf_counter() - started
     model.eval()
 
-    n_params = sum(p.numel() for p in model.parameters())
-    stored = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    n_params = checkpoint_parameter_count(str(checkpoint))
+    stored = model_storage_bytes(model)
     vocab = model.config.vocab_size
     generator = torch.Generator().manual_seed(0)
     prompt = torch.randint(0, vocab, (args.batch, args.prompt_len), generator=generator).to(device)
     with torch.no_grad():
-        model(prompt[:1, :16])  # warm-up (kernels, caches)
+        model(prompt)  # warm-up at the measured shapes (kernel selection, allocator, caches)
+        model.generate(
+            prompt[:1, :32], max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=0
+        )
         sync(device)
         started = time.perf_counter()
         for _ in range(args.repeats):
@@ -108,11 +130,14 @@ def measure(spec: str, checkpoint: Path, device: str, args) -> dict:
         prefill = args.repeats * prompt.numel() / (time.perf_counter() - started)
 
         single = prompt[:1, :32]
-        model.generate(single, max_new_tokens=4, do_sample=False, min_new_tokens=4)
-        sync(device)
         started = time.perf_counter()
-        model.generate(single, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-                       do_sample=False, pad_token_id=0)
+        model.generate(
+            single,
+            max_new_tokens=args.new_tokens,
+            min_new_tokens=args.new_tokens,
+            do_sample=False,
+            pad_token_id=0,
+        )
         sync(device)
         decode = args.new_tokens / (time.perf_counter() - started)
 
@@ -130,9 +155,14 @@ def measure(spec: str, checkpoint: Path, device: str, args) -> dict:
     del model
     gc.collect()
     return {
-        "spec": spec, "params_M": n_params / 1e6, "stored_MB": stored / 2**20,
-        "bits_per_param": 8 * stored / n_params, "load_quantize_s": load_seconds,
-        "peak_GiB": peak, "prefill_tok_s": prefill, "decode_tok_s": decode,
+        "spec": spec,
+        "params_M": n_params / 1e6,
+        "stored_MB": stored / 2**20,
+        "bits_per_param": 8 * stored / n_params,
+        "load_quantize_s": load_seconds,
+        "peak_GiB": peak,
+        "prefill_tok_s": prefill,
+        "decode_tok_s": decode,
         "weight_sqnr_dB": sqnr,
     }
 
@@ -152,25 +182,34 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         checkpoint = build_checkpoint(args.preset, Path(scratch))
+        measure("none", checkpoint, args.device, args)  # process warm-up: CUDA context, libs
         for spec in args.quantizers.split(","):
             rows.append(measure(spec, checkpoint, args.device, args))
             print(json.dumps(rows[-1]), flush=True)
     base = rows[0]
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
-    print(f"\npreset {args.preset} on {device_name}, torch {torch.__version__}; batch "
-          f"{args.batch}×{args.prompt_len} prefill, {args.new_tokens} new tokens decode (batch 1)")
-    header = (f"{'quantizer':<14}{'MB':>9}{'bits/p':>8}{'load s':>8}{'peak GiB':>9}"
-              f"{'prefill tok/s':>15}{'decode tok/s':>13}{'vs ' + base['spec']:>9}"
-              f"{'W-SQNR dB':>10}")
+    print(
+        f"\npreset {args.preset} on {device_name}, torch {torch.__version__}; batch "
+        f"{args.batch}×{args.prompt_len} prefill, {args.new_tokens} new tokens decode (batch 1);"
+        f" decode × = decode tok/s relative to {base['spec']}"
+    )
+    header = (
+        f"{'quantizer':<14}{'MB':>9}{'bits/p':>8}{'load s':>8}{'peak GiB':>9}"
+        f"{'prefill tok/s':>15}{'decode tok/s':>13}{'decode ×':>9}"
+        f"{'W-SQNR dB':>10}"
+    )
     print(header)
     for row in rows:
-        print(f"{row['spec']:<14}{row['stored_MB']:>9.1f}{row['bits_per_param']:>8.2f}"
-              f"{row['load_quantize_s']:>8.2f}{row['peak_GiB']:>9.2f}{row['prefill_tok_s']:>15.0f}"
-              f"{row['decode_tok_s']:>13.1f}{row['decode_tok_s'] / base['decode_tok_s']:>9.2f}"
-              f"{row['weight_sqnr_dB']:>10.2f}")
+        print(
+            f"{row['spec']:<14}{row['stored_MB']:>9.1f}{row['bits_per_param']:>8.2f}"
+            f"{row['load_quantize_s']:>8.2f}{row['peak_GiB']:>9.2f}{row['prefill_tok_s']:>15.0f}"
+            f"{row['decode_tok_s']:>13.1f}{row['decode_tok_s'] / base['decode_tok_s']:>9.2f}"
+            f"{row['weight_sqnr_dB']:>10.2f}"
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({"preset": args.preset, "device": device_name,
-                                               "rows": rows}, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"preset": args.preset, "device": device_name, "rows": rows}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,13 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from qeval_plugins.errors import QevalError, install_excepthook
-from qeval_plugins.models import DEFAULT_MODEL, checkpoint_parameter_bytes, resolve_pretrained
+from qeval_plugins.memory import model_storage_bytes
+from qeval_plugins.models import (
+    DEFAULT_MODEL,
+    checkpoint_parameter_bytes,
+    checkpoint_parameter_count,
+    resolve_pretrained,
+)
 from qeval_plugins.plan import plan_quantization
 
 install_excepthook()
@@ -67,23 +73,16 @@ class QevalLM(HFLM):
             transform_seconds=round(done - loaded, 4),  # quantize() after loading
             quantize_seconds=round(done - started, 4),  # checkpoint -> quantized model
             param_bytes_before=checkpoint_parameter_bytes(pretrained, str(dtype)),
-            param_bytes_after=_parameter_bytes(self._model),
+            param_bytes_after=model_storage_bytes(self._model),
+            param_count=checkpoint_parameter_count(pretrained),
         )
+        if plan.measured["param_count"]:
+            plan.measured["bits_per_param"] = round(
+                8 * plan.measured["param_bytes_after"] / plan.measured["param_count"], 4
+            )
 
     def get_model_info(self) -> dict:
         """lm-eval's model info plus the ``qeval`` block (quantizer, options, plugin, sizes)."""
         info = super().get_model_info()
         info["qeval"] = self._qeval_plan.record()
         return info
-
-
-def _parameter_bytes(model: Any) -> int:
-    """Bytes held by the model's parameters and buffers as loaded (packed for bitsandbytes)."""
-    seen: set[int] = set()
-    total = 0
-    for tensor in [*model.parameters(), *model.buffers()]:
-        if tensor.data_ptr() in seen:  # tied weights count once
-            continue
-        seen.add(tensor.data_ptr())
-        total += tensor.numel() * tensor.element_size()
-    return total

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from qeval_plugins.errors import QevalError
@@ -54,6 +55,24 @@ def resolve_pretrained(pretrained: str) -> str:
     return name
 
 
+def _tensor_headers(model_dir: str):
+    """(dtype, shape) of every tensor in a local safetensors checkpoint, from headers only."""
+    files = sorted(Path(model_dir).glob("*.safetensors")) if Path(model_dir).is_dir() else []
+    for file in files:
+        with open(file, "rb") as handle:
+            header_len = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(header_len))
+        for key, info in header.items():
+            if key != "__metadata__":
+                yield info["dtype"], info["shape"]
+
+
+def checkpoint_parameter_count(model_dir: str) -> int | None:
+    """Number of values in a local safetensors checkpoint; None when there is none."""
+    counts = [math.prod(shape) for _, shape in _tensor_headers(model_dir)]
+    return sum(counts) if counts else None
+
+
 def checkpoint_parameter_bytes(model_dir: str, dtype: str = "auto") -> int | None:
     """Bytes of all tensors in a local safetensors checkpoint, read from file headers only.
 
@@ -61,22 +80,10 @@ def checkpoint_parameter_bytes(model_dir: str, dtype: str = "auto") -> int | Non
     (what the unquantized model occupies once loaded that way). None when not a local
     safetensors checkpoint.
     """
-    files = sorted(Path(model_dir).glob("*.safetensors")) if Path(model_dir).is_dir() else []
-    if not files:
-        return None
-    total = 0
-    for file in files:
-        with open(file, "rb") as handle:
-            header_len = int.from_bytes(handle.read(8), "little")
-            header = json.loads(handle.read(header_len))
-        for key, info in header.items():
-            if key == "__metadata__":
-                continue
-            numel = 1
-            for dim in info["shape"]:
-                numel *= dim
-            size = _DTYPE_BYTES.get(info["dtype"], 4)
-            if dtype in _TORCH_DTYPE_BYTES and info["dtype"] in ("F32", "F16", "BF16", "F64"):
-                size = _TORCH_DTYPE_BYTES[dtype]
-            total += numel * size
+    total = None
+    for stored, shape in _tensor_headers(model_dir):
+        size = _DTYPE_BYTES.get(stored, 4)
+        if dtype in _TORCH_DTYPE_BYTES and stored in ("F32", "F16", "BF16", "F64"):
+            size = _TORCH_DTYPE_BYTES[dtype]
+        total = (total or 0) + math.prod(shape) * size
     return total
