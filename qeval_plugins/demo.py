@@ -35,12 +35,11 @@ MAIN_METRICS = {
 }
 
 
-def evaluate_spec(spec: str, model: str, device: str, limit: int | None) -> dict[str, Any]:
+def evaluate_spec(
+    spec: str, model: str, device: str, limit: int | None, task_manager: Any
+) -> dict[str, Any]:
     """One lm-eval run of ``spec`` on ``model`` over the demo tasks; returns lm-eval's results."""
     import lm_eval
-    from lm_eval.tasks import TaskManager
-
-    from qeval_plugins.paths import tasks_path
 
     return lm_eval.simple_evaluate(
         model="qeval",
@@ -49,9 +48,20 @@ def evaluate_spec(spec: str, model: str, device: str, limit: int | None) -> dict
         device=device,
         batch_size=8,
         limit=limit,
-        task_manager=TaskManager(include_path=str(tasks_path())),
+        task_manager=task_manager,
         log_samples=False,
     )
+
+
+def quiet_libraries() -> None:
+    """Keep the demo's output to its own lines: no per-request progress bars or INFO logs."""
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    for name in ("lm_eval", "transformers", "datasets", "accelerate", "bitsandbytes"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -119,14 +129,20 @@ def run_demo(
     quantizers: list[str], model: str, device: str, limit: int | None, output: str | None, console
 ) -> dict[str, dict[str, Any]]:
     """Evaluate every quantizer spec, print progress and the table; return the summary rows."""
-    logging.getLogger("lm_eval").setLevel(logging.WARNING)
-    logging.getLogger("transformers").setLevel(logging.ERROR)
     for spec in quantizers:  # every spec is checked before the first run starts
         check_spec(spec, device)
+    quiet_libraries()
+    from lm_eval.tasks import TaskManager
+
+    from qeval_plugins.paths import tasks_path
+
+    task_manager = TaskManager(
+        include_path=str(tasks_path()), include_defaults=False, verbosity="ERROR"
+    )
     rows: dict[str, dict[str, Any]] = {}
     for index, spec in enumerate(quantizers, 1):
         with console.status(f"[{index}/{len(quantizers)}] evaluating {spec} ..."):
-            results = evaluate_spec(spec, model, device, limit)
+            results = evaluate_spec(spec, model, device, limit, task_manager)
         if output:
             name = spec.replace(":", "_").replace("=", "-")
             write_json_atomic(Path(output) / name / "results.json", results)
