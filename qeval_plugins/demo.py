@@ -7,10 +7,12 @@ task's main metric per quantizer, its change versus the baseline, model size and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,10 +23,11 @@ DEFAULT_DEMO_QUANTIZERS = (
     "none",
     "bnb-int8",
     "bnb-nf4",
-    "bnb-fp4",
+    "bnb-fp4-dq",
     "rtn:bits=4",
-    "rtn:bits=3",
     "rtn:format=mxfp4",
+    "rtn:bits=3",
+    "rtn:bits=2",
 )
 DEMO_TASK = "qeval_demo"
 # metric shown per task, and whether higher is better
@@ -32,6 +35,11 @@ MAIN_METRICS = {
     "qeval_demo_facts": ("acc", True),
     "qeval_demo_cloze": ("exact_match", True),
     "qeval_demo_ppl": ("word_perplexity", False),
+}
+COLUMN_TITLES = {
+    "qeval_demo_facts": "facts acc ↑",
+    "qeval_demo_cloze": "cloze EM ↑",
+    "qeval_demo_ppl": "word ppl ↓",
 }
 
 
@@ -51,6 +59,32 @@ def evaluate_spec(
         task_manager=task_manager,
         log_samples=False,
     )
+
+
+@contextlib.contextmanager
+def stderr_redirected(stream):
+    """Point file descriptor 2 (progress bars, subprocess chatter) at ``stream`` meanwhile."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(stream.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def evaluate_quietly(*args: Any) -> dict[str, Any]:
+    """:func:`evaluate_spec` with library output hidden, shown only if the run fails."""
+    with tempfile.TemporaryFile("w+") as log:
+        try:
+            with stderr_redirected(log):
+                return evaluate_spec(*args)
+        except Exception:
+            log.seek(0)
+            sys.stderr.write(log.read()[-4000:])
+            raise
 
 
 def quiet_libraries() -> None:
@@ -97,13 +131,11 @@ def render(rows: dict[str, dict[str, Any]], console) -> None:
 
     baseline = rows.get("none")
     table = Table(title="qeval demo: qeval-tiny on qeval_demo (change vs none)")
-    table.add_column("quantizer")
-    for task, (metric, higher) in MAIN_METRICS.items():
-        table.add_column(
-            f"{task.removeprefix('qeval_demo_')} {metric} {'↑' if higher else '↓'}", justify="right"
-        )
-    table.add_column("params MB", justify="right")
-    table.add_column("load+quant s", justify="right")
+    table.add_column("quantizer", no_wrap=True)
+    for task in MAIN_METRICS:
+        table.add_column(COLUMN_TITLES[task], justify="right")
+    table.add_column("MB", justify="right")
+    table.add_column("load s", justify="right")
     for spec, row in rows.items():
         cells = [spec]
         for task, (_, higher) in MAIN_METRICS.items():
@@ -120,8 +152,8 @@ def render(rows: dict[str, dict[str, Any]], console) -> None:
         table.add_row(*cells)
     console.print(table)
     console.print(
-        "rtn is simulated quantization: its size column shows the unquantized storage; "
-        "bitsandbytes sizes are the packed weights."
+        "MB: weights as stored (bitsandbytes: packed, scales included). rtn is simulated "
+        "quantization, stored unquantized. load s: load + quantize wall time."
     )
 
 
@@ -142,7 +174,7 @@ def run_demo(
     rows: dict[str, dict[str, Any]] = {}
     for index, spec in enumerate(quantizers, 1):
         with console.status(f"[{index}/{len(quantizers)}] evaluating {spec} ..."):
-            results = evaluate_spec(spec, model, device, limit, task_manager)
+            results = evaluate_quietly(spec, model, device, limit, task_manager)
         if output:
             name = spec.replace(":", "_").replace("=", "-")
             write_json_atomic(Path(output) / name / "results.json", results)
