@@ -1,0 +1,232 @@
+"""How far a quantized model's outputs are from its unquantized reference: SQNR, KL, NLL.
+
+Pure tensor math, no model code. Every sum is accumulated in float64 whatever the input dtype
+(float32, float16, bfloat16 inputs are upcast before any subtraction, square or exponential).
+Logits are ``[T, V]``: T positions, V vocabulary entries. Log-probabilities and KL are in nats.
+
+The reference model's next-token distributions are cached as :func:`topk_reference` entries (the
+k most likely tokens per position plus the log-mass of all other tokens), O(T·k) instead of the
+O(T·V) of full logits, and the quantized model's logits are compared with them by
+:func:`kl_from_topk` and :func:`top1_agreement`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+TOPK_LOGPROBS = "topk_logprobs"
+TOPK_INDICES = "topk_indices"
+TAIL_LOGPROB = "tail_logprob"
+
+
+def sqnr_db(signal_energy: float, noise_energy: float) -> float:
+    """Signal-to-quantization-noise ratio ``10·log10(signal_energy / noise_energy)``, in dB.
+
+    Energies are sums of squares (see :func:`energies`). Zero noise gives ``math.inf`` (also when
+    the signal is zero too: identical, empty outputs); zero signal with nonzero noise gives
+    ``-math.inf``. Never NaN: negative, NaN or both-infinite energies raise ``ValueError``.
+    """
+    if not (signal_energy >= 0 and noise_energy >= 0):
+        raise ValueError(f"energies must be >= 0, got {signal_energy!r}, {noise_energy!r}")
+    if noise_energy == 0:
+        return math.inf
+    if signal_energy == 0:
+        return -math.inf
+    if math.isinf(signal_energy) and math.isinf(noise_energy):
+        raise ValueError("SQNR of an infinite signal with infinite noise is undefined")
+    return 10.0 * (math.log10(signal_energy) - math.log10(noise_energy))
+
+
+def energies(reference: torch.Tensor, quantized: torch.Tensor) -> tuple[float, float]:
+    """``(Σ x², Σ (x − x̂)²)`` over all elements: signal and noise energy, float64 sums.
+
+    ``x`` is ``reference``, ``x̂`` is ``quantized``; both are upcast to float64 before subtracting.
+    Shapes must match exactly (``ValueError`` otherwise): no broadcasting.
+    """
+    if reference.shape != quantized.shape:
+        raise ValueError(f"shape mismatch: {tuple(reference.shape)} vs {tuple(quantized.shape)}")
+    x = reference.detach().to(torch.float64)
+    noise = x - quantized.detach().to(torch.float64)
+    return float(torch.sum(x * x)), float(torch.sum(noise * noise))
+
+
+def tensor_sqnr_db(reference: torch.Tensor, quantized: torch.Tensor) -> float:
+    """SQNR of ``quantized`` vs ``reference`` in dB: ``sqnr_db(*energies(reference, quantized))``.
+
+    Both tensors are upcast to float64 before subtracting; shapes must match (``ValueError``).
+    """
+    return sqnr_db(*energies(reference, quantized))
+
+
+def _check_logits(logits: torch.Tensor) -> None:
+    """Raise ``ValueError`` unless ``logits`` is ``[T, V]`` with V >= 1."""
+    if logits.dim() != 2 or logits.shape[1] == 0:
+        raise ValueError(f"logits must be [T, V] with V >= 1, got shape {tuple(logits.shape)}")
+
+
+def _selected_and_rest(
+    logits: torch.Tensor, indices: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities of ``indices`` per row, and the log of the total probability of the rest.
+
+    ``log p_i = z_i − logsumexp(z)``, ``log p_rest = logsumexp(z over the unselected tokens) −
+    logsumexp(z)``: the rest is summed directly, never as ``1 − Σ p_i``, so a tiny tail mass keeps
+    full relative precision and an empty rest is exactly ``-inf``. Float64 ``[T, k]`` and ``[T]``.
+    """
+    z = logits.detach().to(torch.float64, copy=True)
+    log_norm = torch.logsumexp(z, dim=-1)
+    index = indices.long()
+    selected = z.gather(-1, index) - log_norm[:, None]
+    z.scatter_(-1, index, -math.inf)
+    return selected, torch.logsumexp(z, dim=-1) - log_norm
+
+
+def topk_reference(logits: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
+    """What is cached of the reference model's next-token distributions: O(T·k), not O(T·V).
+
+    For logits ``[T, V]``, per position (computed in float64, then stored compactly):
+
+    - ``"topk_logprobs"``: the k largest log-probabilities ``log p_i``, descending, float32
+      ``[T, k]``;
+    - ``"topk_indices"``: their token ids, int32 ``[T, k]``;
+    - ``"tail_logprob"``: ``log(1 − Σ_{i∈topk} p_i)``, the log-mass of every other token, float32
+      ``[T]``, summed directly over those tokens (stable for tiny tails); ``-inf`` when k == V.
+
+    Storage is ``T·(8k + 4)`` bytes (260 kB per 1000 tokens at k = 32). Float32 rounds each
+    log-probability by up to ~2⁻²⁴ relative; :func:`kl_from_topk` renormalizes what it reads, so
+    this rounding only adds a floor of ~1e-14 nats per token to the KL (float16 would add ~3e-7,
+    comparable to 8-bit quantization's KL, which is why it is not used).
+    Transient memory is one float64 copy of ``logits`` (8·T·V bytes); slice rows to bound it.
+    """
+    _check_logits(logits)
+    if not 1 <= k <= logits.shape[1]:
+        raise ValueError(f"k must be in [1, V={logits.shape[1]}], got {k}")
+    indices = torch.topk(logits.detach(), k, dim=-1).indices
+    selected, tail = _selected_and_rest(logits, indices)
+    return {
+        TOPK_LOGPROBS: selected.to(torch.float32),
+        TOPK_INDICES: indices.to(torch.int32),
+        TAIL_LOGPROB: tail.to(torch.float32),
+    }
+
+
+def _kl_terms(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """``Σ p (log p − log q)`` over the last dim, float64; terms with ``p == 0`` are 0.
+
+    ``q == 0`` where ``p > 0`` gives ``+inf`` (never NaN). Clamped at 0: KL between two
+    distributions is >= 0, and only float64 rounding (~1e-16) can make the sum negative.
+    """
+    p = log_p.exp()
+    terms = torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p))
+    return terms.sum(dim=-1).clamp_min(0.0)
+
+
+def kl_from_topk(reference: dict, quantized_logits: torch.Tensor) -> torch.Tensor:
+    """Per-position ``KL(P_ref ‖ P_quant)`` over the top-k-plus-tail coarsening, nats, float64 [T].
+
+    The categories are the reference's k cached tokens plus ONE lumped tail (all other tokens)::
+
+        KL_k = Σ_{i∈topk} p_i (log p_i − log q_i) + p_tail (log p_tail − log q_tail)
+
+    with ``q = softmax(quantized_logits)`` in float64 and ``q_tail = 1 − Σ_{i∈topk} q_i`` computed
+    as the logsumexp of the quantized logits outside the top-k (exact, never negative). The cached
+    reference values ``(log p_i, log p_tail)`` are renormalized to sum to 1 (undoing storage
+    rounding) before use. Terms with ``p == 0`` (e.g. an empty tail) contribute 0; never NaN.
+
+    Merging the tail is a deterministic map applied to both distributions, so by the
+    data-processing inequality ``KL_k <= KL`` (the exact KL over all V tokens), and KL_k grows
+    with k. Equality holds when the reference's tail mass is 0 (in particular when k == V), or
+    more generally when P and Q are proportional on the tail tokens. Extra keys in ``reference``
+    are ignored.
+    """
+    _check_logits(quantized_logits)
+    indices = reference[TOPK_INDICES]
+    if indices.dim() != 2 or indices.shape[0] != quantized_logits.shape[0]:
+        raise ValueError(
+            f"reference covers {tuple(indices.shape)} positions x k, quantized logits are "
+            f"{tuple(quantized_logits.shape)}"
+        )
+    log_p = torch.cat(
+        [
+            reference[TOPK_LOGPROBS].to(torch.float64),
+            reference[TAIL_LOGPROB].to(torch.float64)[:, None],
+        ],
+        dim=-1,
+    )
+    log_p = log_p - torch.logsumexp(log_p, dim=-1, keepdim=True)
+    selected, tail = _selected_and_rest(quantized_logits, indices)
+    return _kl_terms(log_p, torch.cat([selected, tail[:, None]], dim=-1))
+
+
+def exact_kl(reference_logits: torch.Tensor, quantized_logits: torch.Tensor) -> torch.Tensor:
+    """Per-position exact ``KL(P_ref ‖ P_quant) = Σ_v p_v (log p_v − log q_v)``, nats, float64 [T].
+
+    Over all V tokens, from full logits (both ``[T, V]``, same shape): O(T·V), for tests and small
+    vocabularies. Terms with ``p_v == 0`` contribute 0; never NaN.
+    """
+    _check_logits(reference_logits)
+    if reference_logits.shape != quantized_logits.shape:
+        raise ValueError(
+            f"shape mismatch: {tuple(reference_logits.shape)} vs {tuple(quantized_logits.shape)}"
+        )
+    log_p = torch.log_softmax(reference_logits.detach().to(torch.float64), dim=-1)
+    log_q = torch.log_softmax(quantized_logits.detach().to(torch.float64), dim=-1)
+    return _kl_terms(log_p, log_q)
+
+
+def top1_agreement(reference: dict, quantized_logits: torch.Tensor) -> torch.Tensor:
+    """Bool ``[T]``: the quantized argmax token equals the reference's most likely token.
+
+    The reference's top-1 is ``reference["topk_indices"][:, 0]``. With exactly tied maxima either
+    side may pick any of the tied tokens.
+    """
+    _check_logits(quantized_logits)
+    top1 = reference[TOPK_INDICES][:, 0].long()
+    return quantized_logits.detach().argmax(dim=-1) == top1.to(quantized_logits.device)
+
+
+def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-position negative log-likelihood ``−log softmax(logits)[t, targets[t]]``: nats, float64.
+
+    ``logits`` is ``[T, V]`` (position t predicts ``targets[t]``), ``targets`` is ``[T]`` token ids;
+    the result is ``[T]``.
+    """
+    _check_logits(logits)
+    if targets.shape != logits.shape[:1]:
+        raise ValueError(f"targets must be [{logits.shape[0]}], got {tuple(targets.shape)}")
+    log_probs = torch.log_softmax(logits.detach().to(torch.float64), dim=-1)
+    return -log_probs.gather(-1, targets.long()[:, None])[:, 0]
+
+
+def perplexity(nll_sum: float, count: int) -> float:
+    """Perplexity ``exp(nll_sum / count)``: nll_sum in nats over ``count`` tokens (count >= 1).
+
+    ``math.inf`` when the exponential overflows a float; ``ValueError`` when ``count <= 0``.
+    """
+    if count <= 0:
+        raise ValueError(f"count must be >= 1, got {count}")
+    try:
+        return math.exp(nll_sum / count)
+    except OverflowError:
+        return math.inf
+
+
+def percentile(values: torch.Tensor | list[float], q: float) -> float:
+    """The q-th percentile (q in [0, 100]) with linear interpolation: numpy's default method.
+
+    Sorted values ``v_0 <= … <= v_{n−1}``, position ``h = q / 100 · (n − 1)``, result
+    ``v_⌊h⌋ + (h − ⌊h⌋)·(v_⌈h⌉ − v_⌊h⌋)`` in float64. Equal neighbours are returned as they are,
+    so infinite values (an infinite KL) do not turn into NaN.
+    """
+    if not 0 <= q <= 100:
+        raise ValueError(f"q must be in [0, 100], got {q}")
+    ordered = torch.as_tensor(values, dtype=torch.float64).flatten().sort().values
+    if ordered.numel() == 0:
+        raise ValueError("percentile of no values")
+    position = q / 100 * (ordered.numel() - 1)
+    low, high = float(ordered[math.floor(position)]), float(ordered[math.ceil(position)])
+    if low == high:
+        return low
+    return low + (position - math.floor(position)) * (high - low)
