@@ -184,7 +184,7 @@ def test_kl_from_topk_equals_exact_when_k_is_vocab(seed):
     assert torch.allclose(kl_from_topk(reference64(ref, 50), quant), exact, rtol=1e-12, atol=1e-15)
     # A one-token tail is that token: also exact.
     assert torch.allclose(kl_from_topk(reference64(ref, 49), quant), exact, rtol=1e-12, atol=1e-15)
-    # Through the stored (float32) cache: exact up to storage rounding of the cached log-probabilities.
+    # Through the stored (float32) cache: exact up to rounding of the cached log-probabilities.
     assert torch.allclose(kl_from_topk(topk_reference(ref, 50), quant), exact, rtol=5e-3)
 
 
