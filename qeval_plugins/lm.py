@@ -8,7 +8,10 @@ the loaded model. The backend knows nothing about any particular quantization li
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import inspect
+import os
 import time
 from typing import Any
 
@@ -57,6 +60,7 @@ class QevalLM(HFLM):
             ) from error
 
     def _create_model(self, pretrained: str, dtype: Any = "auto", **kwargs: Any) -> None:
+        self._qeval_load_args = {"pretrained": pretrained, "dtype": dtype, "kwargs": dict(kwargs)}
         plan = self._qeval_plan
         context = plan.context(str(self.device), dtype)
         extra = plan.quantizer.load_kwargs(plan.options, context)
@@ -68,6 +72,8 @@ class QevalLM(HFLM):
         loaded = time.perf_counter()
         self._model = plan.quantizer.quantize(self._model, plan.options, context)
         done = time.perf_counter()
+        if "quantize_seconds" in plan.measured:  # a reload after the reference pass
+            return
         plan.measured.update(
             load_seconds=round(loaded - started, 4),  # includes load-time quantization
             transform_seconds=round(done - loaded, 4),  # quantize() after loading
@@ -81,8 +87,54 @@ class QevalLM(HFLM):
                 8 * plan.measured["param_bytes_after"] / plan.measured["param_count"], 4
             )
 
+    def qeval_sqnr(self, requests: list) -> list[dict]:
+        """Answer the ``qeval_sqnr`` task's requests (lm-eval dispatches by request type)."""
+        from qeval_plugins.sqnr import run
+
+        return run(self, requests)
+
+    @contextlib.contextmanager
+    def reference_model(self):
+        """The unquantized model in the run's dtype, loaded while the quantized one is released.
+
+        Never holds both: the quantized model is dropped first and loaded (and quantized) again
+        afterwards. With ``quantizer=none`` the model itself is the reference.
+        """
+        if self._qeval_plan.quantizer.name == "none":
+            yield self.model
+            return
+        args = self._qeval_load_args
+        self._model = None
+        release_memory(str(self.device))
+        HFLM._create_model(self, args["pretrained"], dtype=args["dtype"], **args["kwargs"])
+        try:
+            yield self._model
+        finally:
+            self._model = None
+            release_memory(str(self.device))
+            self._create_model(args["pretrained"], dtype=args["dtype"], **args["kwargs"])
+            self._model.eval()
+
+    def checkpoint_dir(self) -> str:
+        """Local folder of the checkpoint's files (the hub cache folder for hub ids)."""
+        pretrained = self._qeval_load_args["pretrained"]
+        if os.path.isdir(pretrained):
+            return pretrained
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(pretrained, revision=self.revision, local_files_only=True)
+
     def get_model_info(self) -> dict:
         """lm-eval's model info plus the ``qeval`` block (quantizer, options, plugin, sizes)."""
         info = super().get_model_info()
         info["qeval"] = self._qeval_plan.record()
         return info
+
+
+def release_memory(device: str) -> None:
+    """Give freed tensors' memory back (and CUDA's cache) before loading another model."""
+    import torch
+
+    gc.collect()
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()

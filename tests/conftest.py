@@ -17,6 +17,13 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir(tmp_path_factory):
+    """Reference caches of the whole run go to a temporary folder, never to ~/.cache."""
+    os.environ["QEVAL_CACHE_DIR"] = str(tmp_path_factory.mktemp("qeval-cache"))
+    return Path(os.environ["QEVAL_CACHE_DIR"])
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A random-init 2-layer Llama (hidden 128) with a BPE tokenizer, saved as safetensors."""
@@ -47,23 +54,37 @@ def example_plugin_path(tmp_path_factory) -> Path:
     """The example plugin package pip-installed into a private folder (put it on PYTHONPATH)."""
     target = tmp_path_factory.mktemp("plugin-site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(EXAMPLE_PLUGIN)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(EXAMPLE_PLUGIN),
+        ],
         check=True,
     )
     return target
 
 
-def run_cli(args: list[str], *, extra_path: Path | None = None, cwd: Path | None = None,
-            timeout: int = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], *, extra_path: Path | None = None, cwd: Path | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """Run a console command of this environment in a subprocess; return the finished process."""
     env = dict(os.environ)
     env.pop("QEVAL_DEBUG", None)
     if extra_path is not None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(extra_path),
-                                                          env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(extra_path), env.get("PYTHONPATH")]))
     executable = Path(sys.executable).parent / args[0]
     return subprocess.run(
-        [str(executable), *args[1:]], capture_output=True, text=True, env=env,
-        cwd=cwd, timeout=timeout,
+        [str(executable), *args[1:]],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
     )

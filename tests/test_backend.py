@@ -15,8 +15,14 @@ def evaluate(model: str, model_args: str, tasks_dir, limit: int = 12) -> dict:
     from lm_eval.tasks import TaskManager
 
     return lm_eval.simple_evaluate(
-        model=model, model_args=model_args, tasks=TASKS, device="cpu", batch_size=4,
-        limit=limit, log_samples=True, task_manager=TaskManager(include_path=str(tasks_dir)),
+        model=model,
+        model_args=model_args,
+        tasks=TASKS,
+        device="cpu",
+        batch_size=4,
+        limit=limit,
+        log_samples=True,
+        task_manager=TaskManager(include_path=str(tasks_dir)),
     )
 
 
@@ -42,11 +48,13 @@ def test_quantizer_none_is_bit_identical_to_hf(hf_run, tiny_model_dir, tasks_dir
 
 def test_none_with_dtype_matches_hf_with_dtype(tiny_model_dir, tasks_dir):
     hf = evaluate("hf", f"pretrained={tiny_model_dir},dtype=bfloat16", tasks_dir, limit=4)
-    ours = evaluate("qeval", f"pretrained={tiny_model_dir},quantizer=none,dtype=bfloat16",
-                    tasks_dir, limit=4)
+    ours = evaluate(
+        "qeval", f"pretrained={tiny_model_dir},quantizer=none,dtype=bfloat16", tasks_dir, limit=4
+    )
     assert responses(ours) == responses(hf)
     assert ours["config"]["qeval"]["param_bytes_after"] * 2 == (
-        ours["config"]["qeval"]["param_bytes_before"] * 2)
+        ours["config"]["qeval"]["param_bytes_before"] * 2
+    )
 
 
 def loglikelihoods(model_dir, quantizer: str, **options) -> list[float]:
@@ -54,10 +62,14 @@ def loglikelihoods(model_dir, quantizer: str, **options) -> list[float]:
 
     from qeval_plugins.lm import QevalLM
 
-    lm = QevalLM(pretrained=str(model_dir), quantizer=quantizer, device="cpu", batch_size=4,
-                 **options)
-    pairs = [("the quick brown", " fox jumps"), ("numbers one two", " three four five"),
-             ("a small model", " reads a short text")]
+    lm = QevalLM(
+        pretrained=str(model_dir), quantizer=quantizer, device="cpu", batch_size=4, **options
+    )
+    pairs = [
+        ("the quick brown", " fox jumps"),
+        ("numbers one two", " three four five"),
+        ("a small model", " reads a short text"),
+    ]
     requests = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
     return [ll for ll, _ in lm.loglikelihood(requests)], lm
 

@@ -9,8 +9,11 @@ import pytest
 
 from qeval_plugins import hookspecs
 
-SPECS = [name for name, value in vars(hookspecs).items()
-         if name.startswith("qeval_") and inspect.isfunction(value)]
+SPECS = [
+    name
+    for name, value in vars(hookspecs).items()
+    if name.startswith("qeval_") and inspect.isfunction(value)
+]
 TESTS = Path(__file__).parent
 
 
@@ -29,6 +32,9 @@ def test_hook_is_documented(name):
 @pytest.mark.parametrize("name", SPECS)
 def test_hook_is_exercised_by_a_test(name):
     """A test other than this file calls or implements the hook."""
-    users = [path.name for path in TESTS.glob("test_*.py")
-             if path.name != Path(__file__).name and name in path.read_text()]
+    users = [
+        path.name
+        for path in TESTS.glob("test_*.py")
+        if path.name != Path(__file__).name and name in path.read_text()
+    ]
     assert users, f"no test exercises {name}"

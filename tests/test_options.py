@@ -16,8 +16,17 @@ MODE = Option("mode", str, "a", "mode", choices=("a", "b"))
 
 @pytest.mark.parametrize(
     ("option", "given", "expected"),
-    [(BITS, 3, 3), (BITS, "5", 5), (BITS, 6.0, 6), (SCALE, 2, 2.0), (SCALE, "0.5", 0.5),
-     (FLAG, True, True), (FLAG, "false", False), (FLAG, "yes", True), (MODE, "b", "b")],
+    [
+        (BITS, 3, 3),
+        (BITS, "5", 5),
+        (BITS, 6.0, 6),
+        (SCALE, 2, 2.0),
+        (SCALE, "0.5", 0.5),
+        (FLAG, True, True),
+        (FLAG, "false", False),
+        (FLAG, "yes", True),
+        (MODE, "b", "b"),
+    ],
 )
 def test_values_are_coerced_to_the_declared_type(option, given, expected):
     value = option.coerce(given, "q")
@@ -26,11 +35,15 @@ def test_values_are_coerced_to_the_declared_type(option, given, expected):
 
 @pytest.mark.parametrize(
     ("option", "given", "message"),
-    [(BITS, "four", r"option 'bits' of quantizer 'q' must be an integer, got 'four'"),
-     (BITS, 9, r"must be <= 8, got 9"), (BITS, 1, r"must be >= 2, got 1"),
-     (BITS, True, r"must be an integer"), (SCALE, -1.0, r"must be >= 0"),
-     (FLAG, "maybe", r"must be true or false"),
-     (MODE, "c", r"must be one of a, b, got 'c'")],
+    [
+        (BITS, "four", r"option 'bits' of quantizer 'q' must be an integer, got 'four'"),
+        (BITS, 9, r"must be <= 8, got 9"),
+        (BITS, 1, r"must be >= 2, got 1"),
+        (BITS, True, r"must be an integer"),
+        (SCALE, -1.0, r"must be >= 0"),
+        (FLAG, "maybe", r"must be true or false"),
+        (MODE, "c", r"must be one of a, b, got 'c'"),
+    ],
 )
 def test_bad_values_are_one_clear_line(option, given, message):
     with pytest.raises(QevalError, match=message) as caught:
@@ -104,8 +117,11 @@ def extra_quantizers(monkeypatch, fresh_registry):
 
 
 def test_missing_package_names_the_pip_extra(extra_quantizers):
-    with pytest.raises(QevalError, match=r"needs the package 'qeval_no_such_module_xyz'.*"
-                                         r"pip install 'qeval\[fancy\]'"):
+    with pytest.raises(
+        QevalError,
+        match=r"needs the package 'qeval_no_such_module_xyz'.*"
+        r"pip install 'qeval\[fancy\]'",
+    ):
         plan_quantization("needs-pkg", {}, set(), "cpu")
 
 

@@ -13,8 +13,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def readme_commands() -> list[str]:
-    block = re.search(r"<!-- setup -->\s*```(?:bash)?\n(.*?)```", (REPO / "README.md").read_text(),
-                      re.S)
+    block = re.search(
+        r"<!-- setup -->\s*```(?:bash)?\n(.*?)```", (REPO / "README.md").read_text(), re.S
+    )
     assert block, "README.md needs the setup block"
     return [line for line in block.group(1).splitlines() if line.strip()]
 

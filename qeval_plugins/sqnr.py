@@ -1,0 +1,298 @@
+"""The engine of the ``qeval_sqnr`` task: how far a quantized model is from its unquantized self.
+
+Three comparisons, all against the unquantized model in the run's dtype (the "reference"):
+
+* **weights** — every layer's effective dense weight (through the ``qeval_dequantize_weight``
+  hook, so any quantizer works) against the checkpoint's tensor, read one tensor at a time;
+* **outputs** — on the task's texts: logit SQNR, KL(P_ref‖P_quant) per token, top-1 agreement and
+  the perplexity of both models;
+* **activations** — the hidden state after each decoder block, over a bounded number of tokens.
+
+The reference's outputs are computed once per model + texts + settings and cached on disk
+(:mod:`qeval_plugins.reference_cache`). On a cache miss the quantized model is released, the
+reference is loaded, run and released, and the quantized model is loaded again: the two are never
+in memory together. SQNR_dB = 10·log10(Σx² / Σ(x − x̂)²), accumulated in float64.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from qeval_plugins import divergence
+from qeval_plugins.errors import QevalError
+
+REQUEST_TYPE = "qeval_sqnr"
+
+
+@dataclass(frozen=True)
+class SqnrSettings:
+    """Task settings (YAML ``metadata``, overridable with ``lm_eval --metadata '{...}'``).
+
+    max_tokens: tokens of each text that are scored (longer texts are cut).
+    top_k: reference log-probabilities kept per token for KL (the rest is one tail category).
+    logit_positions: token positions, over all texts, whose full reference logits are kept for
+        logit SQNR (each costs vocab_size × 4 bytes of cache).
+    activation_tokens: token positions, over all texts, whose block outputs are compared.
+    worst_layers: how many of the worst layers the results name.
+    """
+
+    max_tokens: int = 256
+    top_k: int = 32
+    logit_positions: int = 256
+    activation_tokens: int = 256
+    worst_layers: int = 5
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> SqnrSettings:
+        known = {name: values[name] for name in cls.__dataclass_fields__ if name in values}
+        for name, value in known.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise QevalError(
+                    f"qeval_sqnr setting '{name}' must be a positive integer, got {value!r}."
+                )
+        return cls(**known)
+
+
+# ---------------------------------------------------------------- model plumbing
+
+
+def decoder_layers(model: Any) -> list[Any]:
+    """The decoder blocks, in order: the ModuleList as long as ``config.num_hidden_layers``."""
+    count = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == count:
+            return list(module)
+    return []
+
+
+@contextlib.contextmanager
+def captured_blocks(model: Any):
+    """Yield a list that holds, after each forward pass, every decoder block's output tensor."""
+    outputs: list[torch.Tensor] = []
+
+    def keep(module, inputs, output):
+        outputs.append(output[0] if isinstance(output, tuple) else output)
+
+    handles = [layer.register_forward_hook(keep) for layer in decoder_layers(model)]
+    try:
+        yield outputs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _logits(model: Any, ids: torch.Tensor) -> torch.Tensor:
+    """Next-token logits [T-1, V] in float32 for a 1-D id tensor (position t predicts t+1)."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        return model(ids.to(device)[None]).logits[0, :-1].float()
+
+
+# ---------------------------------------------------------------- reference and comparison
+
+
+def compute_reference(model: Any, texts: list[torch.Tensor], settings: SqnrSettings) -> dict:
+    """What the metrics need from the reference model, per text (CPU tensors, bounded size)."""
+    entries = []
+    logit_budget, activation_budget = settings.logit_positions, settings.activation_tokens
+    with captured_blocks(model) as blocks:
+        for ids in texts:
+            blocks.clear()
+            logits = _logits(model, ids)
+            entry = {
+                k: v.cpu() for k, v in divergence.topk_reference(logits, settings.top_k).items()
+            }
+            entry["nll"] = divergence.token_nll(logits, ids[1:].to(logits.device)).cpu()
+            keep_logits = min(logit_budget, logits.shape[0])
+            entry["logits"] = logits[:keep_logits].cpu()
+            logit_budget -= keep_logits
+            keep_tokens = min(activation_budget, ids.shape[0])
+            entry["blocks"] = (
+                torch.stack([b[0, :keep_tokens].float().cpu() for b in blocks])
+                if blocks
+                else torch.empty(0)
+            )
+            activation_budget -= keep_tokens
+            entries.append(entry)
+    return {"texts": entries}
+
+
+def compare(model: Any, texts: list[torch.Tensor], reference: dict) -> list[dict[str, Any]]:
+    """Per text: sums and per-token values the task aggregates into its metrics."""
+    results = []
+    with captured_blocks(model) as blocks:
+        for ids, ref in zip(texts, reference["texts"], strict=True):
+            blocks.clear()
+            logits = _logits(model, ids)
+            ref_device = {k: v.to(logits.device) for k, v in ref.items() if k != "blocks"}
+            kl = divergence.kl_from_topk(ref_device, logits)
+            agree = divergence.top1_agreement(ref_device, logits)
+            nll = divergence.token_nll(logits, ids[1:].to(logits.device))
+            kept = ref["logits"].shape[0]
+            logit_energy = (
+                divergence.energies(ref["logits"], logits[:kept].cpu()) if kept else (0.0, 0.0)
+            )
+            block_energy = (
+                [
+                    divergence.energies(ref["blocks"][i], block[0, : ref["blocks"].shape[1]].cpu())
+                    for i, block in enumerate(blocks)
+                ]
+                if ref["blocks"].numel()
+                else []
+            )
+            results.append(
+                {
+                    "tokens": int(logits.shape[0]),
+                    "kl": kl.tolist(),
+                    "top1_agree": int(agree.sum()),
+                    "nll_reference": float(ref["nll"].double().sum()),
+                    "nll_quantized": float(nll.sum()),
+                    "logit_energy": logit_energy,
+                    "block_energy": block_energy,
+                }
+            )
+    return results
+
+
+def weight_energies(model: Any, checkpoint_dir: str, dequantize) -> dict[str, tuple]:
+    """(Σx², Σ(x − x̂)²) per layer: effective weight vs the checkpoint tensor, one at a time.
+
+    Layers: every module with a 2-D weight that the dequantize hook answers for and whose
+    ``<name>.weight`` is in the checkpoint. Embeddings and the LM head are included only when the
+    quantizer changed them (their noise is non-zero).
+    """
+    from safetensors import safe_open
+
+    files = {}
+    for file in sorted(Path(checkpoint_dir).glob("*.safetensors")):
+        with safe_open(str(file), "pt") as handle:
+            files.update(dict.fromkeys(handle.keys(), file))
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    inputs = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    energies = {}
+    for name, module in model.named_modules():
+        key = f"{name}.weight"
+        if key not in files or getattr(module, "weight", None) is None:
+            continue
+        dense = dequantize(module=module)
+        if dense is None or dense.dim() != 2:
+            continue
+        with safe_open(str(files[key]), "pt") as handle:
+            original = handle.get_tensor(key)
+        signal, noise = divergence.energies(original, dense.detach().cpu())
+        if module in (output, inputs) and noise == 0:
+            continue
+        energies[name] = (signal, noise)
+    return energies
+
+
+# ---------------------------------------------------------------- summaries
+
+
+def sqnr_value(signal: float, noise: float) -> float | str:
+    """SQNR in dB as a JSON-safe value: a float, or the string ``"inf"`` when there is no noise."""
+    value = divergence.sqnr_db(signal, noise)
+    return "inf" if math.isinf(value) else round(value, 4)
+
+
+def summarize_weights(energies: dict[str, tuple], worst: int) -> dict[str, Any]:
+    """Mean over layers (dB), worst layers, and the global SQNR over all weights."""
+    if not energies:
+        return {"layers": {}, "mean_db": None, "min_db": None, "global_db": None, "worst": []}
+    per_layer = {name: divergence.sqnr_db(*pair) for name, pair in energies.items()}
+    ranked = sorted(per_layer.items(), key=lambda item: item[1])
+    signal = sum(pair[0] for pair in energies.values())
+    noise = sum(pair[1] for pair in energies.values())
+    finite = [value for value in per_layer.values() if not math.isinf(value)]
+    mean = sum(finite) / len(finite) if len(finite) == len(per_layer) else math.inf
+    return {
+        "layers": {name: _json(value) for name, value in per_layer.items()},
+        "mean_db": _json(mean),
+        "min_db": _json(ranked[0][1]),
+        "global_db": sqnr_value(signal, noise),
+        "worst": [{"layer": name, "sqnr_db": _json(value)} for name, value in ranked[:worst]],
+    }
+
+
+def summarize_blocks(results: list[dict[str, Any]]) -> list[float | str]:
+    """Activation SQNR (dB) after each decoder block, over all compared tokens."""
+    if not results or not results[0]["block_energy"]:
+        return []
+    count = len(results[0]["block_energy"])
+    totals = [
+        (
+            sum(r["block_energy"][i][0] for r in results if r["block_energy"]),
+            sum(r["block_energy"][i][1] for r in results if r["block_energy"]),
+        )
+        for i in range(count)
+    ]
+    return [sqnr_value(*pair) for pair in totals]
+
+
+def _json(value: float) -> float | str:
+    return "inf" if math.isinf(value) else round(value, 4)
+
+
+def run(lm: Any, requests: list) -> list[dict[str, Any]]:
+    """Answer ``qeval_sqnr`` requests on ``lm`` (a QevalLM): reference (cached), compare, summarize.
+
+    Returns one dict per request (per text) for the task's ``process_results``; the per-layer and
+    per-block figures go to the run's ``qeval`` block under ``sqnr``.
+    """
+    from qeval_plugins import reference_cache
+    from qeval_plugins.plugins import get_registry
+
+    settings = SqnrSettings.from_mapping(requests[0].args[1])
+    prefix = [lm.prefix_token_id] if lm.prefix_token_id is not None else []
+    texts = [
+        torch.tensor(prefix + lm.tok_encode(request.args[0])[: settings.max_tokens])
+        for request in requests
+    ]
+    plan = lm._qeval_plan
+    checkpoint = lm.checkpoint_dir()
+    dtype = str(lm._qeval_load_args["dtype"])
+    key = reference_cache.reference_key(
+        reference_cache.checkpoint_identity(checkpoint),
+        [t.tolist() for t in texts],
+        asdict(settings),
+        dtype,
+    )
+    reference = reference_cache.load(key)
+    reused = reference is not None
+    if reference is None:
+        with lm.reference_model() as model:
+            reference = compute_reference(model, texts, settings)
+        reference_cache.save(key, reference)
+    results = compare(lm.model, texts, reference)
+    weights = summarize_weights(
+        weight_energies(lm.model, checkpoint, get_registry().manager.hook.qeval_dequantize_weight),
+        settings.worst_layers,
+    )
+    blocks = summarize_blocks(results)
+    plan.measured["sqnr"] = {
+        "settings": asdict(settings),
+        "reference_cache": {"key": key, "reused": reused, "dir": str(reference_cache.cache_dir())},
+        "weights": weights,
+        "activation_blocks_db": blocks,
+    }
+    summary = {
+        "weight_sqnr_mean_db": weights["mean_db"],
+        "weight_sqnr_min_db": weights["min_db"],
+        "weight_sqnr_global_db": weights["global_db"],
+        "activation_sqnr_last_db": blocks[-1] if blocks else None,
+        "activation_sqnr_min_db": _worst(blocks),
+    }
+    for result in results:
+        result["model"] = summary
+    return results
+
+
+def _worst(values: list[float | str]) -> float | str | None:
+    finite = [v for v in values if v != "inf"]
+    return min(finite) if finite else ("inf" if values else None)
