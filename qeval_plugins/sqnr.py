@@ -160,8 +160,13 @@ def compare(model: Any, texts: list[torch.Tensor], reference: dict) -> list[dict
     return results
 
 
-def weight_energies(model: Any, checkpoint_dir: str, dequantize) -> dict[str, tuple]:
+def weight_energies(
+    model: Any, checkpoint_dir: str, dequantize, dtype: torch.dtype | None = None
+) -> dict[str, tuple]:
     """(Σx², Σ(x − x̂)²) per layer: effective weight vs the checkpoint tensor, one at a time.
+
+    The checkpoint tensor is first cast to ``dtype`` (the run's dtype; None keeps the stored one),
+    so the reference is the unquantized model exactly as the run would load it.
 
     Layers: every module with a 2-D weight that the dequantize hook answers for and whose
     ``<name>.weight`` is in the checkpoint. Embeddings and the LM head are included only when the
@@ -185,6 +190,8 @@ def weight_energies(model: Any, checkpoint_dir: str, dequantize) -> dict[str, tu
             continue
         with safe_open(str(files[key]), "pt") as handle:
             original = handle.get_tensor(key)
+        if dtype is not None and original.is_floating_point():
+            original = original.to(dtype)
         signal, noise = divergence.energies(original, dense.detach().cpu())
         if module in (output, inputs) and noise == 0:
             continue
@@ -256,7 +263,7 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
     ]
     plan = lm._qeval_plan
     checkpoint = lm.checkpoint_dir()
-    dtype = str(lm._qeval_load_args["dtype"])
+    dtype = str(lm._qeval_load_args["dtype"]).removeprefix("torch.")
     key = reference_cache.reference_key(
         reference_cache.checkpoint_identity(checkpoint),
         [t.tolist() for t in texts],
@@ -270,8 +277,11 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
             reference = compute_reference(model, texts, settings)
         reference_cache.save(key, reference)
     results = compare(lm.model, texts, reference)
+    run_dtype = getattr(torch, dtype) if dtype in ("float16", "bfloat16", "float32") else None
     weights = summarize_weights(
-        weight_energies(lm.model, checkpoint, get_registry().manager.hook.qeval_dequantize_weight),
+        weight_energies(
+            lm.model, checkpoint, get_registry().manager.hook.qeval_dequantize_weight, run_dtype
+        ),
         settings.worst_layers,
     )
     blocks = summarize_blocks(results)

@@ -203,3 +203,14 @@ def test_cache_entry_is_small(tiny_model_dir):
     kept_tokens = sum(e["blocks"].shape[1] for e in entries)
     assert kept_logits == 10 and kept_tokens == 16
     assert entries[0]["topk_logprobs"].shape == (127, 8)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_models(tiny_model_dir, tasks_dir, dtype):
+    none = sqnr_run(tiny_model_dir, tasks_dir, f"quantizer=none,dtype={dtype}", limit=2)
+    assert none["metrics"]["weight_sqnr_global_db"] == "inf"
+    assert none["metrics"]["logit_sqnr_db"] == "inf"
+    rtn = sqnr_run(tiny_model_dir, tasks_dir, f"quantizer=rtn,bits=4,dtype={dtype}", limit=2)
+    weight = rtn["metrics"]["weight_sqnr_global_db"]
+    assert isinstance(weight, float) and 10 < weight < 40
+    assert math.isfinite(rtn["metrics"]["kl_mean"]) and rtn["metrics"]["kl_mean"] > 0
