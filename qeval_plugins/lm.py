@@ -27,6 +27,7 @@ from qeval_plugins.models import (
     resolve_pretrained,
 )
 from qeval_plugins.plan import plan_quantization
+from qeval_plugins.throughput import Throughput, peak_memory
 
 install_excepthook()
 
@@ -49,6 +50,7 @@ class QevalLM(HFLM):
                 "hub id, not a model object."
             )
         self._qeval_plan = plan_quantization(quantizer, kwargs, _HFLM_PARAMS, kwargs.get("device"))
+        self._qeval_throughput = Throughput()
         pretrained = resolve_pretrained(pretrained)
         try:
             super().__init__(pretrained=pretrained, **kwargs)
@@ -86,6 +88,22 @@ class QevalLM(HFLM):
             plan.measured["bits_per_param"] = round(
                 8 * plan.measured["param_bytes_after"] / plan.measured["param_count"], 4
             )
+
+    def _loglikelihood_tokens(self, requests, *args: Any, **kwargs: Any):
+        """HFLM's scoring, timed: tokens = context + continuation tokens of every request."""
+        with self._qeval_throughput.timing("loglikelihood") as counted:
+            results = super()._loglikelihood_tokens(requests, *args, **kwargs)
+            counted.append(
+                sum(len(context) + len(continuation) for _, context, continuation in requests)
+            )
+        return results
+
+    def generate_until(self, requests, *args: Any, **kwargs: Any):
+        """HFLM's generation, timed: tokens = new tokens of the returned continuations."""
+        with self._qeval_throughput.timing("generate") as counted:
+            results = super().generate_until(requests, *args, **kwargs)
+            counted.append(sum(len(self.tok_encode(text)) for text in results))
+        return results
 
     def qeval_sqnr(self, requests: list) -> list[dict]:
         """Answer the ``qeval_sqnr`` task's requests (lm-eval dispatches by request type)."""
@@ -127,7 +145,11 @@ class QevalLM(HFLM):
     def get_model_info(self) -> dict:
         """lm-eval's model info plus the ``qeval`` block (quantizer, options, plugin, sizes)."""
         info = super().get_model_info()
-        info["qeval"] = self._qeval_plan.record()
+        info["qeval"] = {
+            **self._qeval_plan.record(),
+            "peak_memory": peak_memory(str(self.device)),
+            "throughput": self._qeval_throughput.record(),
+        }
         return info
 
 

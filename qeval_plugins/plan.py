@@ -28,7 +28,15 @@ class QuantizationPlan:
     quantizer: Quantizer
     plugin: PluginInfo
     options: dict[str, Any]
+    given: dict[str, Any] = field(default_factory=dict)  # the options the user set
     measured: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> str:
+        """Canonical spec: name plus the options the user set, sorted: ``rtn:bits=3:format=int``."""
+        return ":".join(
+            [self.quantizer.name, *(f"{k}={self.given[k]}" for k in sorted(self.given))]
+        )
 
     def context(self, device: str, dtype: str) -> LoadContext:
         return LoadContext(device=device, dtype=str(dtype))
@@ -36,6 +44,7 @@ class QuantizationPlan:
     def record(self) -> dict[str, Any]:
         """The ``qeval`` block of the results JSON's ``config``."""
         return {
+            "spec": self.spec,
             "quantizer": self.quantizer.name,
             "requested_as": self.requested,
             "aliases": list(self.quantizer.aliases),
@@ -99,7 +108,8 @@ def plan_quantization(
             f"{'available' if _cuda_missing() else 'selected'}; run with --device cuda on a "
             f"machine with an NVIDIA GPU, or pick another quantizer."
         )
-    return QuantizationPlan(requested, chosen, entry.plugin, options)
+    given_final = {name: options[name] for name in given}
+    return QuantizationPlan(requested, chosen, entry.plugin, options, given_final)
 
 
 def _cuda_missing() -> bool:

@@ -43,7 +43,15 @@ def test_quantizer_none_is_bit_identical_to_hf(hf_run, tiny_model_dir, tasks_dir
     assert set(qeval_run["config"]) == set(hf_run["config"]) | {"qeval"}
     block = qeval_run["config"]["qeval"]
     assert block["quantizer"] == "none" and block["plugin"]["distribution"] == "built-in"
+    assert block["spec"] == "none"
     assert block["param_bytes_before"] == block["param_bytes_after"] > 0
+    assert block["bits_per_param"] == 32.0  # float32 checkpoint
+    scored = block["throughput"]["loglikelihood"]
+    assert scored["tokens"] > 0 and scored["tokens_per_s"] > 0
+    generated = block["throughput"]["generate"]
+    assert generated["new_tokens"] > 0 and generated["tokens_per_s"] > 0
+    assert block["peak_memory"]["kind"] == "cpu_peak_rss"
+    assert block["peak_memory"]["bytes"] > block["param_bytes_after"]
 
 
 def test_none_with_dtype_matches_hf_with_dtype(tiny_model_dir, tasks_dir):
@@ -96,6 +104,7 @@ def test_rtn_changes_outputs_more_at_fewer_bits(tiny_model_dir):
     assert errors[2] > errors[4] > errors[8] > 0
     block = lm.get_model_info()["qeval"]
     assert block["simulated"] is True and block["options"]["bits"] == 8
+    assert block["spec"] == "rtn:bits=8"
     assert block["effective_bits"] == pytest.approx(8 + 16 / 128)
 
 
