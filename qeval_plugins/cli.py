@@ -1,4 +1,4 @@
-"""The ``qeval`` command: plugins, quantizers, tasks-path and the offline demo.
+"""The ``qeval`` command: plugins, quantizers, tasks-path, demo, run and report.
 
 User errors print one line (``qeval: error: ...``) and exit with status 2; ``QEVAL_DEBUG=1``
 shows the traceback.
@@ -83,6 +83,68 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Sweep models × quantizers over tasks, resumably; then print the report."""
+    from pathlib import Path
+
+    from qeval_plugins.sweep import sweep
+
+    console = _console()
+    failures = sweep(
+        models=args.model,
+        specs=_split(args.quantizers),
+        tasks=_split(args.tasks),
+        output=Path(args.output),
+        device=args.device or _default_device(),
+        extra=args.lm_eval_args,
+        force=args.force,
+        console=console,
+    )
+    _print_report([args.output], None, console)
+    for line in failures:
+        print(f"qeval: error: {line}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Compare runs: rich table, optional export and plots."""
+    from qeval_plugins.report import export, plot
+
+    report = _print_report(args.paths, args.baseline, _console())
+    if args.format:
+        out = args.out or f"qeval-report.{_EXTENSIONS.get(args.format, args.format)}"
+        print(f"wrote {export(report, args.format, out)}")
+    if args.plot:
+        for path in plot(report, args.plot):
+            print(f"wrote {path}")
+    return 0
+
+
+_EXTENSIONS = {"markdown": "md"}
+
+
+def _print_report(paths, baseline, console):
+    from qeval_plugins.report import render
+    from qeval_plugins.results import compare, load_runs
+
+    runs, warnings = load_runs(paths)
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+    report = compare(runs, baseline)
+    render(report, console)
+    return report
+
+
+def _split(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from qeval_plugins.demo import DEFAULT_DEMO_QUANTIZERS
 
@@ -114,11 +176,49 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--limit", type=int, default=None, help="documents per task (default: all)")
     demo.add_argument("--output", default=None, help="also write each run's results JSON here")
     demo.set_defaults(run=cmd_demo)
+
+    run = commands.add_parser(
+        "run",
+        allow_abbrev=False,
+        help="evaluate models × quantizers with lm-eval (resumable), then report",
+        description="Every other option (e.g. --limit 100 --batch_size 8 --num_fewshot 5) is "
+        "passed to lm_eval unchanged.",
+    )
+    run.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        help="model path, hub id or qeval-tiny (repeat for several)",
+    )
+    run.add_argument(
+        "--quantizers",
+        required=True,
+        help="comma-separated specs NAME[:option=value...], e.g. none,bnb-nf4,rtn:bits=4",
+    )
+    run.add_argument("--tasks", required=True, help="comma-separated lm-eval task names")
+    run.add_argument("--output", required=True, help="folder for the runs (one sub-folder each)")
+    run.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    run.add_argument("--force", action="store_true", help="recompute runs that already exist")
+    run.set_defaults(run=cmd_run, passthrough=True)
+
+    report = commands.add_parser("report", help="compare runs in one table (rich, exports, plots)")
+    report.add_argument("paths", nargs="+", help="results files or folders (searched recursively)")
+    report.add_argument(
+        "--baseline", default=None, help="spec of the baseline run per model (default: none)"
+    )
+    report.add_argument("--format", choices=("markdown", "csv", "json", "html"), default=None)
+    report.add_argument("--out", default=None, help="file for --format (default qeval-report.EXT)")
+    report.add_argument("--plot", default=None, metavar="DIR", help="write PNG charts into DIR")
+    report.set_defaults(run=cmd_report)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.lm_eval_args = unknown
     try:
         return args.run(args)
     except QevalError as error:
