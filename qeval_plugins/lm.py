@@ -111,6 +111,12 @@ class QevalLM(HFLM):
 
         return run(self, requests)
 
+    def qeval_sample(self, requests: list) -> list[dict]:
+        """Answer the sampling-sensitivity tasks' requests: matched quantized/reference samples."""
+        from qeval_plugins.sampling import run
+
+        return run(self, requests)
+
     @contextlib.contextmanager
     def reference_model(self):
         """The unquantized model in the run's dtype, loaded while the quantized one is released.

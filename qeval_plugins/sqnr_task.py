@@ -22,7 +22,6 @@ results JSON's ``config.qeval.sqnr`` block.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 from pathlib import Path
@@ -30,12 +29,10 @@ from typing import Any
 
 import datasets
 from lm_eval.api.instance import Instance
-from lm_eval.api.task import ConfigurableTask
 
-from qeval_plugins.errors import QevalError, install_excepthook
+from qeval_plugins.errors import QevalError
 from qeval_plugins.sqnr import REQUEST_TYPE, SqnrSettings
-
-install_excepthook()
+from qeval_plugins.task_support import QevalTask
 
 
 def load_texts(text_file: str | None = None, text_field: str = "text", **_: Any):
@@ -144,18 +141,13 @@ HIGHER_IS_BETTER = {
 }
 
 
-class SqnrTask(ConfigurableTask):
+class SqnrTask(QevalTask):
     """``qeval_sqnr``: one ``qeval_sqnr`` request per text, answered by the qeval backend."""
 
-    def __init__(self, config: dict | None = None, **kwargs: Any) -> None:
-        # the YAML's ``class`` key selects this class; it is not a TaskConfig field
-        config = {key: value for key, value in (config or {}).items() if key != "class"}
-        super().__init__(config=config, **kwargs)
+    REQUEST_TYPE = REQUEST_TYPE
 
-    def build_all_requests(self, *args: Any, **kwargs: Any) -> None:
-        _require_qeval_backend()
+    def prepare(self) -> None:
         self.settings = SqnrSettings.from_mapping(dict(self.config.metadata or {}))
-        super().build_all_requests(*args, **kwargs)
 
     def construct_requests(self, doc: dict, ctx: Any, **kwargs: Any) -> Instance:
         kwargs.pop("apply_chat_template", None)
@@ -185,25 +177,3 @@ class SqnrTask(ConfigurableTask):
 
     def higher_is_better(self) -> dict:
         return dict(HIGHER_IS_BETTER)
-
-
-def _require_qeval_backend() -> None:
-    """Fail at once, in one line, when the model is not ``--model qeval``.
-
-    lm-eval does not hand the model to a task; the evaluator's local ``lm`` is found on the call
-    stack. If it cannot be found (another lm-eval version), the run goes on and lm-eval's own
-    error about the missing request handler is the fallback.
-    """
-    frame = inspect.currentframe()
-    for _ in range(8):
-        frame = frame.f_back if frame else None
-        if frame is None:
-            return
-        lm = frame.f_locals.get("lm")
-        if lm is not None and hasattr(lm, "tokenizer"):
-            if not hasattr(lm, REQUEST_TYPE):
-                raise QevalError(
-                    f"task qeval_sqnr needs --model qeval (got {type(lm).__name__}); run "
-                    f"lm_eval --model qeval --model_args pretrained=MODEL,quantizer=NAME ..."
-                )
-            return

@@ -1,0 +1,768 @@
+"""Reading lm-eval results files into comparable runs, and comparing each run with its baseline.
+
+A *run* is one results JSON (``results_<timestamp>.json`` from ``lm_eval --output_path``,
+``results.json`` from ``qeval run``), from ``--model qeval`` or any other backend. Runs are grouped
+by model (``config.model_args`` ``pretrained``) and named by a *label*: the qeval block's ``spec``
+(``rtn:bits=4``), else its quantizer plus the options given in ``model_args``, else the backend
+(``hf``) plus ``dtype`` and lm-eval's own quantization switches when given.
+
+Each task shows one *main metric* (:data:`MAIN_METRIC_PRIORITY`). Against the model's baseline
+run, with q the run's value, b the baseline's, se their standard errors:
+
+* delta Δ = q − b;
+* relative degradation (Ahmadian et al.) = 100·(b − q)/|b| % when higher is better and
+  100·(q − b)/|b| % when lower is better, so a positive value always means worse;
+* significant = |Δ| > √(se_b² + se_q²) — a one-standard-error screen, not a formal test; unknown
+  (None) when either standard error is missing.
+
+Nothing read can crash the report: unreadable, corrupt or truncated JSON, files of other tools,
+NaN values, missing standard errors, different task sets and duplicates each become one warning
+line, and everything else is still compared.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from operator import itemgetter
+from pathlib import Path
+from typing import Any, NamedTuple
+
+# A task's main metric: the first of these it reports, else its first numeric metric.
+MAIN_METRIC_PRIORITY = (
+    "acc",
+    "acc_norm",
+    "exact_match",
+    "em",
+    "f1",
+    "pass@1",
+    "mcc",
+    "bleu",
+    "rougeL",
+    "chrf",
+    "word_perplexity",
+    "perplexity",
+    "byte_perplexity",
+    "bits_per_byte",
+)
+TASK_MAIN_METRIC = {"qeval_sqnr": "logit_sqnr_db"}
+SQNR_TASK = "qeval_sqnr"
+# Direction of common metrics, used only when a file has no ``higher_is_better`` entry.
+LOWER_IS_BETTER = frozenset(
+    {
+        "word_perplexity",
+        "byte_perplexity",
+        "perplexity",
+        "bits_per_byte",
+        "ter",
+        "wer",
+        "cer",
+        "brier_score",
+        "kl_mean",
+        "kl_p99",
+        "ppl_reference",
+        "ppl_quantized",
+        "ppl_delta",
+    }
+)
+HIGHER_IS_BETTER = frozenset(
+    {
+        "acc",
+        "acc_norm",
+        "exact_match",
+        "em",
+        "f1",
+        "pass@1",
+        "mcc",
+        "bleu",
+        "chrf",
+        "top1_agreement",
+    }
+)
+# Backends whose runs are an unquantized baseline when they use none of these switches (the same
+# tuple as :data:`qeval_plugins.plan.HF_QUANTIZATION_ARGS`, kept here so reading stays light).
+HF_BACKENDS = frozenset({"hf", "hf-auto", "huggingface"})
+HF_QUANTIZATION_ARGS = (
+    "load_in_4bit",
+    "load_in_8bit",
+    "autogptq",
+    "gptqmodel",
+    "quantization_config",
+)
+DTYPE_BITS = {"float64": 64, "float32": 32, "float16": 16, "bfloat16": 16}
+NON_METRIC_KEYS = frozenset({"alias", "name", "sample_len", "samples", "sample_count"})
+MIB = 2**20
+DEFAULT_WORST_LAYERS = 5
+
+
+class Metric(NamedTuple):
+    """One metric of one task: value (may be ±inf, never NaN), stderr when known, direction."""
+
+    value: float
+    stderr: float | None
+    higher_is_better: bool | None
+
+
+@dataclass
+class Run:
+    """One evaluated model configuration, read from one results file (or several merged)."""
+
+    path: Path
+    model: str
+    label: str
+    config: dict[str, Any]
+    metrics: dict[str, dict[str, Metric]]
+    qeval: dict[str, Any]
+    date: float = 0.0  # lm-eval's "date" (Unix seconds), else the file's mtime: newest wins
+    merged: list[Path] = field(default_factory=list)  # older files whose tasks were added
+
+    @property
+    def backend(self) -> str:
+        return str(self.config.get("model") or "unknown")
+
+    @property
+    def is_qeval(self) -> bool:
+        return self.backend == "qeval" or "qeval" in self.config
+
+    @property
+    def quantizer(self) -> str | None:
+        """The qeval quantizer's canonical name; None for runs of other backends."""
+        if not self.is_qeval:
+            return None
+        return str(self.qeval.get("quantizer") or self.label.partition(":")[0])
+
+    @property
+    def is_plain_hf(self) -> bool:
+        """An ``--model hf`` run without lm-eval's own quantization switches."""
+        args = model_args(self.config)
+        return self.backend in HF_BACKENDS and not any(
+            _given(args.get(name)) for name in HF_QUANTIZATION_ARGS
+        )
+
+
+@dataclass(frozen=True)
+class Score:
+    """A run's main metric on one task, compared with the baseline (None where not defined)."""
+
+    metric: str
+    value: float
+    stderr: float | None
+    higher_is_better: bool | None
+    delta: float | None = None
+    relative_degradation_pct: float | None = None
+    significant: bool | None = None
+
+
+@dataclass
+class Row:
+    """One run of a model: its cost figures and a score per task."""
+
+    run: Run
+    is_baseline: bool
+    bits_per_param: float | None
+    simulated: bool
+    size_mib: float | None
+    quantize_seconds: float | None
+    tokens_per_s: dict[str, float]  # "loglikelihood" and/or "generate"
+    peak_memory_mib: float | None
+    peak_memory_kind: str | None
+    scores: dict[str, Score]
+
+
+@dataclass
+class SqnrRun:
+    """A run's ``qeval_sqnr`` figures: task metrics, weight SQNR per layer, activation SQNR."""
+
+    label: str
+    metrics: dict[str, float]
+    layers: dict[str, float]  # weight SQNR (dB) per layer, checkpoint order
+    worst: list[tuple[str, float]]
+    activation_blocks_db: list[float]
+
+
+@dataclass
+class Comparison:
+    """Every run of one model, each compared with the model's baseline."""
+
+    model: str
+    name: str
+    baseline: Run | None
+    baseline_reason: str
+    tasks: dict[str, str]  # task -> main metric, in column order
+    rows: list[Row]
+    sqnr: list[SqnrRun]
+
+
+@dataclass
+class Report:
+    """What :mod:`qeval_plugins.report` renders and exports."""
+
+    comparisons: list[Comparison]
+    warnings: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as strict-JSON-safe data (infinities as the strings "inf" / "-inf")."""
+        return _json_safe(
+            {
+                "models": [_comparison_dict(comparison) for comparison in self.comparisons],
+                "warnings": self.warnings,
+            }
+        )
+
+
+# ---------------------------------------------------------------- reading
+
+
+def load_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[str]]:
+    """Read every results file in ``paths`` (files, or folders searched for ``results*.json``).
+
+    Returns the runs in path order and one warning line per problem; never raises for content.
+    """
+    runs: list[Run] = []
+    warnings: list[str] = []
+    seen: set[str] = set()
+    for path in _result_files(paths, warnings):
+        key = os.path.abspath(path)  # the same file named twice (a folder and a file in it)
+        if key in seen:
+            continue
+        seen.add(key)
+        run, problems = read_run(path)
+        warnings.extend(problems)
+        if run is not None:
+            runs.append(run)
+    return runs, warnings
+
+
+def _result_files(paths: Sequence[str | Path], warnings: list[str]) -> Iterable[Path]:
+    for given in map(Path, paths):
+        if given.is_dir():
+            found = sorted(given.rglob("results*.json"))
+            if not found:
+                warnings.append(f"{given}: no results*.json files in this folder")
+            yield from found
+        elif given.exists():
+            yield given
+        else:
+            warnings.append(f"{given}: no such file or folder")
+
+
+def read_run(path: Path) -> tuple[Run | None, list[str]]:
+    """One results file as a :class:`Run` (None if it is not one) and its warning lines."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        return None, [f"{path}: cannot read ({error}); skipped"]
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        return None, [f"{path}: {_json_problem(error, text)}; skipped"]
+    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
+        return None, [f'{path}: not an lm-eval results file (no "results" object); skipped']
+    config = _mapping(data.get("config"))
+    nans: list[str] = []
+    no_stderr: list[str] = []
+    metrics = parse_metrics(data, nans, no_stderr)
+    warnings = []
+    if nans:
+        warnings.append(f"{path}: NaN in {_listing(nans)}; left out")
+    if no_stderr:
+        warnings.append(f"{path}: no stderr for {_listing(no_stderr)}; significance not assessed")
+    if not metrics:
+        return None, [*warnings, f"{path}: no numeric metrics in its results; skipped"]
+    args = model_args(config)
+    block = _mapping(config.get("qeval"))
+    date = _number(data.get("date"))
+    run = Run(
+        path=path,
+        model=str(args.get("pretrained") or data.get("model_name") or "unknown"),
+        label="",
+        config=config,
+        metrics=metrics,
+        qeval=block,
+        date=date if date is not None and math.isfinite(date) else path.stat().st_mtime,
+    )
+    run.label = run_label(run)
+    return run, warnings
+
+
+def _json_problem(error: json.JSONDecodeError, text: str) -> str:
+    if not text.rstrip().endswith(("}", "]")):
+        return f"truncated JSON (cut off at line {text.count(chr(10)) + 1})"
+    return f"not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
+
+
+def parse_metrics(
+    data: dict[str, Any], nans: list[str], no_stderr: list[str]
+) -> dict[str, dict[str, Metric]]:
+    """``results`` as task -> metric -> :class:`Metric`; NaNs and missing stderrs are noted.
+
+    Keys are lm-eval's ``"metric,filter"`` (plain ``"metric"`` in older files); the metric is named
+    ``metric`` for filter ``none``, else ``metric,filter``. Subtasks of a group that reports its
+    own aggregate (mmlu) are folded into the group.
+    """
+    directions = _mapping(data.get("higher_is_better"))
+    folded = _folded_subtasks(data)
+    metrics: dict[str, dict[str, Metric]] = {}
+    for task, entry in data["results"].items():
+        if task in folded or not isinstance(entry, dict):
+            continue
+        task_directions = _mapping(directions.get(task))
+        found = {}
+        for key, raw in entry.items():
+            base, _, kind = key.partition(",")
+            if base in NON_METRIC_KEYS or base.endswith("_stderr"):
+                continue
+            value = _number(raw)
+            if value is None:
+                continue
+            name = base if kind in ("", "none") else key
+            if math.isnan(value):
+                nans.append(f"{task}/{name}")
+                continue
+            stderr_key = f"{base}_stderr,{kind}" if kind else f"{base}_stderr"
+            stderr = _number(entry.get(stderr_key))
+            if stderr_key not in entry:
+                no_stderr.append(f"{task}/{name}")
+            elif stderr is not None and not math.isfinite(stderr):
+                nans.append(f"{task}/{name} stderr")
+                stderr = None
+            direction = task_directions.get(base)
+            found[name] = Metric(
+                value,
+                stderr,
+                direction if isinstance(direction, bool) else default_higher_is_better(base),
+            )
+        if found:
+            metrics[task] = found
+    return metrics
+
+
+def _folded_subtasks(data: dict[str, Any]) -> set[str]:
+    groups = _mapping(data.get("group_subtasks"))
+    results = data["results"]
+    stack = [
+        group for group, children in groups.items() if children and _has_scores(results.get(group))
+    ]
+    folded: set[str] = set()
+    while stack:
+        for child in groups.get(stack.pop()) or ():
+            if isinstance(child, str) and child not in folded:
+                folded.add(child)
+                stack.append(child)
+    return folded
+
+
+def _has_scores(entry: Any) -> bool:
+    return isinstance(entry, dict) and any(
+        "," in key and "_stderr," not in key and _number(value) is not None
+        for key, value in entry.items()
+    )
+
+
+def default_higher_is_better(metric: str) -> bool | None:
+    """Built-in direction of a metric (dB figures are SQNRs: higher is better); None if unknown."""
+    if metric in LOWER_IS_BETTER:
+        return False
+    if metric in HIGHER_IS_BETTER or metric.endswith("_db"):
+        return True
+    return None
+
+
+def model_args(config: dict[str, Any]) -> dict[str, Any]:
+    """``config.model_args`` as a dict, also when lm-eval stored the ``"k=v,k=v"`` string."""
+    args = config.get("model_args")
+    if isinstance(args, dict):
+        return args
+    parsed = {}
+    if isinstance(args, str):
+        for pair in args.split(","):
+            key, sep, value = pair.partition("=")
+            if sep:
+                parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def run_label(run: Run) -> str:
+    """``spec`` of the qeval block, else quantizer + given options, else backend + dtype."""
+    args = model_args(run.config)
+    if run.is_qeval:
+        spec = run.qeval.get("spec")
+        if isinstance(spec, str) and spec:
+            return spec
+        options = _mapping(run.qeval.get("options"))
+        name = run.qeval.get("quantizer") or args.get("quantizer") or "none"
+        return spec_text(str(name), {key: args[key] for key in options if key in args})
+    keys = ("dtype", *HF_QUANTIZATION_ARGS)
+    return spec_text(run.backend, {key: args[key] for key in keys if _given(args.get(key))})
+
+
+def spec_text(name: str, options: dict[str, Any]) -> str:
+    """``name:k=v:...`` with the options sorted by key (the canonical spec form)."""
+    return ":".join([name, *(f"{key}={_text(options[key])}" for key in sorted(options))])
+
+
+# ---------------------------------------------------------------- comparing
+
+
+def compare(
+    runs: list[Run], baseline: str | None = None, *, warnings: Sequence[str] = ()
+) -> Report:
+    """Group ``runs`` by model, pick each model's baseline and compare every run with it.
+
+    ``baseline`` is a spec (``none``, ``hf``, ``rtn:bits=8``; a quantizer's aliases work too)
+    naming the baseline of every model; by default it is the model's qeval ``none`` run, else a
+    plain ``--model hf`` run. ``warnings`` (from :func:`load_runs`) are kept at the front of the
+    report's own warnings (duplicates, different task sets, a missing ``--baseline``).
+    """
+    notes = list(warnings)
+    by_model: dict[str, list[Run]] = {}
+    for run in _merge_duplicates(runs, notes):
+        by_model.setdefault(run.model, []).append(run)
+    names = display_names(list(by_model))
+    comparisons = [
+        compare_model(model, names[model], by_model[model], baseline, notes)
+        for model in sorted(by_model, key=lambda model: (names[model].lower(), model))
+    ]
+    return Report(comparisons, notes)
+
+
+def _merge_duplicates(runs: list[Run], notes: list[str]) -> list[Run]:
+    """One run per model + label: a newer file's tasks replace an older one's, others are added.
+
+    Overlapping tasks are a duplicate (one warning, newest kept); disjoint ones are the same
+    configuration evaluated in several lm_eval calls and are merged silently.
+    """
+    merged: dict[tuple[str, str], Run] = {}
+    for run in sorted(runs, key=lambda run: (run.date, str(run.path))):
+        key = (run.model, run.label)
+        older = merged.get(key)
+        if older is None:
+            merged[key] = run
+            continue
+        overlap = sorted(set(older.metrics) & set(run.metrics))
+        if overlap:
+            notes.append(
+                f"{run.model}: two {run.label} runs with {', '.join(overlap)}; kept the newer "
+                f"{run.path} over {older.path}"
+            )
+        qeval = {**older.qeval, **run.qeval}
+        adds = set(older.metrics) - set(run.metrics)
+        merged[key] = replace(
+            run,
+            config={**run.config, "qeval": qeval} if qeval else run.config,
+            qeval=qeval,
+            metrics={**older.metrics, **run.metrics},
+            merged=[*older.merged, older.path] if adds else older.merged,
+        )
+    return list(merged.values())
+
+
+def display_names(models: list[str]) -> dict[str, str]:
+    """Short names: a local path's last folder, a hub id as is; the full id where two clash."""
+    short = {}
+    for model in models:
+        trimmed = model.rstrip("/\\")
+        local = trimmed.startswith(("/", ".", "~")) or "\\" in trimmed
+        short[model] = Path(trimmed).name if local and Path(trimmed).name else model
+    counts: dict[str, int] = {}
+    for name in short.values():
+        counts[name] = counts.get(name, 0) + 1
+    return {model: name if counts[name] == 1 else model for model, name in short.items()}
+
+
+def compare_model(
+    model: str, name: str, runs: list[Run], baseline: str | None, notes: list[str]
+) -> Comparison:
+    """The :class:`Comparison` of one model's runs (warnings appended to ``notes``)."""
+    base, reason = choose_baseline(runs, baseline)
+    if baseline is not None and base is None:
+        notes.append(f"{name}: {reason}")
+    tasks = main_metrics(runs, base)
+    rows = sorted(
+        (make_row(run, base, tasks) for run in runs),
+        key=lambda row: (not row.is_baseline, -(row.bits_per_param or 0.0), row.run.label),
+    )
+    missing = [
+        f"{row.run.label} lacks {', '.join(task for task in tasks if task not in row.scores)}"
+        for row in rows
+        if len(row.scores) < len(tasks)
+    ]
+    if missing:
+        notes.append(f"{name}: runs cover different tasks (— in the table): {'; '.join(missing)}")
+    sqnr = [summary for row in rows if (summary := sqnr_summary(row.run)) is not None]
+    return Comparison(model, name, base, reason, tasks, rows, sqnr)
+
+
+def choose_baseline(runs: list[Run], spec: str | None) -> tuple[Run | None, str]:
+    """The baseline run and a sentence saying why it was chosen, or why there is none.
+
+    With ``spec``: the run it names exactly (:func:`matches_spec`), else — when ``spec`` has no
+    options — the only run of that name (``hf`` finds ``hf:dtype=bfloat16``). Without: the
+    qeval ``none`` run (``none`` before ``none:dtype=...``), else a plain ``--model hf`` run.
+    """
+    if spec is not None:
+        exact = [run for run in runs if matches_spec(run, spec)]
+        named = [run for run in runs if matches_spec(run, spec, any_options=True)]
+        chosen = exact or (named if ":" not in spec and len(named) == 1 else [])
+        if chosen:
+            first = min(chosen, key=_by_label)
+            return first, f"baseline {first.label} (--baseline {spec})"
+        several = f" (several match: {', '.join(sorted(r.label for r in named))})" if named else ""
+        return None, f"no baseline: no run is --baseline {spec}{several}; deltas not computed"
+    nones = [run for run in runs if run.quantizer == "none"]
+    if nones:
+        first = min(nones, key=_by_label)
+        return first, f"baseline {first.label} (the unquantized qeval run)"
+    plain = [run for run in runs if run.is_plain_hf]
+    if plain:
+        first = min(plain, key=_by_label)
+        return first, f"baseline {first.label} (plain {first.backend} run; no qeval none run)"
+    return None, (
+        "no baseline: no quantizer=none or plain hf run of this model (pass --baseline SPEC); "
+        "deltas not computed"
+    )
+
+
+def _by_label(run: Run) -> tuple[bool, str]:
+    return (":" in run.label, run.label)
+
+
+def matches_spec(run: Run, spec: str, any_options: bool = False) -> bool:
+    """Whether ``spec`` names ``run``: its name is the label's, the quantizer or one of its
+    aliases, and its options are the label's (in any order; any options if ``any_options``)."""
+    name, options = _split_spec(spec)
+    label_name, label_options = _split_spec(run.label)
+    aliases = run.qeval.get("aliases") if isinstance(run.qeval.get("aliases"), list) else []
+    names = {label_name, run.quantizer, run.qeval.get("requested_as"), *aliases}
+    return name in names and (any_options or options == label_options)
+
+
+def _split_spec(spec: str) -> tuple[str, list[str]]:
+    name, *pairs = spec.strip().split(":")
+    return name.strip(), sorted(pair.strip().lower().replace(" ", "") for pair in pairs)
+
+
+def main_metrics(runs: list[Run], base: Run | None) -> dict[str, str]:
+    """Task -> main metric: :data:`TASK_MAIN_METRIC`, else the first of
+    :data:`MAIN_METRIC_PRIORITY` any run reports, else the first metric found."""
+    ordered = ([base] if base is not None else []) + [run for run in runs if run is not base]
+    found: dict[str, list[str]] = {}
+    for run in ordered:
+        for task, metrics in run.metrics.items():
+            names = found.setdefault(task, [])
+            names.extend(name for name in metrics if name not in names)
+    tasks = {}
+    for task in sorted(found):
+        names = found[task]
+        preferred = [TASK_MAIN_METRIC.get(task), *MAIN_METRIC_PRIORITY]
+        tasks[task] = next((name for name in preferred if name in names), names[0])
+    return tasks
+
+
+def make_row(run: Run, base: Run | None, tasks: dict[str, str]) -> Row:
+    """Cost figures and scores of one run against ``base``."""
+    block = run.qeval
+    throughput = _mapping(block.get("throughput"))
+    peak = _mapping(block.get("peak_memory"))
+    peak_bytes = _number(peak.get("bytes"))
+    bits, size = bits_and_size(run)
+    scores = {}
+    for task, name in tasks.items():
+        metric = run.metrics.get(task, {}).get(name)
+        if metric is None:
+            continue
+        reference = None if base is None or base is run else base.metrics.get(task, {}).get(name)
+        scores[task] = score(name, metric, reference)
+    return Row(
+        run=run,
+        is_baseline=run is base,
+        bits_per_param=bits,
+        simulated=bool(block.get("simulated")),
+        size_mib=size,
+        quantize_seconds=_number(block.get("quantize_seconds")),
+        tokens_per_s={
+            kind: rate
+            for kind in ("loglikelihood", "generate")
+            if (rate := _number(_mapping(throughput.get(kind)).get("tokens_per_s"))) is not None
+        },
+        peak_memory_mib=None if peak_bytes is None else peak_bytes / MIB,
+        peak_memory_kind=peak.get("kind") if isinstance(peak.get("kind"), str) else None,
+        scores=scores,
+    )
+
+
+def bits_and_size(run: Run) -> tuple[float | None, float | None]:
+    """Bits per parameter and size in MiB (bytes / 2²⁰).
+
+    qeval runs: ``effective_bits`` for simulated quantizers (storage stays unquantized), else
+    ``bits_per_param`` or 8·param_bytes_after / param_count; size = param_bytes_after. Other
+    backends: the bits of ``model_dtype`` and model_num_parameters × bytes per parameter.
+    """
+    block = run.qeval
+    if run.is_qeval:
+        after = _number(block.get("param_bytes_after"))
+        count = _number(block.get("param_count"))
+        bits = _number(block.get("bits_per_param"))
+        if bits is None and after is not None and count:
+            bits = 8 * after / count
+        effective = _number(block.get("effective_bits"))
+        if block.get("simulated") and effective is not None:
+            bits = effective
+        return bits, None if after is None else after / MIB
+    dtype = str(run.config.get("model_dtype") or "").removeprefix("torch.")
+    dtype_bits = DTYPE_BITS.get(dtype)
+    count = _number(run.config.get("model_num_parameters"))
+    if dtype_bits is None or count is None:
+        return dtype_bits, None
+    return float(dtype_bits), count * dtype_bits / 8 / MIB
+
+
+def score(name: str, metric: Metric, base: Metric | None) -> Score:
+    """``metric`` compared with the baseline's ``base`` (no comparison when either is infinite)."""
+    if base is None or not (math.isfinite(metric.value) and math.isfinite(base.value)):
+        return Score(name, metric.value, metric.stderr, metric.higher_is_better)
+    delta = metric.value - base.value
+    return Score(
+        name,
+        metric.value,
+        metric.stderr,
+        metric.higher_is_better,
+        delta,
+        relative_degradation_pct(base.value, metric.value, metric.higher_is_better),
+        significant(delta, base.stderr, metric.stderr),
+    )
+
+
+def relative_degradation_pct(
+    base: float, value: float, higher_is_better: bool | None
+) -> float | None:
+    """100·(base − value)/|base| if higher is better, 100·(value − base)/|base| if lower is better.
+
+    Positive means worse in both cases; None when base is 0 or the direction is unknown.
+    """
+    if base == 0 or higher_is_better is None:
+        return None
+    worse_by = base - value if higher_is_better else value - base
+    return 100.0 * worse_by / abs(base)
+
+
+def significant(delta: float, stderr_base: float | None, stderr_run: float | None) -> bool | None:
+    """|Δ| > √(se_b² + se_q²): outside one combined standard error; None if either is unknown."""
+    if stderr_base is None or stderr_run is None:
+        return None
+    return abs(delta) > math.hypot(stderr_base, stderr_run)
+
+
+def sqnr_summary(run: Run) -> SqnrRun | None:
+    """The run's ``qeval_sqnr`` metrics and ``config.qeval.sqnr`` details; None without either."""
+    block = _mapping(run.qeval.get("sqnr"))
+    metrics = {name: metric.value for name, metric in run.metrics.get(SQNR_TASK, {}).items()}
+    if not block and not metrics:
+        return None
+    weights = _mapping(block.get("weights"))
+    layers = {
+        name: value
+        for name, raw in _mapping(weights.get("layers")).items()
+        if (value := _number(raw)) is not None and value == value  # NaN != NaN
+    }
+    count = _number(_mapping(block.get("settings")).get("worst_layers")) or DEFAULT_WORST_LAYERS
+    blocks = block.get("activation_blocks_db")
+    return SqnrRun(
+        label=run.label,
+        metrics=metrics,
+        layers=layers,
+        worst=heapq.nsmallest(int(count), layers.items(), key=itemgetter(1)),
+        activation_blocks_db=[
+            value
+            for raw in (blocks if isinstance(blocks, list) else [])
+            if (value := _number(raw)) is not None and not math.isnan(value)
+        ],
+    )
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _number(raw: Any) -> float | None:
+    """A JSON number, or a string such as "inf" / "NaN", as float; None for anything else."""
+    kind = type(raw)  # exact types: fast, and bool (an int subclass) is not a number here
+    if kind is float:
+        return raw
+    if kind is int:
+        return float(raw)
+    if kind is str:
+        try:
+            return float(raw)
+        except ValueError:
+            return None
+    return None
+
+
+def _mapping(raw: Any) -> dict[str, Any]:
+    return raw if isinstance(raw, dict) else {}
+
+
+def _given(value: Any) -> bool:
+    return value not in (None, False, "", "False", "false", "0")
+
+
+def _text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _listing(items: list[str], limit: int = 4) -> str:
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def _comparison_dict(comparison: Comparison) -> dict[str, Any]:
+    base = comparison.baseline
+    return {
+        "model": comparison.model,
+        "name": comparison.name,
+        "baseline": None if base is None else base.label,
+        "baseline_reason": comparison.baseline_reason,
+        "tasks": comparison.tasks,
+        "runs": [_row_dict(row) for row in comparison.rows],
+        "sqnr": [
+            {
+                **vars(summary),
+                "worst": [{"layer": layer, "sqnr_db": value} for layer, value in summary.worst],
+            }
+            for summary in comparison.sqnr
+        ],
+    }
+
+
+def _row_dict(row: Row) -> dict[str, Any]:
+    run = row.run
+    return {
+        "label": run.label,
+        "backend": run.backend,
+        "quantizer": run.quantizer,
+        "options": _mapping(run.qeval.get("options")),
+        "is_baseline": row.is_baseline,
+        "paths": [str(path) for path in [run.path, *run.merged]],
+        "bits_per_param": row.bits_per_param,
+        "simulated": row.simulated,
+        "size_mib": row.size_mib,
+        "quantize_seconds": row.quantize_seconds,
+        "tokens_per_s": row.tokens_per_s,
+        "peak_memory_mib": row.peak_memory_mib,
+        "peak_memory_kind": row.peak_memory_kind,
+        "scores": {task: vars(score) for task, score in row.scores.items()},
+    }
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "inf" if value > 0 else "-inf"  # NaN never reaches a report
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
