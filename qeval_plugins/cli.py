@@ -128,10 +128,8 @@ def _print_report(paths, baseline, console):
     from qeval_plugins.results import compare, load_runs
 
     runs, warnings = load_runs(paths)
-    for warning in warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
-    report = compare(runs, baseline)
-    render(report, console)
+    report = compare(runs, baseline, warnings=warnings)
+    render(report, console)  # load warnings included, one line each
     return report
 
 

@@ -26,6 +26,7 @@ import math
 import os
 import re
 import tempfile
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,6 @@ LEGEND = (
     "ns = |Δ| within √(se_base² + se_run²), not significant. sim = simulated quantization: "
     "effective bits, stored unquantized."
 )
-FORMATS = ("markdown", "csv", "json", "html")
 
 
 @dataclass
@@ -109,6 +109,7 @@ def score_cell(score: Score | None) -> Cell:
 
 
 def arrow(higher_is_better: bool | None) -> str:
+    """↑ when higher is better, ↓ when lower is, nothing when unknown."""
     return {True: "↑", False: "↓"}.get(higher_is_better, "")
 
 
@@ -248,6 +249,7 @@ def hbar(value: float, high: float, width: int = BAR_WIDTH) -> str:
 
 
 def grids(comparison: Comparison) -> list[Grid]:
+    """Every table of one model, in order."""
     return [summary_grid(comparison), *sqnr_grids(comparison)]
 
 
@@ -299,7 +301,7 @@ def grid_lines(grid: Grid, width: int) -> list[list[Line]]:
     gaps = len(GAP) * (len(natural) - 1)
     widths = fit_widths(natural, width - gaps)
     total = sum(widths) + gaps
-    lines = [[(_centre(grid.title, total, cell_len), "bold")]]
+    lines = [[(part, "bold")] for part in _centred(grid.title, total, width, cell_len)]
     for index, row in enumerate(body):
         columns = [
             [
@@ -309,13 +311,13 @@ def grid_lines(grid: Grid, width: int) -> list[list[Line]]:
             ]
             for cell, w in zip(row, widths, strict=True)
         ]
-        for number_of_line in range(max(map(len, columns))):
+        for line_index in range(max(map(len, columns))):
             line: list[Line] = []
             pending = ""  # unstyled text (gaps, padding, plain cells) not yet added to the line
             for position, (column, w, right) in enumerate(
                 zip(columns, widths, grid.right, strict=True)
             ):
-                text, style = column[number_of_line] if number_of_line < len(column) else ("", "")
+                text, style = column[line_index] if line_index < len(column) else ("", "")
                 pad = " " * (w - cell_len(text))
                 pending += (GAP if position else "") + (pad if right else "")
                 if style and text:
@@ -329,25 +331,20 @@ def grid_lines(grid: Grid, width: int) -> list[list[Line]]:
             lines.append(line)
         if index == 0:
             lines.append([("─" * total, "dim")])
-    if grid.caption:
-        lines.append([(_centre(grid.caption, total, cell_len), "dim")])
+    lines += [[(part, "dim")] for part in _centred(grid.caption, total, width, cell_len)]
     lines.append([])
     return lines
 
 
-def _centre(text: str, width: int, cell_len: Callable[[str], int]) -> str:
-    return " " * max(0, (width - cell_len(text)) // 2) + text
+def _centred(text: str, total: int, width: int, cell_len: Callable[[str], int]) -> list[str]:
+    """``text`` wrapped to ``width`` and each line centred over a table ``total`` cells wide."""
+    return [
+        " " * max(0, (total - cell_len(line)) // 2) + line
+        for line in textwrap.wrap(text, max(width, 1))
+    ]
 
 
 # ---------------------------------------------------------------- files
-
-
-def export(report: Report, fmt: str, path: str | Path) -> Path:
-    """Write the report as ``fmt`` (markdown, csv, json or html) to ``path`` atomically."""
-    writers = {"markdown": to_markdown, "csv": to_csv, "json": to_json, "html": to_html}
-    if fmt not in writers:
-        raise QevalError(f"unknown report format '{fmt}'; choose one of {', '.join(FORMATS)}.")
-    return write_atomic(Path(path), writers[fmt](report).encode("utf-8"))
 
 
 def write_atomic(path: Path, data: bytes) -> Path:
@@ -424,7 +421,7 @@ def to_markdown(report: Report) -> str:
         parts += [f"## {_md(comparison.name)}", "", _md(comparison.baseline_reason), ""]
         for grid in grids(comparison):
             parts += [f"**{_md(grid.title)}**", ""] if grid.title != comparison.name else []
-            parts.append("| " + " | ".join(_md(h.replace("\n", " ")) for h in grid.headers) + " |")
+            parts.append("| " + " | ".join(_md(one_line(h)) for h in grid.headers) + " |")
             parts.append("|" + "|".join("---:" if r else ":---" for r in grid.right) + "|")
             parts += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in grid.rows]
             parts.append("")
@@ -439,7 +436,12 @@ def _md(text: str) -> str:
 
 
 def _md_cell(cell: Cell) -> str:
-    return " ".join(f"**{_md(t)}**" if style == "bold" else _md(t) for t, style in cell if t)
+    return "<br>".join(f"**{_md(t)}**" if style == "bold" else _md(t) for t, style in cell if t)
+
+
+def one_line(header: str) -> str:
+    """A two-line terminal header on one line: ``bits/⏎param`` → ``bits/param``."""
+    return header.replace("/\n", "/").replace("\n", " ")
 
 
 HTML_STYLE = """body{font-family:system-ui,sans-serif;margin:2em}
@@ -471,13 +473,17 @@ def _html_table(grid: Grid) -> str:
         return ' class="right"' if right else ""
 
     head = "".join(
-        f"<th{cls(r)}>{html.escape(h)}</th>" for h, r in zip(grid.headers, grid.right, strict=True)
+        f"<th{cls(r)}>{html.escape(one_line(h))}</th>"
+        for h, r in zip(grid.headers, grid.right, strict=True)
     )
     rows = [
         "<tr>"
         + "".join(
             f"<td{cls(r)}>"
-            + "<br>".join(f'<span class="{s}">{html.escape(t)}</span>' for t, s in cell)
+            + "<br>".join(
+                f'<span class="{s}">{html.escape(t)}</span>' if s else html.escape(t)
+                for t, s in cell
+            )
             + "</td>"
             for cell, r in zip(cells, grid.right, strict=True)
         )
@@ -486,6 +492,22 @@ def _html_table(grid: Grid) -> str:
     ]
     caption = f"<caption>{html.escape(grid.caption)}</caption>" if grid.caption else ""
     return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def export(report: Report, fmt: str, path: str | Path) -> Path:
+    """Write the report as ``fmt`` (one of :data:`FORMATS`) to ``path`` atomically."""
+    if fmt not in EXPORTERS:
+        raise QevalError(f"unknown report format '{fmt}'; choose one of {', '.join(FORMATS)}.")
+    return write_atomic(Path(path), EXPORTERS[fmt](report).encode("utf-8"))
+
+
+EXPORTERS: dict[str, Callable[[Report], str]] = {
+    "markdown": to_markdown,
+    "csv": to_csv,
+    "json": to_json,
+    "html": to_html,
+}
+FORMATS = tuple(EXPORTERS)
 
 
 # ---------------------------------------------------------------- charts

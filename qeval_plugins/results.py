@@ -218,7 +218,8 @@ class Report:
 
 
 def load_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[str]]:
-    """Read every results file in ``paths`` (files, or folders searched for ``results*.json``).
+    """Read every results file in ``paths`` (files, or folders searched for ``results*.json``,
+    hidden folders skipped).
 
     Returns the runs in path order and one warning line per problem; never raises for content.
     """
@@ -238,9 +239,15 @@ def load_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[str]]:
 
 
 def _result_files(paths: Sequence[str | Path], warnings: list[str]) -> Iterable[Path]:
+    """Given files as they are; in folders, ``results*.json`` outside hidden folders (such as
+    ``qeval run``'s unfinished ``.partial-*``)."""
     for given in map(Path, paths):
         if given.is_dir():
-            found = sorted(given.rglob("results*.json"))
+            found = sorted(
+                path
+                for path in given.rglob("results*.json")
+                if not any(part.startswith(".") for part in path.relative_to(given).parts)
+            )
             if not found:
                 warnings.append(f"{given}: no results*.json files in this folder")
             yield from found
@@ -342,14 +349,16 @@ def parse_metrics(
 
 
 def _folded_subtasks(data: dict[str, Any]) -> set[str]:
-    groups = _mapping(data.get("group_subtasks"))
+    groups = {
+        group: children
+        for group, children in _mapping(data.get("group_subtasks")).items()
+        if isinstance(children, list) and children
+    }
     results = data["results"]
-    stack = [
-        group for group, children in groups.items() if children and _has_scores(results.get(group))
-    ]
+    stack = [group for group in groups if _has_scores(results.get(group))]
     folded: set[str] = set()
     while stack:
-        for child in groups.get(stack.pop()) or ():
+        for child in groups.get(stack.pop(), ()):
             if isinstance(child, str) and child not in folded:
                 folded.add(child)
                 stack.append(child)
@@ -487,14 +496,19 @@ def compare_model(
         key=lambda row: (not row.is_baseline, -(row.bits_per_param or 0.0), row.run.label),
     )
     missing = [
-        f"{row.run.label} lacks {', '.join(task for task in tasks if task not in row.scores)}"
+        f"{row.run.label} lacks {', '.join(lacks)}"
         for row in rows
-        if len(row.scores) < len(tasks)
+        if (lacks := [task for task in tasks if task not in row.scores and _expected(row, task)])
     ]
     if missing:
         notes.append(f"{name}: runs cover different tasks (— in the table): {'; '.join(missing)}")
     sqnr = [summary for row in rows if (summary := sqnr_summary(row.run)) is not None]
     return Comparison(model, name, base, reason, tasks, rows, sqnr)
+
+
+def _expected(row: Row, task: str) -> bool:
+    """Whether ``row``'s run could have run ``task`` (qeval_sqnr needs ``--model qeval``)."""
+    return task != SQNR_TASK or row.run.is_qeval
 
 
 def choose_baseline(runs: list[Run], spec: str | None) -> tuple[Run | None, str]:
@@ -568,7 +582,7 @@ def make_row(run: Run, base: Run | None, tasks: dict[str, str]) -> Row:
     block = run.qeval
     throughput = _mapping(block.get("throughput"))
     peak = _mapping(block.get("peak_memory"))
-    peak_bytes = _number(peak.get("bytes"))
+    peak_bytes = _value(peak.get("bytes"))
     bits, size = bits_and_size(run)
     scores = {}
     for task, name in tasks.items():
@@ -583,11 +597,11 @@ def make_row(run: Run, base: Run | None, tasks: dict[str, str]) -> Row:
         bits_per_param=bits,
         simulated=bool(block.get("simulated")),
         size_mib=size,
-        quantize_seconds=_number(block.get("quantize_seconds")),
+        quantize_seconds=_value(block.get("quantize_seconds")),
         tokens_per_s={
             kind: rate
             for kind in ("loglikelihood", "generate")
-            if (rate := _number(_mapping(throughput.get(kind)).get("tokens_per_s"))) is not None
+            if (rate := _value(_mapping(throughput.get(kind)).get("tokens_per_s"))) is not None
         },
         peak_memory_mib=None if peak_bytes is None else peak_bytes / MIB,
         peak_memory_kind=peak.get("kind") if isinstance(peak.get("kind"), str) else None,
@@ -604,18 +618,18 @@ def bits_and_size(run: Run) -> tuple[float | None, float | None]:
     """
     block = run.qeval
     if run.is_qeval:
-        after = _number(block.get("param_bytes_after"))
-        count = _number(block.get("param_count"))
-        bits = _number(block.get("bits_per_param"))
+        after = _value(block.get("param_bytes_after"))
+        count = _value(block.get("param_count"))
+        bits = _value(block.get("bits_per_param"))
         if bits is None and after is not None and count:
             bits = 8 * after / count
-        effective = _number(block.get("effective_bits"))
+        effective = _value(block.get("effective_bits"))
         if block.get("simulated") and effective is not None:
             bits = effective
         return bits, None if after is None else after / MIB
     dtype = str(run.config.get("model_dtype") or "").removeprefix("torch.")
     dtype_bits = DTYPE_BITS.get(dtype)
-    count = _number(run.config.get("model_num_parameters"))
+    count = _value(run.config.get("model_num_parameters"))
     if dtype_bits is None or count is None:
         return dtype_bits, None
     return float(dtype_bits), count * dtype_bits / 8 / MIB
@@ -667,19 +681,23 @@ def sqnr_summary(run: Run) -> SqnrRun | None:
     layers = {
         name: value
         for name, raw in _mapping(weights.get("layers")).items()
-        if (value := _number(raw)) is not None and value == value  # NaN != NaN
+        if (value := _value(raw)) is not None
     }
-    count = _number(_mapping(block.get("settings")).get("worst_layers")) or DEFAULT_WORST_LAYERS
+    count = _mapping(block.get("settings")).get("worst_layers")
     blocks = block.get("activation_blocks_db")
     return SqnrRun(
         label=run.label,
         metrics=metrics,
         layers=layers,
-        worst=heapq.nsmallest(int(count), layers.items(), key=itemgetter(1)),
+        worst=heapq.nsmallest(
+            count if type(count) is int and count >= 0 else DEFAULT_WORST_LAYERS,
+            layers.items(),
+            key=itemgetter(1),
+        ),
         activation_blocks_db=[
             value
             for raw in (blocks if isinstance(blocks, list) else [])
-            if (value := _number(raw)) is not None and not math.isnan(value)
+            if (value := _value(raw)) is not None
         ],
     )
 
@@ -700,6 +718,12 @@ def _number(raw: Any) -> float | None:
         except ValueError:
             return None
     return None
+
+
+def _value(raw: Any) -> float | None:
+    """:func:`_number` without NaN: a figure that is missing or unusable is None."""
+    value = _number(raw)
+    return None if value is None or math.isnan(value) else value
 
 
 def _mapping(raw: Any) -> dict[str, Any]:
@@ -760,7 +784,7 @@ def _row_dict(row: Row) -> dict[str, Any]:
 
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
-        return "inf" if value > 0 else "-inf"  # NaN never reaches a report
+        return None if math.isnan(value) else "inf" if value > 0 else "-inf"
     if isinstance(value, dict):
         return {str(key): _json_safe(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
