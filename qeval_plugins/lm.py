@@ -8,12 +8,12 @@ the loaded model. The backend knows nothing about any particular quantization li
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import inspect
 import os
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
@@ -31,6 +31,7 @@ from qeval_plugins.throughput import Throughput, peak_memory
 
 install_excepthook()
 
+T = TypeVar("T")
 _HFLM_PARAMS = set(inspect.signature(HFLM.__init__).parameters) - {"self", "kwargs"}
 
 
@@ -117,22 +118,21 @@ class QevalLM(HFLM):
 
         return run(self, requests)
 
-    @contextlib.contextmanager
-    def reference_model(self):
-        """The unquantized model in the run's dtype, loaded while the quantized one is released.
+    def on_reference_model(self, work: Callable[[Any], T]) -> T:
+        """``work(reference)`` on the unquantized model in the run's dtype; returns its result.
 
-        Never holds both: the quantized model is dropped first and loaded (and quantized) again
-        afterwards. With ``quantizer=none`` the model itself is the reference.
+        Never holds both models: the quantized model is dropped first and loaded (and quantized)
+        again afterwards, when ``work`` has returned and nothing refers to the reference any more.
+        With ``quantizer=none`` the model itself is the reference.
         """
         if self._qeval_plan.quantizer.name == "none":
-            yield self.model
-            return
+            return work(self.model)
         args = self._qeval_load_args
         self._model = None
         release_memory(str(self.device))
         HFLM._create_model(self, args["pretrained"], dtype=args["dtype"], **args["kwargs"])
         try:
-            yield self._model
+            return work(self._model)
         finally:
             self._model = None
             release_memory(str(self.device))

@@ -10,7 +10,11 @@ show the same figures:
   |Δ| is within the combined stderr (``ns``);
 * SQNR per run (when ``qeval_sqnr`` ran) with a one-character-per-layer bar view of the weight
   SQNR (▁ = the model's worst layer, █ = its best; the worst layer of a bucket when the layers
-  outnumber the width), and the worst layers with proportional bars (0 dB → empty).
+  outnumber the width), and the worst layers with proportional bars (0 dB → empty);
+* sampling sensitivity per sweep (when ``qeval_temperature_*``, ``qeval_top_k_*`` or
+  ``qeval_max_new_tokens_*`` ran): per run, rougeL and agree_tokens at each setting in numeric
+  order (top_k ``all`` last), the settings of the ``rougeL_gap`` band starred (temperature
+  0.5–0.8), and the summary task's slope, spread and gap.
 
 :func:`export` writes markdown, csv, json or html atomically; :func:`plot` writes PNG charts with
 matplotlib (imported lazily, no pyplot state).
@@ -33,7 +37,18 @@ from pathlib import Path
 from typing import Any
 
 from qeval_plugins.errors import QevalError
-from qeval_plugins.results import Comparison, Report, Row, Score
+from qeval_plugins.results import (
+    INTEGER_SWEEPS,
+    SWEEP_SUMMARY_METRICS,
+    TEMPERATURE_BAND,
+    Comparison,
+    Metric,
+    Report,
+    Row,
+    Score,
+    Sweep,
+    default_higher_is_better,
+)
 
 Line = tuple[str, str]  # text, style: "" | "bold" | "dim" | "green" | "yellow" | "red"
 Cell = list[Line]
@@ -248,9 +263,78 @@ def hbar(value: float, high: float, width: int = BAR_WIDTH) -> str:
     return "█" * (eighths // 8) + (EIGHTHS[eighths % 8] if eighths % 8 else "")
 
 
+SWEEP_CELL_METRICS = (("rougeL", ""), ("agree_tokens", "dim"))  # a sensitivity cell's lines
+SWEEP_SUMMARY_TITLES = {"rougeL_slope": "slope", "rougeL_spread": "spread", "rougeL_gap": "gap"}
+
+
+def sensitivity_grid(name: str, sweep: Sweep) -> Grid:
+    """A sweep's metric by setting: a row per run, a column per setting (band settings starred),
+    each cell rougeL over agree_tokens; then the summary task's rougeL_slope (least squares, per
+    unit of the setting), rougeL_spread (max − min) and rougeL_gap (mean reference − quantized)."""
+    summary = [m for m in SWEEP_SUMMARY_METRICS if any(m in run.summary for run in sweep.runs)]
+    notes = []
+    if sweep.band is not None:
+        low, high = map(sweep.label, sweep.band)
+        roy = sweep.name == "temperature" and sweep.band == TEMPERATURE_BAND
+        notes.append(f"* = {low}–{high} band" + (" (Roy 2023)" if roy else ""))
+    if "rougeL_gap" in summary:
+        over = "the sweep" if sweep.band is None else "the band"
+        notes.append(f"gap = mean reference − quantized rougeL over {over}")
+    directions = {
+        metric: next(
+            (run.summary[metric].higher_is_better for run in sweep.runs if metric in run.summary),
+            None,
+        )
+        for metric in summary
+    }
+    grid = Grid(
+        title=f"{name}: {sweep.name} sensitivity (metric by setting)",
+        caption="; ".join(notes),
+        headers=[
+            "run",
+            f"{sweep.name} →",
+            *(sweep.label(s) + ("*" if sweep.in_band(s) else "") for s in sweep.settings),
+            *(f"rougeL\n{SWEEP_SUMMARY_TITLES[m]} {arrow(directions[m])}" for m in summary),
+        ],
+        right=[False, False] + [True] * (len(sweep.settings) + len(summary)),
+    )
+    metric_cell = [
+        (f"{metric} {arrow(default_higher_is_better(metric))}", style)
+        for metric, style in SWEEP_CELL_METRICS
+    ]
+    for run in sweep.runs:
+        label: Cell = [(run.label, "bold")] + ([("baseline", "dim")] if run.is_baseline else [])
+        grid.rows.append(
+            [label, metric_cell]
+            + [_sweep_cell(run.points.get(setting, {})) for setting in sweep.settings]
+            + [
+                [(small_number(run.summary[m].value), "")] if m in run.summary else [("—", "dim")]
+                for m in summary
+            ]
+        )
+    return grid
+
+
+def _sweep_cell(metrics: dict[str, Metric]) -> Cell:
+    """One setting of one run: rougeL, then agree_tokens dimmed ("—" where missing)."""
+    return [
+        (number(metrics[name].value), style) if name in metrics else ("—", "dim")
+        for name, style in SWEEP_CELL_METRICS
+    ]
+
+
+def small_number(value: float) -> str:
+    """:func:`number`, but two significant digits when 0 < |value| < 0.01 (slopes per top-k)."""
+    return f"{value:.2g}" if 0 < abs(value) < 0.01 else number(value)
+
+
 def grids(comparison: Comparison) -> list[Grid]:
     """Every table of one model, in order."""
-    return [summary_grid(comparison), *sqnr_grids(comparison)]
+    return [
+        summary_grid(comparison),
+        *sqnr_grids(comparison),
+        *(sensitivity_grid(comparison.name, sweep) for sweep in comparison.sensitivity),
+    ]
 
 
 # ---------------------------------------------------------------- terminal
@@ -420,11 +504,13 @@ def to_markdown(report: Report) -> str:
     for comparison in report.comparisons:
         parts += [f"## {_md(comparison.name)}", "", _md(comparison.baseline_reason), ""]
         for grid in grids(comparison):
-            parts += [f"**{_md(grid.title)}**", ""] if grid.title != comparison.name else []
+            own = grid.title != comparison.name  # the summary's title and caption head the section
+            parts += [f"**{_md(grid.title)}**", ""] if own else []
             parts.append("| " + " | ".join(_md(one_line(h)) for h in grid.headers) + " |")
             parts.append("|" + "|".join("---:" if r else ":---" for r in grid.right) + "|")
             parts += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in grid.rows]
             parts.append("")
+            parts += [_md(grid.caption), ""] if own and grid.caption else []
     parts += [_md(LEGEND), ""] if report.comparisons else ["No runs to report.", ""]
     if report.warnings:
         parts += ["## Warnings", "", *(f"- {_md(warning)}" for warning in report.warnings), ""]
@@ -514,8 +600,9 @@ FORMATS = tuple(EXPORTERS)
 
 
 def plot(report: Report, directory: str | Path) -> list[Path]:
-    """PNG charts per model: each task's main metric per run (± stderr, baseline dashed), and
-    the weight SQNR per layer of every run (one line each). Returns the files written."""
+    """PNG charts per model: each task's main metric per run (± stderr, baseline dashed), the
+    weight SQNR per layer of every run (one line each) and, per sampling sweep, rougeL by setting
+    (one line per run, ``sensitivity_<model>_<sweep>.png``). Returns the files written."""
     try:
         from matplotlib.figure import Figure
     except ImportError as error:
@@ -532,6 +619,11 @@ def plot(report: Report, directory: str | Path) -> list[Path]:
         figure = _sqnr_chart(Figure, comparison)
         if figure is not None:
             written.append(_save(figure, directory / f"{_slug(comparison.name)}__sqnr_layers.png"))
+        for sweep in comparison.sensitivity:
+            figure = _sensitivity_chart(Figure, comparison.name, sweep)
+            if figure is not None:
+                name = f"sensitivity_{_slug(comparison.name)}_{sweep.name}.png"
+                written.append(_save(figure, directory / name))
     return written
 
 
@@ -579,6 +671,58 @@ def _sqnr_chart(figure_class: Any, comparison: Comparison) -> Any:
     axes.set_title(f"{comparison.name} · weight SQNR per layer", fontsize=10)
     axes.set_xlabel("layer (checkpoint order)")
     axes.set_ylabel("SQNR (dB, higher = closer)")
+    axes.legend(loc="best", fontsize=8)
+    return figure
+
+
+def _sensitivity_chart(figure_class: Any, name: str, sweep: Sweep) -> Any:
+    """rougeL against the setting, one line per run (baseline dashed), the band shaded.
+
+    top_k and max_new_tokens use a log₂ axis (when all settings are positive); top_k ``all``
+    (+∞; finite top_k settings are ≥ 1) is drawn at the right end, at 4 × the largest finite
+    setting (two octaves on), labelled "all".
+    """
+    lines = [
+        (run, points)
+        for run in sweep.runs
+        if (
+            points := [
+                (setting, metrics["rougeL"].value)
+                for setting, metrics in run.points.items()
+                if "rougeL" in metrics and math.isfinite(metrics["rougeL"].value)
+            ]
+        )
+    ]
+    if not lines:
+        return None
+    finite = [setting for setting in sweep.settings if math.isfinite(setting)]
+    log = sweep.name in INTEGER_SWEEPS and min(finite, default=1.0) > 0
+    unrestricted = 4 * max(finite, default=0.25)
+
+    def position(setting: float) -> float:
+        return unrestricted if math.isinf(setting) else setting
+
+    figure = figure_class(figsize=(6.4, 3.6), layout="constrained")
+    axes = figure.add_subplot()
+    if sweep.band is not None:
+        low, high = map(sweep.label, sweep.band)
+        axes.axvspan(*sweep.band, color="#f2c14e", alpha=0.25, label=f"{low}–{high} band")
+    for run, points in lines:
+        axes.plot(
+            [position(setting) for setting, _ in points],
+            [value for _, value in points],
+            marker="o",
+            linewidth=1.2,
+            linestyle="--" if run.is_baseline else "-",
+            label=run.label + (" (baseline)" if run.is_baseline else ""),
+        )
+    if log:
+        axes.set_xscale("log", base=2)
+    axes.set_xticks([position(s) for s in sweep.settings], [sweep.label(s) for s in sweep.settings])
+    axes.minorticks_off()
+    axes.set_title(f"{name} · {sweep.name} sensitivity", fontsize=10)
+    axes.set_xlabel(sweep.name + (" (log scale)" if log else ""))
+    axes.set_ylabel("rougeL (higher is better)")
     axes.legend(loc="best", fontsize=8)
     return figure
 

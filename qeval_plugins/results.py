@@ -15,6 +15,12 @@ run, with q the run's value, b the baseline's, se their standard errors:
 * significant = |Δ| > √(se_b² + se_q²) — a one-standard-error screen, not a formal test; unknown
   (None) when either standard error is missing.
 
+The sampling-sensitivity tasks of a sweep (``qeval_temperature_0.5``, ``qeval_top_k_all``, …;
+see :mod:`qeval_plugins.sampling_task`) are gathered into a :class:`Sweep` per model: each run's
+metrics per setting, read from the task's ``configs`` metadata (else its name), and its
+``qeval_<sweep>_summary`` figures. These per-setting tasks are still scored against the baseline
+(JSON, CSV) but are no columns of the summary table; the summary tasks are, with ``rougeL_gap``.
+
 Nothing read can crash the report: unreadable, corrupt or truncated JSON, files of other tools,
 NaN values, missing standard errors, different task sets and duplicates each become one warning
 line, and everything else is still compared.
@@ -26,11 +32,14 @@ import heapq
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from qeval_plugins.sampling_metrics import BAND_EDGE_TOLERANCE
 
 # A task's main metric: the first of these it reports, else its first numeric metric.
 MAIN_METRIC_PRIORITY = (
@@ -49,8 +58,19 @@ MAIN_METRIC_PRIORITY = (
     "byte_perplexity",
     "bits_per_byte",
 )
-TASK_MAIN_METRIC = {"qeval_sqnr": "logit_sqnr_db"}
 SQNR_TASK = "qeval_sqnr"
+# Sampling-sensitivity sweeps: tasks qeval_<sweep>_<setting> and qeval_<sweep>_summary.
+SWEEPS = ("temperature", "top_k", "max_new_tokens")
+SWEEP_TASK = re.compile(rf"qeval_({'|'.join(SWEEPS)})_(.+)")
+SWEEP_SUMMARY = "summary"
+INTEGER_SWEEPS = frozenset({"top_k", "max_new_tokens"})
+SWEEP_SUMMARY_METRICS = ("rougeL_slope", "rougeL_spread", "rougeL_gap")
+# The band of the temperature summary's rougeL_gap when its metadata gives none (Roy 2023).
+TEMPERATURE_BAND = (0.5, 0.8)
+TASK_MAIN_METRIC = {
+    SQNR_TASK: "logit_sqnr_db",
+    **{f"qeval_{sweep}_{SWEEP_SUMMARY}": "rougeL_gap" for sweep in SWEEPS},
+}
 # Direction of common metrics, used only when a file has no ``higher_is_better`` entry.
 LOWER_IS_BETTER = frozenset(
     {
@@ -67,6 +87,9 @@ LOWER_IS_BETTER = frozenset(
         "ppl_reference",
         "ppl_quantized",
         "ppl_delta",
+        "self_bleu",
+        "rougeL_spread",
+        "rougeL_gap",
     }
 )
 HIGHER_IS_BETTER = frozenset(
@@ -81,6 +104,13 @@ HIGHER_IS_BETTER = frozenset(
         "bleu",
         "chrf",
         "top1_agreement",
+        "rougeL",
+        "reference_rougeL",
+        "distinct_1",
+        "distinct_2",
+        "agree_tokens",
+        "agree_rougeL",
+        "rougeL_slope",
     }
 )
 # Backends whose runs are an unquantized baseline when they use none of these switches (the same
@@ -119,6 +149,8 @@ class Run:
     qeval: dict[str, Any]
     date: float = 0.0  # lm-eval's "date" (Unix seconds), else the file's mtime: newest wins
     merged: list[Path] = field(default_factory=list)  # older files whose tasks were added
+    # configs[task].metadata of its sampling-sweep tasks: their generation settings
+    task_metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def backend(self) -> str:
@@ -185,6 +217,36 @@ class SqnrRun:
 
 
 @dataclass
+class SweepRun:
+    """One run's share of a sampling sweep: its metrics per setting and its summary metrics."""
+
+    label: str
+    is_baseline: bool
+    points: dict[float, dict[str, Metric]]  # setting -> metric -> Metric, settings ascending
+    summary: dict[str, Metric]  # metrics of qeval_<sweep>_summary (rougeL_slope, ...)
+
+
+@dataclass
+class Sweep:
+    """One model's sampling sweep (temperature, top_k or max_new_tokens) over all its runs."""
+
+    name: str
+    settings: list[float]  # every setting any run covers, ascending (top_k "all" = +∞, last)
+    band: tuple[float, float] | None  # the settings rougeL_gap averages over; None: not marked
+    runs: list[SweepRun]  # in the summary table's row order
+
+    def in_band(self, setting: float) -> bool:
+        """Whether ``setting`` lies in the band: low − ε ≤ setting ≤ high + ε (ε = 1e-9)."""
+        return self.band is not None and (
+            self.band[0] - BAND_EDGE_TOLERANCE <= setting <= self.band[1] + BAND_EDGE_TOLERANCE
+        )
+
+    def label(self, setting: float) -> str:
+        """:func:`setting_label` of one of this sweep's settings."""
+        return setting_label(self.name, setting)
+
+
+@dataclass
 class Comparison:
     """Every run of one model, each compared with the model's baseline."""
 
@@ -192,9 +254,10 @@ class Comparison:
     name: str
     baseline: Run | None
     baseline_reason: str
-    tasks: dict[str, str]  # task -> main metric, in column order
+    tasks: dict[str, str]  # task -> main metric, in column order (no per-setting sweep tasks)
     rows: list[Row]
     sqnr: list[SqnrRun]
+    sensitivity: list[Sweep]  # in SWEEPS order; empty without sampling tasks
 
 
 @dataclass
@@ -283,6 +346,7 @@ def read_run(path: Path) -> tuple[Run | None, list[str]]:
     args = model_args(config)
     block = _mapping(config.get("qeval"))
     date = _number(data.get("date"))
+    configs = _mapping(data.get("configs"))
     run = Run(
         path=path,
         model=str(args.get("pretrained") or data.get("model_name") or "unknown"),
@@ -291,6 +355,12 @@ def read_run(path: Path) -> tuple[Run | None, list[str]]:
         metrics=metrics,
         qeval=block,
         date=date if date is not None and math.isfinite(date) else path.stat().st_mtime,
+        task_metadata={
+            task: metadata
+            for task in metrics
+            if SWEEP_TASK.fullmatch(task)
+            and (metadata := _mapping(_mapping(configs.get(task)).get("metadata")))
+        },
     )
     run.label = run_label(run)
     return run, warnings
@@ -466,6 +536,7 @@ def _merge_duplicates(runs: list[Run], notes: list[str]) -> list[Run]:
             qeval=qeval,
             metrics={**older.metrics, **run.metrics},
             merged=[*older.merged, older.path] if adds else older.merged,
+            task_metadata={**older.task_metadata, **run.task_metadata},
         )
     return list(merged.values())
 
@@ -490,25 +561,28 @@ def compare_model(
     base, reason = choose_baseline(runs, baseline)
     if baseline is not None and base is None:
         notes.append(f"{name}: {reason}")
-    tasks = main_metrics(runs, base)
+    scored = main_metrics(runs, base)
     rows = sorted(
-        (make_row(run, base, tasks) for run in runs),
+        (make_row(run, base, scored) for run in runs),
         key=lambda row: (not row.is_baseline, -(row.bits_per_param or 0.0), row.run.label),
     )
     missing = [
         f"{row.run.label} lacks {', '.join(lacks)}"
         for row in rows
-        if (lacks := [task for task in tasks if task not in row.scores and _expected(row, task)])
+        if (lacks := [task for task in scored if task not in row.scores and _expected(row, task)])
     ]
     if missing:
         notes.append(f"{name}: runs cover different tasks (— in the table): {'; '.join(missing)}")
     sqnr = [summary for row in rows if (summary := sqnr_summary(row.run)) is not None]
-    return Comparison(model, name, base, reason, tasks, rows, sqnr)
+    tasks = {task: metric for task, metric in scored.items() if not is_sweep_point(task)}
+    sweeps = sensitivity(rows, name, notes)
+    return Comparison(model, name, base, reason, tasks, rows, sqnr, sweeps)
 
 
 def _expected(row: Row, task: str) -> bool:
-    """Whether ``row``'s run could have run ``task`` (qeval_sqnr needs ``--model qeval``)."""
-    return task != SQNR_TASK or row.run.is_qeval
+    """Whether ``row``'s run could have run ``task`` (qeval_sqnr and the sampling tasks need
+    ``--model qeval``)."""
+    return row.run.is_qeval or not (task == SQNR_TASK or SWEEP_TASK.fullmatch(task))
 
 
 def choose_baseline(runs: list[Run], spec: str | None) -> tuple[Run | None, str]:
@@ -702,6 +776,83 @@ def sqnr_summary(run: Run) -> SqnrRun | None:
     )
 
 
+def is_sweep_point(task: str) -> bool:
+    """Whether ``task`` is one setting of a sampling sweep (``qeval_temperature_0.5``), by name."""
+    match = SWEEP_TASK.fullmatch(task)
+    return match is not None and match[2] != SWEEP_SUMMARY
+
+
+def sweep_setting(sweep: str, suffix: str, metadata: dict[str, Any]) -> float | None:
+    """The setting of task ``qeval_<sweep>_<suffix>``: ``metadata[sweep]`` (the task's generation
+    settings in the results file's ``configs``), else the number ``suffix``; None if neither is a
+    finite number.
+
+    top_k ≤ 0 and the name's ``all`` mean unrestricted top-k: +∞, so it sorts last.
+    """
+    value = _finite(metadata.get(sweep))
+    if value is None:
+        value = math.inf if suffix == "all" and sweep == "top_k" else _finite(suffix)
+    if value is not None and sweep == "top_k" and value <= 0:
+        return math.inf
+    return value
+
+
+def setting_label(sweep: str, setting: float) -> str:
+    """A setting as text: "all" for +∞, counts as "64", temperatures as "1.0" or "0.5"."""
+    if setting == math.inf:
+        return "all"
+    if setting.is_integer():
+        return f"{setting:.0f}" if sweep in INTEGER_SWEEPS else f"{setting:.1f}"
+    return f"{setting:g}"
+
+
+def sensitivity(rows: list[Row], name: str, notes: list[str]) -> list[Sweep]:
+    """Every sampling sweep that a run of the model covers, in :data:`SWEEPS` order.
+
+    A task whose setting cannot be told (:func:`sweep_setting`) is one warning in ``notes`` and
+    left out. The band is the summary's ``gap_low``–``gap_high`` metadata, else for temperature
+    :data:`TEMPERATURE_BAND`.
+    """
+    found: dict[str, dict[str, SweepRun]] = {sweep: {} for sweep in SWEEPS}
+    unknown = []
+    for row in rows:
+        run = row.run
+        for task, metrics in run.metrics.items():
+            match = SWEEP_TASK.fullmatch(task)
+            if match is None:
+                continue
+            sweep, suffix = match.groups()
+            entry = found[sweep].setdefault(run.label, SweepRun(run.label, row.is_baseline, {}, {}))
+            if suffix == SWEEP_SUMMARY:
+                entry.summary = metrics
+            elif (setting := sweep_setting(sweep, suffix, run.task_metadata.get(task, {}))) is None:
+                unknown.append(f"{run.label} {task}")
+            else:
+                entry.points[setting] = metrics
+    if unknown:
+        notes.append(
+            f"{name}: no setting in the configs metadata or task name of {_listing(unknown)}; "
+            "left out of the sensitivity tables"
+        )
+    sweeps = []
+    for sweep, by_label in found.items():
+        for entry in by_label.values():
+            entry.points = dict(sorted(entry.points.items()))
+        if by_label:
+            settings = sorted({setting for entry in by_label.values() for setting in entry.points})
+            sweeps.append(Sweep(sweep, settings, _band(sweep, rows), list(by_label.values())))
+    return sweeps
+
+
+def _band(sweep: str, rows: list[Row]) -> tuple[float, float] | None:
+    for row in rows:
+        metadata = row.run.task_metadata.get(f"qeval_{sweep}_{SWEEP_SUMMARY}", {})
+        low, high = _finite(metadata.get("gap_low")), _finite(metadata.get("gap_high"))
+        if low is not None and high is not None:
+            return low, high
+    return TEMPERATURE_BAND if sweep == "temperature" else None
+
+
 # ---------------------------------------------------------------- helpers
 
 
@@ -724,6 +875,12 @@ def _value(raw: Any) -> float | None:
     """:func:`_number` without NaN: a figure that is missing or unusable is None."""
     value = _number(raw)
     return None if value is None or math.isnan(value) else value
+
+
+def _finite(raw: Any) -> float | None:
+    """:func:`_number` when finite, else None."""
+    value = _number(raw)
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _mapping(raw: Any) -> dict[str, Any]:
@@ -758,6 +915,28 @@ def _comparison_dict(comparison: Comparison) -> dict[str, Any]:
                 "worst": [{"layer": layer, "sqnr_db": value} for layer, value in summary.worst],
             }
             for summary in comparison.sqnr
+        ],
+        "sensitivity": [_sweep_dict(sweep) for sweep in comparison.sensitivity],
+    }
+
+
+def _sweep_dict(sweep: Sweep) -> dict[str, Any]:
+    """Settings as their labels ("0.5", "all"); per run, every metric's value per setting."""
+    return {
+        "sweep": sweep.name,
+        "settings": [sweep.label(setting) for setting in sweep.settings],
+        "band": None if sweep.band is None else list(sweep.band),
+        "runs": [
+            {
+                "label": entry.label,
+                "is_baseline": entry.is_baseline,
+                "metrics": {
+                    sweep.label(setting): {name: metric.value for name, metric in metrics.items()}
+                    for setting, metrics in entry.points.items()
+                },
+                "summary": {name: metric.value for name, metric in entry.summary.items()},
+            }
+            for entry in sweep.runs
         ],
     }
 

@@ -59,7 +59,7 @@ class GenerationSettings:
     def do_sample(self) -> bool:
         return self.temperature > 0
 
-    def generation_config(self, pad_token_id: int | None, eos_token_id: Any) -> Any:
+    def generation_config(self, pad_token_id: int | None, eos_token_id: Any, count: int = 1) -> Any:
         """The exact ``GenerationConfig`` used (nothing inherited from the model's defaults)."""
         from transformers import GenerationConfig
 
@@ -71,7 +71,12 @@ class GenerationSettings:
         if not self.do_sample:
             return GenerationConfig(do_sample=False, num_beams=1, **common)
         return GenerationConfig(
-            do_sample=True, temperature=self.temperature, top_k=self.top_k, top_p=1.0, **common
+            do_sample=True,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=1.0,
+            num_return_sequences=count,
+            **common,
         )
 
     def seed_for(self, prompt: str) -> int:
@@ -92,7 +97,7 @@ def generate(
     """``count`` continuations (new token ids) of one prompt, seeded as the module says."""
     device = next(model.parameters()).device
     inputs = torch.tensor([prompt_ids], device=device)
-    config = settings.generation_config(tokenizer.pad_token_id, tokenizer.eos_token_id)
+    config = settings.generation_config(tokenizer.pad_token_id, tokenizer.eos_token_id, count)
     torch.manual_seed(settings.seed_for(prompt))
     with torch.no_grad():
         if settings.do_sample:
@@ -146,13 +151,14 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
     cached = reference_cache.load(cache_key)
     reused = cached is not None
     if cached is None:
-        with lm.reference_model() as model:
-            cached = {
+        cached = lm.on_reference_model(
+            lambda model: {
                 "samples": [
                     generate(model, lm.tokenizer, key[0], encoded[key], key[1], count)
                     for key, count in jobs.items()
                 ]
             }
+        )
         reference_cache.save(cache_key, cached)
     reference = dict(zip(jobs, cached["samples"], strict=True))
     quantized = {

@@ -273,8 +273,7 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
     reference = reference_cache.load(key)
     reused = reference is not None
     if reference is None:
-        with lm.reference_model() as model:
-            reference = compute_reference(model, texts, settings)
+        reference = lm.on_reference_model(lambda model: compute_reference(model, texts, settings))
         reference_cache.save(key, reference)
     results = compare(lm.model, texts, reference)
     run_dtype = getattr(torch, dtype) if dtype in ("float16", "bfloat16", "float32") else None
