@@ -102,10 +102,7 @@ def generate(
     with torch.no_grad():
         if settings.do_sample:
             outputs = model.generate(
-                inputs,
-                attention_mask=torch.ones_like(inputs),
-                generation_config=config,
-                num_return_sequences=count,
+                inputs, attention_mask=torch.ones_like(inputs), generation_config=config
             )
         else:  # greedy has no num_return_sequences; every sample is generated for real
             outputs = torch.cat(
