@@ -167,18 +167,43 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
         "samples_per_prompt": max(jobs.values()),
         "reference_cache": {"key": cache_key, "reused": reused},
     }
+    fluency = None
+    if any(len(r.args) > 2 and r.args[2].get("fluency") for r in requests):
+        fluency = lm.on_reference_model(
+            lambda model: {
+                key: [mean_logprob(model, encoded[key], sample) for sample in samples]
+                for key, samples in quantized.items()
+            }
+        )
     responses, seen = [], {}
     for request in requests:
         key = order[id(request)]
         index = seen[id(request)] = seen.get(id(request), -1) + 1
         tokens, ref_tokens = quantized[key][index], reference[key][index]
-        responses.append(
-            {
-                "text": lm.tok_decode(tokens),
-                "tokens": tokens,
-                "reference_text": lm.tok_decode(ref_tokens),
-                "reference_tokens": ref_tokens,
-                "settings": key[1].record(),
-            }
-        )
+        response = {
+            "text": lm.tok_decode(tokens),
+            "tokens": tokens,
+            "reference_text": lm.tok_decode(ref_tokens),
+            "reference_tokens": ref_tokens,
+            "settings": key[1].record(),
+        }
+        if fluency is not None:
+            response["fluency"] = fluency[key][index]
+        responses.append(response)
     return responses
+
+
+def mean_logprob(model: Any, prompt_ids: list[int], continuation: list[int]) -> float | None:
+    """Mean log-probability per token (nats) of ``continuation`` after the prompt, under ``model``.
+
+    None for an empty continuation.
+    """
+    if not continuation:
+        return None
+    device = next(model.parameters()).device
+    ids = torch.tensor([prompt_ids + continuation], device=device)
+    with torch.no_grad():
+        logits = model(ids).logits[0, len(prompt_ids) - 1 : -1].double()
+    targets = ids[0, len(prompt_ids) :]
+    logprobs = torch.log_softmax(logits, dim=-1).gather(1, targets[:, None])
+    return float(logprobs.mean())

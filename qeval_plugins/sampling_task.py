@@ -8,7 +8,10 @@ Per prompt (then averaged over prompts):
   continuation, mean over samples; ``reference_rougeL``: the same for the unquantized model;
 * ``distinct_1``, ``distinct_2`` (0–1), ``self_bleu`` (0–100): diversity across the samples;
 * ``agree_tokens`` (0–1): token-level agreement of each sample with the reference model's sample
-  of the same seed; ``agree_rougeL`` (0–1): ROUGE-L between the two.
+  of the same seed; ``agree_rougeL`` (0–1): ROUGE-L between the two;
+* ``fluency`` (nats per token, only with metadata ``fluency: true``): the mean log-probability of
+  each generated continuation under the unquantized model. It costs a second pass: the reference
+  model is loaded again, scores every generation, and the quantized model is reloaded.
 
 :class:`SensitivitySummaryTask` covers the whole sweep (its requests are the same as the sweep's
 tasks', so a run of the group generates nothing twice) and reduces it to single numbers:
@@ -74,15 +77,18 @@ class SamplingTask(QevalTask):
     """One setting of a sweep; the setting comes from the YAML's ``metadata``."""
 
     REQUEST_TYPE = REQUEST_TYPE
+    fluency = False  # metadata "fluency: true" turns on the second (reference) pass
 
     def prepare(self) -> None:
-        self.settings = GenerationSettings.from_mapping(dict(self.config.metadata or {}))
+        meta = dict(self.config.metadata or {})
+        self.settings = GenerationSettings.from_mapping(meta)
+        self.fluency = str(meta.get("fluency", False)).lower() in ("true", "1")
 
     def request(self, doc: dict, settings: GenerationSettings, idx: int, kwargs: dict) -> Instance:
         return Instance(
             request_type=REQUEST_TYPE,
             doc=doc,
-            arguments=(doc["prompt"], settings.record()),
+            arguments=(doc["prompt"], settings.record(), {"fluency": self.fluency}),
             idx=idx,
             **kwargs,
         )
@@ -99,13 +105,17 @@ class SamplingTask(QevalTask):
 
     def process_results(self, doc: dict, results: list) -> dict[str, float]:
         [samples] = results
-        return sample_metrics(samples, doc["reference"])
+        values = sample_metrics(samples, doc["reference"])
+        if self.fluency:
+            scored = [s["fluency"] for s in samples if s.get("fluency") is not None]
+            values["fluency"] = _mean(scored)
+        return values
 
     def aggregation(self) -> dict:
-        return {name: _mean for name in METRICS}
+        return {name: _mean for name in [*METRICS, *(["fluency"] if self.fluency else [])]}
 
     def higher_is_better(self) -> dict:
-        return dict(METRICS)
+        return {**METRICS, **({"fluency": True} if self.fluency else {})}
 
 
 METRICS = {

@@ -11,13 +11,15 @@ from qeval_plugins import QevalError
 from qeval_plugins.sampling import GenerationSettings, generate
 
 
-def sampling_run(tasks_dir, model_args: str, tasks: list[str], limit: int = 2) -> dict:
+def sampling_run(tasks_dir, model_args: str, tasks: list[str], limit: int = 2, **meta) -> dict:
     """simple_evaluate with short generations (runtime metadata overrides the YAMLs')."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
     manager = TaskManager(
-        include_path=str(tasks_dir), include_defaults=False, metadata={"max_new_tokens": 12}
+        include_path=str(tasks_dir),
+        include_defaults=False,
+        metadata={"max_new_tokens": 12, **meta},
     )
     return lm_eval.simple_evaluate(
         model="qeval",
@@ -139,3 +141,19 @@ def test_through_the_stock_cli(tasks_dir, tmp_path):
     sample = json.loads(samples_file.read_text().splitlines()[0])
     assert len(sample["resps"][0]) == 4  # repeats: 4 samples per prompt
     assert sample["arguments"]["gen_args_0"]["arg_1"]["max_new_tokens"] == 16
+
+
+@pytest.mark.slow
+def test_fluency_under_the_unquantized_model_is_optional(tasks_dir):
+    plain = sampling_run(
+        tasks_dir, "pretrained=qeval-tiny,quantizer=rtn,bits=3", ["qeval_temperature_0.8"]
+    )
+    assert "fluency,none" not in plain["results"]["qeval_temperature_0.8"]
+    scored = sampling_run(
+        tasks_dir,
+        "pretrained=qeval-tiny,quantizer=rtn,bits=3",
+        ["qeval_temperature_0.8"],
+        fluency=True,
+    )
+    fluency = scored["results"]["qeval_temperature_0.8"]["fluency,none"]
+    assert -10.0 < fluency < 0.0  # mean log-probability per token, nats
