@@ -10,9 +10,13 @@ Fixtures (tests/data/report, hand-written numbers):
 * HuggingFaceTB/SmolLM2-135M: a plain ``--model hf`` run (0.70 ± 0.046, 20.0; model_args as a
   string) and ``rtn:bits=8`` (0.69 ± 0.046, 19.8) plus an older duplicate of it (0.50, 25.0);
 * /models/mini-llama: only ``bnb-int8`` (no baseline), its word perplexity NaN;
-* broken/: a corrupt, a truncated and a foreign (``{"foo": 1}``) results*.json.
+* broken/: a corrupt, a truncated and a foreign (``{"foo": 1}``) results*.json;
+* sensitivity/sens-model (named ``*.json``, not ``results*.json``, so the folder scan above leaves
+  them out; read file by file): ``none`` and ``bnb-nf4`` over qeval_temperature_{0.0,0.5,0.8,1.2}
+  (listed out of order) and qeval_top_k_{1,10,40,100,all} (``all`` = metadata top_k 0, 10 without
+  a ``configs`` entry) with their summaries; bnb-nf4's top_k sweep is a second, later file.
 
-``QEVAL_UPDATE_SNAPSHOTS=1 python -m pytest tests/test_report.py`` rewrites the snapshot.
+``QEVAL_UPDATE_SNAPSHOTS=1 python -m pytest tests/test_report.py`` rewrites the snapshots.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import random
 from html.parser import HTMLParser
@@ -35,12 +40,16 @@ from qeval_plugins.results import (
     load_runs,
     read_run,
     relative_degradation_pct,
+    setting_label,
     significant,
+    sweep_setting,
 )
 
 TESTS = Path(__file__).resolve().parent
 DATA = TESTS / "data" / "report"
 SNAPSHOT = TESTS / "snapshots" / "report_120.txt"
+SENSITIVITY_SNAPSHOT = TESTS / "snapshots" / "report_sensitivity_120.txt"
+SENS = DATA / "sensitivity" / "sens-model"
 SMOL = "HuggingFaceTB/SmolLM2-135M"
 
 
@@ -190,15 +199,23 @@ def test_baseline_option(loaded):
     assert by_name.baseline.label == "hf:dtype=float32"
 
 
-def test_terminal_snapshot(report):
-    console = Console(width=120, record=True, color_system=None, force_terminal=False)
+def rendered(report, width: int = 120) -> str:
+    """The report as plain terminal text, trailing spaces stripped."""
+    console = Console(width=width, record=True, color_system=None, file=io.StringIO())
     render(report, console)
-    text = "".join(line.rstrip() + "\n" for line in console.export_text().splitlines())
+    return "".join(line.rstrip() + "\n" for line in console.export_text().splitlines())
+
+
+def check_snapshot(text: str, snapshot: Path) -> None:
     if os.environ.get("QEVAL_UPDATE_SNAPSHOTS") == "1":
-        SNAPSHOT.parent.mkdir(parents=True, exist_ok=True)
-        SNAPSHOT.write_text(text, encoding="utf-8")
-    assert SNAPSHOT.exists(), f"missing {SNAPSHOT}; run with QEVAL_UPDATE_SNAPSHOTS=1 to create it"
-    assert text == SNAPSHOT.read_text(encoding="utf-8")
+        snapshot.parent.mkdir(parents=True, exist_ok=True)
+        snapshot.write_text(text, encoding="utf-8")
+    assert snapshot.exists(), f"missing {snapshot}; run with QEVAL_UPDATE_SNAPSHOTS=1 to create it"
+    assert text == snapshot.read_text(encoding="utf-8")
+
+
+def test_terminal_snapshot(report):
+    check_snapshot(rendered(report), SNAPSHOT)
 
 
 def test_tables_fit_a_narrow_terminal(report):
@@ -424,3 +441,176 @@ def test_light_copy_of_hf_quantization_switches():
     from qeval_plugins import plan, results
 
     assert results.HF_QUANTIZATION_ARGS == plan.HF_QUANTIZATION_ARGS
+
+
+# ---------------------------------------------------------------- sampling sensitivity
+
+# Hand-written in tests/data/report/sensitivity/sens-model: rougeL and agree_tokens per setting.
+TEMPERATURE_ROUGE = {
+    "none": {"0.0": 0.412, "0.5": 0.398, "0.8": 0.371, "1.2": 0.305},
+    "bnb-nf4": {"0.0": 0.405, "0.5": 0.362, "0.8": 0.318, "1.2": 0.251},
+}
+NF4_AGREE = {"0.0": 0.874, "0.5": 0.612, "0.8": 0.455, "1.2": 0.301}
+TOP_K_ROUGE = {
+    "none": {"1": 0.409, "10": 0.388, "40": 0.372, "100": 0.366, "all": 0.358},
+    "bnb-nf4": {"1": 0.401, "10": 0.347, "40": 0.320, "100": 0.311, "all": 0.296},
+}
+SUMMARIES = {  # qeval_temperature_summary of each run
+    "none": {"rougeL_slope": -0.0872, "rougeL_spread": 0.107, "rougeL_gap": 0.0},
+    "bnb-nf4": {"rougeL_slope": -0.1282, "rougeL_spread": 0.154, "rougeL_gap": 0.0445},
+}
+
+
+@pytest.fixture(scope="module")
+def sens_report():
+    runs, warnings = load_runs(sorted(SENS.glob("*.json")))
+    return compare(runs, warnings=warnings)
+
+
+@pytest.fixture(scope="module")
+def sens_json(sens_report) -> dict:
+    (model,) = sens_report.to_dict()["models"]
+    return {sweep["sweep"]: sweep for sweep in model["sensitivity"]}
+
+
+def test_sensitivity_tables_in_numeric_order_with_the_band_marked(sens_report):
+    assert sens_report.warnings == []
+    text = rendered(sens_report)
+    lines = text.splitlines()
+    header = next(line for line in lines if "temperature →" in line).split()
+    assert header[:6] == ["run", "temperature", "→", "0.0", "0.5*", "0.8*"]
+    assert header[6] == "1.2"
+    row = next(line for line in lines if line.startswith("bnb-nf4") and "rougeL ↑" in line)
+    expected = TEMPERATURE_ROUGE["bnb-nf4"]
+    assert row.split()[3:7] == [f"{expected[s]:.3f}" for s in ("0.0", "0.5", "0.8", "1.2")]
+    assert row.split()[7:] == ["-0.128", "0.154", "0.044"]  # slope, spread, gap
+    agree = lines[lines.index(row) + 1].split()
+    assert agree[2:] == [f"{NF4_AGREE[s]:.3f}" for s in ("0.0", "0.5", "0.8", "1.2")]
+    assert "* = 0.5–0.8 band (Roy 2023)" in text
+    top_k = next(line for line in lines if "top_k →" in line).split()
+    assert top_k[3:8] == ["1", "10", "40", "100", "all"]  # numeric order, unrestricted last
+    assert text.index("temperature →") > text.index("qeval_temperature_summary")  # after summary
+    check_snapshot(text, SENSITIVITY_SNAPSHOT)
+
+
+def test_sensitivity_json_matches_the_input_files(sens_json):
+    temperature, top_k = sens_json["temperature"], sens_json["top_k"]
+    assert temperature["settings"] == ["0.0", "0.5", "0.8", "1.2"]
+    assert temperature["band"] == [0.5, 0.8]
+    assert top_k["settings"] == ["1", "10", "40", "100", "all"]
+    assert top_k["band"] is None
+    for sweep, rouge in [(temperature, TEMPERATURE_ROUGE), (top_k, TOP_K_ROUGE)]:
+        assert [run["label"] for run in sweep["runs"]] == ["none", "bnb-nf4"]
+        assert [run["is_baseline"] for run in sweep["runs"]] == [True, False]
+        for run in sweep["runs"]:
+            values = {setting: m["rougeL"] for setting, m in run["metrics"].items()}
+            assert values == rouge[run["label"]]
+            assert list(values) == sweep["settings"]
+    assert {run["label"]: run["summary"] for run in temperature["runs"]} == SUMMARIES
+    nf4 = temperature["runs"][1]["metrics"]
+    assert {setting: metrics["agree_tokens"] for setting, metrics in nf4.items()} == NF4_AGREE
+    # every metric of every setting is the input file's number for that task
+    for path in SENS.glob("*.json"):
+        data = json.loads(path.read_text())
+        label = data["config"]["qeval"]["spec"]
+        for task, entry in data["results"].items():
+            name, _, setting = task.rpartition("_")
+            sweep = sens_json.get(name.removeprefix("qeval_"))
+            if sweep is None or setting == "summary":
+                continue
+            (run,) = [run for run in sweep["runs"] if run["label"] == label]
+            numbers = {k.split(",")[0]: v for k, v in entry.items() if "_stderr" not in k}
+            del numbers["alias"]
+            assert run["metrics"][setting] == numbers, (path.name, task)
+
+
+def test_per_setting_tasks_are_not_summary_columns(sens_report, tmp_path):
+    (comparison,) = sens_report.comparisons
+    assert comparison.tasks == {
+        "qeval_temperature_summary": "rougeL_gap",
+        "qeval_top_k_summary": "rougeL_gap",
+    }
+    nf4 = comparison.rows[1]
+    assert nf4.scores["qeval_temperature_summary"].delta == pytest.approx(0.0445)
+    # still scored against the baseline for the CSV: rougeL 0.362 − 0.398
+    assert nf4.scores["qeval_temperature_0.5"].delta == pytest.approx(-0.036)
+    header = rendered(sens_report).split("──")[0]  # the summary table's title and header
+    assert "qeval_temperature_summary" in header and "qeval_temperature_0" not in header
+    markdown = export(sens_report, "markdown", tmp_path / "r.md").read_text()
+    summary_header = next(line for line in markdown.splitlines() if line.startswith("| run"))
+    assert "qeval\\_temperature\\_summary" in summary_header
+    assert "qeval\\_temperature\\_0" not in summary_header
+    assert "| run | temperature → | 0.0 | 0.5\\* | 0.8\\* | 1.2 |" in markdown
+    assert "\\* = 0.5–0.8 band (Roy 2023)" in markdown
+    page = export(sens_report, "html", tmp_path / "r.html").read_text()
+    checker = _TagBalance()
+    checker.feed(page)
+    assert checker.open == [] and checker.tables == 3  # summary, temperature, top_k
+    assert '<th class="right">0.5*</th>' in page
+    rows = list(
+        csv.DictReader(io.StringIO(export(sens_report, "csv", tmp_path / "r.csv").read_text()))
+    )
+    assert {row["task"] for row in rows} >= {"qeval_temperature_0.5", "qeval_top_k_all"}
+
+
+def test_sensitivity_charts_are_png_files(sens_report, tmp_path):
+    written = plot(sens_report, tmp_path)
+    names = {path.name for path in written}
+    assert {"sensitivity_sens-model_temperature.png", "sensitivity_sens-model_top_k.png"} <= names
+    for path in written:
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1024, path
+
+
+def test_settings_come_from_metadata_before_the_name(tmp_path):
+    assert sweep_setting("temperature", "0.5", {"temperature": 0.7}) == 0.7
+    assert sweep_setting("temperature", "0.5", {}) == 0.5
+    assert sweep_setting("top_k", "all", {}) == math.inf
+    assert sweep_setting("top_k", "all", {"top_k": 0}) == math.inf  # 0 = unrestricted
+    assert sweep_setting("top_k", "7", {"top_k": "x"}) == 7
+    assert sweep_setting("temperature", "all", {}) is None
+    assert sweep_setting("max_new_tokens", "long", {"max_new_tokens": "inf"}) is None
+    labels = [setting_label(s, v) for s, v in [("temperature", 1.0), ("top_k", 40.0)]]
+    assert [*labels, setting_label("top_k", math.inf)] == ["1.0", "40", "all"]
+    point = {"rougeL,none": 0.5, "rougeL_stderr,none": "N/A"}
+    data = {
+        "results": {
+            "qeval_temperature_0.5": point,  # metadata says 0.7
+            "qeval_temperature_hot": point,  # no metadata, no number: one warning
+            "qeval_max_new_tokens_64": point,
+        },
+        "configs": {"qeval_temperature_0.5": {"metadata": {"temperature": 0.7, "top_k": 0}}},
+        "config": {"model": "qeval", "model_args": {"pretrained": "m"}, "qeval": {"spec": "none"}},
+    }
+    runs, warnings = load_runs([write(tmp_path, "r.json", data)])
+    report = compare(runs, warnings=warnings)
+    (warning,) = report.warnings
+    assert "none qeval_temperature_hot" in warning and "left out" in warning
+    temperature, tokens = report.comparisons[0].sensitivity
+    assert (temperature.name, temperature.settings, temperature.band) == (
+        "temperature",
+        [0.7],
+        (0.5, 0.8),
+    )
+    assert (tokens.name, tokens.settings, tokens.band) == ("max_new_tokens", [64.0], None)
+    assert report.comparisons[0].tasks == {}
+
+
+# A 1e308 summary value overflows matplotlib's autoscale margins in the bar chart: a warning only.
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_mutated_sensitivity_files_never_crash(tmp_path):
+    """100 sens-model files with 1–4 values each replaced: reads, renders, exports and plots."""
+    rng = random.Random(1)
+    sources = sorted(SENS.glob("*.json"))
+    for index in range(100):
+        data = json.loads(rng.choice(sources).read_text())
+        for _ in range(rng.randint(1, 4)):
+            mutate(data, rng)
+        write(tmp_path, f"results_{index:03d}.json", data)
+    runs, warnings = load_runs([tmp_path])
+    report = compare(runs, warnings=warnings)
+    assert any(comparison.sensitivity for comparison in report.comparisons)
+    render(report, Console(width=100, file=io.StringIO()))
+    for fmt in FORMATS:
+        export(report, fmt, tmp_path / "out" / f"report.{fmt}")
+    plot(report, tmp_path / "plots")
