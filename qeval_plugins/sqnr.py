@@ -110,7 +110,8 @@ def compute_reference(model: Any, texts: list[torch.Tensor], settings: SqnrSetti
             }
             entry["nll"] = divergence.token_nll(logits, ids[1:].to(logits.device)).cpu()
             keep_logits = min(logit_budget, logits.shape[0])
-            entry["logits"] = logits[:keep_logits].cpu()
+            # a copy: a slice (even an empty one) would keep, and save, the whole [T, V] tensor
+            entry["logits"] = logits[:keep_logits].to("cpu", copy=True)
             logit_budget -= keep_logits
             keep_tokens = min(activation_budget, ids.shape[0])
             entry["blocks"] = (

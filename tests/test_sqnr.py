@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 
@@ -203,6 +204,15 @@ def test_cache_entry_is_small(tiny_model_dir):
     kept_tokens = sum(e["blocks"].shape[1] for e in entries)
     assert kept_logits == 10 and kept_tokens == 16
     assert entries[0]["topk_logprobs"].shape == (127, 8)
+
+    # what is written to disk is what the entries hold, not the [T, V] tensors they came from
+    written = io.BytesIO()
+    torch.save({"texts": entries}, written)
+    vocabulary, hidden = model.config.vocab_size, model.config.hidden_size
+    blocks = model.config.num_hidden_layers
+    # per token: top-k float32 log-probs and int32 ids, float32 tail, float64 nll
+    held = 127 * (4 * 8 + 4 * 8 + 4 + 8) + 4 * (10 * vocabulary + 16 * blocks * hidden)
+    assert written.tell() < held + 64_000  # + torch.save's per-tensor overhead
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
