@@ -23,6 +23,7 @@ most sensitive; positive means the quantized model is worse).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -79,10 +80,18 @@ class SamplingTask(QevalTask):
     REQUEST_TYPE = REQUEST_TYPE
     fluency = False  # metadata "fluency: true" turns on the second (reference) pass
 
+    def __init__(self, config: dict | None = None, **kwargs: Any) -> None:
+        # Settings come from metadata; prepare() writes them to generation_kwargs so that lm-eval
+        # logs them (instead of its greedy default) in its messages and the results' task config.
+        super().__init__(config={**(config or {}), "generation_kwargs": {"until": []}}, **kwargs)
+        with contextlib.suppress(QevalError):  # bad settings fail in one line at request time
+            self.prepare()
+
     def prepare(self) -> None:
         meta = dict(self.config.metadata or {})
         self.settings = GenerationSettings.from_mapping(meta)
         self.fluency = str(meta.get("fluency", False)).lower() in ("true", "1")
+        self.config.generation_kwargs = {"until": [], **self.settings.record()}
 
     def request(self, doc: dict, settings: GenerationSettings, idx: int, kwargs: dict) -> Instance:
         return Instance(
@@ -168,6 +177,11 @@ class SensitivitySummaryTask(SamplingTask):
         self.points = [
             GenerationSettings.from_mapping({**meta, self.sweep: value}) for value in self.values
         ]
+        self.config.generation_kwargs = {
+            "until": [],
+            "sweep": self.sweep,
+            "settings": [point.record() for point in self.points],
+        }
 
     def construct_requests(self, doc: dict, ctx: Any, **kwargs: Any) -> list[Instance]:
         kwargs.pop("apply_chat_template", None)

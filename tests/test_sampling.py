@@ -95,6 +95,11 @@ def test_unquantized_agrees_with_its_reference_and_diversity_grows(tasks_dir):
     assert scores[tasks[1]]["distinct_2,none"] > scores[tasks[0]]["distinct_2,none"]
     assert scores[tasks[0]]["self_bleu,none"] == pytest.approx(100.0)
     assert scores["qeval_temperature_summary"]["rougeL_gap,none"] == pytest.approx(0.0)
+    hot = results["configs"]["qeval_temperature_1.0"]["generation_kwargs"]
+    assert (hot["do_sample"], hot["temperature"], hot["top_k"]) == (True, 1.0, 0)
+    assert hot["max_new_tokens"] == 12
+    greedy = results["configs"]["qeval_temperature_0.0"]["generation_kwargs"]
+    assert (greedy["do_sample"], greedy["temperature"]) == (False, 0.0)
     logged = results["config"]["qeval"]["sampling"]["settings"]
     assert {(s["temperature"], s["do_sample"]) for s in logged} >= {(0.0, False), (1.0, True)}
     assert {s["max_new_tokens"] for s in logged} == {12}
