@@ -39,6 +39,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from qeval_plugins.plan import HF_QUANTIZATION_ARGS
 from qeval_plugins.sampling_metrics import BAND_EDGE_TOLERANCE
 
 # A task's main metric: the first of these it reports, else its first numeric metric.
@@ -113,16 +114,8 @@ HIGHER_IS_BETTER = frozenset(
         "rougeL_slope",
     }
 )
-# Backends whose runs are an unquantized baseline when they use none of these switches (the same
-# tuple as :data:`qeval_plugins.plan.HF_QUANTIZATION_ARGS`, kept here so reading stays light).
+# Backends whose runs are an unquantized baseline when they use none of HF_QUANTIZATION_ARGS.
 HF_BACKENDS = frozenset({"hf", "hf-auto", "huggingface"})
-HF_QUANTIZATION_ARGS = (
-    "load_in_4bit",
-    "load_in_8bit",
-    "autogptq",
-    "gptqmodel",
-    "quantization_config",
-)
 DTYPE_BITS = {"float64": 64, "float32": 32, "float16": 16, "bfloat16": 16}
 NON_METRIC_KEYS = frozenset({"alias", "name", "sample_len", "samples", "sample_count"})
 MIB = 2**20

@@ -53,22 +53,24 @@ def fresh_registry(monkeypatch):
 def example_plugin_path(tmp_path_factory) -> Path:
     """The example plugin package pip-installed into a private folder (put it on PYTHONPATH)."""
     target = tmp_path_factory.mktemp("plugin-site")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(EXAMPLE_PLUGIN),
-        ],
-        check=True,
-    )
+    pip("install", "--no-build-isolation", "--target", str(target), str(EXAMPLE_PLUGIN))
     return target
+
+
+def pip(command: str, *args: str) -> None:
+    """``python -m pip COMMAND --quiet --no-deps ARGS`` in this environment; raises if it fails."""
+    quiet = [command, "--quiet", "--no-deps"]
+    subprocess.run([sys.executable, "-m", "pip", *quiet, *args], check=True)
+
+
+def lm_eval_args(
+    model_args: str, task: str, tasks_dir: Path, *extra: str, model: str = "qeval"
+) -> list[str]:
+    """Arguments (after the command) of an ``lm_eval`` run of ``task`` from ``tasks_dir`` on CPU."""
+    return [
+        *("--model", model, "--model_args", model_args, "--tasks", task),
+        *("--include_path", str(tasks_dir), "--device", "cpu", *extra),
+    ]
 
 
 def run_cli(

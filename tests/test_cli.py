@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import lm_eval_args, run_cli
 
 
 def test_qeval_plugins_lists_builtins_with_their_quantizers():
@@ -40,20 +40,12 @@ def test_stock_lm_eval_finds_the_backend(command, tiny_model_dir, tasks_dir, tmp
     result = run_cli(
         [
             *command,
-            "--model",
-            "qeval",
-            "--model_args",
-            f"pretrained={tiny_model_dir},quantizer=rtn,bits=4",
-            "--tasks",
-            "qeval_demo_facts",
-            "--include_path",
-            str(tasks_dir),
-            "--device",
-            "cpu",
-            "--limit",
-            "4",
-            "--output_path",
-            str(tmp_path / "out"),
+            *lm_eval_args(
+                f"pretrained={tiny_model_dir},quantizer=rtn,bits=4",
+                "qeval_demo_facts",
+                tasks_dir,
+                *("--limit", "4", "--output_path", str(tmp_path / "out")),
+            ),
         ],
         cwd=tmp_path,
     )
@@ -70,18 +62,14 @@ def test_lm_eval_own_models_still_work(tiny_model_dir, tasks_dir, tmp_path):
     result = run_cli(
         [
             "lm_eval",
-            "--model",
-            "hf",
-            "--model_args",
-            f"pretrained={tiny_model_dir}",
-            "--tasks",
-            "qeval_demo_facts",
-            "--include_path",
-            str(tasks_dir),
-            "--device",
-            "cpu",
-            "--limit",
-            "2",
+            *lm_eval_args(
+                f"pretrained={tiny_model_dir}",
+                "qeval_demo_facts",
+                tasks_dir,
+                "--limit",
+                "2",
+                model="hf",
+            ),
         ],
         cwd=tmp_path,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import run_cli
+from conftest import lm_eval_args, run_cli
 
 from qeval_plugins import QevalError
 from qeval_plugins.plugins import Registry
@@ -33,18 +33,7 @@ def test_stock_lm_eval_cli_prints_one_line(model_args, expected, tmp_path, tasks
     result = run_cli(
         [
             "lm_eval",
-            "--model",
-            "qeval",
-            "--model_args",
-            model_args,
-            "--tasks",
-            "qeval_demo_facts",
-            "--include_path",
-            str(tasks_dir),
-            "--device",
-            "cpu",
-            "--output_path",
-            str(output),
+            *lm_eval_args(model_args, "qeval_demo_facts", tasks_dir, "--output_path", str(output)),
         ],
         cwd=tmp_path,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import lm_eval_args, run_cli
 
 
 @pytest.mark.slow
@@ -23,20 +23,12 @@ def test_plugin_runs_through_stock_lm_eval(
     result = run_cli(
         [
             "lm_eval",
-            "--model",
-            "qeval",
-            "--model_args",
-            f"pretrained={tiny_model_dir},quantizer=bitnet,threshold=0.7",
-            "--tasks",
-            "qeval_demo_facts",
-            "--include_path",
-            str(tasks_dir),
-            "--device",
-            "cpu",
-            "--limit",
-            "4",
-            "--output_path",
-            str(tmp_path / "out"),
+            *lm_eval_args(
+                f"pretrained={tiny_model_dir},quantizer=bitnet,threshold=0.7",
+                "qeval_demo_facts",
+                tasks_dir,
+                *("--limit", "4", "--output_path", str(tmp_path / "out")),
+            ),
         ],
         extra_path=example_plugin_path,
         cwd=tmp_path,

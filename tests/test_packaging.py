@@ -7,27 +7,13 @@ import sys
 import zipfile
 
 import pytest
-from conftest import REPO
+from conftest import REPO, pip
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--wheel-dir",
-            str(out),
-            str(REPO),
-        ],
-        check=True,
-    )
+    pip("wheel", "--no-build-isolation", "--wheel-dir", str(out), str(REPO))
     [built] = out.glob("qeval-*.whl")
     return built
 
@@ -52,20 +38,7 @@ def test_wheel_contents(wheel):
 @pytest.mark.slow
 def test_installed_wheel_finds_its_tasks_and_model(wheel, tmp_path):
     target = tmp_path / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--target",
-            str(target),
-            str(wheel),
-        ],
-        check=True,
-    )
+    pip("install", "--target", str(target), str(wheel))
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
         "from qeval_plugins.paths import tasks_path; from qeval_plugins.models import "

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from bitsandbytes.functional import get_4bit_type
 
 from qeval_plugins.quantizers.rtn_formats import (
     FORMATS,
@@ -269,24 +270,8 @@ def test_fp_scaling_uses_group_absmax():
 # nf4
 # ---------------------------------------------------------------------------------------------
 
-NF4 = [
-    -1.0,
-    -0.6961928009986877,
-    -0.5250730514526367,
-    -0.39491748809814453,
-    -0.28444138169288635,
-    -0.18477343022823334,
-    -0.09105003625154495,
-    0.0,
-    0.07958029955625534,
-    0.16093020141124725,
-    0.24611230194568634,
-    0.33791524171829224,
-    0.44070982933044434,
-    0.5626170039176941,
-    0.7229568362236023,
-    1.0,
-]
+# the table qeval copied, taken here from bitsandbytes itself
+NF4 = get_4bit_type("nf4", device="cpu").tolist()
 
 
 def test_nf4_levels_are_fixed_points():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import lm_eval_args, run_cli
 
 from qeval_plugins import QevalError
 from qeval_plugins.sampling import GenerationSettings, generate
@@ -120,21 +120,12 @@ def test_through_the_stock_cli(tasks_dir, tmp_path):
     result = run_cli(
         [
             "lm_eval",
-            "--model",
-            "qeval",
-            "--model_args",
-            "pretrained=qeval-tiny,quantizer=rtn,bits=4",
-            "--tasks",
-            "qeval_max_new_tokens_16",
-            "--include_path",
-            str(tasks_dir),
-            "--device",
-            "cpu",
-            "--limit",
-            "2",
-            "--output_path",
-            str(tmp_path / "o"),
-            "--log_samples",
+            *lm_eval_args(
+                "pretrained=qeval-tiny,quantizer=rtn,bits=4",
+                "qeval_max_new_tokens_16",
+                tasks_dir,
+                *("--limit", "2", "--output_path", str(tmp_path / "o"), "--log_samples"),
+            ),
         ],
         cwd=tmp_path,
     )

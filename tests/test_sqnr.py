@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import lm_eval_args, run_cli
 
 SETTINGS = {"max_tokens": 48, "logit_positions": 64, "activation_tokens": 64}
 
@@ -142,26 +142,18 @@ def test_users_own_text_file(tiny_model_dir, tasks_dir, tmp_path):
 
 @pytest.mark.slow
 def test_through_the_stock_cli_and_hf_is_refused(tiny_model_dir, tasks_dir, tmp_path):
-    common = [
-        "--tasks",
-        "qeval_sqnr",
-        "--include_path",
-        str(tasks_dir),
-        "--device",
-        "cpu",
-        "--limit",
-        "3",
-        "--output_path",
-        str(tmp_path / "out"),
-    ]
+    output = ("--output_path", str(tmp_path / "out"))
     result = run_cli(
         [
             "lm_eval",
-            "--model",
-            "qeval",
-            "--model_args",
-            f"pretrained={tiny_model_dir},quantizer=nf4",
-            *common,
+            *lm_eval_args(
+                f"pretrained={tiny_model_dir},quantizer=nf4",
+                "qeval_sqnr",
+                tasks_dir,
+                "--limit",
+                "3",
+                *output,
+            ),
         ],
         cwd=tmp_path,
     )
@@ -172,7 +164,12 @@ def test_through_the_stock_cli_and_hf_is_refused(tiny_model_dir, tasks_dir, tmp_
     assert data["config"]["qeval"]["sqnr"]["weights"]["worst"]
 
     refused = run_cli(
-        ["lm_eval", "--model", "hf", "--model_args", f"pretrained={tiny_model_dir}", *common[:-2]],
+        [
+            "lm_eval",
+            *lm_eval_args(
+                f"pretrained={tiny_model_dir}", "qeval_sqnr", tasks_dir, "--limit", "3", model="hf"
+            ),
+        ],
         cwd=tmp_path,
     )
     assert refused.returncode == 2
