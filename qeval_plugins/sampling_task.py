@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,11 @@ class SensitivitySummaryTask(SamplingTask):
                 f"max_new_tokens, got {self.sweep!r}."
             )
         self.values = [float(v) for v in meta.get("values", [])]
+        # The settings' places on the swept axis, for the slope: top_k 0 (no top-k filtering) is
+        # +inf, beyond every finite k, so the slope is over the finite top_k settings only.
+        self.positions = [
+            math.inf if self.sweep == "top_k" and value == 0 else value for value in self.values
+        ]
         self.gap_band = (
             float(meta.get("gap_low", min(self.values, default=0))),
             float(meta.get("gap_high", max(self.values, default=0))),
@@ -211,7 +217,7 @@ class SensitivitySummaryTask(SamplingTask):
         return quantized, reference
 
     def _rougeL_slope(self, docs):
-        return metrics.slope(self.values, self._means(docs)[0])
+        return metrics.slope(self.positions, self._means(docs)[0])
 
     def _rougeL_spread(self, docs):
         return metrics.spread(self._means(docs)[0])

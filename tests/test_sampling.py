@@ -153,3 +153,19 @@ def test_fluency_under_the_unquantized_model_is_optional(tasks_dir):
     )
     fluency = scored["results"]["qeval_temperature_0.8"]["fluency,none"]
     assert -10.0 < fluency < 0.0  # mean log-probability per token, nats
+
+
+def test_top_k_slope_is_over_the_finite_settings(tasks_dir):
+    """top_k 0 means unrestricted: beyond every finite k, not at k = 0, so not in the slope."""
+    from lm_eval.tasks import TaskManager
+
+    from qeval_plugins.sampling_metrics import slope
+
+    manager = TaskManager(include_path=str(tasks_dir), include_defaults=False)
+    task = manager.load_task_or_group(["qeval_top_k_summary"])["qeval_top_k_summary"]
+    task.prepare()
+    assert task.values == [1, 10, 40, 100, 0]
+    quantized = [0.1, 0.2, 0.3, 0.4, 0.9]  # mean ROUGE-L per setting, "all" last
+    docs = [[(q, 0.5) for q in quantized]] * 3
+    assert task._rougeL_slope(docs) == pytest.approx(slope([1, 10, 40, 100], quantized[:4]))
+    assert task._rougeL_spread(docs) == pytest.approx(0.8)  # "all" still counts here
