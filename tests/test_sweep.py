@@ -75,6 +75,8 @@ def test_interrupted_sweep_resumes_and_force_recomputes(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        # a shell starts background jobs with SIGINT ignored, and that would be inherited here
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         cwd=tmp_path,
     )
     deadline = time.time() + 300
