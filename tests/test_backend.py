@@ -109,6 +109,7 @@ def test_rtn_changes_outputs_more_at_fewer_bits(tiny_model_dir):
 
 
 def test_bnb_dequantize_hook_recovers_the_weights(tiny_model_dir):
+    """After real forward passes (which repack 4-bit weights on CPUs with AVX512-BF16)."""
     import torch
     from safetensors.torch import load_file
 
@@ -124,3 +125,67 @@ def test_bnb_dequantize_hook_recovers_the_weights(tiny_model_dir):
         assert dense.shape == reference.shape
         sqnr = 10 * torch.log10(reference.pow(2).sum() / (reference - dense).pow(2).sum())
         assert sqnr > worst_db, (quantizer, float(sqnr))
+
+
+@pytest.fixture(scope="module")
+def bnb_4bit_models(tiny_model_dir):
+    """One loaded (never run) model per 4-bit quantizer: weights still in the standard layout."""
+    from qeval_plugins.lm import QevalLM
+
+    return {
+        quantizer: QevalLM(pretrained=str(tiny_model_dir), quantizer=quantizer, device="cpu")
+        for quantizer in BNB[1:]
+    }
+
+
+@pytest.mark.parametrize("quantizer", BNB[1:])
+def test_bnb_4bit_weights_read_the_same_in_both_cpu_layouts(bnb_4bit_models, quantizer):
+    """The standard layout and the AVX512-BF16 CPU layout, forced here on every machine.
+
+    The repacking is bitsandbytes' own ``_convert_weight_packed_for_cpu`` (what ``forward`` runs on
+    such CPUs); the reference is bitsandbytes' ``dequantize_4bit`` of the standard layout. The CPU
+    layout keeps the block absmax in bfloat16, so the two agree to bfloat16's relative precision.
+    """
+    import copy
+
+    import bitsandbytes.functional as F
+    import torch
+
+    from qeval_plugins.plugins import get_registry
+
+    hook = get_registry().manager.hook.qeval_dequantize_weight
+    module = copy.deepcopy(bnb_4bit_models[quantizer].model.model.layers[0].mlp.up_proj)
+    state = module.weight.quant_state
+    assert not getattr(state, "packing_format_for_cpu", False)
+    standard = F.dequantize_4bit(module.weight.data.clone(), copy.deepcopy(state)).float()
+    assert torch.equal(hook(module=module).float(), standard)
+
+    module.weight.data, module.weight.quant_state = F._convert_weight_packed_for_cpu(
+        module.weight.data, module.weight.quant_state
+    )
+    packed_bytes = module.weight.data.clone()
+    packed = hook(module=module).float()
+    torch.testing.assert_close(packed, standard, rtol=2**-8, atol=0)
+    # read-only: the live module keeps its layout and bytes
+    assert module.weight.quant_state.packing_format_for_cpu
+    assert torch.equal(module.weight.data, packed_bytes)
+    assert torch.equal(hook(module=module).float(), packed)
+
+
+def test_bnb_cpu_layout_decodes_to_what_the_cpu_kernel_computes(bnb_4bit_models):
+    """Where the AVX512-BF16 kernel exists, x @ Wᵀ for x = I (bfloat16) is the decoded weight."""
+    import copy
+
+    import torch
+
+    from qeval_plugins.plugins import get_registry
+
+    module = copy.deepcopy(bnb_4bit_models["bnb-nf4"].model.model.layers[0].mlp.up_proj).eval()
+    if not module.support_avx512bf16_for_cpu:
+        pytest.skip("this CPU has no AVX512-BF16: bitsandbytes never repacks here")
+    module.compute_dtype = torch.bfloat16
+    with torch.no_grad():
+        columns = module(torch.eye(module.in_features, dtype=torch.bfloat16)).float()
+    assert module.weight.quant_state.packing_format_for_cpu  # the forward repacked it
+    dense = get_registry().manager.hook.qeval_dequantize_weight(module=module).float()
+    torch.testing.assert_close(columns, dense.t(), rtol=2**-7, atol=1e-6)

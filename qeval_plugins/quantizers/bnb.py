@@ -120,7 +120,12 @@ def qeval_register_quantizers(register):
 
 @hookimpl
 def qeval_dequantize_weight(module):
-    """``Linear4bit``: ``dequantize_4bit``; ``Linear8bitLt``: int8 weight × row scale / 127."""
+    """``Linear4bit``: 4-bit codes × block absmax; ``Linear8bitLt``: int8 weight × row scale / 127.
+
+    Reads the live module without changing it, in either layout bitsandbytes keeps 4-bit weights in
+    (see :func:`dequantize_4bit_weight`), so the answer is the same before and after a forward pass
+    and on every CPU.
+    """
     if not type(module).__module__.startswith("bitsandbytes"):
         return None
     import bitsandbytes
@@ -128,8 +133,50 @@ def qeval_dequantize_weight(module):
 
     weight = module.weight
     if isinstance(module, bitsandbytes.nn.Linear4bit):
-        return bitsandbytes.functional.dequantize_4bit(weight.data, weight.quant_state)
+        return dequantize_4bit_weight(weight.data, weight.quant_state)
     if isinstance(module, bitsandbytes.nn.Linear8bitLt):
         scale = weight.SCB if getattr(weight, "SCB", None) is not None else module.state.SCB
         return weight.data.to(torch.float32) * (scale.to(torch.float32).unsqueeze(1) / 127.0)
     return None
+
+
+def dequantize_4bit_weight(data, quant_state):
+    """The dense ``[N, K]`` weight of a bitsandbytes 4-bit layer, in either storage layout.
+
+    Standard layout: ``bitsandbytes.functional.dequantize_4bit``. The CPU layout: on CPUs with
+    AVX512-BF16, bitsandbytes >= 0.50 repacks the weight in place at the first forward pass
+    (``quant_state.packing_format_for_cpu``; ``_convert_weight_packed_for_cpu``) into ``[N, K/2]``
+    bytes interleaved in tiles of 32 output rows, with the block absmax (double quantization
+    undone) stored transposed, ``[K/blocksize, N]``, in bfloat16. Decoding those bytes as the
+    standard layout gives noise. Here the tiles are undone on copies (bitsandbytes' own inverse
+    rewrites the quant state, so the live module is never touched) and
+    ``W[n, k] = code[c(n, k)] · absmax[n, k // blocksize]`` with the bfloat16 absmax the CPU
+    kernel multiplies by, so the result is the weight the model computes with.
+    """
+    import bitsandbytes
+    import torch
+
+    if not getattr(quant_state, "packing_format_for_cpu", False):
+        return bitsandbytes.functional.dequantize_4bit(data, quant_state)
+    codes = _cpu_packed_codes(data.view(torch.uint8))
+    rows, columns = codes.shape
+    blocks = quant_state.absmax.t().to(torch.float32)  # [N, K / blocksize]
+    values = quant_state.code.to(torch.float32)[codes.long()]
+    values = values.reshape(rows, columns // quant_state.blocksize, quant_state.blocksize)
+    dense = (values * blocks.unsqueeze(-1)).reshape(rows, columns)
+    return dense.to(getattr(quant_state, "original_dtype", torch.float32))
+
+
+def _cpu_packed_codes(packed, tile_rows: int = 32):
+    """4-bit codes ``[N, K]`` from the AVX512-BF16 layout ``[N, K/2]`` (tiles of ``tile_rows``).
+
+    Each byte row of 32 holds the low nibbles of one column pair's 32 rows and its high nibbles
+    the next 32 values: the inverse of ``_convert_weight_packed_for_cpu``'s interleave.
+    """
+    import torch
+
+    rows, half = packed.shape
+    pairs = packed.reshape(-1, tile_rows)
+    codes = torch.cat([pairs & 0xF, pairs >> 4], dim=-1)  # [-1, 2 * tile_rows]
+    codes = codes.reshape(rows // tile_rows, half, tile_rows, 2).transpose(1, 2)
+    return codes.reshape(rows, 2 * half)
