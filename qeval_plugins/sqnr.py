@@ -204,9 +204,32 @@ def weight_energies(
 
 
 def sqnr_value(signal: float, noise: float) -> float | str:
-    """SQNR in dB as a JSON-safe value: a float, or the string ``"inf"`` when there is no noise."""
-    value = divergence.sqnr_db(signal, noise)
-    return "inf" if math.isinf(value) else round(value, 4)
+    """SQNR in dB as a JSON-safe value: see :func:`json_db`."""
+    return json_db(divergence.sqnr_db(signal, noise))
+
+
+def json_db(value: float) -> float | str:
+    """A dB figure for strict JSON: rounded to 4 decimals, or the string ``"inf"`` / ``"-inf"``.
+
+    ``"inf"`` is the best case (no noise at all); ``"-inf"`` the worst (noise where the reference
+    is all zeros). The sign is always kept.
+    """
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return round(value, 4)
+
+
+def mean_db(values: list[float]) -> float:
+    """Mean of per-layer dB values, in dB.
+
+    ``-inf`` if any layer is ``-inf`` (the worst case dominates), else ``inf`` if any is ``inf``,
+    else the arithmetic mean.
+    """
+    if any(value == -math.inf for value in values):
+        return -math.inf
+    if any(value == math.inf for value in values):
+        return math.inf
+    return sum(values) / len(values)
 
 
 def summarize_weights(energies: dict[str, tuple], worst: int) -> dict[str, Any]:
@@ -217,14 +240,12 @@ def summarize_weights(energies: dict[str, tuple], worst: int) -> dict[str, Any]:
     ranked = sorted(per_layer.items(), key=lambda item: item[1])
     signal = sum(pair[0] for pair in energies.values())
     noise = sum(pair[1] for pair in energies.values())
-    finite = [value for value in per_layer.values() if not math.isinf(value)]
-    mean = sum(finite) / len(finite) if len(finite) == len(per_layer) else math.inf
     return {
-        "layers": {name: _json(value) for name, value in per_layer.items()},
-        "mean_db": _json(mean),
-        "min_db": _json(ranked[0][1]),
+        "layers": {name: json_db(value) for name, value in per_layer.items()},
+        "mean_db": json_db(mean_db(list(per_layer.values()))),
+        "min_db": json_db(ranked[0][1]),
         "global_db": sqnr_value(signal, noise),
-        "worst": [{"layer": name, "sqnr_db": _json(value)} for name, value in ranked[:worst]],
+        "worst": [{"layer": name, "sqnr_db": json_db(value)} for name, value in ranked[:worst]],
     }
 
 
@@ -241,10 +262,6 @@ def summarize_blocks(results: list[dict[str, Any]]) -> list[float | str]:
         for i in range(count)
     ]
     return [sqnr_value(*pair) for pair in totals]
-
-
-def _json(value: float) -> float | str:
-    return "inf" if math.isinf(value) else round(value, 4)
 
 
 def run(lm: Any, requests: list) -> list[dict[str, Any]]:
@@ -304,5 +321,5 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
 
 
 def _worst(values: list[float | str]) -> float | str | None:
-    finite = [v for v in values if v != "inf"]
-    return min(finite) if finite else ("inf" if values else None)
+    """The lowest of JSON dB values (``"-inf"`` below every number, ``"inf"`` above), or None."""
+    return json_db(min(float(value) for value in values)) if values else None

@@ -4,7 +4,8 @@ Each document is one text; its request (type ``qeval_sqnr``) is answered by the 
 backend (:meth:`qeval_plugins.lm.QevalLM.qeval_sqnr`), which returns per-text sums. The metrics:
 
 * ``logit_sqnr_db`` — 10·log10(Σx²/Σ(x−x̂)²) over the reference's full logits x and the quantized
-  logits x̂ at the first ``logit_positions`` token positions (dB; ``"inf"`` when identical);
+  logits x̂ at the first ``logit_positions`` token positions (dB; ``"inf"`` when identical,
+  ``"-inf"`` when the reference is all zeros and the quantized model's is not);
 * ``kl_mean``, ``kl_p99`` — KL(P_ref‖P_quant) per token in nats, mean and 99th percentile, over
   the reference's top-k tokens plus one lumped tail category (a lower bound of the exact KL, equal
   to it when the reference's tail mass is zero);

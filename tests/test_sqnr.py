@@ -221,3 +221,19 @@ def test_half_precision_models(tiny_model_dir, tasks_dir, dtype):
     weight = rtn["metrics"]["weight_sqnr_global_db"]
     assert isinstance(weight, float) and 10 < weight < 40
     assert math.isfinite(rtn["metrics"]["kl_mean"]) and rtn["metrics"]["kl_mean"] > 0
+
+
+def test_minus_infinite_sqnr_keeps_its_sign_in_every_summary():
+    """A layer whose reference is all zeros but whose quantized weight is not is the worst case."""
+    from qeval_plugins.sqnr import _worst, summarize_weights
+
+    energies = {"good": (100.0, 1.0), "zero_reference": (0.0, 4.0), "exact": (9.0, 0.0)}
+    summary = summarize_weights(energies, worst=2)
+    assert summary["layers"] == {"good": 20.0, "zero_reference": "-inf", "exact": "inf"}
+    assert summary["mean_db"] == "-inf" and summary["min_db"] == "-inf"
+    assert summary["worst"][0] == {"layer": "zero_reference", "sqnr_db": "-inf"}
+    assert summary["global_db"] == pytest.approx(10 * math.log10(109 / 5), abs=1e-4)
+    assert summarize_weights({"good": (100.0, 1.0), "exact": (9.0, 0.0)}, 1)["mean_db"] == "inf"
+    assert _worst([12.5, "-inf", "inf"]) == "-inf"
+    assert _worst([12.5, "inf"]) == 12.5
+    assert _worst(["inf"]) == "inf" and _worst([]) is None
