@@ -24,6 +24,7 @@ from qeval_plugins.models import (
     DEFAULT_MODEL,
     checkpoint_parameter_bytes,
     checkpoint_parameter_count,
+    checkpoint_quantization,
     resolve_pretrained,
 )
 from qeval_plugins.plan import plan_quantization
@@ -53,6 +54,17 @@ class QevalLM(HFLM):
         self._qeval_plan = plan_quantization(quantizer, kwargs, _HFLM_PARAMS, kwargs.get("device"))
         self._qeval_throughput = Throughput()
         pretrained = resolve_pretrained(pretrained)
+        self._qeval_plan.measured["prequantized"] = prequantized = checkpoint_quantization(
+            pretrained, kwargs.get("revision")
+        )
+        if prequantized and self._qeval_plan.quantizer.name != "none":
+            raise QevalError(
+                f"model '{pretrained}' is already quantized (quant_method="
+                f"{prequantized.get('quant_method')}); quantizer "
+                f"'{self._qeval_plan.quantizer.name}' cannot apply on top of it. Give the "
+                f"unquantized checkpoint, or evaluate this one as it is with quantizer=none (it is "
+                f"then recorded as prequantized, never used as an unquantized baseline)."
+            )
         try:
             super().__init__(pretrained=pretrained, **kwargs)
         except OSError as error:  # transformers' "not a local folder and not a valid hub id"
@@ -123,8 +135,16 @@ class QevalLM(HFLM):
 
         Never holds both models: the quantized model is dropped first and loaded (and quantized)
         again afterwards, when ``work`` has returned and nothing refers to the reference any more.
-        With ``quantizer=none`` the model itself is the reference.
+        With ``quantizer=none`` the model itself is the reference; a checkpoint saved already
+        quantized has no unquantized reference here (one line saying so).
         """
+        prequantized = self._qeval_plan.measured.get("prequantized")
+        if prequantized:
+            raise QevalError(
+                f"this checkpoint is already quantized (quant_method="
+                f"{prequantized.get('quant_method')}), so qeval has no unquantized reference to "
+                f"compare it with; run this task on the unquantized checkpoint with a quantizer."
+            )
         if self._qeval_plan.quantizer.name == "none":
             return work(self.model)
         args = self._qeval_load_args

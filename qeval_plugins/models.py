@@ -87,3 +87,59 @@ def checkpoint_parameter_bytes(model_dir: str, dtype: str = "auto") -> int | Non
             size = _TORCH_DTYPE_BYTES[dtype]
         total = (total or 0) + math.prod(shape) * size
     return total
+
+
+# quantization_config keys worth recording (the rest varies by library and can be large)
+_QUANTIZATION_KEYS = (
+    "quant_method",
+    "bits",
+    "group_size",
+    "desc_act",
+    "sym",
+    "load_in_4bit",
+    "load_in_8bit",
+    "bnb_4bit_quant_type",
+    "bnb_4bit_use_double_quant",
+    "format",
+    "version",
+)
+
+
+def checkpoint_quantization(pretrained: str, revision: str | None = None) -> dict | None:
+    """The ``quantization_config`` a checkpoint was saved with (GPTQ, AWQ, bitsandbytes, ...).
+
+    Read from ``config.json`` of a local folder, or of a hub id from the local hub cache only (no
+    download). Returns the recorded subset of its keys (scalars only; ``quant_method: unknown``
+    when none of them is there), or None when the checkpoint carries no quantization config or its
+    config cannot be read here.
+    """
+    path = Path(pretrained) / "config.json"
+    if not path.is_file():
+        path = _cached_hub_config(pretrained, revision)
+    if path is None:
+        return None
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    quantization = config.get("quantization_config") if isinstance(config, dict) else None
+    if not isinstance(quantization, dict) or not quantization:
+        return None
+    recorded = {
+        key: quantization[key]
+        for key in _QUANTIZATION_KEYS
+        if isinstance(quantization.get(key), (str, int, bool))
+    }
+    return recorded or {"quant_method": "unknown"}
+
+
+def _cached_hub_config(repo_id: str, revision: str | None) -> str | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - a dependency of transformers
+        return None
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    except Exception:  # an id the hub library rejects: not a hub model, nothing to read
+        return None
+    return found if isinstance(found, str) else None

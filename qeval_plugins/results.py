@@ -594,7 +594,8 @@ def choose_baseline(runs: list[Run], spec: str | None) -> tuple[Run | None, str]
             return first, f"baseline {first.label} (--baseline {spec})"
         several = f" (several match: {', '.join(sorted(r.label for r in named))})" if named else ""
         return None, f"no baseline: no run is --baseline {spec}{several}; deltas not computed"
-    nones = [run for run in runs if run.quantizer == "none"]
+    # a checkpoint saved already quantized, evaluated with quantizer=none, is not unquantized
+    nones = [run for run in runs if run.quantizer == "none" and not run.qeval.get("prequantized")]
     if nones:
         first = min(nones, key=_by_label)
         return first, f"baseline {first.label} (the unquantized qeval run)"
