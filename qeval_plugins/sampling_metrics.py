@@ -37,12 +37,26 @@ def tokens(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+_LETTERS_AND_DIGITS = re.compile(r"[^\W_]+")
+
+
+class _UnicodeWords:
+    """ROUGE tokens: lower-cased maximal runs of letters and digits of any script.
+
+    On ASCII text exactly ``rouge_score``'s default tokens (which keep only ``[a-z0-9]`` runs, so
+    Cyrillic, Greek, accented or CJK text would score 0); ``_`` separates, as there.
+    """
+
+    def tokenize(self, text: str) -> list[str]:
+        return _LETTERS_AND_DIGITS.findall(text.lower())
+
+
 @functools.cache
 def _rouge_scorer():
-    """The process's one ``RougeScorer(["rougeL"], use_stemmer=False)``, built on first use."""
+    """The process's one ``RougeScorer(["rougeL"])`` with Unicode word tokens, no stemming."""
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False, tokenizer=_UnicodeWords())
 
 
 @functools.cache
@@ -57,8 +71,10 @@ def rouge_l(prediction: str, reference: str) -> float:
     """ROUGE-L F-measure of ``prediction`` against ``reference``, in [0, 1].
 
     With ``L = |LCS|`` the longest common token subsequence, ``P = L / |prediction|`` and
-    ``R = L / |reference|``: ``F = 2·P·R / (P + R)`` (0 when ``L = 0``). Tokens are
-    ``rouge_score``'s: lower-cased alphanumeric runs, no stemming. Needs no network.
+    ``R = L / |reference|``: ``F = 2·P·R / (P + R)`` (0 when ``L = 0``). Tokens are lower-cased
+    runs of letters and digits of any script (``rouge_score``'s own on ASCII text, which drops
+    every non-ASCII letter), no stemming. Scripts written without spaces (Chinese, Japanese, Thai)
+    get one token per run, so ROUGE-L is coarse there; :func:`chrf` is not. Needs no network.
     """
     return float(_rouge_scorer().score(reference, prediction)["rougeL"].fmeasure)
 
@@ -66,8 +82,11 @@ def rouge_l(prediction: str, reference: str) -> float:
 def chrf(prediction: str, reference: str) -> float:
     """Sentence-level chrF of ``prediction`` against ``reference``, in [0, 100].
 
-    ``sacrebleu``'s default chrF: character n-gram F-score for n = 1..6, averaged over n, with
-    recall weighted β = 2 times as much as precision, ``F = (1 + β²)·P·R / (β²·P + R)``, ×100.
+    ``sacrebleu``'s default chrF (Popović 2015): whitespace is removed; for n = 1..6 the character
+    n-gram precision P_n and recall R_n (matches clipped) are computed; P and R are their means
+    over the orders both texts are long enough for; then ``F_β = (1 + β²)·P·R / (β²·P + R)`` with
+    β = 2 (recall weighs β² = 4 times precision), ×100. No word n-grams (chrF, not chrF++); any
+    script works.
     """
     return float(_chrf_metric().sentence_score(prediction, [reference]).score)
 
@@ -76,8 +95,10 @@ def distinct_n(samples: Sequence[str], n: int) -> float:
     """Distinct-n of the samples of one prompt: ``|unique n-grams| / |all n-grams|``, in [0, 1].
 
     n-grams are runs of ``n`` consecutive :func:`tokens` inside one sample (never across two
-    samples); uniqueness is over all samples together, so k identical samples with m n-grams each
-    give ``1 / k``, the minimum for that shape. 0.0 when there is no n-gram at all. ``n >= 1``.
+    samples); uniqueness is over all samples together, so k identical samples whose own n-grams
+    are all different give ``1 / k``; repetition inside a sample lowers it further, down to
+    ``1 / |all n-grams|`` when every n-gram is the same one. 0.0 when there is no n-gram at all.
+    ``n >= 1``.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")

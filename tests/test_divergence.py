@@ -373,3 +373,32 @@ def test_topk_cache_is_small_for_a_real_vocabulary():
     assert per_1000_tokens == (k * (4 + 4) + 4) * 1000  # 260 kB
     assert per_1000_tokens < 1.2e6
     assert per_1000_tokens < 0.01 * v * 4 * 1000  # < 1% of the float32 logits it replaces
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kl_from_topk_gap_is_tail_mass_times_tail_kl(seed):
+    """KL − KL_k = p_tail · KL(P|tail ‖ Q|tail), computed independently over the full vocabulary."""
+    generator = torch.Generator().manual_seed(seed)
+    reference = torch.randn(6, 50, generator=generator, dtype=torch.float64) * 2
+    quantized = reference + 0.7 * torch.randn(6, 50, generator=generator, dtype=torch.float64)
+    k = 8
+    bound = kl_from_topk(topk_reference(reference, k), quantized)
+    exact = exact_kl(reference, quantized)
+    tail = torch.ones_like(reference, dtype=torch.bool)
+    tail.scatter_(-1, torch.topk(reference, k, dim=-1).indices, False)
+    p, q = reference.softmax(-1), quantized.softmax(-1)
+    p_tail = (p * tail).sum(-1)
+    p_cond = p * tail / p_tail[:, None]
+    q_cond = q * tail / (q * tail).sum(-1, keepdim=True)
+    tail_kl = torch.where(tail, p_cond * (p_cond.log() - q_cond.log()), 0.0).sum(-1)
+    torch.testing.assert_close(exact - bound, p_tail * tail_kl, rtol=1e-4, atol=1e-6)
+
+
+def test_kl_from_topk_bound_is_loose_for_flat_distributions():
+    """First order in the tail mass: for near-uniform outputs the bound misses most of the KL."""
+    generator = torch.Generator().manual_seed(0)
+    reference = 0.05 * torch.randn(32, 1000, generator=generator, dtype=torch.float64)
+    quantized = reference + 0.3 * torch.randn(32, 1000, generator=generator, dtype=torch.float64)
+    bound = kl_from_topk(topk_reference(reference, 32), quantized)
+    ratio = float(bound.sum() / exact_kl(reference, quantized).sum())
+    assert ratio < 0.2

@@ -233,3 +233,16 @@ def test_identical_samples_are_least_diverse():
 def test_self_bleu_needs_two_samples():
     assert self_bleu([]) == 0.0
     assert self_bleu(["only one sample here"]) == 0.0
+
+
+def test_rouge_l_scores_non_latin_text():
+    """rouge_score's own tokenizer drops every non-ASCII letter: these would all score 0."""
+    assert rouge_l("кошка сидит на ковре", "кошка сидела на ковре") == pytest.approx(3 / 4)
+    assert rouge_l("Ο γάτος κάθεται", "ο γάτος κάθεται") == pytest.approx(1.0)
+    assert rouge_l("café crème", "un café crème") == pytest.approx(0.8)
+    assert rouge_l("snake_case", "snake case") == pytest.approx(1.0)  # "_" separates, as there
+
+
+def test_distinct_n_goes_below_one_over_k_with_repetition_inside_a_sample():
+    assert distinct_n(["a b c d"] * 2, 1) == pytest.approx(1 / 2)  # k identical samples: 1/k
+    assert distinct_n(["a a a a"] * 2, 1) == pytest.approx(1 / 8)  # one n-gram: 1/|all|
