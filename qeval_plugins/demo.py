@@ -17,7 +17,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from qeval_plugins.models import resolve_pretrained
 from qeval_plugins.specs import check_spec, spec_model_args
+from qeval_plugins.writable import check_writable_dir
 
 DEFAULT_DEMO_QUANTIZERS = (
     "none",
@@ -161,8 +163,11 @@ def run_demo(
     quantizers: list[str], model: str, device: str, limit: int | None, output: str | None, console
 ) -> dict[str, dict[str, Any]]:
     """Evaluate every quantizer spec, print progress and the table; return the summary rows."""
-    for spec in quantizers:  # every spec is checked before the first run starts
+    for spec in quantizers:  # every spec, the model and the output are checked before any run
         check_spec(spec, device)
+    resolve_pretrained(model)
+    if output:
+        check_writable_dir(Path(output), "--output")
     quiet_libraries()
     from lm_eval.tasks import TaskManager
 

@@ -21,8 +21,12 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
             raise QevalError(
                 f"bad option '{pair}' in quantizer spec '{spec}'; write NAME:option=value."
             )
+        if key.strip() in options:
+            raise QevalError(
+                f"option '{key.strip()}' is given twice in quantizer spec '{spec}'; give it once."
+            )
         options[key.strip()] = value.strip()
-    return name, options
+    return name.strip(), options
 
 
 def spec_model_args(spec: str) -> str:

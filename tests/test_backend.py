@@ -189,3 +189,19 @@ def test_bnb_cpu_layout_decodes_to_what_the_cpu_kernel_computes(bnb_4bit_models)
     assert module.weight.quant_state.packing_format_for_cpu  # the forward repacked it
     dense = get_registry().manager.hook.qeval_dequantize_weight(module=module).float()
     torch.testing.assert_close(columns, dense.t(), rtol=2**-7, atol=1e-6)
+
+
+def test_bitsandbytes_noise_is_quieted_and_real_warnings_are_not(tiny_model_dir, caplog):
+    """The int8 cast line once (not once per matmul), the hub-kernel hint never, others always."""
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    loglikelihoods(tiny_model_dir, "bnb-int8")
+    loglikelihoods(tiny_model_dir, "bnb-int8")
+    casts = [r for r in caplog.records if r.getMessage().startswith("MatMul8bitLt: inputs")]
+    assert len(casts) <= 1
+    ops = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    caplog.clear()
+    ops.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s", "no module")
+    ops.warning("something a user should see")
+    assert [r.getMessage() for r in caplog.records] == ["something a user should see"]

@@ -7,6 +7,7 @@ CUDA. The LM head stays unquantized, as transformers does by default.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +30,37 @@ def _compute_dtype(choice: str, context: LoadContext):
     return getattr(torch, choice)
 
 
+# bitsandbytes log lines a qeval user cannot act on, by logger: (message prefix, times shown)
+_NOISE = {
+    # once per process, at import on AVX512-BF16 CPUs: an optional kernel from a hub (offline here)
+    "bitsandbytes.backends.cpu.ops": ("Failed to load CPU gemm_4bit_forward from kernels", 0),
+    # once per int8 matmul (1,000+ lines per run): the first one says it all
+    "bitsandbytes.autograd._functions": ("MatMul8bitLt: inputs will be cast", 1),
+}
+
+
+class _RepeatFilter(logging.Filter):
+    """Drops records whose message starts with ``prefix`` after the first ``shown`` of them."""
+
+    def __init__(self, prefix: str, shown: int):
+        super().__init__()
+        self.prefix, self.left = prefix, shown
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.prefix):
+            return True
+        self.left -= 1
+        return self.left >= 0
+
+
+def quiet_bitsandbytes() -> None:
+    """Install the :data:`_NOISE` filters once per process; every other warning still shows."""
+    for name, (prefix, shown) in _NOISE.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RepeatFilter) for f in logger.filters):
+            logger.addFilter(_RepeatFilter(prefix, shown))
+
+
 class BnbQuantizer(Quantizer):
     requires = ("bitsandbytes",)
     extra = None  # bitsandbytes is a core dependency of qeval
@@ -41,6 +73,7 @@ class BnbQuantizer(Quantizer):
             from transformers import BitsAndBytesConfig
         except ImportError as error:  # pragma: no cover - transformers is a hard dependency
             raise QevalError(f"transformers cannot import BitsAndBytesConfig: {error}") from error
+        quiet_bitsandbytes()
         return {"quantization_config": BitsAndBytesConfig(**self.config_kwargs(options, context))}
 
 
