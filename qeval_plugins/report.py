@@ -16,13 +16,21 @@ show the same figures:
   order (top_k ``all`` last), the settings of the ``rougeL_gap`` band starred (temperature
   0.5–0.8), and the summary task's slope, spread and gap.
 
+The terminal layout fits the console width without breaking a word: a table too wide for it is
+split into blocks of columns, each repeating the run column; a run label too long for its column
+gets a line of its own; only a single value wider than the whole console is folded. Every text
+read from a results file goes through :func:`qeval_plugins.results.printable` (control characters
+shown as escapes) and, per format, HTML escaping, Markdown escaping or CSV formula quoting.
+
 :func:`export` writes markdown, csv, json or html atomically; :func:`plot` writes PNG charts with
-matplotlib (imported lazily, no pyplot state).
+matplotlib (imported lazily, no pyplot state). Files get the permissions of a new file (0o666 less
+the umask); chart file names are ASCII, at most ~190 bytes and unique within a call.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
 import io
 import json
@@ -30,9 +38,9 @@ import math
 import os
 import re
 import tempfile
-import textwrap
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +53,11 @@ from qeval_plugins.results import (
     Metric,
     Report,
     Row,
+    Run,
     Score,
     Sweep,
     default_higher_is_better,
+    printable,
 )
 
 Line = tuple[str, str]  # text, style: "" | "bold" | "dim" | "green" | "yellow" | "red"
@@ -61,6 +71,10 @@ SPARK_WIDTH = 28
 BAR_WIDTH = 24
 GAP = "  "  # between table columns
 MIN_COLUMN = 6
+KEY_SHARE = 4  # a table too wide for the console gives its run column 1/KEY_SHARE of the width
+# Characters of a model or task name in a chart's file name: two slugs, their hashes, a sweep name
+# and ".png" stay under 200 bytes (file names may have 255).
+SLUG_LIMIT = 80
 PEAK_KINDS = {"cuda_max_allocated": "cuda", "cpu_peak_rss": "rss"}
 LEGEND = (
     "Δ = run − baseline. % = relative degradation, 100·(base − q)/|base| for ↑ metrics and "
@@ -72,25 +86,47 @@ LEGEND = (
 
 @dataclass
 class Grid:
-    """A table to draw: title, caption, column headers (right-aligned or not) and cells."""
+    """A table to draw: title, caption and column headers (these two may hold several lines,
+    split at newlines), whether each column is right-aligned, and the cells. The first ``keys``
+    columns name the row; they are repeated in each block when the table is split by width."""
 
     title: str
     caption: str
     headers: list[str]
     right: list[bool]
     rows: list[list[Cell]] = field(default_factory=list)
+    keys: int = 1
+
+    def printable(self) -> Grid:
+        """A copy whose every text is :func:`printable` (names in it come from results files);
+        the lines of a header or caption stay lines (builders pass names through printable)."""
+        return replace(
+            self,
+            title=printable(self.title),
+            caption=_printable_lines(self.caption),
+            headers=[_printable_lines(header) for header in self.headers],
+            rows=[[[(printable(t), s) for t, s in cell] for cell in row] for row in self.rows],
+        )
+
+
+def _printable_lines(text: str) -> str:
+    """:func:`printable` on each line of ``text``, kept as lines."""
+    return "\n".join(map(printable, text.split("\n")))
 
 
 # ---------------------------------------------------------------- numbers as text
 
 
 def number(value: float | None, signed: bool = False) -> str:
-    """Three decimals below 10, two below 100, one below 10,000, else grouped thousands."""
+    """Three decimals below 10, two below 100, one below 10,000, grouped thousands below 10¹⁵,
+    else three significant digits (``1.23e+20``)."""
     if value is None:
         return "—"
     if math.isinf(value):
         return ("+∞" if signed else "∞") if value > 0 else "−∞"
     size = abs(value)
+    if size >= 1e15:
+        return f"{value:{'+' if signed else ''}.2e}"
     digits = 3 if size < 10 else 2 if size < 100 else 1 if size < 10_000 else 0
     return f"{value:{'+' if signed else ''},.{digits}f}"
 
@@ -138,6 +174,16 @@ def summary_grid(comparison: Comparison) -> Grid:
         ("peak\nMiB", _peak_cell),
     ]
     cost = [(title, cell) for title, cell in cost if any(cell(row) for row in comparison.rows)]
+    settings = {
+        row.run.label: (limit_text(row.run), shots_text(row.run)) for row in comparison.rows
+    }
+    uniform = len(set(settings.values())) == 1
+    if not uniform:
+        cost[:0] = [
+            ("limit", lambda row: [(settings[row.run.label][0], "")]),
+            ("shots", lambda row: [(settings[row.run.label][1], "")]),
+        ]
+    note = settings_note(*next(iter(settings.values()))) if uniform and settings else ""
     directions = {
         task: next(
             (row.scores[task].higher_is_better for row in comparison.rows if task in row.scores),
@@ -147,10 +193,10 @@ def summary_grid(comparison: Comparison) -> Grid:
     }
     grid = Grid(
         title=comparison.name,
-        caption=comparison.baseline_reason,
+        caption="\n".join(part for part in (comparison.baseline_reason, note) if part),
         headers=["run", *(title for title, _ in cost)]
         + [
-            f"{task}\n{metric} {arrow(directions[task])}"
+            f"{printable(task)}\n{printable(metric)} {arrow(directions[task])}"
             for task, metric in comparison.tasks.items()
         ],
         right=[False] + [True] * (len(cost) + len(comparison.tasks)),
@@ -162,6 +208,29 @@ def summary_grid(comparison: Comparison) -> Grid:
             + [score_cell(row.scores.get(task)) for task in comparison.tasks]
         )
     return grid
+
+
+def limit_text(run: Run) -> str:
+    """The run's lm-eval ``--limit``: documents per task (a fraction below 1), "all" when it ran
+    without one, "—" when the file does not say."""
+    limit = run.settings.get("limit")
+    return "—" if limit is None else "all" if limit == "none" else limit
+
+
+def shots_text(run: Run) -> str:
+    """The run's few-shot count ("0"), its range over tasks ("0–5"), or "—" when unknown."""
+    counts = set(run.fewshot.values())
+    if not counts:
+        return "—"
+    low, high = min(counts), max(counts)
+    return str(low) if low == high else f"{low}–{high}"
+
+
+def settings_note(limit: str, shots: str) -> str:
+    """The limit and few-shot count every run of a model shares, as a caption phrase."""
+    parts = [] if limit == "—" else ["no limit" if limit == "all" else f"limit {limit} per task"]
+    parts += [] if shots == "—" else [f"{shots}-shot"]
+    return f"every run: {', '.join(parts)}" if parts else ""
 
 
 def _plain(value: float | None) -> Cell:
@@ -230,7 +299,7 @@ def sqnr_grids(comparison: Comparison) -> list[Grid]:
             + [[(sparkline(list(run.layers.values()), low, high), "")]]
         )
         for layer, value in run.worst:
-            if math.isfinite(value):
+            if value != math.inf:  # −∞ (all-zero reference, nonzero noise) is the worst of all
                 bar = hbar(value, high)
                 worst.rows.append(
                     [[(run.label, "bold")], [(layer, "")], [(number(value), "")], [(bar, "")]]
@@ -239,19 +308,26 @@ def sqnr_grids(comparison: Comparison) -> list[Grid]:
 
 
 def sparkline(values: list[float], low: float, high: float, width: int = SPARK_WIDTH) -> str:
-    """One block character per value (▁ at ``low`` … █ at ``high``; ∞ is █), the minimum of
-    each bucket when there are more values than ``width``; "identical (∞)" if all are ∞."""
+    """One block character per value (▁ at ``low`` … █ at ``high``; +∞ is █, −∞ is ▁), the
+    minimum of each bucket when there are more values than ``width``; "identical (∞)" if all
+    are +∞. The share (value − low)/(high − low) is computed on halves, so ±1e308 cannot
+    overflow."""
     if not values:
         return "—"
-    if all(math.isinf(v) and v > 0 for v in values):
+    if all(v == math.inf for v in values):
         return "identical (∞)"
     buckets = min(width, len(values))
     marks = []
     for index in range(buckets):
         chunk = values[index * len(values) // buckets : (index + 1) * len(values) // buckets]
         value = min(chunk)
-        share = 1.0 if value >= high else 0.0 if high <= low else (value - low) / (high - low)
-        marks.append(SPARK[round(max(share, 0.0) * (len(SPARK) - 1))])
+        if value >= high:
+            share = 1.0
+        elif value <= low:
+            share = 0.0
+        else:
+            share = (value / 2 - low / 2) / (high / 2 - low / 2)
+        marks.append(SPARK[round(share * (len(SPARK) - 1))])
     return "".join(marks)
 
 
@@ -297,6 +373,7 @@ def sensitivity_grid(name: str, sweep: Sweep) -> Grid:
             *(f"rougeL\n{SWEEP_SUMMARY_TITLES[m]} {arrow(directions[m])}" for m in summary),
         ],
         right=[False, False] + [True] * (len(sweep.settings) + len(summary)),
+        keys=2,
     )
     metric_cell = [
         (f"{metric} {arrow(default_higher_is_better(metric))}", style)
@@ -329,11 +406,14 @@ def small_number(value: float) -> str:
 
 
 def grids(comparison: Comparison) -> list[Grid]:
-    """Every table of one model, in order."""
+    """Every table of one model, in order, their texts :func:`printable`."""
     return [
-        summary_grid(comparison),
-        *sqnr_grids(comparison),
-        *(sensitivity_grid(comparison.name, sweep) for sweep in comparison.sensitivity),
+        grid.printable()
+        for grid in (
+            summary_grid(comparison),
+            *sqnr_grids(comparison),
+            *(sensitivity_grid(comparison.name, sweep) for sweep in comparison.sensitivity),
+        )
     ]
 
 
@@ -341,7 +421,11 @@ def grids(comparison: Comparison) -> list[Grid]:
 
 
 def render(report: Report, console: Any) -> None:
-    """Print the report with rich: per model the summary and SQNR tables, the legend, warnings."""
+    """Print the report with rich: per model the summary and SQNR tables, the legend, warnings.
+
+    Tables are drawn as segments (never parsed as rich markup) laid out by :func:`grid_lines`
+    for ``console.width``; warnings are :func:`printable` text.
+    """
     from rich.segment import Segment, Segments
     from rich.style import Style
     from rich.text import Text
@@ -359,72 +443,139 @@ def render(report: Report, console: Any) -> None:
     if report.comparisons:
         console.print(Text(LEGEND, style="dim"))
     for warning in report.warnings:
-        console.print(Text.assemble(("warning: ", "yellow"), warning))
-
-
-def fit_widths(natural: list[int], available: int, smallest: int = MIN_COLUMN) -> list[int]:
-    """Column widths within ``available``: the widest column gives up one cell at a time."""
-    widths = list(natural)
-    while sum(widths) > available and max(widths) > smallest:
-        widths[widths.index(max(widths))] -= 1
-    return widths
+        console.print(Text.assemble(("warning: ", "yellow"), printable(warning)))
 
 
 def grid_lines(grid: Grid, width: int) -> list[list[Line]]:
-    """The grid laid out as lines of styled pieces: centred title, header, rule, rows, caption.
+    """The grid laid out as lines of styled pieces: centred title, then per block of columns a
+    header, a rule and the rows, then the caption. Lines carry no trailing spaces.
 
-    Laid out here rather than with rich's Table, which is ~20× slower on thousands of rows.
-    Columns are as wide as their widest line, separated by two spaces; the widest gives way
-    (its text folded) until the table fits ``width``. Lines carry no trailing spaces.
+    Laid out here rather than with rich's Table, which is ~20× slower on thousands of rows; the
+    time is linear in the number of cells. Columns are as wide as their widest line, two spaces
+    apart. A grid wider than ``width`` (in terminal cells) is split into blocks of whole columns,
+    each repeating the key columns (:attr:`Grid.keys`); the run column is then at most
+    ``width // KEY_SHARE`` wide and a label longer than that gets a line of its own above its row;
+    a column wider than a block (a single name of ~60+ characters) is folded at spaces, words cut
+    only when longer than the column.
     """
-    from rich.cells import cell_len, chop_cells
+    from rich.cells import cell_len
 
     header = [[(part, "bold") for part in title.split("\n")] for title in grid.headers]
     body = [header, *grid.rows]
-    natural = [max(cell_len(t) for row in body for t, _ in row[i]) for i in range(len(header))]
-    gaps = len(GAP) * (len(natural) - 1)
-    widths = fit_widths(natural, width - gaps)
-    total = sum(widths) + gaps
-    lines = [[(part, "bold")] for part in _centred(grid.title, total, width, cell_len)]
-    for index, row in enumerate(body):
-        columns = [
-            [
-                (piece, style)
-                for text, style in cell
-                for piece in ([text] if cell_len(text) <= w else chop_cells(text, w))
-            ]
-            for cell, w in zip(row, widths, strict=True)
-        ]
-        for line_index in range(max(map(len, columns))):
-            line: list[Line] = []
-            pending = ""  # unstyled text (gaps, padding, plain cells) not yet added to the line
-            for position, (column, w, right) in enumerate(
-                zip(columns, widths, grid.right, strict=True)
-            ):
-                text, style = column[line_index] if line_index < len(column) else ("", "")
-                pad = " " * (w - cell_len(text))
-                pending += (GAP if position else "") + (pad if right else "")
-                if style and text:
-                    line += [(pending, ""), (text, style)] if pending else [(text, style)]
-                    pending = ""
-                else:
-                    pending += text
-                pending += "" if right else pad
-            if pending.rstrip():
-                line.append((pending.rstrip(), ""))
-            lines.append(line)
-        if index == 0:
-            lines.append([("─" * total, "dim")])
-    lines += [[(part, "dim")] for part in _centred(grid.caption, total, width, cell_len)]
+    widths = [0] * len(header)
+    for row in body:
+        for index, cell in enumerate(row):
+            for text, _ in cell:
+                widths[index] = max(widths[index], cell_len(text))
+    keys = min(grid.keys, len(widths))
+    if sum(widths) + len(GAP) * (len(widths) - 1) > width:
+        widths[0] = min(widths[0], max(MIN_COLUMN, width // KEY_SHARE))
+        room = width - sum(widths[:keys]) - len(GAP) * keys
+        widths[keys:] = [min(w, max(MIN_COLUMN, room)) for w in widths[keys:]]
+    blocks = column_blocks(widths, keys, width)
+    first = [*range(keys), *blocks[0]]
+    total = sum(widths[i] for i in first) + len(GAP) * (len(first) - 1)
+    lines = [[(part, "bold")] for part in _centred(grid.title, total, width)]
+    for number_of_block, block in enumerate(blocks):
+        columns = [*range(keys), *block]
+        lines += [[]] if number_of_block else []
+        for index, row in enumerate(body):
+            lines += _row_lines(
+                [row[i] for i in columns],
+                [widths[i] for i in columns],
+                [grid.right[i] for i in columns],
+                width,
+                labelled=index > 0,
+            )
+            if index == 0:
+                span = sum(widths[i] for i in columns) + len(GAP) * (len(columns) - 1)
+                lines.append([("─" * span, "dim")])
+    lines += [[(part, "dim")] for part in _centred(grid.caption, total, width)]
     lines.append([])
     return lines
 
 
-def _centred(text: str, total: int, width: int, cell_len: Callable[[str], int]) -> list[str]:
-    """``text`` wrapped to ``width`` and each line centred over a table ``total`` cells wide."""
+def column_blocks(widths: list[int], keys: int, width: int) -> list[list[int]]:
+    """The non-key columns split into blocks, each as many whole columns as fit ``width`` beside
+    the key columns (at least one per block); one block, possibly empty, when all fit."""
+    base = sum(widths[:keys]) + len(GAP) * (keys - 1)
+    blocks: list[list[int]] = [[]]
+    used = base
+    for index in range(keys, len(widths)):
+        need = len(GAP) + widths[index]
+        if blocks[-1] and used + need > width:
+            blocks.append([])
+            used = base
+        blocks[-1].append(index)
+        used += need
+    return blocks
+
+
+def _row_lines(
+    row: list[Cell], widths: list[int], right: list[bool], width: int, labelled: bool
+) -> list[list[Line]]:
+    """One table row as lines: a first-column text wider than its column (a long run label, when
+    ``labelled``) on a line of its own above, then the cells side by side, each folded to its
+    width, right-aligned where ``right``, separated by :data:`GAP`."""
+    from rich.cells import cell_len
+
+    lines: list[list[Line]] = []
+    label = row[0]
+    if labelled and any(cell_len(text) > widths[0] for text, _ in label):
+        lines += [[(part, style)] for text, style in label for part in fold(text, width)]
+        row = [[], *row[1:]]
+    columns = [
+        [(piece, style) for text, style in cell for piece in fold(text, w)]
+        for cell, w in zip(row, widths, strict=True)
+    ]
+    for line_index in range(max(map(len, columns))):
+        line: list[Line] = []
+        pending = ""  # unstyled text (gaps, padding, plain cells) not yet added to the line
+        for position, (column, w, is_right) in enumerate(zip(columns, widths, right, strict=True)):
+            text, style = column[line_index] if line_index < len(column) else ("", "")
+            pad = " " * (w - cell_len(text))
+            pending += (GAP if position else "") + (pad if is_right else "")
+            if style and text:
+                line += [(pending, ""), (text, style)] if pending else [(text, style)]
+                pending = ""
+            else:
+                pending += text
+            pending += "" if is_right else pad
+        if pending.rstrip():
+            line.append((pending.rstrip(), ""))
+        lines.append(line)
+    return lines
+
+
+def fold(text: str, width: int) -> list[str]:
+    """``text`` as lines of at most ``width`` terminal cells: broken at spaces, a word cut only
+    when it is longer than a line; ``[text]`` when it fits."""
+    from rich.cells import cell_len, chop_cells
+
+    if cell_len(text) <= width:
+        return [text]
+    lines: list[str] = []
+    current = ""
+    for word in text.split(" "):
+        for piece in chop_cells(word, width) if cell_len(word) > width else [word]:
+            joined = f"{current} {piece}" if current else piece
+            if cell_len(joined) <= width:
+                current = joined
+            else:
+                lines.append(current)
+                current = piece
+    return [*lines, current]
+
+
+def _centred(text: str, total: int, width: int) -> list[str]:
+    """Each line of ``text`` folded to ``width`` and centred over a table ``total`` cells wide."""
+    from rich.cells import cell_len
+
     return [
         " " * max(0, (total - cell_len(line)) // 2) + line
-        for line in textwrap.wrap(text, max(width, 1))
+        for paragraph in text.split("\n")
+        if paragraph
+        for line in fold(paragraph, width)
     ]
 
 
@@ -432,17 +583,92 @@ def _centred(text: str, total: int, width: int, cell_len: Callable[[str], int]) 
 
 
 def write_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, then rename it (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``data`` to a temporary file beside ``path``, then rename it (never half-written).
+
+    The file gets the permissions of any new file, 0o666 less the umask (0644 under the usual
+    umask 022; the temporary file alone would keep 0600). ``path``'s folder must exist; an OS
+    error (no space, no permission) is a one-line :class:`QevalError`.
+    """
     try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        handle, temporary = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name[:64]}.", suffix=".tmp"
+        )
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+                os.fchmod(stream.fileno(), 0o666 & ~_umask())
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    except OSError as error:
+        raise QevalError(
+            f"cannot write {printable(str(path))}: {error.strerror or error}"
+        ) from error
     return path
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, then restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_folder(folder: Path) -> Path:
+    """Create ``folder`` (and its parents) unless it exists; an OS error (a file in the way, no
+    permission) is a one-line :class:`QevalError`."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        shown = printable(str(folder))
+        raise QevalError(f"cannot create the folder {shown}: {error.strerror or error}") from error
+    return folder
+
+
+def not_a_folder(path: Path) -> Path:
+    """``path``, or a one-line :class:`QevalError` when it is an existing folder."""
+    if path.is_dir():
+        shown = printable(str(path / "qeval-report.md"))
+        raise QevalError(f"{printable(str(path))} is a folder; name a file in it, e.g. {shown}")
+    return path
+
+
+def destination(path: str | Path) -> Path:
+    """``path`` as a file for ``--out``, or a one-line :class:`QevalError` when it names a folder
+    or its folder does not exist (the command line never creates a folder from a typo)."""
+    path = not_a_folder(Path(path))
+    shown = printable(str(path))
+    folder = path.parent
+    if not folder.is_dir():
+        kind = "is not a folder" if folder.exists() else "does not exist"
+        raise QevalError(
+            f"cannot write {shown}: {printable(str(folder))} {kind}; create the folder or "
+            "choose another --out"
+        )
+    return path
+
+
+FORMAT_EXTENSIONS = {
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".csv": "csv",
+    ".json": "json",
+    ".html": "html",
+    ".htm": "html",
+}
+
+
+def format_for(path: str | Path) -> str:
+    """The export format a file name asks for (:data:`FORMAT_EXTENSIONS`, any case), or a
+    one-line :class:`QevalError` for another extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMAT_EXTENSIONS:
+        raise QevalError(
+            f"cannot tell the report format from '{printable(str(path))}'; end the file name "
+            f"in {', '.join(FORMAT_EXTENSIONS)} or pass --format {{{','.join(FORMATS)}}}"
+        )
+    return FORMAT_EXTENSIONS[suffix]
 
 
 def to_json(report: Report) -> str:
@@ -471,13 +697,21 @@ CSV_COLUMNS = (
     "delta",
     "relative_degradation_pct",
     "significant",
+    "limit",
+    "num_fewshot",
 )
 
 CSV_RUN_KEYS = CSV_COLUMNS[2:9]  # is_baseline ... quantize_seconds, as in Report.to_dict()
+# A cell starting with one of these is a formula to a spreadsheet (=HYPERLINK, +cmd|, @SUM).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+NUMBER_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?inf|nan")
 
 
 def to_csv(report: Report) -> str:
-    """Long format: one line per model × run × task (a run without scores gets one line)."""
+    """Long format: one line per model × run × task (a run without scores gets one line).
+
+    Text cells that a spreadsheet would run as a formula (starting with ``= + - @``, tab or CR)
+    get a leading ``'``; numbers, "-inf" included, stay numbers."""
     stream = io.StringIO()
     writer = csv.DictWriter(stream, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -491,34 +725,51 @@ def to_csv(report: Report) -> str:
                 "generate_tokens_per_s": run["tokens_per_s"].get("generate"),
                 "peak_memory_mib": run["peak_memory_mib"],
                 "peak_memory_kind": run["peak_memory_kind"],
+                "limit": run["settings"].get("limit"),
             }
             scores = run["scores"] or {None: {}}
             for task, score in scores.items():
-                writer.writerow({**common, "task": task, **score})
+                row = {**common, "task": task, **score, "num_fewshot": run["num_fewshot"].get(task)}
+                writer.writerow({key: csv_cell(value) for key, value in row.items()})
     return stream.getvalue()
 
 
+def csv_cell(value: Any) -> Any:
+    """``value``, with a ``'`` in front when it is text a spreadsheet would take for a formula."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return value if NUMBER_TEXT.fullmatch(value) else "'" + value
+    return value
+
+
 def to_markdown(report: Report) -> str:
-    """GitHub Markdown: a section per model, its tables, the legend and the warnings."""
+    """GitHub Markdown: a section per model, its tables, the legend and the warnings. Text is
+    escaped (:func:`_md`), so names cannot add markup, HTML, links or table cells."""
     parts = ["# qeval report", ""]
     for comparison in report.comparisons:
-        parts += [f"## {_md(comparison.name)}", "", _md(comparison.baseline_reason), ""]
+        parts += [f"## {_md(printable(comparison.name))}", ""]
         for grid in grids(comparison):
-            own = grid.title != comparison.name  # the summary's title and caption head the section
-            parts += [f"**{_md(grid.title)}**", ""] if own else []
+            own = grid.title != printable(comparison.name)  # the summary's heads the section
+            caption = [_md(line) + "\n" for line in grid.caption.split("\n") if line]
+            parts += [f"**{_md(grid.title)}**", ""] if own else caption
             parts.append("| " + " | ".join(_md(one_line(h)) for h in grid.headers) + " |")
             parts.append("|" + "|".join("---:" if r else ":---" for r in grid.right) + "|")
             parts += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in grid.rows]
             parts.append("")
-            parts += [_md(grid.caption), ""] if own and grid.caption else []
+            parts += caption if own else []
     parts += [_md(LEGEND), ""] if report.comparisons else ["No runs to report.", ""]
     if report.warnings:
-        parts += ["## Warnings", "", *(f"- {_md(warning)}" for warning in report.warnings), ""]
+        warnings = [f"- {_md(printable(warning))}" for warning in report.warnings]
+        parts += ["## Warnings", "", *warnings, ""]
     return "\n".join(parts)
 
 
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|#~$!&])")
+
+
 def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
+    """``text`` with Markdown's active characters backslash-escaped (emphasis, code, links, HTML,
+    table cells, headings, math, entities); newlines must already be escapes (printable)."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
 def _md_cell(cell: Cell) -> str:
@@ -537,17 +788,23 @@ th{text-align:left}.right{text-align:right}.bold{font-weight:600}.dim{color:#999
 .green{color:#1a7f37}.yellow{color:#9a6700}.red{color:#cf222e}.warning{color:#9a6700}"""
 
 
+def _html(text: str) -> str:
+    """``text`` for HTML: :func:`printable`, then ``& < > " '`` escaped."""
+    return html.escape(printable(text))
+
+
 def to_html(report: Report) -> str:
-    """A standalone HTML page with the same tables and colours as the terminal."""
+    """A standalone HTML page with the same tables and colours as the terminal; every text is
+    escaped (:func:`_html`)."""
     body = ["<h1>qeval report</h1>"]
     for comparison in report.comparisons:
-        body.append(f"<h2>{html.escape(comparison.name)}</h2>")
+        body.append(f"<h2>{_html(comparison.name)}</h2>")
         for grid in grids(comparison):
-            if grid.title != comparison.name:
+            if grid.title != printable(comparison.name):
                 body.append(f"<h3>{html.escape(grid.title)}</h3>")
             body.append(_html_table(grid))
     body.append(f'<p class="dim">{html.escape(LEGEND)}</p>' if report.comparisons else "")
-    body += [f'<p class="warning">warning: {html.escape(w)}</p>' for w in report.warnings]
+    body += [f'<p class="warning">warning: {_html(w)}</p>' for w in report.warnings]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>qeval report</title>'
         f"<style>{HTML_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
@@ -555,6 +812,8 @@ def to_html(report: Report) -> str:
 
 
 def _html_table(grid: Grid) -> str:
+    """A grid (texts already printable) as an HTML table, every text escaped."""
+
     def cls(right: bool) -> str:
         return ' class="right"' if right else ""
 
@@ -576,15 +835,19 @@ def _html_table(grid: Grid) -> str:
         + "</tr>"
         for cells in grid.rows
     ]
-    caption = f"<caption>{html.escape(grid.caption)}</caption>" if grid.caption else ""
+    caption = "<br>".join(html.escape(line) for line in grid.caption.split("\n") if line)
+    caption = f"<caption>{caption}</caption>" if caption else ""
     return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
 def export(report: Report, fmt: str, path: str | Path) -> Path:
-    """Write the report as ``fmt`` (one of :data:`FORMATS`) to ``path`` atomically."""
+    """Write the report as ``fmt`` (one of :data:`FORMATS`) to ``path`` atomically, creating its
+    folder; ``path`` naming a folder is a one-line :class:`QevalError`."""
     if fmt not in EXPORTERS:
         raise QevalError(f"unknown report format '{fmt}'; choose one of {', '.join(FORMATS)}.")
-    return write_atomic(Path(path), EXPORTERS[fmt](report).encode("utf-8"))
+    path = not_a_folder(Path(path))
+    make_folder(path.parent)
+    return write_atomic(path, EXPORTERS[fmt](report).encode("utf-8"))
 
 
 EXPORTERS: dict[str, Callable[[Report], str]] = {
@@ -600,30 +863,52 @@ FORMATS = tuple(EXPORTERS)
 
 
 def plot(report: Report, directory: str | Path) -> list[Path]:
-    """PNG charts per model: each task's main metric per run (± stderr, baseline dashed), the
-    weight SQNR per layer of every run (one line each) and, per sampling sweep, rougeL by setting
-    (one line per run, ``sensitivity_<model>_<sweep>.png``). Returns the files written."""
+    """PNG charts per model: each task's main metric per run (± stderr, baseline dashed;
+    ``<model>__<task>.png``), the weight SQNR per layer of every run (one line each;
+    ``<model>__sqnr_layers.png``) and, per sampling sweep, rougeL by setting (one line per run,
+    ``sensitivity_<model>_<sweep>.png``), in ``directory`` (created if missing).
+
+    File names are slugs (:func:`_slug`) of the names; where two charts of one call would get the
+    same one (``org/m`` and ``org_m``), each gets ``-`` and 8 hex digits of the SHA-256 of its
+    model and task. Returns the files written."""
     try:
         from matplotlib.figure import Figure
     except ImportError as error:
         raise QevalError("plots need matplotlib; run: pip install 'qeval[plot]'") from error
-    directory = Path(directory)
-    written = []
+    charts: list[tuple[str, str, Callable[[], Any]]] = []  # file stem, identity, figure maker
     for comparison in report.comparisons:
+        model = _slug(comparison.name)
         for task, metric in comparison.tasks.items():
-            figure = _metric_chart(Figure, comparison, task, metric)
-            if figure is not None:
-                written.append(
-                    _save(figure, directory / f"{_slug(comparison.name)}__{_slug(task)}.png")
+            charts.append(
+                (
+                    f"{model}__{_slug(task)}",
+                    f"{comparison.model}\0task\0{task}",
+                    lambda c=comparison, t=task, m=metric: _metric_chart(Figure, c, t, m),
                 )
-        figure = _sqnr_chart(Figure, comparison)
-        if figure is not None:
-            written.append(_save(figure, directory / f"{_slug(comparison.name)}__sqnr_layers.png"))
+            )
+        charts.append(
+            (
+                f"{model}__sqnr_layers",
+                f"{comparison.model}\0sqnr",
+                lambda c=comparison: _sqnr_chart(Figure, c),
+            )
+        )
         for sweep in comparison.sensitivity:
-            figure = _sensitivity_chart(Figure, comparison.name, sweep)
-            if figure is not None:
-                name = f"sensitivity_{_slug(comparison.name)}_{sweep.name}.png"
-                written.append(_save(figure, directory / name))
+            charts.append(
+                (
+                    f"sensitivity_{model}_{sweep.name}",
+                    f"{comparison.model}\0sweep\0{sweep.name}",
+                    lambda n=comparison.name, w=sweep: _sensitivity_chart(Figure, n, w),
+                )
+            )
+    stems = Counter(stem for stem, _, _ in charts)
+    folder = make_folder(Path(directory))
+    written = []
+    for stem, identity, make in charts:
+        figure = make()
+        if figure is not None:
+            unique = stem if stems[stem] == 1 else f"{stem}-{_digest(identity)}"
+            written.append(_save(figure, folder / f"{unique}.png"))
     return written
 
 
@@ -649,26 +934,41 @@ def _metric_chart(figure_class: Any, comparison: Comparison, task: str, metric: 
         axes.axhline(base, color="#444444", linestyle="--", linewidth=1, label="baseline")
         axes.legend(loc="best", fontsize=8)
     axes.set_xticks(
-        range(len(scored)), [row.run.label for row, _ in scored], rotation=30, ha="right"
+        range(len(scored)),
+        [chart_text(row.run.label) for row, _ in scored],
+        rotation=30,
+        ha="right",
     )
     direction = {True: "higher is better", False: "lower is better"}.get(
         scored[0][1].higher_is_better, ""
     )
-    axes.set_title(f"{comparison.name} · {task}", fontsize=10)
+    axes.set_title(f"{chart_text(comparison.name)} · {chart_text(task)}", fontsize=10)
+    metric = chart_text(metric)
     axes.set_ylabel(f"{metric} ({direction})" if direction else metric)
     return figure
 
 
 def _sqnr_chart(figure_class: Any, comparison: Comparison) -> Any:
-    lines = [run for run in comparison.sqnr if any(math.isfinite(v) for v in run.layers.values())]
+    """Weight SQNR (dB) per layer, one line per run; +∞ (identical) layers are gaps, −∞ layers
+    (all-zero reference, nonzero noise: the worst) red ▼ marks 3 dB below the lowest figure."""
+    lines = [run for run in comparison.sqnr if any(v != math.inf for v in run.layers.values())]
     if not lines:
         return None
+    finite = [v for run in lines for v in run.layers.values() if math.isfinite(v)]
+    floor = min(finite, default=0.0) - 3.0
     figure = figure_class(figsize=(7.0, 3.6), layout="constrained")
     axes = figure.add_subplot()
+    marked = False
     for run in lines:
-        values = [v if math.isfinite(v) else math.nan for v in run.layers.values()]
-        axes.plot(range(len(values)), values, marker=".", linewidth=1, label=run.label)
-    axes.set_title(f"{comparison.name} · weight SQNR per layer", fontsize=10)
+        values = list(run.layers.values())
+        shown = [v if math.isfinite(v) else math.nan for v in values]
+        axes.plot(range(len(values)), shown, marker=".", linewidth=1, label=chart_text(run.label))
+        worst = [index for index, v in enumerate(values) if v == -math.inf]
+        if worst:
+            label = None if marked else "−∞ dB (all-zero reference)"
+            axes.scatter(worst, [floor] * len(worst), marker="v", color="#cf222e", label=label)
+            marked = True
+    axes.set_title(f"{chart_text(comparison.name)} · weight SQNR per layer", fontsize=10)
     axes.set_xlabel("layer (checkpoint order)")
     axes.set_ylabel("SQNR (dB, higher = closer)")
     axes.legend(loc="best", fontsize=8)
@@ -714,17 +1014,25 @@ def _sensitivity_chart(figure_class: Any, name: str, sweep: Sweep) -> Any:
             marker="o",
             linewidth=1.2,
             linestyle="--" if run.is_baseline else "-",
-            label=run.label + (" (baseline)" if run.is_baseline else ""),
+            label=chart_text(run.label) + (" (baseline)" if run.is_baseline else ""),
         )
     if log:
         axes.set_xscale("log", base=2)
     axes.set_xticks([position(s) for s in sweep.settings], [sweep.label(s) for s in sweep.settings])
     axes.minorticks_off()
-    axes.set_title(f"{name} · {sweep.name} sensitivity", fontsize=10)
+    axes.set_title(f"{chart_text(name)} · {sweep.name} sensitivity", fontsize=10)
     axes.set_xlabel(sweep.name + (" (log scale)" if log else ""))
     axes.set_ylabel("rougeL (higher is better)")
     axes.legend(loc="best", fontsize=8)
     return figure
+
+
+def chart_text(text: str, limit: int = 60) -> str:
+    """A name for a chart: :func:`printable`, cut to ``limit`` characters with "…", and ``$``
+    escaped (matplotlib reads ``$…$`` as mathtext, which can fail to parse)."""
+    text = printable(text)
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return text.replace("$", r"\$")
 
 
 def _save(figure: Any, path: Path) -> Path:
@@ -733,5 +1041,14 @@ def _save(figure: Any, path: Path) -> Path:
     return write_atomic(path, buffer.getvalue())
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
+def _slug(text: str, limit: int = SLUG_LIMIT) -> str:
+    """``text`` as a file-name part: runs of characters other than ASCII letters, digits and
+    ``._-`` become ``_``; longer than ``limit`` characters, it is cut and gets ``-`` and 8 hex
+    digits of the text's SHA-256 (so a file name stays far below the 255-byte limit)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
+    return slug if len(slug) <= limit else f"{slug[:limit]}-{_digest(text)}"
+
+
+def _digest(text: str) -> str:
+    """8 hex digits of the SHA-256 of ``text`` (UTF-8, lone surrogates kept)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]

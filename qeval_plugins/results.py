@@ -21,13 +21,21 @@ metrics per setting, read from the task's ``configs`` metadata (else its name), 
 ``qeval_<sweep>_summary`` figures. These per-setting tasks are still scored against the baseline
 (JSON, CSV) but are no columns of the summary table; the summary tasks are, with ``rougeL_gap``.
 
-Nothing read can crash the report: unreadable, corrupt or truncated JSON, files of other tools,
-NaN values, missing standard errors, different task sets and duplicates each become one warning
-line, and everything else is still compared.
+Nothing read can crash the report: unreadable, corrupt or truncated JSON, JSON nested deeper than
+the interpreter's recursion limit, integers too long for a float (more than 308 digits), files of
+other tools, values of unexpected types, NaN values, missing standard errors, different task sets
+and duplicates each become one warning line, and everything else is still compared. Runs of one
+model whose settings differ (limit, few-shot, gen_kwargs, seeds, chat template, model revision or
+dtype, lm-eval or qeval version: :data:`SETTINGS`) get one warning line: their deltas may measure
+the settings rather than the quantization.
+
+Text read from a file may be hostile: :func:`printable` makes it safe for a terminal, and every
+view applies it (:meth:`Report.to_dict` here, the tables in :mod:`qeval_plugins.report`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
 import math
@@ -39,6 +47,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from qeval_plugins.errors import QevalError, did_you_mean
 from qeval_plugins.plan import HF_QUANTIZATION_ARGS
 from qeval_plugins.sampling_metrics import BAND_EDGE_TOLERANCE
 
@@ -120,6 +129,33 @@ DTYPE_BITS = {"float64": 64, "float32": 32, "float16": 16, "bfloat16": 16}
 NON_METRIC_KEYS = frozenset({"alias", "name", "sample_len", "samples", "sample_count"})
 MIB = 2**20
 DEFAULT_WORST_LAYERS = 5
+# A JSON integer of more digits may not fit a float (max ≈ 1.8·10³⁰⁸); it is not read as a figure.
+MAX_INTEGER_DIGITS = 308
+# Control characters (C0, DEL, C1), bidirectional overrides and lone surrogates: never printed raw.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+CONTROL_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# Settings that change a run's scores, compared across the runs of a model. Each is read from
+# the results file: ``config[key]``, else the top level ``key`` (lm-eval writes the chat template
+# and fewshot_as_multiturn there), except revision and dtype (``config.model_args``; revision
+# else ``config.model_revision``) and qeval_version (``config.qeval.qeval_version``).
+SETTINGS = (
+    "limit",
+    "gen_kwargs",
+    "random_seed",
+    "numpy_seed",
+    "torch_seed",
+    "fewshot_seed",
+    "apply_chat_template",
+    "chat_template",
+    "fewshot_as_multiturn",
+    "system_instruction",
+    "revision",
+    "dtype",
+    "lm_eval_version",
+    "qeval_version",
+)
+# Settings whose text can be long: compared by their lm-eval ``<key>_sha`` or a hash of the text.
+HASHED_SETTINGS = frozenset({"chat_template", "system_instruction"})
 
 
 class Metric(NamedTuple):
@@ -144,10 +180,14 @@ class Run:
     merged: list[Path] = field(default_factory=list)  # older files whose tasks were added
     # configs[task].metadata of its sampling-sweep tasks: their generation settings
     task_metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # :data:`SETTINGS` found in the file, as :func:`setting_text`; a setting absent is unknown
+    settings: dict[str, str] = field(default_factory=dict)
+    # task -> few-shot count (lm-eval's ``n-shot``, else ``configs[task].num_fewshot``)
+    fewshot: dict[str, int] = field(default_factory=dict)
 
     @property
     def backend(self) -> str:
-        return str(self.config.get("model") or "unknown")
+        return scalar_text(self.config.get("model")) or "unknown"
 
     @property
     def is_qeval(self) -> bool:
@@ -158,7 +198,7 @@ class Run:
         """The qeval quantizer's canonical name; None for runs of other backends."""
         if not self.is_qeval:
             return None
-        return str(self.qeval.get("quantizer") or self.label.partition(":")[0])
+        return scalar_text(self.qeval.get("quantizer")) or self.label.partition(":")[0]
 
     @property
     def is_plain_hf(self) -> bool:
@@ -261,7 +301,8 @@ class Report:
     warnings: list[str]
 
     def to_dict(self) -> dict[str, Any]:
-        """The report as strict-JSON-safe data (infinities as the strings "inf" / "-inf")."""
+        """The report as strict-JSON-safe data: infinities as the strings "inf" / "-inf", every
+        text through :func:`printable`."""
         return _json_safe(
             {
                 "models": [_comparison_dict(comparison) for comparison in self.comparisons],
@@ -287,7 +328,11 @@ def load_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[str]]:
         if key in seen:
             continue
         seen.add(key)
-        run, problems = read_run(path)
+        try:
+            run, problems = read_run(path)
+        except (ArithmeticError, LookupError, TypeError, ValueError, RecursionError) as error:
+            # the net under read_run's own checks: a file of a shape no check foresaw
+            run, problems = None, [f"{path}: unexpected content ({_error_text(error)}); skipped"]
         warnings.extend(problems)
         if run is not None:
             runs.append(run)
@@ -319,10 +364,13 @@ def read_run(path: Path) -> tuple[Run | None, list[str]]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         return None, [f"{path}: cannot read ({error}); skipped"]
+    huge: list[int] = []  # digit counts of integers too long for a float
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_int=lambda digits: _parse_int(digits, huge))
     except json.JSONDecodeError as error:
         return None, [f"{path}: {_json_problem(error, text)}; skipped"]
+    except RecursionError:
+        return None, [f"{path}: JSON nested too deeply to read; skipped"]
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
         return None, [f'{path}: not an lm-eval results file (no "results" object); skipped']
     config = _mapping(data.get("config"))
@@ -330,6 +378,11 @@ def read_run(path: Path) -> tuple[Run | None, list[str]]:
     no_stderr: list[str] = []
     metrics = parse_metrics(data, nans, no_stderr)
     warnings = []
+    if huge:
+        count = f"{len(huge)} integers" if len(huge) > 1 else "an integer"
+        warnings.append(
+            f"{path}: {count} of up to {max(huge)} digits, too long for a number; left out"
+        )
     if nans:
         warnings.append(f"{path}: NaN in {_listing(nans)}; left out")
     if no_stderr:
@@ -342,7 +395,9 @@ def read_run(path: Path) -> tuple[Run | None, list[str]]:
     configs = _mapping(data.get("configs"))
     run = Run(
         path=path,
-        model=str(args.get("pretrained") or data.get("model_name") or "unknown"),
+        model=scalar_text(args.get("pretrained"))
+        or scalar_text(data.get("model_name"))
+        or "unknown",
         label="",
         config=config,
         metrics=metrics,
@@ -354,9 +409,37 @@ def read_run(path: Path) -> tuple[Run | None, list[str]]:
             if SWEEP_TASK.fullmatch(task)
             and (metadata := _mapping(_mapping(configs.get(task)).get("metadata")))
         },
+        settings=run_settings(data, config),
+        fewshot=fewshot_counts(data, metrics),
     )
     run.label = run_label(run)
     return run, warnings
+
+
+@dataclass(frozen=True)
+class HugeInteger:
+    """A JSON integer of more than :data:`MAX_INTEGER_DIGITS` digits: kept as its digit count,
+    never converted (``int()`` of 4,300+ digits raises, ``float()`` of 309+ overflows)."""
+
+    digits: int
+
+    def __str__(self) -> str:
+        return f"<{self.digits}-digit integer>"
+
+
+def _parse_int(text: str, huge: list[int]) -> int | HugeInteger:
+    """A JSON integer as ``int``, or as :class:`HugeInteger` (its digits noted in ``huge``)."""
+    digits = len(text) - text.startswith("-")
+    if digits <= MAX_INTEGER_DIGITS:
+        return int(text)
+    huge.append(digits)
+    return HugeInteger(digits)
+
+
+def _error_text(error: BaseException, limit: int = 200) -> str:
+    """``Kind: message`` of an exception, cut to ``limit`` characters."""
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _json_problem(error: json.JSONDecodeError, text: str) -> str:
@@ -435,6 +518,62 @@ def _has_scores(entry: Any) -> bool:
     )
 
 
+def run_settings(data: dict[str, Any], config: dict[str, Any]) -> dict[str, str]:
+    """The :data:`SETTINGS` a results file records, as :func:`setting_text` (absent: unknown)."""
+    args = model_args(config)
+    places = {
+        "revision": [
+            args,
+            {"revision": config.get("model_revision")} if "model_revision" in config else {},
+        ],
+        "dtype": [args],
+        "qeval_version": [_mapping(config.get("qeval"))],
+    }
+    found: dict[str, Any] = {}
+    for key in SETTINGS:
+        place = next((place for place in places.get(key, [config, data]) if key in place), None)
+        if place is not None:
+            found[key] = place[key]
+    for key in HASHED_SETTINGS & found.keys():
+        sha = data.get(f"{key}_sha")
+        found[key] = sha if isinstance(sha, str) and sha else _digest(found[key])
+    return {key: setting_text(found[key]) for key in SETTINGS if key in found}
+
+
+def _digest(value: Any) -> str | None:
+    """A short SHA-256 of a long text setting (None, empty and non-text stay as they are)."""
+    if not isinstance(value, str) or not value:
+        return value
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def setting_text(value: Any) -> str:
+    """A setting as comparable text: "none" for null and empty values, whole numbers without
+    ".0" (a limit of 4.0 is "4"), true/false, containers as sorted compact JSON."""
+    if value in (None, "", {}, []):
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return str(value)
+
+
+def fewshot_counts(data: dict[str, Any], metrics: dict[str, Any]) -> dict[str, int]:
+    """Task -> few-shot count of the tasks in ``metrics``: lm-eval's ``n-shot``, else
+    ``configs[task].num_fewshot``; tasks with neither (or not a count) are left out."""
+    shots = _mapping(data.get("n-shot"))
+    configs = _mapping(data.get("configs"))
+    counts = {}
+    for task in metrics:
+        count = shots.get(task, _mapping(configs.get(task)).get("num_fewshot"))
+        if type(count) is int and count >= 0:
+            counts[task] = count
+    return counts
+
+
 def default_higher_is_better(metric: str) -> bool | None:
     """Built-in direction of a metric (dB figures are SQNRs: higher is better); None if unknown."""
     if metric in LOWER_IS_BETTER:
@@ -466,8 +605,8 @@ def run_label(run: Run) -> str:
         if isinstance(spec, str) and spec:
             return spec
         options = _mapping(run.qeval.get("options"))
-        name = run.qeval.get("quantizer") or args.get("quantizer") or "none"
-        return spec_text(str(name), {key: args[key] for key in options if key in args})
+        name = scalar_text(run.qeval.get("quantizer")) or scalar_text(args.get("quantizer"))
+        return spec_text(name or "none", {key: args[key] for key in options if key in args})
     keys = ("dtype", *HF_QUANTIZATION_ARGS)
     return spec_text(run.backend, {key: args[key] for key in keys if _given(args.get(key))})
 
@@ -488,9 +627,14 @@ def compare(
     ``baseline`` is a spec (``none``, ``hf``, ``rtn:bits=8``; a quantizer's aliases work too)
     naming the baseline of every model; by default it is the model's qeval ``none`` run, else a
     plain ``--model hf`` run. ``warnings`` (from :func:`load_runs`) are kept at the front of the
-    report's own warnings (duplicates, different task sets, a missing ``--baseline``).
+    report's own warnings (duplicates, different task sets, different settings, a model without
+    the ``--baseline`` run).
+
+    Raises :class:`QevalError` when ``baseline`` names no run of any model (with "did you mean").
     """
     notes = list(warnings)
+    if baseline is not None and runs:
+        check_baseline(runs, baseline)
     by_model: dict[str, list[Run]] = {}
     for run in _merge_duplicates(runs, notes):
         by_model.setdefault(run.model, []).append(run)
@@ -530,8 +674,26 @@ def _merge_duplicates(runs: list[Run], notes: list[str]) -> list[Run]:
             metrics={**older.metrics, **run.metrics},
             merged=[*older.merged, older.path] if adds else older.merged,
             task_metadata={**older.task_metadata, **run.task_metadata},
+            settings={**older.settings, **run.settings},
+            fewshot={**older.fewshot, **run.fewshot},
         )
     return list(merged.values())
+
+
+def check_baseline(runs: list[Run], spec: str) -> None:
+    """Raise :class:`QevalError` unless ``spec`` names (:func:`matches_spec`, any options) a run
+    of some model; the message suggests the closest run label, quantizer or alias."""
+    if any(matches_spec(run, spec, any_options=True) for run in runs):
+        return
+    names = {run.label for run in runs} | {run.quantizer for run in runs if run.quantizer}
+    names |= {alias for run in runs for alias in _aliases(run)}
+    labels = sorted({run.label for run in runs})
+    raise QevalError(
+        printable(
+            f"--baseline {spec} names no run in the report.{did_you_mean(spec, sorted(names))} "
+            f"Runs: {_listing(labels, 8)}."
+        )
+    )
 
 
 def display_names(models: list[str]) -> dict[str, str]:
@@ -560,16 +722,57 @@ def compare_model(
         key=lambda row: (not row.is_baseline, -(row.bits_per_param or 0.0), row.run.label),
     )
     missing = [
-        f"{row.run.label} lacks {', '.join(lacks)}"
+        f"{row.run.label} lacks {_listing(lacks, 8)}"
         for row in rows
         if (lacks := [task for task in scored if task not in row.scores and _expected(row, task)])
     ]
     if missing:
-        notes.append(f"{name}: runs cover different tasks (— in the table): {'; '.join(missing)}")
+        notes.append(
+            f"{name}: runs cover different tasks (— in the table): {_listing(missing, 8, '; ')}"
+        )
+    differences = setting_differences([row.run for row in rows])
+    if differences:
+        notes.append(
+            f"{name}: compared runs differ in {'; '.join(differences)}: their deltas may measure "
+            "these settings, not the quantization"
+        )
     sqnr = [summary for row in rows if (summary := sqnr_summary(row.run)) is not None]
     tasks = {task: metric for task, metric in scored.items() if not is_sweep_point(task)}
     sweeps = sensitivity(rows, name, notes)
     return Comparison(model, name, base, reason, tasks, rows, sqnr, sweeps)
+
+
+def setting_differences(runs: list[Run]) -> list[str]:
+    """One phrase per :data:`SETTINGS` entry (and few-shot count per task) on which runs that
+    record it disagree: ``limit 4 (none, bnb-nf4) vs 20 (rtn:bits=2)``. A run that does not
+    record a setting is not compared on it."""
+    phrases = []
+    for key in SETTINGS:
+        phrase = _disagreement(
+            key, {run.label: run.settings[key] for run in runs if key in run.settings}
+        )
+        phrases += [phrase] if phrase else []
+    tasks = sorted({task for run in runs for task in run.fewshot})
+    for task in tasks:
+        counts = {run.label: str(run.fewshot[task]) for run in runs if task in run.fewshot}
+        phrase = _disagreement(f"num_fewshot of {task}", counts)
+        phrases += [phrase] if phrase else []
+    return phrases
+
+
+def _disagreement(name: str, values: dict[str, str], width: int = 24) -> str | None:
+    """``name v1 (labels) vs v2 (labels)`` when ``values`` (label -> text) hold several texts,
+    each cut to ``width`` characters; None when they agree."""
+    by_value: dict[str, list[str]] = {}
+    for label, value in values.items():
+        by_value.setdefault(value, []).append(label)
+    if len(by_value) < 2:
+        return None
+    shown = [
+        f"{value if len(value) <= width else value[: width - 1] + '…'} ({_listing(labels)})"
+        for value, labels in by_value.items()
+    ]
+    return f"{name} {' vs '.join(shown)}"
 
 
 def _expected(row: Row, task: str) -> bool:
@@ -618,9 +821,16 @@ def matches_spec(run: Run, spec: str, any_options: bool = False) -> bool:
     aliases, and its options are the label's (in any order; any options if ``any_options``)."""
     name, options = _split_spec(spec)
     label_name, label_options = _split_spec(run.label)
-    aliases = run.qeval.get("aliases") if isinstance(run.qeval.get("aliases"), list) else []
-    names = {label_name, run.quantizer, run.qeval.get("requested_as"), *aliases}
+    names = {label_name, run.quantizer, run.qeval.get("requested_as"), *_aliases(run)}
     return name in names and (any_options or options == label_options)
+
+
+def _aliases(run: Run) -> list[str]:
+    """The qeval block's ``aliases`` of the run's quantizer (texts only)."""
+    aliases = run.qeval.get("aliases")
+    return (
+        [alias for alias in aliases if isinstance(alias, str)] if isinstance(aliases, list) else []
+    )
 
 
 def _split_spec(spec: str) -> tuple[str, list[str]]:
@@ -886,12 +1096,35 @@ def _given(value: Any) -> bool:
 
 
 def _text(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    return str(value).lower() if isinstance(value, bool) else scalar_text(value) or "?"
 
 
-def _listing(items: list[str], limit: int = 4) -> str:
+def scalar_text(value: Any) -> str | None:
+    """A JSON scalar (text, number, true/false) as text; None for null, "" and containers (whose
+    text could be huge or too deeply nested to build)."""
+    if isinstance(value, str | int | float | HugeInteger) and value != "":
+        return str(value)
+    return None
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character (C0 such as ESC, BEL, CR, LF, TAB; DEL; C1 such as
+    CSI), bidirectional override and lone surrogate written as a visible escape (``\\x1b``,
+    ``\\n``, ``\\u202e``): no name read from a file can clear the screen, retitle the terminal,
+    open a hyperlink, reorder text or break a table line. Other text is unchanged."""
+    return CONTROL.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match[0]
+    code = ord(char)
+    return CONTROL_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def _listing(items: list[str], limit: int = 4, separator: str = ", ") -> str:
+    """The first ``limit`` items joined, then "and N more" (a warning stays one short line)."""
     more = f" and {len(items) - limit} more" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more
+    return separator.join(items[:limit]) + more
 
 
 def _comparison_dict(comparison: Comparison) -> dict[str, Any]:
@@ -941,7 +1174,11 @@ def _row_dict(row: Row) -> dict[str, Any]:
         "label": run.label,
         "backend": run.backend,
         "quantizer": run.quantizer,
-        "options": _mapping(run.qeval.get("options")),
+        "options": {
+            key: _option_value(value) for key, value in _mapping(run.qeval.get("options")).items()
+        },
+        "settings": run.settings,
+        "num_fewshot": run.fewshot,
         "is_baseline": row.is_baseline,
         "paths": [str(path) for path in [run.path, *run.merged]],
         "bits_per_param": row.bits_per_param,
@@ -955,11 +1192,22 @@ def _row_dict(row: Row) -> dict[str, Any]:
     }
 
 
+def _option_value(value: Any) -> Any:
+    """An option's value for export: a JSON scalar as is, anything else as short text (a
+    container read from a file could be nested too deeply to copy)."""
+    if value is None or isinstance(value, str | int | float):
+        return value
+    return str(value) if isinstance(value, HugeInteger) else f"<{type(value).__name__}>"
+
+
 def _json_safe(value: Any) -> Any:
+    """``value`` for strict JSON: ±inf as "inf" / "-inf", NaN as null, texts :func:`printable`."""
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else "inf" if value > 0 else "-inf"
+    if isinstance(value, str):
+        return printable(value)
     if isinstance(value, dict):
-        return {str(key): _json_safe(item) for key, item in value.items()}
+        return {printable(str(key)): _json_safe(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_json_safe(item) for item in value]
     return value

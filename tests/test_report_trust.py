@@ -1,0 +1,308 @@
+"""``qeval report`` on hostile or odd input: files that cannot be read as figures, settings that
+make runs incomparable, -inf SQNR and a --baseline that names nothing.
+
+Terminal safety, exports, plots, the 80-column layout and the CLI are in
+tests/test_report_output.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from qeval_plugins.errors import QevalError
+from qeval_plugins.report import FORMATS, export, render
+from qeval_plugins.results import compare, load_runs, printable, setting_text
+
+DATA = Path(__file__).resolve().parent / "data" / "report"
+NONE_RUN = DATA / "qeval-tiny" / "none" / "results_2026-11-23T10-00-00.000000.json"
+NF4_RUN = DATA / "qeval-tiny" / "bnb-nf4" / "results.json"
+
+
+def fixture(path: Path = NONE_RUN) -> dict:
+    return json.loads(path.read_text())
+
+
+def put(folder: Path, name: str, content) -> Path:
+    """Write ``content`` (text as is, anything else as JSON) to ``folder/name``."""
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return path
+
+
+def everything(runs, warnings, baseline=None, tmp_path: Path | None = None) -> str:
+    """Compare, render at 80 columns and export in every format; the terminal text."""
+    report = compare(runs, baseline, warnings=warnings)
+    console = Console(width=80, record=True, color_system=None, file=io.StringIO())
+    render(report, console)
+    if tmp_path is not None:
+        for fmt in FORMATS:
+            export(report, fmt, tmp_path / f"report.{fmt}")
+    return console.export_text()
+
+
+# ---------------------------------------------------------------- files that are not figures
+
+
+def test_huge_integers_and_deep_nesting_are_one_warning_each(tmp_path):
+    """400 digits overflow float(), 5,000 digits exceed int()'s limit (ValueError inside json),
+    100,000 brackets exceed the recursion limit: one warning each, the good run still renders."""
+    text = NONE_RUN.read_text()
+    digits400, digits5000 = "7" * 400, "-" + "9" * 5000
+    put(tmp_path, "a/results_400.json", text.replace('"acc,none": 0.8', f'"acc,none": {digits400}'))
+    put(
+        tmp_path,
+        "b/results_5000.json",
+        text.replace('"sample_len": 92', f'"sample_len": {digits5000}'),
+    )
+    put(tmp_path, "c/results_deep.json", '{"results": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    put(tmp_path, "e/results.json", fixture(NF4_RUN))
+    runs, warnings = load_runs([tmp_path])
+    assert sorted(run.path.name for run in runs) == [
+        "results.json",
+        "results_400.json",
+        "results_5000.json",
+    ]
+    assert len(warnings) == 3, warnings
+    for name, meaning in [
+        ("results_400.json", "an integer of up to 400 digits, too long for a number; left out"),
+        ("results_5000.json", "an integer of up to 5000 digits, too long for a number; left out"),
+        ("results_deep.json", "JSON nested too deeply to read; skipped"),
+    ]:
+        (line,) = [w for w in warnings if name in w]
+        assert meaning in line, line
+    run400 = next(run for run in runs if run.path.name == "results_400.json")
+    assert "acc" not in run400.metrics["qeval_demo_facts"]  # left out, not a figure
+    assert run400.metrics["qeval_demo_facts"]["acc_norm"].value == 0.82
+    report = compare(runs, warnings=warnings)
+    assert report.warnings[:3] == warnings  # then: two "none" runs (400 and 5000 are copies)
+    assert "bnb-nf4" in everything(runs, warnings, tmp_path=tmp_path / "out")
+
+
+ODD_TYPES = [
+    # (where, value): values of unexpected types where names and settings are read
+    (("model_name",), {"deep": [1, {"x": None}]}),
+    (("config", "model"), ["qeval"]),
+    (("config", "model_args"), ["pretrained"]),
+    (("config", "qeval"), "a string"),
+    (("config", "qeval", "spec"), {"name": "rtn"}),
+    (("config", "qeval", "quantizer"), [1, 2]),
+    (("config", "qeval", "options"), {"bits": {"nested": [[[]]]}}),
+    # parses (under the recursion limit), but copying it for the export recursed too deep
+    (("config", "qeval", "options"), {"deep": json.loads("[" * 600 + "]" * 600)}),
+    # the sparkline's (value − low)/(high − low) overflowed to inf/inf = NaN
+    (("config", "qeval", "sqnr", "weights", "layers"), {"a": 1e308, "b": -1e308, "c": 9e307}),
+    (("config", "qeval", "aliases"), "nf4"),
+    (("config", "qeval", "sqnr"), [1]),
+    (("config", "qeval", "sqnr", "weights", "layers"), {"a": [1], "b": {"c": 2}, "d": "x"}),
+    (("config", "qeval", "peak_memory", "kind"), {"k": 1}),
+    (("config", "limit"), {"odd": [1, 2]}),
+    (("config", "gen_kwargs"), [[[[["deep"]]]]]),
+    (("n-shot",), ["qeval_demo_facts"]),
+    (("n-shot", "qeval_demo_facts"), "five"),
+    (("configs", "qeval_demo_facts"), "not a config"),
+    (("higher_is_better",), ["acc"]),
+    (("group_subtasks", "qeval_demo_facts"), [{"x": 1}, ["y"]]),
+    (("date",), {"when": "now"}),
+    (("lm_eval_version",), {"v": 1}),
+]
+
+
+def assign(data: dict, where: tuple[str, ...], value) -> None:
+    """Set ``data[where[0]][where[1]]...`` to ``value``, replacing non-dicts on the way."""
+    node = data
+    for key in where[:-1]:
+        if not isinstance(node.get(key), dict):
+            node[key] = {}
+        node = node[key]
+    node[where[-1]] = value
+
+
+@pytest.mark.parametrize(("where", "value"), ODD_TYPES, ids=lambda x: str(x)[:40])
+def test_values_of_unexpected_types_never_crash(tmp_path, where, value):
+    data = fixture(NF4_RUN)
+    assign(data, where, value)
+    put(tmp_path, "odd/results.json", data)
+    put(tmp_path, "none/results.json", fixture())
+    runs, warnings = load_runs([tmp_path])
+    assert len(runs) == 2
+    assert not any("unexpected content" in w for w in warnings), warnings
+    for baseline in (None, "none"):
+        everything(runs, warnings, baseline, tmp_path / "out")
+    exported = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert len(exported["models"][0]["runs"]) == 2
+
+
+def test_bare_infinity_and_nan_tokens_are_read(tmp_path):
+    """Python's json accepts -Infinity, Infinity and NaN (not strict JSON): read and shown."""
+    text = NF4_RUN.read_text()
+    layer = '"model.layers.1.self_attn.q_proj": 20.6377'
+    assert layer in text
+    text = text.replace(layer, '"model.layers.1.self_attn.q_proj": -Infinity')
+    text = text.replace('"logit_sqnr_db,none": 11.0577', '"logit_sqnr_db,none": -Infinity')
+    text = text.replace('"kl_mean,none": 0.011206', '"kl_mean,none": NaN')
+    assert "-Infinity" in text and "NaN" in text
+    path = put(tmp_path, "results.json", text)
+    runs, warnings = load_runs([path])
+    (run,) = runs
+    assert run.metrics["qeval_sqnr"]["logit_sqnr_db"].value == -math.inf
+    (warning,) = warnings
+    assert "NaN in qeval_sqnr/kl_mean" in warning
+    text = everything(runs, warnings, tmp_path=tmp_path / "out")
+    (worst,) = [line for line in text.splitlines() if "layers.1.self_attn.q_proj" in line]
+    assert "−∞" in worst
+
+
+# ---------------------------------------------------------------- -inf SQNR
+
+
+def sqnr_run(tmp_path: Path, layers: dict[str, object], name: str = "results.json") -> Path:
+    """The bnb-nf4 fixture with its per-layer weight SQNR replaced by ``layers``."""
+    data = fixture(NF4_RUN)
+    data["config"]["qeval"]["sqnr"]["weights"]["layers"] = layers
+    data["results"]["qeval_sqnr"]["weight_sqnr_min_db,none"] = "-inf"
+    return put(tmp_path, name, data)
+
+
+def test_minus_infinite_sqnr_is_the_worst_layer_and_is_shown(tmp_path):
+    """ "-inf" (reference all zeros, nonzero noise) sorts first among the worst layers, is shown
+    as −∞ in the worst-layer table and the W min column, and never counts as best."""
+    layers = {"a.q_proj": 20.5, "a.k_proj": "-inf", "a.v_proj": "inf", "a.o_proj": 18.25}
+    runs, warnings = load_runs([sqnr_run(tmp_path, layers), NONE_RUN])
+    report = compare(runs, warnings=warnings)
+    (nf4,) = [s for s in report.comparisons[0].sqnr if s.label == "bnb-nf4"]
+    assert nf4.layers["a.k_proj"] == -math.inf
+    assert [layer for layer, _ in nf4.worst[:3]] == ["a.k_proj", "a.o_proj", "a.q_proj"]
+    console = Console(width=120, record=True, color_system=None, file=io.StringIO())
+    render(report, console)
+    lines = console.export_text().splitlines()
+    worst = [line for line in lines if "a.k_proj" in line]
+    assert len(worst) == 1 and "−∞" in worst[0]
+    (summary,) = [line for line in lines if line.startswith("bnb-nf4") and "▁" in line]
+    assert summary.split()[2] == "−∞"  # W mean, W min
+    spark = summary.split()[-1]
+    assert spark[1] == "▁" and spark[2] == "█"  # -inf drawn as the worst, +inf as the best
+    exported = report.to_dict()["models"][0]["sqnr"]
+    assert {"layer": "a.k_proj", "sqnr_db": "-inf"} in next(
+        s["worst"] for s in exported if s["label"] == "bnb-nf4"
+    )
+
+
+# ---------------------------------------------------------------- comparability
+
+
+def settings_run(tmp_path: Path, name: str, spec: str, **changes) -> Path:
+    """A run of the none fixture as ``spec`` with ``changes`` applied (dotted paths as keys)."""
+    data = fixture()
+    data["config"]["qeval"] = {"spec": spec, "quantizer": spec.split(":")[0]}
+    for where, value in changes.items():
+        assign(data, tuple(where.split("__")), value)
+    return put(tmp_path, f"{name}/results.json", data)
+
+
+def test_runs_with_different_settings_get_one_warning(tmp_path):
+    same = {
+        "config__limit": 20.0,
+        "config__random_seed": 0,
+        "config__gen_kwargs": {"temperature": 0.0},
+        "lm_eval_version": "0.4.13",
+        "config__qeval__qeval_version": "0.3.0",
+        "fewshot_as_multiturn": False,
+        "chat_template": None,
+    }
+    paths = [
+        settings_run(tmp_path, "a", "none", **same),
+        settings_run(tmp_path, "b", "rtn:bits=4", **same),
+        settings_run(tmp_path, "c", "rtn:bits=3", **same, config__model_args__dtype="float32"),
+    ]
+    runs, warnings = load_runs(paths)
+    assert compare(runs, warnings=warnings).warnings == []
+    paths.append(
+        settings_run(
+            tmp_path,
+            "d",
+            "rtn:bits=2",
+            **{
+                **same,
+                "config__limit": None,
+                "config__random_seed": 7,
+                "config__gen_kwargs": "temperature=0.7",
+                "n-shot__qeval_demo_facts": 5,
+                "chat_template": "{{ messages }}",
+                "fewshot_as_multiturn": True,
+                "config__model_args__dtype": "bfloat16",
+                "config__model_args__revision": "v2",
+                "lm_eval_version": "0.4.14",
+                "config__qeval__qeval_version": "0.4.0",
+            },
+        )
+    )
+    runs, warnings = load_runs(paths)
+    (warning,) = compare(runs, warnings=warnings).warnings
+    assert warning.startswith("qeval-tiny: compared runs differ in limit 20 (none, rtn:bits=3, ")
+    for phrase in [
+        "limit 20 (none, rtn:bits=3, rtn:bits=4) vs none (rtn:bits=2)",
+        "random_seed 0 (",
+        'gen_kwargs {"temperature":0.0} (',
+        "vs temperature=0.7 (rtn:bits=2)",
+        "revision main (none, rtn:bits=3, rtn:bits=4) vs v2 (rtn:bits=2)",
+        "num_fewshot of qeval_demo_facts 0 (none, rtn:bits=3, rtn:bits=4) vs 5 (rtn:bits=2)",
+        "lm_eval_version 0.4.13 (",
+        "qeval_version 0.3.0 (",
+        "fewshot_as_multiturn false (",
+        "chat_template none (",
+        "their deltas may measure these settings, not the quantization",
+    ]:
+        assert phrase in warning, (phrase, warning)
+    # runs that record no dtype are not compared on it
+    assert "dtype bfloat16 (rtn:bits=2) vs float32 (rtn:bits=3)" in warning
+
+
+def test_a_missing_setting_is_unknown_not_different(tmp_path):
+    """Old files without qeval_version (or any other setting) are not compared on it."""
+    a = settings_run(tmp_path, "a", "none", config__qeval__qeval_version="0.4.0")
+    b = settings_run(tmp_path, "b", "rtn:bits=4")
+    runs, warnings = load_runs([a, b])
+    assert compare(runs, warnings=warnings).warnings == []
+    assert runs[0].settings["qeval_version"] == "0.4.0"
+    assert "qeval_version" not in runs[1].settings
+    assert runs[0].settings["limit"] == "none" and runs[0].fewshot["qeval_demo_facts"] == 0
+
+
+def test_setting_text_is_canonical():
+    assert setting_text(4.0) == setting_text(4) == "4"
+    assert setting_text(0.25) == "0.25"
+    assert setting_text(None) == setting_text({}) == setting_text("") == "none"
+    assert setting_text({"b": 1, "a": [True]}) == '{"a":[true],"b":1}'
+    assert setting_text(False) == "false"
+
+
+# ---------------------------------------------------------------- --baseline
+
+
+def test_a_baseline_that_names_no_run_is_an_error_with_a_suggestion():
+    runs, warnings = load_runs([DATA])
+    with pytest.raises(QevalError) as error:
+        compare(runs, "nf5", warnings=warnings)
+    message = str(error.value)
+    assert "--baseline nf5 names no run in the report. Did you mean 'nf4'?" in message
+    assert "Runs: " in message and "bnb-nf4" in message and "\n" not in message
+    # naming a run of one model only is still a warning for the others, not an error
+    assert len(compare(runs, "rtn:bits=4").comparisons) == 3
+    assert compare([], "nf5").comparisons == []
+
+
+def test_printable_escapes_control_characters():
+    assert printable("a\x1b[2Jb") == "a\\x1b[2Jb"
+    assert printable("\x1b]0;title\x07") == "\\x1b]0;title\\x07"
+    assert printable("x\ny\r\tz\x9b\x7f") == "x\\ny\\r\\tz\\x9b\\x7f"
+    assert printable("evil\u202etxt.exe\ud800") == "evil\\u202etxt.exe\\ud800"
+    assert printable("qeval_demo_cloze →▁█ ±−∞ 中文") == "qeval_demo_cloze →▁█ ±−∞ 中文"
+    hostile = "[red]x[/red] \x1b]8;;http://e.x\x07link"
+    assert printable(printable(hostile)) == printable(hostile)  # idempotent
