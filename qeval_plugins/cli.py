@@ -107,13 +107,31 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Compare runs: rich table, optional export and plots."""
-    from qeval_plugins.report import export, plot
+    """Compare runs: rich table, optional export and plots.
 
+    The export format is ``--format``, else the ``--out`` file's extension. A missing input, an
+    ``--out`` that names a folder, lies in a missing folder or has an unknown extension, and a
+    ``--baseline`` that names no run are one error line each, before the report is printed.
+    """
+    from pathlib import Path
+
+    from qeval_plugins.report import destination, export, format_for, plot
+    from qeval_plugins.results import printable
+
+    missing = [path for path in args.paths if not Path(path).exists()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise QevalError(
+            f"{printable(missing[0])}: no such file or folder{more}; pass results files or "
+            "folders that exist"
+        )
+    out = destination(args.out) if args.out else None
+    fmt = args.format or (format_for(out) if out else None)
+    if fmt and out is None:
+        out = destination(f"qeval-report.{_EXTENSIONS.get(fmt, fmt)}")
     report = _print_report(args.paths, args.baseline, _console())
-    if args.format:
-        out = args.out or f"qeval-report.{_EXTENSIONS.get(args.format, args.format)}"
-        print(f"wrote {export(report, args.format, out)}")
+    if fmt:
+        print(f"wrote {export(report, fmt, out)}")
     if args.plot:
         for path in plot(report, args.plot):
             print(f"wrote {path}")
@@ -205,7 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--baseline", default=None, help="spec of the baseline run per model (default: none)"
     )
     report.add_argument("--format", choices=("markdown", "csv", "json", "html"), default=None)
-    report.add_argument("--out", default=None, help="file for --format (default qeval-report.EXT)")
+    report.add_argument(
+        "--out",
+        "--output",
+        "-o",
+        dest="out",
+        default=None,
+        help="write the report to this file in an existing folder; its extension (.md, .csv, "
+        ".json, .html) sets the format unless --format is given (default qeval-report.EXT)",
+    )
     report.add_argument("--plot", default=None, metavar="DIR", help="write PNG charts into DIR")
     report.set_defaults(run=cmd_report)
     return parser
