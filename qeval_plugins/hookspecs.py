@@ -3,6 +3,8 @@
 A plugin is a module (or object) with functions decorated by ``qeval_plugins.hookimpl`` whose names
 match the specs below. qeval always calls hooks with keyword arguments, so an implementation may
 accept any subset of a spec's arguments, and specs can grow new arguments without breaking plugins.
+A decorated function whose name matches no spec (a misspelt hook), or a spec-named function left
+undecorated, is a load error of that plugin.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ def qeval_register_quantizers(register: Any) -> None:
 
     Args:
         register: call ``register(quantizer)`` once per quantizer, with an instance of a
-            :class:`qeval_plugins.Quantizer` subclass. qeval records which plugin registered it,
-            resolves its aliases, and rejects a name or alias another plugin already took
-            (naming both plugins).
+            :class:`qeval_plugins.Quantizer` subclass. qeval records which plugin registered it
+            and resolves its aliases. A quantizer that breaks the contract (names, description,
+            option declarations) or whose name or alias is already taken is disabled, named with
+            the rule or both plugins; the plugin's other quantizers still work.
 
     Returns:
-        Nothing. Called once per process, when the quantizer registry is first needed.
+        Nothing. Called once per process, when the quantizer registry is first needed. If it
+        raises, none of the plugin's quantizers is registered.
     """
 
 
@@ -39,8 +43,12 @@ def qeval_dequantize_weight(module: Any) -> Any:
             ``bitsandbytes.nn.Linear4bit``.
 
     Returns:
-        A floating-point ``torch.Tensor`` of shape ``[out_features, in_features]`` holding the
-        weight the layer actually computes with, or ``None`` if this plugin does not know the
-        module type. The first non-None answer wins; the built-in plain ``torch.nn.Linear``
-        answer runs last. Called by error metrics (weight SQNR) for every linear layer.
+        A floating-point ``torch.Tensor`` holding the weight the layer actually computes with,
+        in the shape of the layer's ``weight`` tensor in the checkpoint (``[out_features,
+        in_features]`` for a linear layer), or ``None`` if this plugin does not know the module
+        type. The first non-None answer wins; the built-in plain ``torch.nn.Linear`` answer runs
+        last. Called by error metrics (weight SQNR) for every module whose 2-D ``<name>.weight``
+        is in the checkpoint, whatever attributes it has (e.g. a layer holding only packed
+        codes). A layer no hook answers for is left out with a warning; an answer of another
+        shape is an error naming the layer and the plugin.
     """

@@ -76,16 +76,18 @@ class QevalLM(HFLM):
 
     def _create_model(self, pretrained: str, dtype: Any = "auto", **kwargs: Any) -> None:
         self._qeval_load_args = {"pretrained": pretrained, "dtype": dtype, "kwargs": dict(kwargs)}
+        from qeval_plugins.plugins import run_load_kwargs, run_quantize
+
         plan = self._qeval_plan
-        context = plan.context(str(self.device), dtype)
-        extra = plan.quantizer.load_kwargs(plan.options, context)
+        context = plan.context(str(self.device), dtype, pretrained, kwargs.get("revision"))
+        extra = run_load_kwargs(plan.quantizer, plan.plugin, plan.options, context)
         dtype = extra.pop("dtype", dtype)
         if extra.get("quantization_config") is not None:
             kwargs["quantization_config"] = extra.pop("quantization_config")
         started = time.perf_counter()
         super()._create_model(pretrained, dtype=dtype, **kwargs, **extra)
         loaded = time.perf_counter()
-        self._model = plan.quantizer.quantize(self._model, plan.options, context)
+        self._model = run_quantize(plan.quantizer, plan.plugin, self._model, plan.options, context)
         done = time.perf_counter()
         if "quantize_seconds" in plan.measured:  # a reload after the reference pass
             return

@@ -2,11 +2,16 @@
 
 A quantizer declares its options as :class:`Option` objects; :func:`resolve_options` checks the
 values a user gave (from ``--model_args`` strings, already type-guessed by lm-eval, or from Python)
-against them before any model is loaded, and fills in defaults.
+against them before any model is loaded, and fills in defaults. :meth:`Option.problems` checks a
+declaration itself (at registration), and :class:`FrozenOptions` is the read-only mapping plugin
+code receives. Every accepted value is JSON-safe: floats are finite.
 """
 
 from __future__ import annotations
 
+import copy
+import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +20,32 @@ from qeval_plugins.errors import QevalError, did_you_mean
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+TYPES = (int, float, bool, str)
+NAME_RULE = "lower case, non-empty, printable, without commas, colons, '=' or whitespace"
+
+
+def name_problem(value: Any, what: str) -> str | None:
+    """Why ``value`` cannot be a quantizer name, alias or option name (``what``), or None.
+
+    Such names are typed in ``--model_args`` (``a=b,c=d``) and specs (``name:opt=value``), so they
+    must be lower case, non-empty and printable, without commas, colons, ``=`` or whitespace.
+    """
+    if not isinstance(value, str):
+        return f"{what} must be a string, got {value!r}"
+    bad = [char for char in value if char in ",:=" or char.isspace() or not char.isprintable()]
+    if not value or bad or value != value.lower():
+        return f"{what} {value!r} breaks the naming rule ({NAME_RULE})"
+    return None
+
+
+def text_problem(value: Any, what: str) -> str | None:
+    """Why ``value`` cannot be a one-line description or help text (``what``), or None."""
+    if not isinstance(value, str) or not value.strip():
+        return f"{what} must be a non-empty string"
+    if not value.isprintable():
+        return f"{what} must be one line of printable characters"
+    return None
 
 
 @dataclass(frozen=True)
@@ -52,15 +83,76 @@ class Option:
             raise QevalError(
                 f"{where} must be {_article(self.type)}, got {value!r}; {self.describe()}."
             )
-        if self.choices is not None and converted not in self.choices:
-            choices = ", ".join(map(str, self.choices))
-            hint = did_you_mean(str(converted), map(str, self.choices))
-            raise QevalError(f"{where} must be one of {choices}, got {value!r}.{hint}")
-        if self.minimum is not None and converted < self.minimum:
-            raise QevalError(f"{where} must be >= {self.minimum:g}, got {value!r}.")
-        if self.maximum is not None and converted > self.maximum:
-            raise QevalError(f"{where} must be <= {self.maximum:g}, got {value!r}.")
+        rule = self._rule_broken(converted)
+        if rule:
+            hint = did_you_mean(str(converted), map(str, self.choices or ()))
+            raise QevalError(f"{where} {rule}, got {value!r}.{hint}")
         return converted
+
+    def _rule_broken(self, value: Any) -> str | None:
+        """``"must be ..."``: the rule a converted value breaks (finite, choices, range)."""
+        if isinstance(value, float) and not math.isfinite(value):
+            return "must be a finite number"
+        if self.choices is not None and value not in self.choices:
+            return f"must be one of {', '.join(map(str, self.choices))}"
+        if self.minimum is not None and value < self.minimum:
+            return f"must be >= {self.minimum:g}"
+        if self.maximum is not None and value > self.maximum:
+            return f"must be <= {self.maximum:g}"
+        return None
+
+    def problems(self) -> list[str]:
+        """What is wrong with this declaration (empty when nothing): checked at registration.
+
+        Rules: the name follows :func:`name_problem`; ``type`` is int, float, bool or str; ``help``
+        is one non-empty line; bounds are finite numbers, only for int and float, minimum <=
+        maximum; choices are a non-empty tuple of values of the type; the default has the type
+        (an int for a float is fine) and passes the option's own range and choices.
+        """
+        where = f"option {self.name!r}"
+        found = [name_problem(self.name, "option name"), text_problem(self.help, f"{where}: help")]
+        if self.type not in TYPES:
+            return [*filter(None, found), f"{where}: type must be int, float, bool or str"]
+        found += [self._bounds_problem(), self._choices_problem()]
+        if not any(found):
+            found.append(self._default_problem())
+        return [problem for problem in found if problem]
+
+    def _bounds_problem(self) -> str | None:
+        bounds = [b for b in (self.minimum, self.maximum) if b is not None]
+        if bounds and self.type not in (int, float):
+            return f"option {self.name!r}: minimum/maximum apply to int and float options only"
+        if any(isinstance(b, bool) or not isinstance(b, int | float) for b in bounds) or not all(
+            math.isfinite(b) for b in bounds
+        ):
+            return f"option {self.name!r}: minimum and maximum must be finite numbers or None"
+        if len(bounds) == 2 and self.minimum > self.maximum:
+            return f"option {self.name!r}: minimum {self.minimum} is above maximum {self.maximum}"
+        return None
+
+    def _choices_problem(self) -> str | None:
+        if self.choices is None:
+            return None
+        if not isinstance(self.choices, tuple | list) or not self.choices:
+            return f"option {self.name!r}: choices must be a non-empty tuple (or None)"
+        wrong = [c for c in self.choices if not _is_value_of(c, self.type)]
+        if wrong:
+            return f"option {self.name!r}: choice {wrong[0]!r} is not {_article(self.type)}"
+        return None
+
+    def _default_problem(self) -> str | None:
+        where = f"option {self.name!r}: default {self.default!r}"
+        if not _is_value_of(self.default, self.type):
+            return f"{where} is not {_article(self.type)}"
+        rule = self._rule_broken(self.type(self.default))
+        return f"{where} breaks its own rule: it {rule}" if rule else None
+
+
+def _is_value_of(value: Any, kind: type) -> bool:
+    """True when ``value`` is a ``kind`` (an int counts as a float; a bool is never a number)."""
+    if isinstance(value, bool):
+        return kind is bool
+    return isinstance(value, int | float) if kind is float else isinstance(value, kind)
 
 
 def _article(kind: type) -> str:
@@ -82,13 +174,16 @@ def _convert(value: Any, kind: type) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
         text = str(value).strip()
-        return int(text) if text.lstrip("+-").isdigit() else None
+        try:  # ASCII digits only ('²'.isdigit() is True); int() refuses > 4300 digits
+            return int(text) if _INTEGER.fullmatch(text) else None
+        except ValueError:
+            return None
     if kind is float:
         if isinstance(value, bool):
             return None
         try:
             return float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return None
     if value is None:  # lm-eval turns the string "none" into None
         return "none"
@@ -111,6 +206,33 @@ def resolve_options(
             f"quantizer '{quantizer}' has no option '{unknown[0]}'.{hint} Valid options: {valid}."
         )
     return {
-        name: option.coerce(given[name], quantizer) if name in given else option.default
+        name: option.coerce(given.get(name, option.default), quantizer)
         for name, option in by_name.items()
     }
+
+
+class OptionsChanged(TypeError):
+    """Plugin code tried to change the read-only options it was handed."""
+
+
+class FrozenOptions(dict):
+    """The resolved options as handed to plugin code: a dict that refuses every change.
+
+    The run records these options, so a quantizer must not alter them; ``dict(options)`` (or
+    ``copy.copy``) gives a mutable copy. A change raises :class:`OptionsChanged`.
+    """
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise OptionsChanged("options are read-only; copy them first with dict(options)")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __copy__(self) -> dict[str, Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict) -> dict[str, Any]:
+        return copy.deepcopy(dict(self), memo)
+
+    def __reduce__(self) -> tuple:
+        return (dict, (dict(self),))

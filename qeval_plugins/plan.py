@@ -38,8 +38,14 @@ class QuantizationPlan:
             [self.quantizer.name, *(f"{k}={self.given[k]}" for k in sorted(self.given))]
         )
 
-    def context(self, device: str, dtype: str) -> LoadContext:
-        return LoadContext(device=device, dtype=str(dtype))
+    def context(
+        self, device: str, dtype: Any, pretrained: str | None = None, revision: str | None = None
+    ) -> LoadContext:
+        """The quantizer's view of a load on ``device``, with ``dtype`` resolved to a torch dtype
+        name (``auto``: the checkpoint's, read from ``pretrained`` at ``revision``)."""
+        from qeval_plugins.quantizer import resolve_dtype
+
+        return LoadContext(device=device, dtype=resolve_dtype(dtype, pretrained, revision))
 
     def record(self) -> dict[str, Any]:
         """The ``qeval`` block of the results JSON's ``config``."""
@@ -133,7 +139,14 @@ def availability(quantizer: Quantizer) -> str:
 
 
 def install_command(quantizer: Quantizer, missing: str) -> str:
-    """The pip command that installs what ``quantizer`` misses (its extra when it names one)."""
-    return (
-        f"pip install 'qeval[{quantizer.extra}]'" if quantizer.extra else f"pip install {missing}"
-    )
+    """The pip command that installs what ``quantizer`` misses.
+
+    With an ``extra``: ``pip install 'DIST[extra]'``, DIST the distribution of the plugin that
+    registered the quantizer (``qeval`` for built-ins); else ``pip install MODULE``.
+    """
+    plugin = get_registry().plugin_of(quantizer)
+    source = plugin.source if plugin is not None else "built-in"
+    distribution = "qeval" if source == "built-in" else source
+    if not quantizer.extra or distribution == "unknown":
+        return f"pip install {missing}"
+    return f"pip install '{distribution}[{quantizer.extra}]'"

@@ -17,6 +17,7 @@ in memory together. SQNR_dB = 10·log10(Σx² / Σ(x − x̂)²), accumulated in
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from qeval_plugins import divergence
 from qeval_plugins.errors import QevalError
 
 REQUEST_TYPE = "qeval_sqnr"
+logger = logging.getLogger("qeval")
 
 
 @dataclass(frozen=True)
@@ -163,15 +165,20 @@ def compare(model: Any, texts: list[torch.Tensor], reference: dict) -> list[dict
 
 def weight_energies(
     model: Any, checkpoint_dir: str, dequantize, dtype: torch.dtype | None = None
-) -> dict[str, tuple]:
+) -> tuple[dict[str, tuple], list[str]]:
     """(Σx², Σ(x − x̂)²) per layer: effective weight vs the checkpoint tensor, one at a time.
 
-    The checkpoint tensor is first cast to ``dtype`` (the run's dtype; None keeps the stored one),
-    so the reference is the unquantized model exactly as the run would load it.
+    ``dequantize(module=...)`` is :meth:`qeval_plugins.plugins.Registry.dequantize_weight`: the
+    ``qeval_dequantize_weight`` answer with its plugin, or None. It is asked for every module
+    whose ``<name>.weight`` is a 2-D tensor of the checkpoint, whatever attributes the module
+    has (a quantizer may replace a layer by one without ``.weight``). The checkpoint tensor is
+    first cast to ``dtype`` (the run's dtype; None keeps the stored one), so the reference is the
+    unquantized model exactly as the run would load it. Embeddings and the LM head are included
+    only when the quantizer changed them (their noise is non-zero).
 
-    Layers: every module with a 2-D weight that the dequantize hook answers for and whose
-    ``<name>.weight`` is in the checkpoint. Embeddings and the LM head are included only when the
-    quantizer changed them (their noise is non-zero).
+    Returns ``(energies, missing)``: ``missing`` names the layers no hook could read (a warning
+    per layer type names the hook to implement). A hook answer that is not a floating-point
+    tensor of the checkpoint tensor's shape is a QevalError naming the layer and the plugin.
     """
     from safetensors import safe_open
 
@@ -181,14 +188,20 @@ def weight_energies(
             files.update(dict.fromkeys(handle.keys(), file))
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     inputs = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    energies = {}
+    energies, missing = {}, {}
     for name, module in model.named_modules():
         key = f"{name}.weight"
-        if key not in files or getattr(module, "weight", None) is None:
+        if key not in files:
             continue
-        dense = dequantize(module=module)
-        if dense is None or dense.dim() != 2:
+        with safe_open(str(files[key]), "pt") as handle:
+            shape = torch.Size(handle.get_slice(key).get_shape())
+        if len(shape) != 2:
             continue
+        answer = dequantize(module=module)
+        if answer is None:
+            missing[name] = type(module)
+            continue
+        dense = _checked_dense(answer, name, module, shape)
         with safe_open(str(files[key]), "pt") as handle:
             original = handle.get_tensor(key)
         if dtype is not None and original.is_floating_point():
@@ -197,7 +210,43 @@ def weight_energies(
         if module in (output, inputs) and noise == 0:
             continue
         energies[name] = (signal, noise)
-    return energies
+    _warn_unreadable(missing)
+    return energies, list(missing)
+
+
+def _checked_dense(answer: Any, layer: str, module: Any, shape: torch.Size) -> torch.Tensor:
+    """The hook's dense weight for ``layer``; QevalError unless a float tensor of ``shape``."""
+    dense = answer.tensor
+    where = (
+        f"plugin '{answer.plugin}': qeval_dequantize_weight returned for layer '{layer}' "
+        f"({type(module).__name__})"
+    )
+    if not isinstance(dense, torch.Tensor) or not dense.is_floating_point():
+        kind = dense.dtype if isinstance(dense, torch.Tensor) else type(dense).__name__
+        raise QevalError(f"{where} a {kind}, not a floating-point torch.Tensor.")
+    if dense.shape != shape:
+        raise QevalError(
+            f"{where} shape {list(dense.shape)}, but the checkpoint's weight has shape "
+            f"{list(shape)}: return the dense weight in the checkpoint's layout."
+        )
+    return dense
+
+
+def _warn_unreadable(missing: dict[str, type]) -> None:
+    """One warning per layer type that has checkpoint weights but no dequantize answer."""
+    by_type: dict[type, list[str]] = {}
+    for name, kind in missing.items():
+        by_type.setdefault(kind, []).append(name)
+    for kind, names in by_type.items():
+        logger.warning(
+            "weight SQNR leaves out %d layer(s) of type %s.%s (e.g. '%s'): no plugin's "
+            "qeval_dequantize_weight hook reads them; implement qeval_dequantize_weight for %s",
+            len(names),
+            kind.__module__,
+            kind.__qualname__,
+            names[0],
+            kind.__name__,
+        )
 
 
 # ---------------------------------------------------------------- summaries
@@ -288,19 +337,18 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
         asdict(settings),
         dtype,
     )
+    run_dtype = getattr(torch, dtype) if dtype in ("float16", "bfloat16", "float32") else None
+    # first: a wrong dequantize answer fails here, before the expensive passes
+    energies, missing = weight_energies(
+        lm.model, checkpoint, get_registry().dequantize_weight, run_dtype
+    )
+    weights = {**summarize_weights(energies, settings.worst_layers), "missing_layers": missing}
     reference = reference_cache.load(key)
     reused = reference is not None
     if reference is None:
         reference = lm.on_reference_model(lambda model: compute_reference(model, texts, settings))
         reference_cache.save(key, reference)
     results = compare(lm.model, texts, reference)
-    run_dtype = getattr(torch, dtype) if dtype in ("float16", "bfloat16", "float32") else None
-    weights = summarize_weights(
-        weight_energies(
-            lm.model, checkpoint, get_registry().manager.hook.qeval_dequantize_weight, run_dtype
-        ),
-        settings.worst_layers,
-    )
     blocks = summarize_blocks(results)
     plan.measured["sqnr"] = {
         "settings": asdict(settings),

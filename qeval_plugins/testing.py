@@ -2,9 +2,11 @@
 
 * :func:`make_tiny_model` writes a small random Llama checkpoint with a real BPE tokenizer to a
   directory, offline, in about a second;
-* :func:`check_quantizer` checks that a quantizer honours the contract: declared options are
-  well-formed, defaults validate, and quantizing the tiny model gives a model whose outputs are
-  finite and, unless it is the identity, different from the original.
+* :func:`check_quantizer` checks that a quantizer honours the contract: it registered (its
+  declaration passed the registry's rules), its defaults validate, ``quantize`` returns a model
+  and leaves its options alone, the dequantize hook answers with the checkpoint's shape for every
+  layer, and the quantized model's outputs are finite and differ from the original's (equal to
+  them when the quantizer declares ``identity = True``).
 """
 
 from __future__ import annotations
@@ -82,35 +84,58 @@ def make_tiny_model(
 def check_quantizer(name: str, model_dir: str | Path | None = None, **options: Any) -> dict:
     """Run ``name`` through the qeval loading path on a tiny model and check the contract.
 
-    Builds a tiny model in a temporary directory unless ``model_dir`` is given. Raises
-    ``AssertionError`` naming the broken rule. Returns a summary: the resolved options, the
-    maximum absolute logit change versus the unquantized model and whether outputs are finite.
+    Builds a tiny model in a temporary directory unless ``model_dir`` is given (a checkpoint with
+    safetensors weights). Checks, in order:
+
+    1. the quantizer is registered and enabled (its name, aliases, description and option
+       declarations pass :func:`qeval_plugins.quantizer.contract_problems`) and every option
+       has help text;
+    2. the defaults validate: ``resolve_options`` and ``finalize_options`` accept them;
+    3. ``load_kwargs`` and ``quantize`` keep the contract (a dict; a ``torch.nn.Module``; the
+       options untouched), with ``options`` as given here;
+    4. the ``qeval_dequantize_weight`` hook reads every layer whose 2-D weight is in the
+       checkpoint, in the checkpoint's shape;
+    5. outputs on 32 tokens are finite and differ from the unquantized model's, or are
+       identical to them when the quantizer declares ``identity = True``.
+
+    Raises ``AssertionError`` (or the QevalError the host would print) naming the broken rule.
+    Returns a summary: the quantizer, the resolved options, the maximum absolute logit change
+    versus the unquantized model, whether outputs are finite and the layers whose weight
+    changed.
     """
     import tempfile
 
     import torch
     from transformers import AutoModelForCausalLM
 
-    from qeval_plugins.options import Option, resolve_options
+    from qeval_plugins.options import resolve_options
     from qeval_plugins.plan import plan_quantization
+    from qeval_plugins.plugins import (
+        get_registry,
+        run_finalize_options,
+        run_load_kwargs,
+        run_quantize,
+    )
+    from qeval_plugins.sqnr import weight_energies
 
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = Path(model_dir) if model_dir else make_tiny_model(Path(scratch) / "tiny")
-        args = dict(options)
-        plan = plan_quantization(name, args, set(), "cpu")
+        plan = plan_quantization(name, dict(options), set(), "cpu")
         quantizer = plan.quantizer
-        assert quantizer.description, f"{name}: description is empty"
         for option in quantizer.options:
-            assert isinstance(option, Option), f"{name}: option {option!r} is not an Option"
-            assert option.type in (int, float, bool, str), f"{name}.{option.name}: bad type"
-            assert option.help, f"{name}.{option.name}: no help text"
-        resolve_options(quantizer.name, quantizer.options, {})  # defaults must validate
+            assert option.help, f"{name}: option '{option.name}' has no help text"
+        defaults = resolve_options(quantizer.name, quantizer.options, {})
+        run_finalize_options(quantizer, plan.plugin, defaults)  # the defaults go together
         context = plan.context("cpu", "float32")
-        extra = quantizer.load_kwargs(plan.options, context)
+        extra = run_load_kwargs(quantizer, plan.plugin, plan.options, context)
         extra.setdefault("dtype", torch.float32)
         reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         quantized = AutoModelForCausalLM.from_pretrained(model_dir, device_map="cpu", **extra)
-        quantized = quantizer.quantize(quantized, plan.options, context)
+        quantized = run_quantize(quantizer, plan.plugin, quantized, plan.options, context)
+        energies, missing = weight_energies(
+            quantized, str(model_dir), get_registry().dequantize_weight, torch.float32
+        )
+        assert not missing, f"{name}: no qeval_dequantize_weight answer for layers {missing}"
         tokens = torch.arange(1, 33).unsqueeze(0)
         with torch.no_grad():
             expected = reference(tokens).logits.float()
@@ -118,9 +143,15 @@ def check_quantizer(name: str, model_dir: str | Path | None = None, **options: A
         assert got.shape == expected.shape, f"{name}: output shape changed"
         finite = bool(torch.isfinite(got).all())
         assert finite, f"{name}: outputs contain NaN or inf"
+        change = float((got - expected).abs().max())
+        if quantizer.identity:
+            assert change == 0, f"{name}: declares identity = True but changes logits by {change}"
+        else:
+            assert change > 0, f"{name}: outputs equal the unquantized model's (identity = True?)"
         return {
             "quantizer": quantizer.name,
             "options": plan.options,
-            "max_abs_logit_change": float((got - expected).abs().max()),
+            "max_abs_logit_change": change,
             "finite": finite,
+            "changed_layers": sorted(layer for layer, (_, noise) in energies.items() if noise),
         }

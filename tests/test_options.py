@@ -110,19 +110,32 @@ def extra_quantizers(monkeypatch, fresh_registry):
     from qeval_plugins.plugins import PluginInfo, get_registry
 
     registry = get_registry()
-    info = PluginInfo("test-plugin", "tests", "0")
-    registry._register(_NeedsPackage(), info)
-    registry._register(_NeedsCuda(), info)
+    info = PluginInfo("fancy", "qeval-fancy", "0")
+    assert registry.add_quantizer(_NeedsPackage(), info)
+    assert registry.add_quantizer(_NeedsCuda(), info)
     return registry
 
 
-def test_missing_package_names_the_pip_extra(extra_quantizers):
-    with pytest.raises(
-        QevalError,
-        match=r"needs the package 'qeval_no_such_module_xyz'.*"
-        r"pip install 'qeval\[fancy\]'",
-    ):
+def test_missing_package_names_the_plugins_own_distribution_and_extra(extra_quantizers):
+    """A third-party plugin's extra is an extra of its own distribution, not of qeval."""
+    from qeval_plugins.plan import availability
+
+    hint = "pip install 'qeval-fancy[fancy]'"
+    with pytest.raises(QevalError, match=r"needs the package 'qeval_no_such_module_xyz'.*") as e:
         plan_quantization("needs-pkg", {}, set(), "cpu")
+    assert str(e.value).endswith(f"run: {hint}")
+    assert availability(extra_quantizers.get("needs-pkg").quantizer).endswith(hint)
+
+
+def test_a_builtin_extra_names_qeval(monkeypatch, fresh_registry):
+    from qeval_plugins.plan import install_command
+    from qeval_plugins.plugins import get_registry
+
+    rtn = get_registry().get("rtn").quantizer
+    monkeypatch.setattr(type(rtn), "extra", "rtn")
+    assert install_command(rtn, "torch") == "pip install 'qeval[rtn]'"
+    monkeypatch.setattr(type(rtn), "extra", None)
+    assert install_command(rtn, "torch") == "pip install torch"
 
 
 def test_cuda_only_quantizer_on_a_cpu_machine(extra_quantizers):
@@ -132,3 +145,66 @@ def test_cuda_only_quantizer_on_a_cpu_machine(extra_quantizers):
         pytest.skip("this machine has CUDA")
     with pytest.raises(QevalError, match=r"'needs-cuda' needs a CUDA GPU and none is available"):
         plan_quantization("needs-cuda", {}, set(), "cpu")
+
+
+@pytest.mark.parametrize(
+    ("option", "given", "message"),
+    [
+        (SCALE, "nan", r"must be a finite number, got 'nan'"),
+        (SCALE, float("inf"), r"must be a finite number, got inf"),
+        (SCALE, "1e400", r"must be a finite number"),
+        (SCALE, 10**400, r"must be a number"),
+        (BITS, "²", r"must be an integer, got '²'"),
+        (BITS, "٣", r"must be an integer"),
+        (BITS, "9" * 5000, r"must be an integer"),
+    ],
+)
+def test_values_that_are_not_json_safe_numbers_are_refused(option, given, message):
+    """NaN and infinities are not JSON; odd digits must not become a traceback."""
+    with pytest.raises(QevalError, match=message):
+        option.coerce(given, "q")
+
+
+def test_nan_threshold_is_refused_before_loading():
+    with pytest.raises(QevalError, match=r"'threshold' of quantizer 'bnb-int8' must be a finite"):
+        plan_quantization("bnb-int8", {"threshold": "nan"}, set(), "cpu")
+
+
+def test_defaults_are_recorded_in_the_declared_type():
+    assert resolve_options("q", (Option("scale", float, 1, "s"),), {}) == {"scale": 1.0}
+    assert type(resolve_options("q", (Option("scale", float, 1, "s"),), {})["scale"]) is float
+
+
+def test_builtin_declarations_keep_every_rule():
+    from qeval_plugins.plugins import Registry
+    from qeval_plugins.quantizer import contract_problems
+
+    registry = Registry().load()
+    assert all(not info.problems and info.error is None for info in registry.plugins.values())
+    assert all(contract_problems(entry.quantizer) == [] for entry in registry.all())
+
+
+def test_frozen_options_refuse_every_change_and_copy_freely():
+    import copy
+    import pickle
+
+    from qeval_plugins.options import FrozenOptions, OptionsChanged
+
+    options = FrozenOptions({"bits": 4, "format": "int"})
+    for change in (
+        lambda o: o.__setitem__("bits", 3),
+        lambda o: o.__delitem__("bits"),
+        lambda o: o.update(bits=3),
+        lambda o: o.pop("bits"),
+        lambda o: o.popitem(),
+        lambda o: o.setdefault("x", 1),
+        lambda o: o.clear(),
+        lambda o: o.__ior__({"bits": 3}),
+    ):
+        with pytest.raises(OptionsChanged):
+            change(options)
+    assert options == {"bits": 4, "format": "int"}
+    for mutable in (dict(options), copy.copy(options), copy.deepcopy(options), options.copy()):
+        mutable["bits"] = 2
+        assert type(mutable) is dict and options["bits"] == 4
+    assert pickle.loads(pickle.dumps(options)) == {"bits": 4, "format": "int"}

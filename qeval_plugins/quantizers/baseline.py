@@ -20,6 +20,7 @@ class NoQuantizer(Quantizer):
     name = "none"
     description = "unquantized baseline in float32, float16 or bfloat16"
     aliases = ("baseline", "fp", "unquantized")
+    identity = True
     options = (
         Option("dtype", str, "auto", "dtype of all weights (auto: the checkpoint's)", DTYPES),
     )

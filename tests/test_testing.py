@@ -1,0 +1,107 @@
+"""qeval_plugins.testing: check_quantizer checks what its docstring promises, on every built-in
+quantizer that runs on a CPU, and catches the plugin mistakes it is there to catch."""
+
+from __future__ import annotations
+
+import pytest
+from test_plugin_dequantize import packed_plugin
+from test_plugins import fake_plugins
+
+from qeval_plugins import QevalError
+from qeval_plugins.testing import check_quantizer
+
+CPU_BUILTINS = [
+    ("none", {}),
+    ("bnb-int8", {}),
+    ("bnb-nf4", {}),
+    ("bnb-fp4", {}),
+    ("bnb-nf4-dq", {}),
+    ("bnb-fp4-dq", {}),
+    ("rtn", {}),
+    ("rtn", {"bits": 3, "group_size": 0, "symmetric": False}),
+    ("rtn", {"format": "fp8_e4m3"}),
+    ("rtn", {"format": "nf4", "include_lm_head": True}),
+    ("rtn", {"format": "mxfp4"}),
+]
+
+
+def test_every_cpu_builtin_is_checked():
+    from qeval_plugins.plan import availability
+    from qeval_plugins.plugins import Registry
+
+    registry = Registry().load()
+    builtins = {
+        entry.quantizer.name
+        for entry in registry.all()
+        if entry.plugin.source == "built-in" and availability(entry.quantizer) == "ok"
+    }
+    assert builtins == {name for name, _ in CPU_BUILTINS}
+
+
+@pytest.mark.parametrize(("name", "options"), CPU_BUILTINS)
+def test_builtin_quantizers_honour_the_contract(tiny_model_dir, name, options):
+    summary = check_quantizer(name, tiny_model_dir, **options)
+    assert summary["finite"] and summary["quantizer"] == name
+    if name == "none":
+        assert summary["max_abs_logit_change"] == 0 and summary["changed_layers"] == []
+    else:
+        assert summary["max_abs_logit_change"] > 0
+        assert len(summary["changed_layers"]) >= 14  # 2 blocks × 7 linear layers
+        assert ("lm_head" in summary["changed_layers"]) is options.get("include_lm_head", False)
+
+
+BROKEN = """
+from qeval_plugins import Quantizer, hookimpl
+
+class DoesNothing(Quantizer):
+    name = "does-nothing"
+    description = "claims to quantize, changes nothing"
+
+class FakeIdentity(Quantizer):
+    name = "fake-identity"
+    description = "claims to be the identity, changes the model"
+    identity = True
+    def quantize(self, model, options, context):
+        model.lm_head.weight.data.mul_(1.5)
+        return model
+
+@hookimpl
+def qeval_register_quantizers(register):
+    register(DoesNothing())
+    register(FakeIdentity())
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "rule"),
+    [
+        ("does-nothing", r"outputs equal the unquantized model's \(identity = True\?\)"),
+        ("fake-identity", r"declares identity = True but changes logits by"),
+    ],
+)
+def test_identity_is_checked_both_ways(
+    monkeypatch, tmp_path, tiny_model_dir, fresh_registry, name, rule
+):
+    fake_plugins(monkeypatch, tmp_path, {"broken": BROKEN})
+    with pytest.raises(AssertionError, match=rule):
+        check_quantizer(name, tiny_model_dir)
+
+
+def test_layers_no_hook_reads_fail_the_check(monkeypatch, tmp_path, tiny_model_dir, fresh_registry):
+    packed_plugin(monkeypatch, tmp_path, None)
+    with pytest.raises(AssertionError, match=r"no qeval_dequantize_weight answer for layers \["):
+        check_quantizer("packed", tiny_model_dir)
+
+
+def test_a_hook_answer_of_the_wrong_shape_fails_the_check(
+    monkeypatch, tmp_path, tiny_model_dir, fresh_registry
+):
+    packed_plugin(monkeypatch, tmp_path, "transposed")
+    with pytest.raises(QevalError, match=r"plugin 'packed': .*shape"):
+        check_quantizer("packed", tiny_model_dir)
+    from qeval_plugins.plugins import reset_registry
+
+    (tmp_path / "right").mkdir()
+    packed_plugin(monkeypatch, tmp_path / "right", "right")
+    reset_registry()
+    assert check_quantizer("packed", tiny_model_dir)["max_abs_logit_change"] > 0
