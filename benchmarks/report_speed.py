@@ -1,6 +1,7 @@
-"""How long ``qeval report`` takes on 1,000 results files: reading + comparing + rendering.
+"""How long ``qeval report`` takes on 1,000 results files, and on one model with 8,000 tasks:
+reading + comparing + rendering.
 
-    python benchmarks/report_speed.py [--files 1000] [--models 50] [--repeat 3]
+    python benchmarks/report_speed.py [--files 1000] [--models 50] [--tasks 8000] [--repeat 3]
 
 Writes synthetic lm-eval results files (``--models`` models × quantizer specs; four lm-eval
 tasks of two metrics each plus ``qeval_sqnr`` with a 224-layer ``config.qeval.sqnr`` block, the
@@ -9,6 +10,11 @@ a temporary folder, then times :func:`load_runs`, :func:`compare` and :func:`ren
 Console writing into memory, width 160). Prints each phase's wall and CPU seconds (CPU time is
 the figure to trust on a busy machine) and the total; the best of ``--repeat`` runs counts, so
 the figure is warm-cache (the OS holds the files in memory).
+
+Then the wide case: two runs (none, rtn:bits=4) of one model, each with ``--tasks`` lm-eval tasks
+of one metric (``acc`` ± stderr), rendered at 160 and at 80 columns: the table is split into
+blocks of columns, so the time grows linearly with tasks × runs (the earlier layout shrank the
+widest column one cell at a time: quadratic, ~19 s for 8,000 tasks).
 """
 
 from __future__ import annotations
@@ -120,7 +126,33 @@ def write_files(folder: Path, files: int, models: int) -> None:
         path.write_text(json.dumps(results_file(model, spec, rng, index), indent=2))
 
 
-def measure(folder: Path) -> dict[str, tuple[float, float]]:
+def write_wide(folder: Path, tasks: int) -> None:
+    """Two results files (none, rtn:bits=4) of one model with ``tasks`` tasks each."""
+    for spec, value in (("none", 0.6), ("rtn:bits=4", 0.58)):
+        results = {
+            f"task_{index:05d}": {
+                "alias": f"task_{index:05d}",
+                "acc,none": value,
+                "acc_stderr,none": 0.012,
+            }
+            for index in range(tasks)
+        }
+        data = {
+            "results": results,
+            "n-shot": dict.fromkeys(results, 0),
+            "config": {
+                "model": "qeval",
+                "model_args": {"pretrained": "org/wide", "quantizer": spec.split(":")[0]},
+                "limit": None,
+                "qeval": {"spec": spec, "quantizer": spec.split(":")[0]},
+            },
+        }
+        path = folder / spec.replace(":", "_") / "results.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(data))
+
+
+def measure(folder: Path, width: int = 160) -> dict[str, tuple[float, float]]:
     """Wall and CPU seconds of each phase of one report of everything in ``folder``."""
     from rich.console import Console
 
@@ -133,7 +165,7 @@ def measure(folder: Path) -> dict[str, tuple[float, float]]:
     times["load"], clocks = _since(clocks)
     report = compare(runs, warnings=warnings)
     times["compare"], clocks = _since(clocks)
-    render(report, Console(file=io.StringIO(), width=160, color_system="truecolor"))
+    render(report, Console(file=io.StringIO(), width=width, color_system="truecolor"))
     times["render"], clocks = _since(clocks)
     times["total"] = tuple(sum(phase[i] for phase in times.values()) for i in range(2))
     if len(runs) == 0 or warnings:
@@ -150,6 +182,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--models", type=int, default=50)
+    parser.add_argument("--tasks", type=int, default=8000, help="tasks per run, wide case")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temporary:
@@ -157,9 +190,21 @@ def main() -> None:
         write_files(folder, args.files, args.models)
         size = sum(path.stat().st_size for path in folder.rglob("*.json"))
         best = min((measure(folder) for _ in range(args.repeat)), key=lambda t: t["total"][0])
-    print(f"{args.files} results files ({size / 2**20:.1f} MiB), {args.models} models")
+    show(f"{args.files} results files ({size / 2**20:.1f} MiB), {args.models} models", best)
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = Path(temporary)
+        write_wide(folder, args.tasks)
+        for width in (160, 80):
+            runs = (measure(folder, width) for _ in range(args.repeat))
+            best = min(runs, key=lambda t: t["total"][0])
+            show(f"1 model, 2 runs x {args.tasks} tasks, {width} columns", best)
+
+
+def show(title: str, times: dict[str, tuple[float, float]]) -> None:
+    """Print one case's phases: wall and CPU seconds."""
+    print(title)
     print(f"  {'phase':8s} {'wall s':>7s} {'CPU s':>7s}")
-    for phase, (wall, cpu) in best.items():
+    for phase, (wall, cpu) in times.items():
         print(f"  {phase:8s} {wall:7.3f} {cpu:7.3f}")
 
 
