@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import inspect
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ from lm_eval.models.huggingface import HFLM
 
 from qeval_plugins.errors import QevalError, install_excepthook
 from qeval_plugins.memory import model_storage_bytes
+from qeval_plugins.model_args import checked_model_args, parse_model_args
 from qeval_plugins.models import (
     DEFAULT_MODEL,
     checkpoint_parameter_bytes,
@@ -29,6 +31,7 @@ from qeval_plugins.models import (
 )
 from qeval_plugins.plan import plan_quantization
 from qeval_plugins.throughput import Throughput, peak_memory
+from qeval_plugins.version import qeval_version
 
 install_excepthook()
 
@@ -73,6 +76,20 @@ class QevalLM(HFLM):
                 f"could not load model '{pretrained}': {first_line} Give a local model directory "
                 f"(or a hub id with network access)."
             ) from error
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
+        """Build from a ``--model_args`` string, read strictly by :func:`parse_model_args`."""
+        return cls.create_from_arg_obj(parse_model_args(arg_string), additional_config)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None):
+        """Build from parsed model_args (what the ``lm_eval`` command passes), checked.
+
+        :func:`checked_model_args` strips stray spaces and refuses repeated keys.
+        """
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        return cls(**checked_model_args(arg_dict, sys.argv), **extra)
 
     def _create_model(self, pretrained: str, dtype: Any = "auto", **kwargs: Any) -> None:
         self._qeval_load_args = {"pretrained": pretrained, "dtype": dtype, "kwargs": dict(kwargs)}
@@ -174,6 +191,7 @@ class QevalLM(HFLM):
         """lm-eval's model info plus the ``qeval`` block (quantizer, options, plugin, sizes)."""
         info = super().get_model_info()
         info["qeval"] = {
+            "qeval_version": qeval_version(),
             **self._qeval_plan.record(),
             "peak_memory": peak_memory(str(self.device)),
             "throughput": self._qeval_throughput.record(),

@@ -7,7 +7,7 @@ from typing import Any
 
 from qeval_plugins.errors import QevalError
 from qeval_plugins.options import resolve_options
-from qeval_plugins.plugins import PluginInfo, get_registry
+from qeval_plugins.plugins import PluginInfo, get_registry, run_finalize_options
 from qeval_plugins.quantizer import LoadContext, Quantizer
 
 # model_args of lm-eval's hf backend that quantize at load time; qeval does that through plugins.
@@ -82,6 +82,7 @@ def plan_quantization(
                 f"model_arg '{name}' is lm-eval's own quantization switch; with --model qeval use "
                 f"quantizer=NAME instead (run 'qeval quantizers' to list them)."
             )
+    check_device(device)
     registry = get_registry()
     requested = "none" if quantizer is None else str(quantizer)
     entry = registry.get(requested)
@@ -96,7 +97,9 @@ def plan_quantization(
                 f"option '{name}' belongs to quantizer {', '.join(owners)}, not "
                 f"'{chosen.name}'; valid options of '{chosen.name}': {valid}."
             )
-    options = chosen.finalize_options(resolve_options(chosen.name, chosen.options, given))
+    options = run_finalize_options(
+        chosen, entry.plugin, resolve_options(chosen.name, chosen.options, given)
+    )
     for name in own:
         if name in hf_params:
             model_args[name] = options[name]
@@ -116,6 +119,25 @@ def plan_quantization(
         )
     given_final = {name: options[name] for name in given}
     return QuantizationPlan(requested, chosen, entry.plugin, options, given_final)
+
+
+def check_device(device: str | None) -> None:
+    """A ``cuda`` device (``cuda``, ``cuda:N``) must exist here, whatever the quantizer."""
+    if device is None or not str(device).startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise QevalError(
+            f"--device {device}: this machine has no usable CUDA GPU (torch {torch.__version__}); "
+            f"run with --device cpu, or on a machine with an NVIDIA GPU and a CUDA build of torch."
+        )
+    index = str(device).partition(":")[2]
+    if index.isdecimal() and index.isascii() and int(index) >= torch.cuda.device_count():
+        raise QevalError(
+            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            f"numbered from 0; pick one of them."
+        )
 
 
 def _cuda_missing() -> bool:
