@@ -112,6 +112,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    """List, prune or clear the reference cache."""
+    from qeval_plugins.cache_cli import run
+
+    return run(args, _console())
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """Compare runs: rich table, optional export and plots.
 
@@ -168,6 +175,7 @@ def _default_device() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from qeval_plugins.cache_cli import add_arguments as add_cache_arguments
     from qeval_plugins.demo import DEFAULT_DEMO_QUANTIZERS
 
     parser = argparse.ArgumentParser(
@@ -220,8 +228,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tasks", required=True, help="comma-separated lm-eval task names")
     run.add_argument("--output", required=True, help="folder for the runs (one sub-folder each)")
     run.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
-    run.add_argument("--force", action="store_true", help="recompute runs that already exist")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="recompute runs that already exist, replacing results made with other settings",
+    )
     run.set_defaults(run=cmd_run, passthrough=True)
+
+    cache = commands.add_parser("cache", help="list, prune or clear the reference cache")
+    add_cache_arguments(cache)
+    cache.set_defaults(run=cmd_cache)
 
     report = commands.add_parser("report", help="compare runs in one table (rich, exports, plots)")
     report.add_argument("paths", nargs="+", help="results files or folders (searched recursively)")

@@ -145,7 +145,8 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
         {"kind": "sampling", "jobs": [[asdict(key[1]), count] for key, count in jobs.items()]},
         dtype,
     )
-    cached = reference_cache.load(cache_key)
+    counts = list(jobs.values())
+    cached = reference_cache.load(cache_key, check=lambda found: check_samples(found, counts))
     reused = cached is not None
     if cached is None:
         cached = lm.on_reference_model(
@@ -156,7 +157,13 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
                 ]
             }
         )
-        reference_cache.save(cache_key, cached)
+        meta = {
+            "kind": "qeval_sampling",
+            "model": str(lm._qeval_load_args["pretrained"]),
+            "settings": {"prompts": len(jobs), "samples": sum(counts)},
+            "dtype": dtype,
+        }
+        reference_cache.save(cache_key, cached, meta=meta)
     reference = dict(zip(jobs, cached["samples"], strict=True))
     quantized = {
         key: generate(lm.model, lm.tokenizer, key[0], encoded[key], key[1], count)
@@ -191,6 +198,22 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
             response["fluency"] = fluency[key][index]
         responses.append(response)
     return responses
+
+
+def check_samples(cached: Any, counts: list[int]) -> None:
+    """Raise ValueError unless ``cached`` is ``{"samples": [...]}`` holding, for the i-th
+    (prompt, settings) job, ``counts[i]`` lists of token ids (ints >= 0), as :func:`run` caches."""
+    samples = cached.get("samples") if isinstance(cached, dict) else None
+    if not isinstance(samples, list) or len(samples) != len(counts):
+        raise ValueError(f"expected 'samples' for {len(counts)} prompts")
+    for job, (found, count) in enumerate(zip(samples, counts, strict=True)):
+        if not isinstance(found, list) or len(found) != count:
+            raise ValueError(f"prompt {job}: expected {count} samples")
+        for sample in found:
+            if not isinstance(sample, list) or not all(
+                isinstance(token, int) and token >= 0 for token in sample
+            ):
+                raise ValueError(f"prompt {job}: a sample is not a list of token ids")
 
 
 def mean_logprob(model: Any, prompt_ids: list[int], continuation: list[int]) -> float | None:

@@ -126,6 +126,54 @@ def compute_reference(model: Any, texts: list[torch.Tensor], settings: SqnrSetti
     return {"texts": entries}
 
 
+def check_reference(reference: Any, texts: list[torch.Tensor], settings: SqnrSettings) -> None:
+    """Raise ValueError unless ``reference`` has the structure :func:`compute_reference` gives.
+
+    Per text of T tokens: top-k log-probabilities float32 and token ids int32 ``[T-1, top_k]``
+    (ids >= 0, and < V when logits are kept), tail log-mass float32 ``[T-1]``, NLL float64
+    ``[T-1]``, full logits float32 ``[n, V]`` and block outputs float32 ``[L, m, H]`` (or empty),
+    where n and m are what is left of the ``logit_positions`` and ``activation_tokens`` budgets,
+    spent text by text. A cached reference is checked with it before use.
+    """
+    entries = reference.get("texts") if isinstance(reference, dict) else None
+    if not isinstance(entries, list) or len(entries) != len(texts):
+        raise ValueError(f"expected a 'texts' list of {len(texts)} entries")
+    logit_budget, activation_budget = settings.logit_positions, settings.activation_tokens
+    for number, (ids, entry) in enumerate(zip(texts, entries, strict=True)):
+        positions = ids.shape[0] - 1
+        rows, tokens = min(logit_budget, positions), min(activation_budget, ids.shape[0])
+        logit_budget, activation_budget = logit_budget - rows, activation_budget - tokens
+        if not isinstance(entry, dict):
+            raise ValueError(f"text {number}: not a dict")
+        expected = {
+            divergence.TOPK_LOGPROBS: (torch.float32, (positions, settings.top_k)),
+            divergence.TOPK_INDICES: (torch.int32, (positions, settings.top_k)),
+            divergence.TAIL_LOGPROB: (torch.float32, (positions,)),
+            "nll": (torch.float64, (positions,)),
+        }
+        for name, (dtype, shape) in expected.items():
+            _check_tensor(entry.get(name), f"text {number} {name}", dtype, shape)
+        logits, blocks = entry.get("logits"), entry.get("blocks")
+        _check_tensor(logits, f"text {number} logits", torch.float32, None)
+        if logits.dim() != 2 or logits.shape[0] != rows or logits.shape[1] < settings.top_k:
+            raise ValueError(f"text {number} logits: shape {tuple(logits.shape)}, {rows} rows")
+        indices = entry[divergence.TOPK_INDICES]
+        vocab = logits.shape[1] if rows else None
+        if indices.numel() and (indices.min() < 0 or (vocab and indices.max() >= vocab)):
+            raise ValueError(f"text {number}: token ids out of range")
+        _check_tensor(blocks, f"text {number} blocks", torch.float32, None)
+        if blocks.numel() and (blocks.dim() != 3 or blocks.shape[1] != tokens):
+            raise ValueError(f"text {number} blocks: shape {tuple(blocks.shape)}, {tokens} tokens")
+
+
+def _check_tensor(value: Any, name: str, dtype: torch.dtype, shape: tuple | None) -> None:
+    if not isinstance(value, torch.Tensor) or value.dtype != dtype:
+        kind = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ValueError(f"{name}: {kind}, expected {dtype}")
+    if shape is not None and tuple(value.shape) != shape:
+        raise ValueError(f"{name}: shape {tuple(value.shape)}, expected {shape}")
+
+
 def compare(model: Any, texts: list[torch.Tensor], reference: dict) -> list[dict[str, Any]]:
     """Per text: sums and per-token values the task aggregates into its metrics."""
     results = []
@@ -343,11 +391,13 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
         lm.model, checkpoint, get_registry().dequantize_weight, run_dtype
     )
     weights = {**summarize_weights(energies, settings.worst_layers), "missing_layers": missing}
-    reference = reference_cache.load(key)
+    reference = reference_cache.load(key, check=lambda ref: check_reference(ref, texts, settings))
     reused = reference is not None
     if reference is None:
         reference = lm.on_reference_model(lambda model: compute_reference(model, texts, settings))
-        reference_cache.save(key, reference)
+        meta = {"kind": "qeval_sqnr", "settings": asdict(settings), "texts": len(texts)}
+        pretrained = str(lm._qeval_load_args["pretrained"])
+        reference_cache.save(key, reference, meta={**meta, "model": pretrained, "dtype": dtype})
     results = compare(lm.model, texts, reference)
     blocks = summarize_blocks(results)
     plan.measured["sqnr"] = {
