@@ -821,7 +821,7 @@ def matches_spec(run: Run, spec: str, any_options: bool = False) -> bool:
     aliases, and its options are the label's (in any order; any options if ``any_options``)."""
     name, options = _split_spec(spec)
     label_name, label_options = _split_spec(run.label)
-    names = {label_name, run.quantizer, run.qeval.get("requested_as"), *_aliases(run)}
+    names = {label_name, run.quantizer, scalar_text(run.qeval.get("requested_as")), *_aliases(run)}
     return name in names and (any_options or options == label_options)
 
 
@@ -905,7 +905,7 @@ def bits_and_size(run: Run) -> tuple[float | None, float | None]:
         if block.get("simulated") and effective is not None:
             bits = effective
         return bits, None if after is None else after / MIB
-    dtype = str(run.config.get("model_dtype") or "").removeprefix("torch.")
+    dtype = (scalar_text(run.config.get("model_dtype")) or "").removeprefix("torch.")
     dtype_bits = DTYPE_BITS.get(dtype)
     count = _value(run.config.get("model_num_parameters"))
     if dtype_bits is None or count is None:

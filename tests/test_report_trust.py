@@ -99,6 +99,8 @@ ODD_TYPES = [
     # the sparkline's (value − low)/(high − low) overflowed to inf/inf = NaN
     (("config", "qeval", "sqnr", "weights", "layers"), {"a": 1e308, "b": -1e308, "c": 9e307}),
     (("config", "qeval", "aliases"), "nf4"),
+    (("config", "qeval", "requested_as"), ["nf4"]),  # was matched as a set member: unhashable
+    (("config", "model_dtype"), json.loads("[" * 600 + "]" * 600)),  # was str(): too deep
     (("config", "qeval", "sqnr"), [1]),
     (("config", "qeval", "sqnr", "weights", "layers"), {"a": [1], "b": {"c": 2}, "d": "x"}),
     (("config", "qeval", "peak_memory", "kind"), {"k": 1}),
