@@ -47,6 +47,12 @@ def everything(runs, warnings, baseline=None, tmp_path: Path | None = None) -> s
     return console.export_text()
 
 
+def text_at(report, width: int) -> str:
+    console = Console(width=width, record=True, color_system=None, file=io.StringIO())
+    render(report, console)
+    return console.export_text()
+
+
 # ---------------------------------------------------------------- files that are not figures
 
 
@@ -224,7 +230,9 @@ def test_runs_with_different_settings_get_one_warning(tmp_path):
         settings_run(tmp_path, "c", "rtn:bits=3", **same, config__model_args__dtype="float32"),
     ]
     runs, warnings = load_runs(paths)
-    assert compare(runs, warnings=warnings).warnings == []
+    report = compare(runs, warnings=warnings)
+    assert report.warnings == []
+    assert "every run: limit 20 per task, 0-shot" in text_at(report, 160)  # shared: a caption
     paths.append(
         settings_run(
             tmp_path,
@@ -264,6 +272,16 @@ def test_runs_with_different_settings_get_one_warning(tmp_path):
         assert phrase in warning, (phrase, warning)
     # runs that record no dtype are not compared on it
     assert "dtype bfloat16 (rtn:bits=2) vs float32 (rtn:bits=3)" in warning
+    lines = text_at(compare(runs), 160).splitlines()  # differing: a limit and a shots column
+    assert next(line for line in lines if line.startswith("run ")).split()[1:3] == [
+        "limit",
+        "shots",
+    ]
+    assert next(line for line in lines if line.startswith("rtn:bits=2")).split()[1:3] == [
+        "all",
+        "0–5",
+    ]
+    assert next(line for line in lines if line.startswith("rtn:bits=3")).split()[1:3] == ["20", "0"]
 
 
 def test_a_missing_setting_is_unknown_not_different(tmp_path):
