@@ -8,6 +8,7 @@ that take them are kept apart.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 from collections.abc import Iterator
@@ -18,7 +19,9 @@ def _open(path: Path) -> int:
     """Open (creating if needed) the lock file; read-only where the folder is not writable."""
     try:
         return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except PermissionError:
+    except OSError as error:
+        if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
         return os.open(path, os.O_RDONLY)  # flock works on a read-only descriptor
 
 

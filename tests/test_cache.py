@@ -227,6 +227,28 @@ def test_a_read_only_cache_folder_is_one_line(tmp_path, monkeypatch):
         (folder / "reference").chmod(0o700)
 
 
+def test_a_read_only_cache_still_serves_its_entries(cache, monkeypatch):
+    """A shared cache on a read-only file system: hits work, last use is simply not recorded."""
+    from qeval_plugins import locks
+
+    reference_cache.save(KEY, reference())
+    real_open = os.open
+
+    def read_only_open(path, flags, *args):
+        if flags & (os.O_CREAT | os.O_WRONLY | os.O_RDWR):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args)
+
+    def no_write(path, data):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(locks.os, "open", read_only_open)
+    monkeypatch.setattr(reference_cache, "write_atomic", no_write)
+    assert reference_cache.load(KEY) is not None
+    with pytest.raises(QevalError, match="Read-only file system"):
+        reference_cache.load(OTHER)  # a miss needs a writable folder
+
+
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
     target = tmp_path / "file.json"
     atomic.write_atomic(target, b"old")
