@@ -162,7 +162,7 @@ def test_grouping_baselines_and_merging(report):
     rtn4 = next(row for row in tiny.rows if row.run.label == "rtn:bits=4")
     assert set(rtn4.scores) == {"qeval_demo_facts", "qeval_demo_ppl", "qeval_sqnr"}  # 2 files
     assert len(rtn4.run.merged) == 1
-    assert (rtn4.bits_per_param, rtn4.simulated) == (4.25, True)  # effective bits of simulated
+    assert (rtn4.bits_per_param, rtn4.simulated) == (4.125, True)  # effective bits of simulated
     smol = by_name[SMOL]
     assert smol.baseline.label == "hf:dtype=float32"
     assert "plain hf run" in smol.baseline_reason
@@ -614,3 +614,21 @@ def test_mutated_sensitivity_files_never_crash(tmp_path):
     for fmt in FORMATS:
         export(report, fmt, tmp_path / "out" / f"report.{fmt}")
     plot(report, tmp_path / "plots")
+
+
+def test_fixture_effective_bits_agree_with_the_quantizers():
+    """Hand-written fixtures must say what the code would record for their options."""
+    from qeval_plugins.plugins import get_registry
+
+    checked = 0
+    for path in sorted(DATA.rglob("*.json")):
+        try:
+            block = json.loads(path.read_text())["config"]["qeval"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if not isinstance(block, dict) or "effective_bits" not in block:
+            continue
+        quantizer = get_registry().get(block["quantizer"]).quantizer
+        assert block["effective_bits"] == quantizer.effective_bits(block["options"]), path
+        checked += 1
+    assert checked >= 2
