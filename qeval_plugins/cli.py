@@ -177,12 +177,14 @@ def _default_device() -> str:
 def build_parser() -> argparse.ArgumentParser:
     from qeval_plugins.cache_cli import add_arguments as add_cache_arguments
     from qeval_plugins.demo import DEFAULT_DEMO_QUANTIZERS
+    from qeval_plugins.version import qeval_version
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="qeval",
         description="Measure what post-training quantization does to an LLM, in lm-eval.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"qeval {qeval_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("plugins", help="list loaded plugins").set_defaults(run=cmd_plugins)
     commands.add_parser("quantizers", help="list quantizers, options, availability").set_defaults(
         run=cmd_quantizers
@@ -203,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
     demo.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
-    demo.add_argument("--limit", type=int, default=None, help="documents per task (default: all)")
+    demo.add_argument(
+        "--limit", type=positive_int, default=None, help="documents per task (default: all)"
+    )
     demo.add_argument("--output", default=None, help="also write each run's results JSON here")
     demo.set_defaults(run=cmd_demo)
 
@@ -259,9 +263,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse whose usage mistakes are one line, like every other user error.
+
+    ``qeval: error: MESSAGE (see 'qeval COMMAND --help')`` on stderr and exit status 2, instead of
+    the usage block plus a ``prog: error:`` line.
+    """
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("qeval").strip()
+        where = f"qeval {command} --help" if command else "qeval --help"
+        self.exit(2, f"qeval: error: {message} (see '{where}')\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (ASCII digits)."""
+    if not (text.isascii() and text.isdecimal()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got '{text}'")
+    return int(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
+    if args.command is None:  # a bare ``qeval``: the command list
+        parser.print_help()
+        return 0
     if unknown and not getattr(args, "passthrough", False):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.lm_eval_args = unknown
