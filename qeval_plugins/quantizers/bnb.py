@@ -18,7 +18,8 @@ STORAGE_DTYPES = ("uint8", "float16", "bfloat16", "float32")
 
 
 def _compute_dtype(choice: str, context: LoadContext):
-    """``auto``: the requested model dtype, else float32 on CPU and bfloat16 on CUDA."""
+    """``auto``: the model's dtype (``dtype=``, else the checkpoint's), else float32 on CPU and
+    bfloat16 on CUDA."""
     import torch
 
     if choice == "auto":
