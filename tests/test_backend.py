@@ -205,3 +205,30 @@ def test_bitsandbytes_noise_is_quieted_and_real_warnings_are_not(tiny_model_dir,
     ops.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s", "no module")
     ops.warning("something a user should see")
     assert [r.getMessage() for r in caplog.records] == ["something a user should see"]
+
+
+def test_measuring_storage_never_rewrites_a_repacked_layer(bnb_4bit_models):
+    """Measuring bytes leaves the live module alone, in either layout.
+
+    bitsandbytes' state_dict() undoes the AVX512-BF16 repacking in place and lossily: the outputs
+    of the test model moved by 2.4 logits afterwards.
+    """
+    import copy
+
+    import bitsandbytes.functional as F
+    import torch
+
+    from qeval_plugins.memory import model_storage_bytes
+    from qeval_plugins.plugins import get_registry
+
+    hook = get_registry().manager.hook.qeval_dequantize_weight
+    model = copy.deepcopy(bnb_4bit_models["bnb-nf4"].model)
+    measured = model_storage_bytes(model)
+    module = model.model.layers[0].mlp.up_proj
+    module.weight.data, module.weight.quant_state = F._convert_weight_packed_for_cpu(
+        module.weight.data, module.weight.quant_state
+    )
+    packed, dense = module.weight.data.clone(), hook(module=module)
+    assert model_storage_bytes(model) < measured  # the CPU layout keeps its scales in bfloat16
+    assert module.weight.quant_state.packing_format_for_cpu
+    assert torch.equal(module.weight.data, packed) and torch.equal(hook(module=module), dense)

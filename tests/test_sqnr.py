@@ -13,8 +13,10 @@ from conftest import lm_eval_args, run_cli
 SETTINGS = {"max_tokens": 48, "logit_positions": 64, "activation_tokens": 64}
 
 
-def sqnr_run(model_dir, tasks_dir, quantizer_args: str, limit: int = 6, **settings) -> dict:
-    """simple_evaluate of qeval_sqnr; returns {"metrics": ..., "block": config.qeval}."""
+def sqnr_run(
+    model_dir, tasks_dir, quantizer_args: str, limit: int = 6, tasks=("qeval_sqnr",), **settings
+) -> dict:
+    """simple_evaluate of ``tasks``; qeval_sqnr's {"metrics": ..., "block": config.qeval}."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -24,7 +26,7 @@ def sqnr_run(model_dir, tasks_dir, quantizer_args: str, limit: int = 6, **settin
     results = lm_eval.simple_evaluate(
         model="qeval",
         model_args=f"pretrained={model_dir},{quantizer_args}",
-        tasks=["qeval_sqnr"],
+        tasks=list(tasks),
         device="cpu",
         limit=limit,
         task_manager=manager,
@@ -106,6 +108,31 @@ def test_nf4_beats_fp4_on_weight_sqnr(tiny_model_dir, tasks_dir):
     fp4 = sqnr_run(tiny_model_dir, tasks_dir, "quantizer=bnb-fp4", limit=2)["metrics"]
     assert nf4["weight_sqnr_global_db"] > fp4["weight_sqnr_global_db"]
     assert math.isfinite(nf4["kl_mean"]) and nf4["kl_mean"] > 0
+
+
+@pytest.mark.parametrize("cpu_layout", ["standard", "avx512-bf16"])
+def test_bnb_weight_sqnr_after_forward_passes_in_either_cpu_layout(
+    tiny_model_dir, tasks_dir, monkeypatch, cpu_layout
+):
+    """qeval_demo_facts runs first: on AVX512-BF16 CPUs its forward passes repack 4-bit weights.
+
+    The weight SQNR was -3.2 dB there. The standard layout is forced by hiding the instruction set
+    from bitsandbytes; the repacked one needs the real CPU (its unit test forces it anywhere).
+    """
+    import bitsandbytes.nn.modules as bnb_modules
+
+    if cpu_layout == "standard":
+        monkeypatch.setattr(bnb_modules, "has_avx512bf16", lambda: False)
+    elif not bnb_modules.has_avx512bf16():
+        pytest.skip("this CPU has no AVX512-BF16: bitsandbytes never repacks here")
+    run = sqnr_run(
+        tiny_model_dir,
+        tasks_dir,
+        "quantizer=bnb-nf4",
+        limit=2,
+        tasks=("qeval_demo_facts", "qeval_sqnr"),
+    )
+    assert 18.0 < run["metrics"]["weight_sqnr_mean_db"] < 24.0
 
 
 def test_reference_is_cached_reused_and_invalidated(
