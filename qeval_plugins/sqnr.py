@@ -317,22 +317,33 @@ def json_db(value: float) -> float | str:
 
 
 def mean_db(values: list[float]) -> float:
-    """Mean of per-layer dB values, in dB.
+    """Mean of per-layer dB values over the layers that changed, in dB.
 
-    ``-inf`` if any layer is ``-inf`` (the worst case dominates), else ``inf`` if any is ``inf``,
-    else the arithmetic mean.
+    ``-inf`` if any layer is ``-inf`` (the worst case dominates); layers the quantizer left exactly
+    as they were (``inf``: no noise at all, e.g. kept in full precision) are left out, so that one
+    of them cannot turn the mean into ``inf``; ``inf`` only when every layer is unchanged.
     """
     if any(value == -math.inf for value in values):
         return -math.inf
-    if any(value == math.inf for value in values):
-        return math.inf
-    return sum(values) / len(values)
+    changed = [value for value in values if value != math.inf]
+    return sum(changed) / len(changed) if changed else math.inf
 
 
 def summarize_weights(energies: dict[str, tuple], worst: int) -> dict[str, Any]:
-    """Mean over layers (dB), worst layers, and the global SQNR over all weights."""
+    """Per-layer SQNR summarized: mean, minimum and global dB, unchanged layers, the worst layers.
+
+    The mean is over the layers that changed (:func:`mean_db`); ``unchanged_layers`` counts those
+    left exactly as they were; ``global_db`` is the SQNR of all weights together.
+    """
     if not energies:
-        return {"layers": {}, "mean_db": None, "min_db": None, "global_db": None, "worst": []}
+        return {
+            "layers": {},
+            "mean_db": None,
+            "unchanged_layers": 0,
+            "min_db": None,
+            "global_db": None,
+            "worst": [],
+        }
     per_layer = {name: divergence.sqnr_db(*pair) for name, pair in energies.items()}
     ranked = sorted(per_layer.items(), key=lambda item: item[1])
     signal = sum(pair[0] for pair in energies.values())
@@ -340,6 +351,7 @@ def summarize_weights(energies: dict[str, tuple], worst: int) -> dict[str, Any]:
     return {
         "layers": {name: json_db(value) for name, value in per_layer.items()},
         "mean_db": json_db(mean_db(list(per_layer.values()))),
+        "unchanged_layers": sum(value == math.inf for value in per_layer.values()),
         "min_db": json_db(ranked[0][1]),
         "global_db": sqnr_value(signal, noise),
         "worst": [{"layer": name, "sqnr_db": json_db(value)} for name, value in ranked[:worst]],

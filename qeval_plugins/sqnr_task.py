@@ -13,7 +13,7 @@ backend (:meth:`qeval_plugins.lm.QevalLM.qeval_sqnr`), which returns per-text su
 * ``ppl_reference``, ``ppl_quantized``, ``ppl_delta`` — token perplexity exp(mean NLL) of both
   models on the texts, and quantized minus reference;
 * ``weight_sqnr_mean_db``, ``weight_sqnr_min_db``, ``weight_sqnr_global_db`` — weight SQNR, mean
-  over layers, worst layer and over all weights together;
+  over the layers that changed, worst layer and over all weights together;
 * ``activation_sqnr_last_db``, ``activation_sqnr_min_db`` — SQNR of the hidden state after the last
   decoder block and after the worst block.
 

@@ -260,7 +260,12 @@ def test_minus_infinite_sqnr_keeps_its_sign_in_every_summary():
     assert summary["mean_db"] == "-inf" and summary["min_db"] == "-inf"
     assert summary["worst"][0] == {"layer": "zero_reference", "sqnr_db": "-inf"}
     assert summary["global_db"] == pytest.approx(10 * math.log10(109 / 5), abs=1e-4)
-    assert summarize_weights({"good": (100.0, 1.0), "exact": (9.0, 0.0)}, 1)["mean_db"] == "inf"
+    assert summary["unchanged_layers"] == 1
+    # a layer kept exactly (no noise) is left out of the mean instead of making it inf
+    kept = summarize_weights({"good": (100.0, 1.0), "fair": (100.0, 10.0), "exact": (9.0, 0.0)}, 1)
+    assert kept["mean_db"] == pytest.approx(15.0) and kept["unchanged_layers"] == 1
+    assert kept["min_db"] == 10.0 and kept["layers"]["exact"] == "inf"
+    assert summarize_weights({"exact": (9.0, 0.0)}, 1)["mean_db"] == "inf"
     assert _worst([12.5, "-inf", "inf"]) == "-inf"
     assert _worst([12.5, "inf"]) == 12.5
     assert _worst(["inf"]) == "inf" and _worst([]) is None
