@@ -108,13 +108,18 @@ class QevalLM(HFLM):
         done = time.perf_counter()
         if "quantize_seconds" in plan.measured:  # a reload after the reference pass
             return
+        # a checkpoint saved already quantized holds packed tensors: counting their elements as
+        # parameters (and their bytes as the unquantized size) would give wrong bits/param
+        unquantized = not plan.measured.get("prequantized")
         plan.measured.update(
             load_seconds=round(loaded - started, 4),  # includes load-time quantization
             transform_seconds=round(done - loaded, 4),  # quantize() after loading
             quantize_seconds=round(done - started, 4),  # checkpoint -> quantized model
-            param_bytes_before=checkpoint_parameter_bytes(pretrained, str(dtype)),
+            param_bytes_before=(
+                checkpoint_parameter_bytes(pretrained, str(dtype)) if unquantized else None
+            ),
             param_bytes_after=model_storage_bytes(self._model),
-            param_count=checkpoint_parameter_count(pretrained),
+            param_count=checkpoint_parameter_count(pretrained) if unquantized else None,
         )
         if plan.measured["param_count"]:
             plan.measured["bits_per_param"] = round(
@@ -149,13 +154,11 @@ class QevalLM(HFLM):
 
         return run(self, requests)
 
-    def on_reference_model(self, work: Callable[[Any], T]) -> T:
-        """``work(reference)`` on the unquantized model in the run's dtype; returns its result.
+    def require_reference(self) -> None:
+        """Raise a one-line QevalError when this run has no unquantized reference.
 
-        Never holds both models: the quantized model is dropped first and loaded (and quantized)
-        again afterwards, when ``work`` has returned and nothing refers to the reference any more.
-        With ``quantizer=none`` the model itself is the reference; a checkpoint saved already
-        quantized has no unquantized reference here (one line saying so).
+        That is the case for a checkpoint saved already quantized: tasks that compare with the
+        unquantized model call this before any work.
         """
         prequantized = self._qeval_plan.measured.get("prequantized")
         if prequantized:
@@ -164,6 +167,16 @@ class QevalLM(HFLM):
                 f"{prequantized.get('quant_method')}), so qeval has no unquantized reference to "
                 f"compare it with; run this task on the unquantized checkpoint with a quantizer."
             )
+
+    def on_reference_model(self, work: Callable[[Any], T]) -> T:
+        """``work(reference)`` on the unquantized model in the run's dtype; returns its result.
+
+        Never holds both models: the quantized model is dropped first and loaded (and quantized)
+        again afterwards, when ``work`` has returned and nothing refers to the reference any more.
+        With ``quantizer=none`` the model itself is the reference; a checkpoint saved already
+        quantized has no unquantized reference here (one line saying so).
+        """
+        self.require_reference()
         if self._qeval_plan.quantizer.name == "none":
             return work(self.model)
         args = self._qeval_load_args

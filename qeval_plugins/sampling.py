@@ -129,6 +129,7 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
     """Answer ``qeval_sample`` requests: one sample per (repeated) request, matched reference."""
     from qeval_plugins import reference_cache
 
+    lm.require_reference()
     repeats = Counter(id(request) for request in requests)
     order: dict[int, tuple] = {}
     jobs: dict[tuple, int] = {}

@@ -388,6 +388,7 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
         torch.tensor(prefix + lm.tok_encode(request.args[0])[: settings.max_tokens])
         for request in requests
     ]
+    lm.require_reference()
     plan = lm._qeval_plan
     checkpoint = lm.checkpoint_dir()
     dtype = str(lm._qeval_load_args["dtype"]).removeprefix("torch.")

@@ -64,6 +64,9 @@ def test_evaluated_with_none_it_is_recorded_and_never_the_baseline(nf4_checkpoin
     block = results["config"]["qeval"]
     assert block["quantizer"] == "none"
     assert block["prequantized"]["quant_method"] == "bitsandbytes"
+    # packed tensors are not parameters: no bits/param rather than a wrong one (21.8 before)
+    assert block["param_count"] is None and block["param_bytes_before"] is None
+    assert "bits_per_param" not in block and block["param_bytes_after"] > 0
     (tmp_path / "results.json").write_text(json.dumps(results, default=str))
     runs, _ = load_runs([str(tmp_path)])
     [model] = compare(runs, None).comparisons
@@ -84,3 +87,16 @@ def test_an_ordinary_checkpoint_records_none(tiny_model_dir):
 
     lm = QevalLM(pretrained=str(tiny_model_dir), quantizer="none", device="cpu")
     assert lm.get_model_info()["qeval"]["prequantized"] is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["qeval_sqnr", "qeval_temperature_0.0"])
+def test_tasks_that_need_the_reference_say_why_in_one_line(nf4_checkpoint, tasks_dir, task):
+    """Not a complaint about a plugin's weight shapes (which it was for qeval_sqnr)."""
+    from conftest import lm_eval_args, run_cli
+
+    model_args = f"pretrained={nf4_checkpoint},quantizer=none"
+    result = run_cli(["lm_eval", *lm_eval_args(model_args, task, tasks_dir, "--limit", "1")])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("qeval: error:")]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert len(errors) == 1 and "no unquantized reference" in errors[0]
