@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import inspect
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -75,6 +76,14 @@ class QevalLM(HFLM):
             raise QevalError(
                 f"could not load model '{pretrained}': {first_line} Give a local model directory "
                 f"(or a hub id with network access)."
+            ) from error
+        except TypeError as error:  # an unknown model_arg reached the model's constructor
+            unknown = re.search(r"unexpected keyword argument '([^']+)'", str(error))
+            if unknown is None:
+                raise
+            raise QevalError(
+                f"model_arg '{unknown.group(1)}' is not known to qeval, lm-eval's hf backend or "
+                f"the model; check its spelling ('qeval quantizers' lists quantizer options)."
             ) from error
 
     @classmethod

@@ -97,6 +97,8 @@ def plan_quantization(
                 f"option '{name}' belongs to quantizer {', '.join(owners)}, not "
                 f"'{chosen.name}'; valid options of '{chosen.name}': {valid}."
             )
+        if name not in own and not owners and name not in hf_params:
+            refuse_near_miss(name, chosen, registry)
     options = run_finalize_options(
         chosen, entry.plugin, resolve_options(chosen.name, chosen.options, given)
     )
@@ -119,6 +121,28 @@ def plan_quantization(
         )
     given_final = {name: options[name] for name in given}
     return QuantizationPlan(requested, chosen, entry.plugin, options, given_final)
+
+
+def refuse_near_miss(name: str, chosen: Quantizer, registry: Any) -> None:
+    """A model_arg that is nobody's option but nearly one (``bit``, ``Quantizer``) is a typo.
+
+    Other unknown model_args go on to ``from_pretrained``, as with ``--model hf``; these would be
+    refused there only after the model loaded, or ignored, and the run would silently use the
+    defaults. Near: equal ignoring case, or a close match (difflib ratio >= 0.75).
+    """
+    import difflib
+
+    known = {"quantizer", "pretrained"} | {
+        option.name for entry in registry.all() for option in entry.quantizer.options
+    }
+    close = [word for word in known if word.lower() == name.strip().lower()]
+    close = close or difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+    if close:
+        valid = ", ".join(sorted(option.name for option in chosen.options)) or "none"
+        raise QevalError(
+            f"unknown model_arg '{name}'. Did you mean '{close[0]}'? (options of quantizer "
+            f"'{chosen.name}': {valid}; 'qeval quantizers' lists all)"
+        )
 
 
 def check_device(device: str | None) -> None:

@@ -212,3 +212,34 @@ def test_repeated_keys_on_an_lm_eval_command_line():
     }
     with pytest.raises(QevalError, match="model_arg 'bits' is given twice"):
         checked_model_args({"bits": 3, "bits ": 4}, ["pytest"])
+
+
+@pytest.mark.parametrize(
+    ("model_args", "expected"),
+    [
+        ({"quantizer": "rtn", "bit": 3}, "unknown model_arg 'bit'. Did you mean 'bits'?"),
+        ({"Quantizer": "rtn"}, "unknown model_arg 'Quantizer'. Did you mean 'quantizer'?"),
+        ({"quantiser": "rtn"}, "unknown model_arg 'quantiser'. Did you mean 'quantizer'?"),
+    ],
+)
+def test_a_misspelt_model_arg_is_one_line_before_loading(tiny_model_dir, model_args, expected):
+    """It reached from_pretrained: a TypeError after loading, or silently quantizer=none."""
+    from qeval_plugins.lm import QevalLM
+
+    with pytest.raises(QevalError) as error:
+        QevalLM(pretrained=str(tiny_model_dir), device="cpu", **model_args)
+    assert str(error.value).startswith(expected)
+
+
+def test_an_unknown_model_arg_the_model_refuses_is_one_line(tiny_model_dir):
+    from qeval_plugins.lm import QevalLM
+
+    with pytest.raises(QevalError, match="model_arg 'no_such_flag' is not known to qeval"):
+        QevalLM(pretrained=str(tiny_model_dir), device="cpu", no_such_flag=1)
+
+
+def test_a_misspelt_spec_option_is_one_line():
+    from qeval_plugins.specs import check_spec
+
+    with pytest.raises(QevalError, match=r"unknown model_arg 'bit'\. Did you mean 'bits'"):
+        check_spec("rtn:bit=3")
