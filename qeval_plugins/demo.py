@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from qeval_plugins.atomic import write_atomic
 from qeval_plugins.models import resolve_pretrained
 from qeval_plugins.specs import check_spec, spec_model_args
 from qeval_plugins.writable import check_writable_dir
@@ -101,16 +102,9 @@ def quiet_libraries() -> None:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` via a temporary file and rename (never half-written)."""
+    """Write ``data`` as JSON to ``path`` atomically (never half-written; normal permissions)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream, indent=2, default=str)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(data, indent=2, default=str).encode())
 
 
 def summarize(results: dict[str, Any]) -> dict[str, Any]:

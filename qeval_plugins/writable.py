@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from qeval_plugins.atomic import probe_writable
 from qeval_plugins.errors import QevalError
 
 
@@ -20,10 +19,7 @@ def check_writable_dir(path: Path, what: str) -> None:
         raise QevalError(f"{what} '{path}' is a file, not a folder; give a folder path.")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".qeval-probe-") as probe:
-            probe.write(b"qeval")
-            probe.flush()
-            os.fsync(probe.fileno())
+        probe_writable(path)
     except OSError as error:
         raise QevalError(
             f"{what} '{path}' cannot be written ({error.strerror or error}); give a writable "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -96,3 +97,7 @@ def test_demo_runs_offline_and_prints_the_table(tmp_path):
     assert "qeval demo" in result.stdout and "rtn:bits=2" in result.stdout
     written = sorted(p.parent.name for p in (tmp_path / "runs").rglob("results.json"))
     assert written == ["nf4", "none", "rtn_bits-2"]
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (tmp_path / "runs").rglob("results.json"):  # a new file's mode, not mkstemp's 0600
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask
