@@ -22,9 +22,10 @@ gets a line of its own; only a single value wider than the whole console is fold
 read from a results file goes through :func:`qeval_plugins.results.printable` (control characters
 shown as escapes) and, per format, HTML escaping, Markdown escaping or CSV formula quoting.
 
-:func:`export` writes markdown, csv, json or html atomically; :func:`plot` writes PNG charts with
-matplotlib (imported lazily, no pyplot state). Files get the permissions of a new file (0o666 less
-the umask); chart file names are ASCII, at most ~190 bytes and unique within a call.
+:func:`export` writes markdown, csv, json or html atomically (a symlink's target is replaced, the
+link kept; a pipe, terminal or ``/dev/stdout`` is written in place); :func:`plot` writes PNG
+charts with matplotlib (imported lazily, no pyplot state). Files get the permissions of a new file
+(0o666 less the umask); chart file names are ASCII, at most ~190 bytes and unique within a call.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ import json
 import math
 import os
 import re
+import stat
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable
@@ -582,6 +585,108 @@ def _centred(text: str, total: int, width: int) -> list[str]:
 # ---------------------------------------------------------------- files
 
 
+def write_output(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` without ever replacing a link, a pipe or a device; returns
+    ``path``.
+
+    * a path that leads through ``/proc`` (``/dev/stdout``, ``/dev/fd/N``: a descriptor the shell
+      opened) or names an existing FIFO or character device (a pipe, a terminal, ``/dev/null``)
+      is written in place after the console's own output (:func:`_write_in_place`);
+    * a symlink is followed: the file it resolves to is replaced atomically, the link kept;
+    * a new or regular file is replaced atomically (:func:`write_atomic`);
+    * any other existing thing (a block device, a socket) is a one-line :class:`QevalError`.
+    """
+    if writes_in_place(path):
+        return _write_in_place(path, data)
+    write_atomic(Path(os.path.realpath(path)) if path.is_symlink() else path, data)
+    return path
+
+
+def writes_in_place(path: Path) -> bool:
+    """Whether :func:`write_output` appends to ``path`` rather than replacing it: it leads
+    through ``/proc`` or is a FIFO or character device. Raises a one-line :class:`QevalError`
+    when ``path`` is a block device, a socket or another special file."""
+    kind = _existing_kind(path)
+    if kind in ("fifo", "character device") or _proc_entry(path) is not None:
+        return True
+    if kind not in (None, "file", "folder"):
+        raise QevalError(
+            f"cannot write {printable(str(path))}: it is a {kind}; name a file, a pipe or a "
+            "terminal"
+        )
+    return False
+
+
+def _existing_kind(path: Path) -> str | None:
+    """What ``path`` names, following symlinks: None when nothing (or a dangling link), else
+    "file", "folder", "fifo", "character device", "block device", "socket" or "special file"."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    for test, kind in (
+        (stat.S_ISREG, "file"),
+        (stat.S_ISDIR, "folder"),
+        (stat.S_ISFIFO, "fifo"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    ):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+MAX_LINK_HOPS = 40  # as the kernel's limit on symlinks followed in one lookup
+
+
+def _proc_entry(path: Path) -> Path | None:
+    """Where ``path``, or a link on the way to its target, first enters ``/proc`` (``/dev/stdout``
+    → ``/proc/<pid>/fd/1``), its folder resolved; None when it never does."""
+    for _ in range(MAX_LINK_HOPS):
+        folder = Path(os.path.realpath(path.parent))
+        if folder.parts[:2] == ("/", "proc"):
+            return folder / path.name
+        if not path.is_symlink():
+            return None
+        try:
+            path = path.parent / os.readlink(path)
+        except OSError:
+            return None
+    return None
+
+
+def _own_descriptor(path: Path) -> int | None:
+    """N when ``path`` leads to ``/proc/self/fd/N`` (``/dev/stdout``, ``/dev/fd/N``): one of this
+    process's open descriptors, to be written through (as a shell does), sharing its offset."""
+    entry = _proc_entry(path)
+    if entry is None or entry.parent != Path(os.path.realpath("/proc/self/fd")):
+        return None
+    return int(entry.name) if entry.name.isascii() and entry.name.isdigit() else None
+
+
+def _write_in_place(path: Path, data: bytes) -> Path:
+    """Write ``data`` through this process's descriptor that ``path`` names, else append it to
+    ``path`` (opened as ``>>`` would), after flushing stdout and stderr so it follows the
+    terminal output already printed; an OS error is a one-line :class:`QevalError`."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    try:
+        descriptor = _own_descriptor(path)
+        if descriptor is None:
+            with open(path, "ab") as handle:
+                handle.write(data)
+        else:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(descriptor, view) :]
+    except OSError as error:
+        raise QevalError(
+            f"cannot write {printable(str(path))}: {error.strerror or error}"
+        ) from error
+    return path
+
+
 def write_atomic(path: Path, data: bytes) -> Path:
     """Write ``data`` to a temporary file beside ``path``, then rename it (never half-written).
 
@@ -635,11 +740,15 @@ def not_a_folder(path: Path) -> Path:
 
 
 def destination(path: str | Path) -> Path:
-    """``path`` as a file for ``--out``, or a one-line :class:`QevalError` when it names a folder
-    or its folder does not exist (the command line never creates a folder from a typo)."""
+    """``path`` as a file for ``--out``, or a one-line :class:`QevalError` when it names a folder,
+    a block device or a socket, or its folder (a symlink's: its target's) does not exist (the
+    command line never creates a folder from a typo). Pipes, terminals and ``/dev/stdout`` are
+    fine (:func:`writes_in_place`)."""
     path = not_a_folder(Path(path))
+    if writes_in_place(path):
+        return path
     shown = printable(str(path))
-    folder = path.parent
+    folder = Path(os.path.realpath(path)).parent if path.is_symlink() else path.parent
     if not folder.is_dir():
         kind = "is not a folder" if folder.exists() else "does not exist"
         raise QevalError(
@@ -841,13 +950,14 @@ def _html_table(grid: Grid) -> str:
 
 
 def export(report: Report, fmt: str, path: str | Path) -> Path:
-    """Write the report as ``fmt`` (one of :data:`FORMATS`) to ``path`` atomically, creating its
-    folder; ``path`` naming a folder is a one-line :class:`QevalError`."""
+    """Write the report as ``fmt`` (one of :data:`FORMATS`) to ``path`` by :func:`write_output`
+    (atomically, or appended to a pipe or device), creating its folder; ``path`` naming a folder
+    is a one-line :class:`QevalError`."""
     if fmt not in EXPORTERS:
         raise QevalError(f"unknown report format '{fmt}'; choose one of {', '.join(FORMATS)}.")
     path = not_a_folder(Path(path))
     make_folder(path.parent)
-    return write_atomic(path, EXPORTERS[fmt](report).encode("utf-8"))
+    return write_output(path, EXPORTERS[fmt](report).encode("utf-8"))
 
 
 EXPORTERS: dict[str, Callable[[Report], str]] = {
@@ -1038,7 +1148,7 @@ def chart_text(text: str, limit: int = 60) -> str:
 def _save(figure: Any, path: Path) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
-    return write_atomic(path, buffer.getvalue())
+    return write_output(path, buffer.getvalue())
 
 
 def _slug(text: str, limit: int = SLUG_LIMIT) -> str:

@@ -304,3 +304,82 @@ def test_plot_with_a_300_character_model_name(tmp_path, capsys):
     charts = sorted((tmp_path / "charts").iterdir())
     assert len(charts) == 4 and all(len(p.name) < 200 for p in charts)
     assert out.count("wrote ") == 4
+
+
+# ---------------------------------------------------------------- links, pipes and devices
+
+
+def test_out_through_a_symlink_replaces_its_target_and_keeps_the_link(tmp_path, capsys):
+    """The old export renamed a temporary file over the link itself."""
+    target = tmp_path / "real" / "report.json"
+    target.parent.mkdir()
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    code, out, err = run_cli(capsys, str(NONE_RUN), "--out", str(link))
+    assert code == 0 and err == "" and f"wrote {link}" in out
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert json.loads(target.read_text())["models"][0]["runs"][0]["label"] == "none"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.json", "real"]
+    dangling = tmp_path / "new.md"
+    dangling.symlink_to(tmp_path / "real" / "later.md")
+    export(compare(load_runs([NONE_RUN])[0]), "markdown", dangling)
+    assert dangling.is_symlink() and (tmp_path / "real" / "later.md").read_text().startswith("# ")
+    gone = tmp_path / "gone.md"
+    gone.symlink_to(tmp_path / "no" / "such" / "x.md")
+    code, out, err = run_cli(capsys, str(NONE_RUN), "--out", str(gone))
+    assert code == 2 and out == "" and f"{tmp_path}/no/such does not exist" in err
+
+
+def test_out_to_a_fifo_writes_into_it(tmp_path):
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    export(compare(load_runs([NONE_RUN])[0]), "json", fifo)
+    reader.join(10)
+    assert not reader.is_alive()
+    assert json.loads(got[0])["models"][0]["model"] == "qeval-tiny"
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]  # no temporary file left
+
+
+def test_out_to_dev_null_and_dev_fd_1_keep_the_device(tmp_path, capfd):
+    """/dev/null stays a character device; /dev/fd/1 (like /dev/stdout, a link into /proc) gets
+    the report after the table, as ``>>`` would; a socket is one error line.
+
+    As root, the null device is a copy made in tmp_path (the old code replaced the device node
+    with a file: a check on the old code must not break the machine's /dev/null)."""
+    null = Path("/dev/null")
+    if os.geteuid() == 0:
+        null = tmp_path / "null"
+        os.mknod(null, stat.S_IFCHR | 0o666, os.stat("/dev/null").st_rdev)
+    before = null.lstat()
+    assert main(["report", str(NONE_RUN), "--format", "json", "--out", str(null)]) == 0
+    after = null.lstat()
+    assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev
+    assert after.st_ino == before.st_ino
+    capfd.readouterr()
+    if not Path("/dev/fd/1").exists():
+        pytest.skip("no /dev/fd")
+    assert main(["report", str(NONE_RUN), "--format", "csv", "--out", "/dev/fd/1"]) == 0
+    out = capfd.readouterr().out
+    table, csv_text = out.split("model,run,", 1)
+    assert "qeval-tiny" in table and "wrote /dev/fd/1" in csv_text.splitlines()[-1]
+    assert csv_text.startswith("is_baseline,backend,")
+    import socket
+
+    where = tmp_path / "sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(where))
+        code = main(["report", str(NONE_RUN), "--format", "json", "--out", str(where)])
+    err = capfd.readouterr().err
+    assert (
+        code == 2
+        and err
+        == f"qeval: error: cannot write {where}: it is a socket; name a "
+        "file, a pipe or a terminal\n"
+    )
