@@ -109,6 +109,11 @@ def parse_lm_eval_args(extra: Sequence[str]) -> LmEvalOptions:
     for name, instead in OWNED_MODEL_ARGS.items():
         if name in {str(key).strip() for key in model_args}:
             raise QevalError(f"--model_args sets '{name}'; give it with qeval run's {instead}.")
+    limit = namespace.get("limit")
+    if limit is not None and not limit > 0:
+        raise QevalError(
+            f"--limit {limit:g} selects no documents; give a count >= 1, or a fraction in (0, 1)."
+        )
     ignored = NOT_KEYED | set(QEVAL_OWNED) | {"model_args", "func", "command"}
     keyed = {name: value for name, value in namespace.items() if name not in ignored}
     if keyed.get("config"):
@@ -178,6 +183,9 @@ def differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
 
 
 def _short(value: Any) -> str:
+    """A setting as the user wrote it, at most 40 characters (``--limit 20`` is read as 20.0)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     text = "none" if value is None else json.dumps(value, ensure_ascii=True, default=str)
     return text if len(text) <= 40 else text[:37] + "..."
 

@@ -86,6 +86,11 @@ def plan_runs(models: list[str], specs: list[str], output: Path, device: str) ->
     """Validate every model and spec (no model is loaded) and name each run's folder."""
     for spec in specs:
         check_spec(spec, device)
+    for given in (specs, models):
+        repeated = sorted({item for item in given if given.count(item) > 1})
+        if repeated:
+            what = "quantizer spec" if given is specs else "--model"
+            raise QevalError(f"{what} '{repeated[0]}' is given twice; give each once.")
     runs = []
     for model in models:
         resolve_pretrained(model)  # a missing local path fails here, before any run starts
@@ -93,7 +98,10 @@ def plan_runs(models: list[str], specs: list[str], output: Path, device: str) ->
         runs += [PlannedRun(model, spec, output / f"{slug(name)}__{slug(spec)}") for spec in specs]
     names = [run.directory for run in runs]
     if len(set(names)) != len(names):
-        raise QevalError("two runs would share a folder; give each --model a distinct name.")
+        raise QevalError(
+            "two runs would share a folder (models or specs that differ only in characters a "
+            "folder name cannot hold); give each --model a distinct name."
+        )
     return runs
 
 

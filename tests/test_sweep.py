@@ -184,7 +184,7 @@ def run_sweep(output, extra=(), force=False, specs=("none",), tasks=(TASK,)):
 
 
 KEYED = {
-    "no --limit": ([], r"limit: 20\.0 → none"),
+    "no --limit": ([], "limit: 20 → none"),
     "few-shot": (["--limit", "20", "--num_fewshot", "3"], "num_fewshot: none → 3"),
     "seed": (["--limit", "20", "--seed", "7"], r"seed: none → \[7, 7, 7, 7\]"),
     "gen_kwargs": (["--limit", "20", "--gen_kwargs", "temperature=0.5"], "gen_kwargs"),
@@ -359,3 +359,21 @@ def test_lm_eval_options_are_checked_before_any_run(tmp_path, fake):
     with pytest.raises(QevalError, match="--model_args sets 'bits'"):
         run_sweep(output, ["--model_args", "bits=3"], specs=("rtn:bits=2",))
     assert fake.calls == [] and not output.exists()
+
+
+@pytest.mark.parametrize("limit", ["0", "-1"])
+def test_a_limit_that_selects_nothing_is_one_line(limit):
+    from qeval_plugins.run_settings import parse_lm_eval_args
+
+    with pytest.raises(QevalError, match=f"--limit {limit} selects no documents"):
+        parse_lm_eval_args(["--limit", limit])
+    assert parse_lm_eval_args(["--limit", "0.5"]).keyed["limit"] == 0.5
+
+
+def test_a_spec_or_model_given_twice_is_named(tmp_path):
+    from qeval_plugins.sweep import plan_runs
+
+    with pytest.raises(QevalError, match="quantizer spec 'rtn:bits=3' is given twice"):
+        plan_runs(["qeval-tiny"], ["none", "rtn:bits=3", "rtn:bits=3"], tmp_path, "cpu")
+    with pytest.raises(QevalError, match="--model 'qeval-tiny' is given twice"):
+        plan_runs(["qeval-tiny", "qeval-tiny"], ["none"], tmp_path, "cpu")
