@@ -146,10 +146,25 @@ def refuse_near_miss(name: str, chosen: Quantizer, registry: Any) -> None:
 
 
 def check_device(device: str | None) -> None:
-    """A ``cuda`` device (``cuda``, ``cuda:N``) must exist here, whatever the quantizer."""
-    if device is None or not str(device).startswith("cuda"):
+    """``device`` must name a device torch knows and that exists here, whatever the quantizer.
+
+    ``cuda`` / ``cuda:N`` need a CUDA GPU (N below the device count), ``mps`` Apple's GPU; other
+    device types (``cpu``, ``xpu``, ...) are left to torch and lm-eval.
+    """
+    if device is None:
         return
     import torch
+
+    try:
+        kind = torch.device(str(device)).type
+    except (RuntimeError, ValueError):
+        raise QevalError(
+            f"--device {device}: not a device name torch knows; use cpu, cuda or cuda:N."
+        ) from None
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise QevalError(f"--device {device}: Apple's MPS is not available here; use --device cpu.")
+    if kind != "cuda":
+        return
 
     if not torch.cuda.is_available():
         raise QevalError(

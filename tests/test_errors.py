@@ -114,6 +114,8 @@ def test_a_cuda_device_must_exist_whatever_the_quantizer(monkeypatch, available)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     check_device("cpu")
     check_device(None)
+    with pytest.raises(QevalError, match="--device gpu: not a device name torch knows"):
+        check_device("gpu")
     if available:
         check_device("cuda")
         check_device("cuda:0")
@@ -243,3 +245,15 @@ def test_a_misspelt_spec_option_is_one_line():
 
     with pytest.raises(QevalError, match=r"unknown model_arg 'bit'\. Did you mean 'bits'"):
         check_spec("rtn:bit=3")
+
+
+def test_mps_must_exist(monkeypatch):
+    import torch
+
+    from qeval_plugins.plan import check_device
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(QevalError, match="Apple's MPS is not available here"):
+        check_device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    check_device("mps")
