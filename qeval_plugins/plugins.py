@@ -388,6 +388,14 @@ def _selected_entry_points() -> list[metadata.EntryPoint]:
     if selected is None:
         return entry_points
     wanted = {name.strip() for name in selected.split(",") if name.strip()} - {"none"}
+    installed = {ep.name for ep in entry_points}
+    for name in sorted(wanted - installed):  # a typo would otherwise load nothing, silently
+        logger.warning(
+            "%s names '%s', which no installed qeval plugin has.%s",
+            PLUGINS_ENV,
+            printable(name),
+            did_you_mean(name, installed),
+        )
     return [ep for ep in entry_points if ep.name in wanted]
 
 
