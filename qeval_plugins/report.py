@@ -121,17 +121,29 @@ def _printable_lines(text: str) -> str:
 
 
 def number(value: float | None, signed: bool = False) -> str:
-    """Three decimals below 10, two below 100, one below 10,000, grouped thousands below 10¹⁵,
-    else three significant digits (``1.23e+20``)."""
+    """Three decimals below 10, two below 100, one below 10,000, grouped thousands below
+    :data:`SCIENTIFIC_FROM`, else three significant digits (``1.23e+20``): at most 10 characters
+    (``-1.23e+308``) whatever the value."""
     if value is None:
         return "—"
+    size = abs(value)
+    digits = 3 if size < 10 else 2 if size < 100 else 1 if size < 10_000 else 0
+    return fixed(value, digits, signed)
+
+
+SCIENTIFIC_FROM = 1e6  # |value| from which figures are written as 1.23e+06
+
+
+def fixed(value: float, digits: int, signed: bool = False) -> str:
+    """``value`` with ``digits`` decimals and grouped thousands (``+`` in front when ``signed``),
+    ∞ as ``∞``, and from :data:`SCIENTIFIC_FROM` in scientific notation with three significant
+    digits, so a figure read from a file never runs to hundreds of digits."""
     if math.isinf(value):
         return ("+∞" if signed else "∞") if value > 0 else "−∞"
-    size = abs(value)
-    if size >= 1e15:
-        return f"{value:{'+' if signed else ''}.2e}"
-    digits = 3 if size < 10 else 2 if size < 100 else 1 if size < 10_000 else 0
-    return f"{value:{'+' if signed else ''},.{digits}f}"
+    sign = "+" if signed else ""
+    if abs(value) >= SCIENTIFIC_FROM:
+        return f"{value:{sign}.2e}"
+    return f"{value:{sign},.{digits}f}"
 
 
 def degradation_style(score: Score) -> str:
@@ -153,7 +165,7 @@ def score_cell(score: Score | None) -> Cell:
         return [(first, "")]
     second = number(score.delta, signed=True)
     if score.relative_degradation_pct is not None:
-        second += f" {score.relative_degradation_pct:+.1f}%"
+        second += f" {fixed(score.relative_degradation_pct, 1, signed=True)}%"
     if score.significant is False:
         second += " ns"
     return [(first, ""), (second, degradation_style(score))]
@@ -241,25 +253,25 @@ def _plain(value: float | None) -> Cell:
 
 
 def _seconds_cell(row: Row) -> Cell:
-    return [] if row.quantize_seconds is None else [(f"{row.quantize_seconds:.2f}", "")]
+    return [] if row.quantize_seconds is None else [(fixed(row.quantize_seconds, 2), "")]
 
 
 def _bits_cell(row: Row) -> Cell:
     if row.bits_per_param is None:
         return []
-    return [(f"{row.bits_per_param:.2f}", "")] + ([("sim", "dim")] if row.simulated else [])
+    return [(fixed(row.bits_per_param, 2), "")] + ([("sim", "dim")] if row.simulated else [])
 
 
 def _throughput_cell(row: Row) -> Cell:
     short = {"loglikelihood": "ll", "generate": "gen"}
-    return [(f"{rate:,.0f} {short[kind]}", "") for kind, rate in row.tokens_per_s.items()]
+    return [(f"{fixed(rate, 0)} {short[kind]}", "") for kind, rate in row.tokens_per_s.items()]
 
 
 def _peak_cell(row: Row) -> Cell:
     if row.peak_memory_mib is None:
         return []
     kind = PEAK_KINDS.get(row.peak_memory_kind or "", row.peak_memory_kind or "")
-    return [(f"{row.peak_memory_mib:,.0f}", "")] + ([(kind, "dim")] if kind else [])
+    return [(fixed(row.peak_memory_mib, 0), "")] + ([(kind, "dim")] if kind else [])
 
 
 SQNR_COLUMNS = (

@@ -23,8 +23,9 @@ metrics per setting, read from the task's ``configs`` metadata (else its name), 
 
 Nothing read can crash the report: unreadable, corrupt or truncated JSON, JSON nested deeper than
 the interpreter's recursion limit, integers too long for a float (more than 308 digits), files of
-other tools, values of unexpected types, NaN values, missing standard errors, different task sets
-and duplicates each become one warning line, and everything else is still compared. Runs of one
+other tools, values of unexpected types, NaN values, infinite values (but dB figures), missing,
+negative or non-finite standard errors, different task sets and duplicates each become one warning
+line, and everything else is still compared. Runs of one
 model whose settings differ (limit, few-shot, gen_kwargs, seeds, chat template, model revision or
 dtype, lm-eval or qeval version: :data:`SETTINGS`) get one warning line: their deltas may measure
 the settings rather than the quantization.
@@ -374,19 +375,15 @@ def read_run(path: Path) -> tuple[Run | None, list[str]]:
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
         return None, [f'{path}: not an lm-eval results file (no "results" object); skipped']
     config = _mapping(data.get("config"))
-    nans: list[str] = []
-    no_stderr: list[str] = []
-    metrics = parse_metrics(data, nans, no_stderr)
+    notes = MetricNotes()
+    metrics = parse_metrics(data, notes)
     warnings = []
     if huge:
         count = f"{len(huge)} integers" if len(huge) > 1 else "an integer"
         warnings.append(
             f"{path}: {count} of up to {max(huge)} digits, too long for a number; left out"
         )
-    if nans:
-        warnings.append(f"{path}: NaN in {_listing(nans)}; left out")
-    if no_stderr:
-        warnings.append(f"{path}: no stderr for {_listing(no_stderr)}; significance not assessed")
+    warnings += notes.warnings(path)
     if not metrics:
         return None, [*warnings, f"{path}: no numeric metrics in its results; skipped"]
     args = model_args(config)
@@ -448,10 +445,37 @@ def _json_problem(error: json.JSONDecodeError, text: str) -> str:
     return f"not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
 
 
-def parse_metrics(
-    data: dict[str, Any], nans: list[str], no_stderr: list[str]
-) -> dict[str, dict[str, Metric]]:
-    """``results`` as task -> metric -> :class:`Metric`; NaNs and missing stderrs are noted.
+@dataclass
+class MetricNotes:
+    """What :func:`parse_metrics` found amiss, as ``task/metric`` names per kind: NaN values (left
+    out), infinite values other than dB figures (shown, not compared), missing stderrs, and
+    unusable stderrs (negative, NaN or infinite: treated as missing)."""
+
+    nan: list[str] = field(default_factory=list)
+    infinite: list[str] = field(default_factory=list)
+    no_stderr: list[str] = field(default_factory=list)
+    bad_stderr: list[str] = field(default_factory=list)
+
+    def warnings(self, path: Path) -> list[str]:
+        """One warning line per kind found, for the file ``path``."""
+        lines = [
+            (self.nan, "NaN in {}; left out"),
+            (self.infinite, "infinite value of {}; shown as ∞, not compared"),
+            (self.no_stderr, "no stderr for {}; significance not assessed"),
+            (
+                self.bad_stderr,
+                "stderr negative or not finite for {}; treated as missing, significance not "
+                "assessed",
+            ),
+        ]
+        return [f"{path}: {text.format(_listing(names))}" for names, text in lines if names]
+
+
+def parse_metrics(data: dict[str, Any], notes: MetricNotes) -> dict[str, dict[str, Metric]]:
+    """``results`` as task -> metric -> :class:`Metric`; what is amiss is noted in ``notes``.
+
+    ±∞ is a value (an SQNR of identical or all-zero weights, an infinite perplexity), noted unless
+    the metric is in dB; a stderr below 0, NaN or infinite is None (no stderr).
 
     Keys are lm-eval's ``"metric,filter"`` (plain ``"metric"`` in older files); the metric is named
     ``metric`` for filter ``none``, else ``metric,filter``. Subtasks of a group that reports its
@@ -474,14 +498,16 @@ def parse_metrics(
                 continue
             name = base if kind in ("", "none") else key
             if math.isnan(value):
-                nans.append(f"{task}/{name}")
+                notes.nan.append(f"{task}/{name}")
                 continue
+            if math.isinf(value) and not base.endswith("_db"):
+                notes.infinite.append(f"{task}/{name}")
             stderr_key = f"{base}_stderr,{kind}" if kind else f"{base}_stderr"
             stderr = _number(entry.get(stderr_key))
             if stderr_key not in entry:
-                no_stderr.append(f"{task}/{name}")
-            elif stderr is not None and not math.isfinite(stderr):
-                nans.append(f"{task}/{name} stderr")
+                notes.no_stderr.append(f"{task}/{name}")
+            elif stderr is not None and not (math.isfinite(stderr) and stderr >= 0):
+                notes.bad_stderr.append(f"{task}/{name}")
                 stderr = None
             direction = task_directions.get(base)
             found[name] = Metric(

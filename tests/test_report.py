@@ -342,11 +342,12 @@ def test_odd_files_never_crash(tmp_path):
         ("results_list.json", "not an lm-eval results file"),
         ("results_empty.json", "truncated JSON"),
         ("results_no_numbers.json", "no numeric metrics"),
-        ("results_odd.json", "NaN in v/acc stderr"),  # read once although named twice
+        # read once although named twice
+        ("results_odd.json", "stderr negative or not finite for v/acc; treated as missing"),
         ("results_no_stderr.json", "no stderr for t/acc; significance not assessed"),
         ("missing", "no such file or folder"),
     ]:
-        (line,) = [w for w in warnings if name in w]
+        (line,) = [w for w in warnings if f"{name}:" in w]
         assert meaning in line
     run = next(run for run in runs if run.path.name == "results_odd.json")
     assert (run.model, run.label) == ("/m/x", "vllm")

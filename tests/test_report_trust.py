@@ -10,13 +10,14 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from qeval_plugins.errors import QevalError
-from qeval_plugins.report import FORMATS, export, render
+from qeval_plugins.report import FORMATS, export, number, render
 from qeval_plugins.results import compare, load_runs, printable, setting_text
 
 DATA = Path(__file__).resolve().parent / "data" / "report"
@@ -165,6 +166,45 @@ def test_bare_infinity_and_nan_tokens_are_read(tmp_path):
     text = everything(runs, warnings, tmp_path=tmp_path / "out")
     (worst,) = [line for line in text.splitlines() if "layers.1.self_attn.q_proj" in line]
     assert "−∞" in worst
+
+
+def test_huge_figures_are_compact_and_odd_values_get_a_warning(tmp_path):
+    """1e308 seconds and 1e300 accuracy were written out in full (300 digits, splitting the
+    table); ∞ accuracy had no warning; a negative stderr was shown (±-1.00e+300) and used for
+    the significance screen."""
+    huge = fixture(NF4_RUN)
+    block = huge["config"]["qeval"]
+    block.update(quantize_seconds=1e308, param_bytes_after=1e300, bits_per_param=1e50)
+    block["throughput"] = {"loglikelihood": {"tokens_per_s": 1e200}}
+    block["peak_memory"] = {"bytes": 1e250, "kind": "cpu_peak_rss"}
+    huge["results"]["qeval_demo_facts"].update({"acc,none": 1e300, "acc_stderr,none": -1e300})
+    text = NONE_RUN.read_text().replace('"acc,none": 0.8', '"acc,none": Infinity')
+    assert "Infinity" in text
+    text = text.replace('"pretrained": "qeval-tiny"', '"pretrained": "other"')
+    runs, warnings = load_runs(
+        [put(tmp_path, "a/results.json", huge), put(tmp_path, "b.json", text)]
+    )
+    runs += load_runs([NONE_RUN])[0]
+    assert warnings == [
+        f"{tmp_path}/a/results.json: stderr negative or not finite for qeval_demo_facts/acc; "
+        "treated as missing, significance not assessed",
+        f"{tmp_path}/b.json: infinite value of qeval_demo_facts/acc; shown as ∞, not compared",
+    ]
+    report = compare(runs, warnings=warnings)
+    (nf4,) = [row for c in report.comparisons for row in c.rows if row.run.label == "bnb-nf4"]
+    facts = nf4.scores["qeval_demo_facts"]
+    assert (facts.stderr, facts.significant, facts.delta) == (None, None, 1e300 - 0.8)
+    for width in (80, 200):
+        lines = text_at(report, width).splitlines()
+        assert max(map(len, lines)) <= width
+        assert not [line for line in lines if re.search(r"\d[\d,]{12}", line)]
+        row = next(line for line in lines if line.startswith("bnb-nf4"))
+        assert "1.00e+50" in row and "9.54e+293" in row and "1.00e+308" in row
+        assert "±" not in next(line for line in lines if "1.00e+300" in line)
+        assert any("+1.00e+300 -1.25e+302%" in line for line in lines)
+        assert any(line.startswith("none ") and "∞" in line for line in lines)
+    assert number(999_999.4) == "999,999" and number(1e6) == "1.00e+06"
+    assert number(-1e308, signed=True) == "-1.00e+308" and number(2.5e-7) == "0.000"
 
 
 # ---------------------------------------------------------------- -inf SQNR
