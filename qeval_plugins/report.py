@@ -42,7 +42,7 @@ import stat
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -985,30 +985,38 @@ FORMATS = tuple(EXPORTERS)
 
 
 def plot(report: Report, directory: str | Path) -> list[Path]:
-    """PNG charts per model: each task's main metric per run (± stderr, baseline dashed;
-    ``<model>__<task>.png``), the weight SQNR per layer of every run (one line each;
-    ``<model>__sqnr_layers.png``) and, per sampling sweep, rougeL by setting (one line per run,
-    ``sensitivity_<model>_<sweep>.png``), in ``directory`` (created if missing).
+    """Every chart of :func:`charts` as a PNG file in ``directory`` (created if missing).
+    Returns the files written."""
+    folder = make_folder(Path(directory))
+    return [_save(figure, folder / name) for name, figure in charts(report)]
+
+
+def charts(report: Report) -> Iterator[tuple[str, Any]]:
+    """PNG charts per model, as (file name, matplotlib figure), each figure made when reached:
+    each task's main metric per run (± stderr, baseline dashed; ``<model>__<task>.png``), the
+    weight SQNR per layer of every run (one line each; ``<model>__sqnr_layers.png``) and, per
+    sampling sweep, rougeL by setting (one line per run, ``sensitivity_<model>_<sweep>.png``).
 
     File names are slugs (:func:`_slug`) of the names; where two charts of one call would get the
     same one (``org/m`` and ``org_m``), each gets ``-`` and 8 hex digits of the SHA-256 of its
-    model and task. Returns the files written."""
+    model and task. Every text stays inside its figure: titles and labels are shortened in the
+    middle (:func:`chart_text`) and run names wrapped (:func:`tick_label`)."""
     try:
         from matplotlib.figure import Figure
     except ImportError as error:
         raise QevalError("plots need matplotlib; run: pip install 'qeval[plot]'") from error
-    charts: list[tuple[str, str, Callable[[], Any]]] = []  # file stem, identity, figure maker
+    makers: list[tuple[str, str, Callable[[], Any]]] = []  # file stem, identity, figure maker
     for comparison in report.comparisons:
         model = _slug(comparison.name)
         for task, metric in comparison.tasks.items():
-            charts.append(
+            makers.append(
                 (
                     f"{model}__{_slug(task)}",
                     f"{comparison.model}\0task\0{task}",
                     lambda c=comparison, t=task, m=metric: _metric_chart(Figure, c, t, m),
                 )
             )
-        charts.append(
+        makers.append(
             (
                 f"{model}__sqnr_layers",
                 f"{comparison.model}\0sqnr",
@@ -1016,22 +1024,19 @@ def plot(report: Report, directory: str | Path) -> list[Path]:
             )
         )
         for sweep in comparison.sensitivity:
-            charts.append(
+            makers.append(
                 (
                     f"sensitivity_{model}_{sweep.name}",
                     f"{comparison.model}\0sweep\0{sweep.name}",
                     lambda n=comparison.name, w=sweep: _sensitivity_chart(Figure, n, w),
                 )
             )
-    stems = Counter(stem for stem, _, _ in charts)
-    folder = make_folder(Path(directory))
-    written = []
-    for stem, identity, make in charts:
+    stems = Counter(stem for stem, _, _ in makers)
+    for stem, identity, make in makers:
         figure = make()
         if figure is not None:
             unique = stem if stems[stem] == 1 else f"{stem}-{_digest(identity)}"
-            written.append(_save(figure, folder / f"{unique}.png"))
-    return written
+            yield f"{unique}.png", figure
 
 
 def _metric_chart(figure_class: Any, comparison: Comparison, task: str, metric: str) -> Any:
@@ -1057,16 +1062,15 @@ def _metric_chart(figure_class: Any, comparison: Comparison, task: str, metric: 
         axes.legend(loc="best", fontsize=8)
     axes.set_xticks(
         range(len(scored)),
-        [chart_text(row.run.label) for row, _ in scored],
+        [tick_label(row.run.label) for row, _ in scored],
         rotation=30,
         ha="right",
     )
-    direction = {True: "higher is better", False: "lower is better"}.get(
+    direction = {True: "(higher is better)", False: "(lower is better)"}.get(
         scored[0][1].higher_is_better, ""
     )
-    axes.set_title(f"{chart_text(comparison.name)} · {chart_text(task)}", fontsize=10)
-    metric = chart_text(metric)
-    axes.set_ylabel(f"{metric} ({direction})" if direction else metric)
+    figure.suptitle(chart_lines(title_room(figure), comparison.name, task), fontsize=TITLE_POINTS)
+    axes.set_ylabel(chart_lines(ylabel_room(figure), metric, direction, separator=" "))
     return figure
 
 
@@ -1084,13 +1088,15 @@ def _sqnr_chart(figure_class: Any, comparison: Comparison) -> Any:
     for run in lines:
         values = list(run.layers.values())
         shown = [v if math.isfinite(v) else math.nan for v in values]
-        axes.plot(range(len(values)), shown, marker=".", linewidth=1, label=chart_text(run.label))
+        label = fitted(run.label, figure.get_size_inches()[0] / 2, LEGEND_POINTS)
+        axes.plot(range(len(values)), shown, marker=".", linewidth=1, label=label)
         worst = [index for index, v in enumerate(values) if v == -math.inf]
         if worst:
             label = None if marked else "−∞ dB (all-zero reference)"
             axes.scatter(worst, [floor] * len(worst), marker="v", color="#cf222e", label=label)
             marked = True
-    axes.set_title(f"{chart_text(comparison.name)} · weight SQNR per layer", fontsize=10)
+    title = chart_lines(title_room(figure), comparison.name, "weight SQNR per layer")
+    figure.suptitle(title, fontsize=TITLE_POINTS)
     axes.set_xlabel("layer (checkpoint order)")
     axes.set_ylabel("SQNR (dB, higher = closer)")
     axes.legend(loc="best", fontsize=8)
@@ -1136,25 +1142,99 @@ def _sensitivity_chart(figure_class: Any, name: str, sweep: Sweep) -> Any:
             marker="o",
             linewidth=1.2,
             linestyle="--" if run.is_baseline else "-",
-            label=chart_text(run.label) + (" (baseline)" if run.is_baseline else ""),
+            label=fitted(run.label, figure.get_size_inches()[0] / 2, LEGEND_POINTS)
+            + (" (baseline)" if run.is_baseline else ""),
         )
     if log:
         axes.set_xscale("log", base=2)
     axes.set_xticks([position(s) for s in sweep.settings], [sweep.label(s) for s in sweep.settings])
     axes.minorticks_off()
-    axes.set_title(f"{chart_text(name)} · {sweep.name} sensitivity", fontsize=10)
+    title = chart_lines(title_room(figure), name, f"{sweep.name} sensitivity")
+    figure.suptitle(title, fontsize=TITLE_POINTS)
     axes.set_xlabel(sweep.name + (" (log scale)" if log else ""))
     axes.set_ylabel("rougeL (higher is better)")
     axes.legend(loc="best", fontsize=8)
     return figure
 
 
-def chart_text(text: str, limit: int = 60) -> str:
-    """A name for a chart: :func:`printable`, cut to ``limit`` characters with "…", and ``$``
-    escaped (matplotlib reads ``$…$`` as mathtext, which can fail to parse)."""
+def chart_text(text: str, limit: int) -> str:
+    """A name for a chart: :func:`printable`, at most ``limit`` characters (a longer one keeps
+    its start and end around "…": model and task names differ at either end), and ``$`` escaped
+    (matplotlib reads ``$…$`` as mathtext, which can fail to parse)."""
     text = printable(text)
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    if len(text) > limit:
+        head = limit // 2
+        text = text[:head] + "…" + text[len(text) - (limit - 1 - head) :]
     return text.replace("$", r"\$")
+
+
+def chart_lines(room: float, *parts: str, separator: str = " · ") -> str:
+    """``parts`` (names) as a title or axis label ``room`` inches long: on one line, joined by
+    ``separator``, when they fit, else one line each, each shortened in the middle to fit
+    (:func:`fitted`)."""
+    parts = tuple(part for part in parts if part)
+    joined = fitted(separator.join(parts), room)
+    if "…" not in joined:
+        return joined
+    return "\n".join(fitted(part, room) for part in parts)
+
+
+def title_room(figure: Any) -> float:
+    """Inches for a title: the figure's width less :data:`MARGIN_INCHES`."""
+    return figure.get_size_inches()[0] - MARGIN_INCHES
+
+
+def ylabel_room(figure: Any) -> float:
+    """Inches for a y-axis label: half the figure's height (it is centred on the axes, which
+    the title and the tick labels push off the figure's centre)."""
+    return figure.get_size_inches()[1] / 2
+
+
+TITLE_POINTS = 10  # titles (centred on the figure, not the axes) and axis labels
+LEGEND_POINTS = 8
+MARGIN_INCHES = 0.4  # left free beside a title or label
+TICK_CHARS = 16  # a line of a run's name under a bar; at most TICK_LINES lines
+TICK_LINES = 3
+
+
+def fitted(text: str, inches: float, points: float = TITLE_POINTS) -> str:
+    """:func:`chart_text` of ``text`` with as many characters as fit ``inches`` in ``points``
+    type, measured with matplotlib's own font metrics (an ``M`` is twice as wide as an ``i``)."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import text_to_path
+
+    font = FontProperties(size=points)
+
+    def fits(candidate: str) -> bool:
+        width = text_to_path.get_text_width_height_descent(candidate, font, ismath=False)[0]
+        return width <= inches * 72
+
+    whole = chart_text(text, len(printable(text)))
+    if fits(whole):
+        return whole
+    low, high = 1, len(printable(text)) - 1  # the longest that fits lies in [low, high]
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(chart_text(text, middle)) else (low, middle - 1)
+    return chart_text(text, low)
+
+
+def tick_label(text: str) -> str:
+    """A run's name under its bar: :func:`chart_text` to ``TICK_CHARS × TICK_LINES`` characters,
+    wrapped into lines of at most :data:`TICK_CHARS`, broken after ``: , = _ - /`` or a space
+    where it can be (``rtn:bits=4:`` / ``group_size=128``), else inside a word."""
+    pieces = re.findall(r"[^:,=_/ -]*[:,=_/ -]?", chart_text(text, TICK_CHARS * TICK_LINES))
+    lines = [""]
+    for piece in filter(None, pieces):
+        while len(piece) > TICK_CHARS:  # a piece longer than a line: cut where the line ends
+            room = TICK_CHARS - len(lines[-1])
+            lines[-1] += piece[:room]
+            lines.append("")
+            piece = piece[room:]
+        if len(lines[-1]) + len(piece) > TICK_CHARS:
+            lines.append("")
+        lines[-1] += piece
+    return "\n".join(line for line in lines if line)
 
 
 def _save(figure: Any, path: Path) -> Path:

@@ -383,3 +383,44 @@ def test_out_to_dev_null_and_dev_fd_1_keep_the_device(tmp_path, capfd):
         == f"qeval: error: cannot write {where}: it is a socket; name a "
         "file, a pipe or a terminal\n"
     )
+
+
+# ---------------------------------------------------------------- chart texts
+
+
+def texts_outside(figure) -> list[str]:
+    """The title of each axes whose drawn texts (title, tick labels in view, axis labels,
+    legend: its tight box) reach past the figure's edges by more than a pixel, drawn at the
+    PNG's resolution."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figure.set_dpi(110)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    edge = figure.bbox
+    outside = []
+    for axes in figure.axes:
+        box = axes.get_tightbbox(renderer)
+        if box.x0 < -1 or box.y0 < -1 or box.x1 > edge.x1 + 1 or box.y1 > edge.y1 + 1:
+            outside.append(figure.get_suptitle())
+    return outside
+
+
+def test_long_names_stay_inside_every_chart(tmp_path):
+    """A 300-character model name ran off the PNG in the title; long task names, metric names
+    and run labels (tick labels, y label, legend) must fit too."""
+    from qeval_plugins.report import charts
+
+    runs = two_models(tmp_path, ["/models/" + "q" * 300, "org/" + "Llama-3.1-8B-Instruct-" * 6])
+    for run in runs:
+        metric = run.metrics["qeval_demo_facts"]["acc"]
+        run.metrics = {"a_very_long_task_name_" * 6: {"accuracy_of_a_long_metric_" * 3: metric}}
+        run.label = run.label + ":group_size=128:scheme=asymmetric:calibration=" + "c4_" * 12
+    report = compare(runs + load_runs([DATA / "qeval-tiny"])[0])
+    made = list(charts(report))
+    assert len(made) >= 8
+    for name, figure in made:
+        assert texts_outside(figure) == [], name
+        title = figure.get_suptitle()
+        assert "…" in title or title.startswith("qeval-tiny · "), title
