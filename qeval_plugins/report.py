@@ -1000,7 +1000,7 @@ def charts(report: Report) -> Iterator[tuple[str, Any]]:
     File names are slugs (:func:`_slug`) of the names; where two charts of one call would get the
     same one (``org/m`` and ``org_m``), each gets ``-`` and 8 hex digits of the SHA-256 of its
     model and task. Every text stays inside its figure: titles and labels are shortened in the
-    middle (:func:`chart_text`) and run names wrapped (:func:`tick_label`)."""
+    middle to fit (:func:`fitted`) and run names wrapped (:func:`tick_label`)."""
     try:
         from matplotlib.figure import Figure
     except ImportError as error:
