@@ -21,48 +21,19 @@ def _console():
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     """Every plugin: name, version, source, its quantizers, load errors and disabled quantizers."""
-    from rich.table import Table
-    from rich.text import Text
+    from qeval_plugins.listing import print_plugins
+    from qeval_plugins.plugins import get_registry
 
-    from qeval_plugins.plugins import get_registry, printable
-
-    table = Table(title="qeval plugins")
-    for column in ("plugin", "version", "from", "quantizers", "status"):
-        table.add_column(column)
-    for info in get_registry().plugins.values():
-        status = Text(info.error, style="red") if info.error else Text("loaded", style="green")
-        for problem in info.problems:  # disabled quantizers and name clashes
-            status.append(f"\n{problem}", style="yellow")
-        cells = (info.name, info.version, info.source, ", ".join(info.quantizers))
-        table.add_row(*(Text(printable(cell)) for cell in cells), status)
-    _console().print(table)
+    print_plugins(get_registry(), _console())
     return 0
 
 
 def cmd_quantizers(args: argparse.Namespace) -> int:
     """Every quantizer: aliases, description, options (type, default, range, help), availability."""
-    from rich.table import Table
-    from rich.text import Text
-
-    from qeval_plugins.plan import availability
+    from qeval_plugins.listing import print_quantizers
     from qeval_plugins.plugins import get_registry
 
-    table = Table(title="qeval quantizers", show_lines=True)
-    for column in ("quantizer", "aliases", "description", "options", "here", "plugin"):
-        table.add_column(column, overflow="fold")
-    for entry in get_registry().all():
-        quantizer = entry.quantizer
-        here = availability(quantizer)
-        options = "\n".join(f"{o.describe()} — {o.help}" for o in quantizer.options) or "-"
-        table.add_row(
-            Text(quantizer.name),
-            Text(", ".join(quantizer.aliases)),
-            Text(quantizer.description),
-            Text(options),
-            Text(here, style="green" if here == "ok" else "yellow"),
-            Text(entry.plugin.name),
-        )
-    _console().print(table)
+    print_quantizers(get_registry(), _console())
     return 0
 
 
