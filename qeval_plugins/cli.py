@@ -113,7 +113,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     fmt = args.format or (format_for(out) if out else None)
     if fmt and out is None:
         out = destination(f"qeval-report.{_EXTENSIONS.get(fmt, fmt)}")
-    report = _print_report(args.paths, args.baseline, _console())
+    report = _print_report(args.paths, args.baseline, _console(), empty_is_error=True)
+    if report is None:
+        return 1
     if fmt:
         print(f"wrote {export(report, fmt, out)}")
     if args.plot:
@@ -125,12 +127,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 _EXTENSIONS = {"markdown": "md"}
 
 
-def _print_report(paths, baseline, console):
+def _print_report(paths, baseline, console, empty_is_error=False):
+    """Load, compare and print the runs in ``paths``; returns the report. With
+    ``empty_is_error``, paths that give no run print the reasons (the load warnings, when there
+    were results files) and one error line on stderr instead, and return None."""
     from qeval_plugins.report import render
-    from qeval_plugins.results import compare, load_runs
+    from qeval_plugins.results import compare, load_runs, no_runs_message
 
     runs, warnings = load_runs(paths)
     report = compare(runs, baseline, warnings=warnings)
+    if empty_is_error and not runs:
+        message, found = no_runs_message(paths)
+        if found:
+            render(report, console, empty_note=False)
+        print(format_error(QevalError(message)), file=sys.stderr)
+        return None
     render(report, console)  # load warnings included, one line each
     return report
 

@@ -435,8 +435,9 @@ def grids(comparison: Comparison) -> list[Grid]:
 # ---------------------------------------------------------------- terminal
 
 
-def render(report: Report, console: Any) -> None:
-    """Print the report with rich: per model the summary and SQNR tables, the legend, warnings.
+def render(report: Report, console: Any, empty_note: bool = True) -> None:
+    """Print the report with rich: per model the summary and SQNR tables, the legend, warnings
+    (and "No runs to report." when it has none, if ``empty_note``).
 
     Tables are drawn as segments (never parsed as rich markup) laid out by :func:`grid_lines`
     for ``console.width``; warnings are :func:`printable` text.
@@ -446,7 +447,7 @@ def render(report: Report, console: Any) -> None:
     from rich.text import Text
 
     styles = {name: Style.parse(name) for name in ("bold", "dim", "green", "yellow", "red")}
-    if not report.comparisons:
+    if not report.comparisons and empty_note:
         console.print("No runs to report.", style="yellow")
     for comparison in report.comparisons:
         for grid in grids(comparison):

@@ -340,6 +340,25 @@ def load_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[str]]:
     return runs, warnings
 
 
+def no_runs_message(paths: Sequence[str | Path]) -> tuple[str, bool]:
+    """The error line for ``paths`` that gave no run, and whether they hold results files at all
+    (then none could be read, and the load warnings say why)."""
+    found = sum(1 for _ in _result_files(paths, []))
+    shown = printable(_listing([str(path) for path in paths], 3))
+    wanted = (
+        "pass the folder that lm_eval --output_path or qeval run --output wrote, or its "
+        "results*.json files"
+    )
+    if not found:
+        return f"no lm-eval results files (results*.json) in {shown}; {wanted}", False
+    unread = (
+        f"the results file in {shown} could not be read"
+        if found == 1
+        else f"none of the {found} results files in {shown} could be read"
+    )
+    return f"no runs to report: {unread} (see the warnings); {wanted}", True
+
+
 def _result_files(paths: Sequence[str | Path], warnings: list[str]) -> Iterable[Path]:
     """Given files as they are; in folders, ``results*.json`` outside hidden folders (such as
     ``qeval run``'s unfinished ``.partial-*``)."""

@@ -424,3 +424,28 @@ def test_long_names_stay_inside_every_chart(tmp_path):
         assert texts_outside(figure) == [], name
         title = figure.get_suptitle()
         assert "…" in title or title.startswith("qeval-tiny · "), title
+
+
+def test_paths_without_runs_are_an_error_but_not_for_a_sweep(tmp_path, capsys):
+    """An empty folder or an unreadable file printed "No runs to report." and exited 0."""
+    (tmp_path / "empty").mkdir()
+    code, out, err = run_cli(capsys, str(tmp_path / "empty"), "--out", str(tmp_path / "r.md"))
+    assert (code, out) == (1, "")
+    assert err == (
+        f"qeval: error: no lm-eval results files (results*.json) in {tmp_path}/empty; pass the "
+        "folder that lm_eval --output_path or qeval run --output wrote, or its results*.json "
+        "files\n"
+    )
+    (tmp_path / "empty" / "results.json").write_text("")
+    code, out, err = run_cli(capsys, str(tmp_path / "empty"), str(tmp_path / "empty"))
+    assert code == 1 and "; skipped" in out and "No runs" not in out
+    assert err.count("\n") == 1 and err.startswith(
+        f"qeval: error: no runs to report: the results file in {tmp_path}/empty, "
+        f"{tmp_path}/empty could not be read (see the warnings); pass the folder"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # no report written
+    from qeval_plugins.cli import _print_report  # what qeval run prints after a sweep
+
+    console = Console(width=80, record=True, color_system=None, file=io.StringIO())
+    report = _print_report([tmp_path / "empty"], None, console)
+    assert report.comparisons == [] and "No runs to report." in console.export_text()
