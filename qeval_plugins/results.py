@@ -343,7 +343,7 @@ def load_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[str]]:
 def no_runs_message(paths: Sequence[str | Path]) -> tuple[str, bool]:
     """The error line for ``paths`` that gave no run, and whether they hold results files at all
     (then none could be read, and the load warnings say why)."""
-    found = sum(1 for _ in _result_files(paths, []))
+    found = len({os.path.abspath(path) for path in _result_files(paths, [])})
     shown = printable(_listing([str(path) for path in paths], 3))
     wanted = (
         "pass the folder that lm_eval --output_path or qeval run --output wrote, or its "
