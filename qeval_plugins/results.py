@@ -643,17 +643,35 @@ def model_args(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_label(run: Run) -> str:
-    """``spec`` of the qeval block, else quantizer + given options, else backend + dtype."""
+    """``spec`` of the qeval block, else quantizer + given options, else backend + dtype; then
+    :func:`prequantized_note` (``none (prequantized bitsandbytes)``)."""
     args = model_args(run.config)
     if run.is_qeval:
         spec = run.qeval.get("spec")
-        if isinstance(spec, str) and spec:
-            return spec
-        options = _mapping(run.qeval.get("options"))
-        name = scalar_text(run.qeval.get("quantizer")) or scalar_text(args.get("quantizer"))
-        return spec_text(name or "none", {key: args[key] for key in options if key in args})
+        if not (isinstance(spec, str) and spec):
+            options = _mapping(run.qeval.get("options"))
+            name = scalar_text(run.qeval.get("quantizer")) or scalar_text(args.get("quantizer"))
+            spec = spec_text(name or "none", {key: args[key] for key in options if key in args})
+        return spec + prequantized_note(run)
     keys = ("dtype", *HF_QUANTIZATION_ARGS)
     return spec_text(run.backend, {key: args[key] for key in keys if _given(args.get(key))})
+
+
+def prequantized_note(run: Run) -> str:
+    """`` (prequantized METHOD)`` for a qeval run of a checkpoint saved already quantized (its
+    block's ``prequantized`` holds the checkpoint's quantization_config; METHOD its
+    ``quant_method``), else "": such a run's ``none`` is not an unquantized model."""
+    config = run.qeval.get("prequantized")
+    if not config:
+        return ""
+    method = scalar_text(_mapping(config).get("quant_method"))
+    return f" (prequantized {method})" if method else " (prequantized)"
+
+
+def is_prequantized(run: Run) -> bool:
+    """Whether ``run`` evaluated a checkpoint saved already quantized
+    (:func:`prequantized_note`)."""
+    return bool(run.qeval.get("prequantized"))
 
 
 def spec_text(name: str, options: dict[str, Any]) -> str:
@@ -843,14 +861,23 @@ def choose_baseline(runs: list[Run], spec: str | None) -> tuple[Run | None, str]
         several = f" (several match: {', '.join(sorted(r.label for r in named))})" if named else ""
         return None, f"no baseline: no run is --baseline {spec}{several}; deltas not computed"
     # a checkpoint saved already quantized, evaluated with quantizer=none, is not unquantized
-    nones = [run for run in runs if run.quantizer == "none" and not run.qeval.get("prequantized")]
-    if nones:
-        first = min(nones, key=_by_label)
+    nones = [run for run in runs if run.quantizer == "none"]
+    unquantized = [run for run in nones if not is_prequantized(run)]
+    if unquantized:
+        first = min(unquantized, key=_by_label)
         return first, f"baseline {first.label} (the unquantized qeval run)"
     plain = [run for run in runs if run.is_plain_hf]
     if plain:
         first = min(plain, key=_by_label)
         return first, f"baseline {first.label} (plain {first.backend} run; no qeval none run)"
+    if nones:
+        which = (
+            "the only quantizer=none run is" if len(nones) == 1 else "every quantizer=none run is"
+        )
+        return None, (
+            f"no baseline: {which} of an already-quantized checkpoint (evaluate the unquantized "
+            "model with quantizer=none, or pass --baseline SPEC); deltas not computed"
+        )
     return None, (
         "no baseline: no quantizer=none or plain hf run of this model (pass --baseline SPEC); "
         "deltas not computed"
@@ -865,7 +892,7 @@ def matches_spec(run: Run, spec: str, any_options: bool = False) -> bool:
     """Whether ``spec`` names ``run``: its name is the label's, the quantizer or one of its
     aliases, and its options are the label's (in any order; any options if ``any_options``)."""
     name, options = _split_spec(spec)
-    label_name, label_options = _split_spec(run.label)
+    label_name, label_options = _split_spec(run.label.removesuffix(prequantized_note(run)))
     names = {label_name, run.quantizer, scalar_text(run.qeval.get("requested_as")), *_aliases(run)}
     return name in names and (any_options or options == label_options)
 

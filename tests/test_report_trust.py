@@ -366,3 +366,46 @@ def test_printable_escapes_control_characters():
     assert printable("qeval_demo_cloze →▁█ ±−∞ 中文") == "qeval_demo_cloze →▁█ ±−∞ 中文"
     hostile = "[red]x[/red] \x1b]8;;http://e.x\x07link"
     assert printable(printable(hostile)) == printable(hostile)  # idempotent
+
+
+def prequantized_run(tmp_path: Path, model: str, name: str) -> Path:
+    """The none fixture as a quantizer=none run of a checkpoint saved with bitsandbytes NF4."""
+    data = fixture()
+    data["config"]["model_args"]["pretrained"] = model
+    data["config"]["qeval"]["prequantized"] = {
+        "quant_method": "bitsandbytes",
+        "load_in_4bit": True,
+        "bnb_4bit_quant_type": "nf4",
+    }
+    data["date"] += 1  # newer than the fixture
+    return put(tmp_path, f"{name}/results.json", data)
+
+
+def test_a_prequantized_checkpoint_is_labelled_and_never_the_baseline(tmp_path):
+    """Its run was labelled plain ``none``, and the reason said there was no none run; beside
+    an unquantized none run of the same model it was merged away as a duplicate."""
+    alone = prequantized_run(tmp_path, "/ckpt/tiny-nf4", "a")
+    runs, warnings = load_runs([alone])
+    assert [run.label for run in runs] == ["none (prequantized bitsandbytes)"]
+    (comparison,) = compare(runs, warnings=warnings).comparisons
+    assert comparison.baseline is None
+    assert comparison.baseline_reason == (
+        "no baseline: the only quantizer=none run is of an already-quantized checkpoint "
+        "(evaluate the unquantized model with quantizer=none, or pass --baseline SPEC); deltas "
+        "not computed"
+    )
+    text = text_at(compare(runs), 120)
+    assert "none (prequantized bitsandbytes)" in text and "no quantizer=none" not in text
+    (chosen,) = compare(runs, "none").comparisons  # named on purpose: it is the baseline
+    assert chosen.baseline is runs[0]
+    # beside the unquantized none run of the same model: two rows, the unquantized the baseline
+    runs, warnings = load_runs([NONE_RUN, prequantized_run(tmp_path, "qeval-tiny", "b")])
+    report = compare(runs, warnings=warnings)
+    assert report.warnings == []
+    (comparison,) = report.comparisons
+    assert [(row.run.label, row.is_baseline) for row in comparison.rows] == [
+        ("none", True),
+        ("none (prequantized bitsandbytes)", False),
+    ]
+    exported = report.to_dict()["models"][0]["runs"]
+    assert [run["label"] for run in exported] == ["none", "none (prequantized bitsandbytes)"]
