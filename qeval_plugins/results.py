@@ -21,7 +21,8 @@ metrics per setting, read from the task's ``configs`` metadata (else its name), 
 ``qeval_<sweep>_summary`` figures. These per-setting tasks are still scored against the baseline
 (JSON, CSV) but are no columns of the summary table; the summary tasks are, with ``rougeL_gap``.
 
-Nothing read can crash the report: unreadable, corrupt or truncated JSON, JSON nested deeper than
+Nothing read can crash the report: unreadable, empty or binary files, text that is not JSON,
+corrupt or truncated JSON, JSON nested deeper than
 the interpreter's recursion limit, integers too long for a float (more than 308 digits), files of
 other tools, values of unexpected types, NaN values, infinite values (but dB figures), missing,
 negative or non-finite standard errors, different task sets and duplicates each become one warning
@@ -381,9 +382,14 @@ def _result_files(paths: Sequence[str | Path], warnings: list[str]) -> Iterable[
 def read_run(path: Path) -> tuple[Run | None, list[str]]:
     """One results file as a :class:`Run` (None if it is not one) and its warning lines."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
+        raw = path.read_bytes()
+    except OSError as error:
         return None, [f"{path}: cannot read ({error}); skipped"]
+    text = _as_text(raw)
+    if text is None:
+        return None, [f"{path}: not text (binary: NUL bytes or not UTF-8); skipped"]
+    if not text.strip():
+        return None, [f"{path}: empty file; skipped"]
     huge: list[int] = []  # digit counts of integers too long for a float
     try:
         data = json.loads(text, parse_int=lambda digits: _parse_int(digits, huge))
@@ -458,10 +464,26 @@ def _error_text(error: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _as_text(raw: bytes) -> str | None:
+    """``raw`` decoded as UTF-8 (a byte-order mark dropped); None for binary data: NUL bytes, or
+    bytes that are not UTF-8."""
+    if b"\0" in raw:
+        return None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None
+
+
 def _json_problem(error: json.JSONDecodeError, text: str) -> str:
+    """What is wrong with a text that is not JSON: it does not start as JSON ("not JSON"), it
+    stops before its closing bracket ("truncated JSON") or it breaks the syntax inside."""
+    where = f"line {error.lineno}, column {error.colno}: {error.msg}"
+    if not text.lstrip().startswith(("{", "[")):
+        return f"not JSON ({where})"
     if not text.rstrip().endswith(("}", "]")):
         return f"truncated JSON (cut off at line {text.count(chr(10)) + 1})"
-    return f"not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
+    return f"not valid JSON ({where})"
 
 
 @dataclass

@@ -340,7 +340,7 @@ def test_odd_files_never_crash(tmp_path):
     assert len(warnings) == 6, warnings
     for name, meaning in [
         ("results_list.json", "not an lm-eval results file"),
-        ("results_empty.json", "truncated JSON"),
+        ("results_empty.json", "empty file; skipped"),
         ("results_no_numbers.json", "no numeric metrics"),
         # read once although named twice
         ("results_odd.json", "stderr negative or not finite for v/acc; treated as missing"),

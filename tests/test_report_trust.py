@@ -168,6 +168,36 @@ def test_bare_infinity_and_nan_tokens_are_read(tmp_path):
     assert "−∞" in worst
 
 
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"", "empty file"),
+        (b" \n\t\n", "empty file"),
+        (b"\x00\xc3\xbf garbage", "not text (binary: NUL bytes or not UTF-8)"),
+        (b"\x89PNG\r\n\x1a\n\xff\xd8", "not text (binary: NUL bytes or not UTF-8)"),
+        (b"hello world", "not JSON (line 1, column 1: Expecting value)"),
+        (b"<html><body>404</body></html>", "not JSON (line 1, column 1: Expecting value)"),
+        (b'{"results": {"t": {"acc,none": 0.5', "truncated JSON (cut off at line 1)"),
+        (b'{"results": {"t" 0.5}}', "not valid JSON (line 1, column 18: Expecting ':' "),
+    ],
+)
+def test_a_file_that_is_not_results_says_what_it_is(tmp_path, content, problem):
+    """Binary, empty and non-JSON files were all "truncated JSON" (or a codec's message)."""
+    path = tmp_path / "results.json"
+    path.write_bytes(content)
+    runs, warnings = load_runs([tmp_path])
+    assert runs == []
+    (warning,) = warnings
+    assert warning.startswith(f"{path}: {problem}") and warning.endswith("; skipped"), warning
+
+
+def test_a_byte_order_mark_is_read(tmp_path):
+    path = put(tmp_path, "results.json", "")
+    path.write_bytes(b"\xef\xbb\xbf" + NONE_RUN.read_bytes())
+    (run,), warnings = load_runs([path])
+    assert warnings == [] and run.label == "none"
+
+
 def test_huge_figures_are_compact_and_odd_values_get_a_warning(tmp_path):
     """1e308 seconds and 1e300 accuracy were written out in full (300 digits, splitting the
     table); ∞ accuracy had no warning; a negative stderr was shown (±-1.00e+300) and used for
