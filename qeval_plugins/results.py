@@ -21,12 +21,11 @@ metrics per setting, read from the task's ``configs`` metadata (else its name), 
 ``qeval_<sweep>_summary`` figures. These per-setting tasks are still scored against the baseline
 (JSON, CSV) but are no columns of the summary table; the summary tasks are, with ``rougeL_gap``.
 
-Nothing read can crash the report: unreadable, empty or binary files, text that is not JSON,
-corrupt or truncated JSON, JSON nested deeper than
-the interpreter's recursion limit, integers too long for a float (more than 308 digits), files of
-other tools, values of unexpected types, NaN values, infinite values (but dB figures), missing,
-negative or non-finite standard errors, different task sets and duplicates each become one warning
-line, and everything else is still compared. Runs of one
+Nothing read can crash the report: unreadable, empty or binary files, text that is not JSON, corrupt
+or truncated JSON, JSON nested deeper than the interpreter's recursion limit, integers too long for
+a float (more than 308 digits), files of other tools, values of unexpected types, NaN values,
+infinite values (but dB figures), missing, negative or non-finite standard errors, different task
+sets and duplicates each become one warning line, and everything else is still compared. Runs of one
 model whose settings differ (limit, few-shot, gen_kwargs, seeds, chat template, model revision or
 dtype, lm-eval or qeval version: :data:`SETTINGS`) get one warning line: their deltas may measure
 the settings rather than the quantization.
