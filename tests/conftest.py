@@ -90,3 +90,19 @@ def run_cli(
         cwd=cwd,
         timeout=timeout,
     )
+
+
+def only_qeval_group(monkeypatch, points: list) -> None:
+    """Answer ``entry_points(group="qeval")`` with ``points``; every other group as installed.
+
+    ``importlib.metadata`` is process-wide: torch, imported for the first time during a test,
+    would otherwise load the fake plugins as its device backends.
+    """
+    from importlib import metadata
+
+    real = metadata.entry_points
+
+    def entry_points(**selection):
+        return points if selection.get("group") == "qeval" else real(**selection)
+
+    monkeypatch.setattr(metadata, "entry_points", entry_points)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import lm_eval_args, run_cli
+from conftest import lm_eval_args, only_qeval_group, run_cli
 
 from qeval_plugins import QevalError
 from qeval_plugins.plugins import Registry
@@ -65,12 +65,10 @@ def test_model_path_that_is_not_a_checkpoint(tmp_path):
 def test_unknown_quantizer_mentions_plugins_that_failed(monkeypatch, tmp_path):
     from importlib import metadata
 
-    from qeval_plugins import plugins as plugins_module
-
     (tmp_path / "exploding_plugin.py").write_text("raise ImportError('no module named foo')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     point = metadata.EntryPoint(name="exploding", value="exploding_plugin", group="qeval")
-    monkeypatch.setattr(plugins_module.metadata, "entry_points", lambda group: [point])
+    only_qeval_group(monkeypatch, [point])
     with pytest.raises(QevalError, match="Plugins that failed to load: exploding"):
         Registry().load().get("exploding-q")
 

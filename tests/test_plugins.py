@@ -11,9 +11,9 @@ import textwrap
 from importlib import metadata
 
 import pytest
+from conftest import only_qeval_group
 
 from qeval_plugins import QevalError
-from qeval_plugins import plugins as plugins_module
 from qeval_plugins.plugins import Registry
 
 BUILTIN_QUANTIZERS = {"none", "bnb-int8", "bnb-nf4", "bnb-fp4", "bnb-nf4-dq", "bnb-fp4-dq", "rtn"}
@@ -30,7 +30,7 @@ def fake_plugins(monkeypatch, tmp_path, modules: dict[str, str]) -> None:
         metadata.EntryPoint(name=name, value=f"fakeplugin_{name}", group="qeval")
         for name in modules
     ]
-    monkeypatch.setattr(plugins_module.metadata, "entry_points", lambda group: points)
+    only_qeval_group(monkeypatch, points)
 
 
 def test_builtins_register_through_the_public_hook():
