@@ -45,7 +45,10 @@ def fsync_dir(folder: Path) -> None:
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically and durably (see the module docstring)."""
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # the name is cut so that a target name of up to 255 bytes still leaves a legal temporary name
+    handle, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name[:64]}.", suffix=".tmp"
+    )
     try:
         fcntl.flock(handle, fcntl.LOCK_EX)  # tells remove_stale_temporaries that we are alive
         os.fchmod(handle, _file_mode())

@@ -40,13 +40,13 @@ import os
 import re
 import stat
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from qeval_plugins import atomic
 from qeval_plugins.errors import QevalError
 from qeval_plugins.results import (
     INTEGER_SWEEPS,
@@ -701,36 +701,18 @@ def _write_in_place(path: Path, data: bytes) -> Path:
 
 
 def write_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, then rename it (never half-written).
+    """Replace ``path`` with ``data`` through :func:`qeval_plugins.atomic.write_atomic`.
 
-    The file gets the permissions of any new file, 0o666 less the umask (0644 under the usual
-    umask 022; the temporary file alone would keep 0600). ``path``'s folder must exist; an OS
-    error (no space, no permission) is a one-line :class:`QevalError`.
+    Never half-written, with a new file's permissions; an OS error (no space, no permission) is a
+    one-line :class:`QevalError`.
     """
     try:
-        handle, temporary = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.name[:64]}.", suffix=".tmp"
-        )
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(data)
-                os.fchmod(stream.fileno(), 0o666 & ~_umask())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        atomic.write_atomic(path, data)
     except OSError as error:
         raise QevalError(
             f"cannot write {printable(str(path))}: {error.strerror or error}"
         ) from error
     return path
-
-
-def _umask() -> int:
-    """The process's umask (read by setting it, then restoring it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def make_folder(folder: Path) -> Path:
