@@ -91,10 +91,10 @@ def measure(spec: str, checkpoint: Path, device: str, args) -> dict:
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM
 
-    from qeval_plugins.memory import model_storage_bytes
-    from qeval_plugins.models import checkpoint_parameter_count
-    from qeval_plugins.plugins import get_registry
-    from qeval_plugins.specs import check_spec
+    from qeval_plugins.backend.checkpoints import checkpoint_parameter_count
+    from qeval_plugins.backend.memory import model_storage_bytes
+    from qeval_plugins.core.registry import get_registry
+    from qeval_plugins.core.specs import check_spec
 
     plan = check_spec(spec, device)
     quantizer = plan.quantizer

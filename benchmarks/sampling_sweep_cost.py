@@ -22,8 +22,8 @@ def evaluate(model: str, spec: str, tasks: list[str], limit: int, device: str) -
     import lm_eval
     from lm_eval.tasks import TaskManager
 
+    from qeval_plugins.core.specs import spec_model_args
     from qeval_plugins.paths import tasks_path
-    from qeval_plugins.specs import spec_model_args
 
     with tempfile.TemporaryDirectory() as cache:
         os.environ["QEVAL_CACHE_DIR"] = cache

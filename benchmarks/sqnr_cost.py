@@ -42,7 +42,7 @@ Units and method, per child process:
   (model load + quantization, the reference's load included), requests (lm-eval's
   ``loglikelihood_rolling``), reference / compare / weights (the three passes of ``qeval_sqnr``),
   cache (reference cache read and write); other = the rest of the wall time;
-* model sizes — unquantized: ``qeval_plugins.models.checkpoint_parameter_bytes`` (bytes of the
+* model sizes — unquantized: ``backend.checkpoints.checkpoint_parameter_bytes`` (bytes of the
   checkpoint's tensors in their stored dtype); quantized: ``config.qeval.param_bytes_after`` of
   the results (state-dict bytes after quantization); cache: size of the ``.pt`` reference file.
   MB = 10**6 bytes.
@@ -116,7 +116,7 @@ metric_list:
 metadata:
   version: 1.0
 """
-PPL_UTILS = "from qeval_plugins.sqnr_task import load_texts\n\n__all__ = ['load_texts']\n"
+PPL_UTILS = "from qeval_plugins.evals.sqnr.task import load_texts\n\n__all__ = ['load_texts']\n"
 
 
 # ---------------------------------------------------------------- child: one measurement
@@ -166,7 +166,9 @@ def time_phases(phases: dict[str, list[float]]) -> None:
     """
     from lm_eval.models.huggingface import HFLM
 
-    from qeval_plugins import lm, reference_cache, sqnr
+    from qeval_plugins.backend import lm
+    from qeval_plugins.evals.sqnr import engine as sqnr
+    from qeval_plugins.storage import cache as reference_cache
 
     depth = [0]
 
@@ -209,9 +211,9 @@ def child(args: argparse.Namespace) -> None:
     import transformers.models.llama.modeling_llama  # noqa: F401
     from lm_eval.tasks import TaskManager
 
-    import qeval_plugins.lm
-    import qeval_plugins.sqnr
-    import qeval_plugins.sqnr_task  # noqa: F401
+    import qeval_plugins.backend.lm
+    import qeval_plugins.evals.sqnr.engine
+    import qeval_plugins.evals.sqnr.task  # noqa: F401
 
     if args.quantizer.startswith("bnb"):
         import bitsandbytes  # noqa: F401
@@ -283,7 +285,7 @@ def build_checkpoint(preset: str, directory: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from qeval_plugins.models import EMBEDDED_MODELS
+    from qeval_plugins.backend.checkpoints import EMBEDDED_MODELS
 
     tokenizer = AutoTokenizer.from_pretrained(EMBEDDED_MODELS["qeval-tiny"])
     tokenizer.model_max_length = 2048
@@ -306,7 +308,7 @@ def token_counts(model_dir: str, limit: int | None) -> list[int]:
     """Tokens of each measured passage (without special tokens), as the backend encodes them."""
     from transformers import AutoTokenizer
 
-    from qeval_plugins.sqnr_task import load_texts
+    from qeval_plugins.evals.sqnr.task import load_texts
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     texts = load_texts()["test"]["text"][:limit]
@@ -517,9 +519,9 @@ def report(runs: dict, args: argparse.Namespace, setup: dict, cache_bytes: int) 
 
 def parent(args: argparse.Namespace) -> None:
     """Build or take the model, write the perplexity task, run the children, report."""
-    from qeval_plugins.models import checkpoint_parameter_bytes
+    from qeval_plugins.backend.checkpoints import checkpoint_parameter_bytes
+    from qeval_plugins.core.specs import check_spec, spec_model_args
     from qeval_plugins.paths import tasks_path
-    from qeval_plugins.specs import check_spec, spec_model_args
 
     check_spec(args.quantizer, args.device)  # a bad spec fails here, before any model is built
     scratch = Path(tempfile.mkdtemp(prefix="sqnr_cost_"))

@@ -14,11 +14,11 @@ transformers, bitsandbytes or gptqmodel.
 import importlib
 
 _PUBLIC = {
-    "QevalError": "qeval_plugins.errors",
-    "Option": "qeval_plugins.options",
-    "LoadContext": "qeval_plugins.quantizer",
-    "Quantizer": "qeval_plugins.quantizer",
-    "hookimpl": "qeval_plugins.hookspecs",
+    "QevalError": "qeval_plugins.core.errors",
+    "Option": "qeval_plugins.core.options",
+    "LoadContext": "qeval_plugins.core.quantizer",
+    "Quantizer": "qeval_plugins.core.quantizer",
+    "hookimpl": "qeval_plugins.core.hookspecs",
 }
 
 __all__ = sorted(_PUBLIC)

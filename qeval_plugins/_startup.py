@@ -4,7 +4,8 @@ lm-eval 0.4.13 has no entry-point discovery for models: a backend is only found 
 imports the module that registers it. The wheel installs ``qeval_lm_eval.pth``, which imports this
 module in every interpreter of the environment. It does almost nothing: it adds an import hook that
 waits for ``lm_eval.api.registry`` to be imported and then registers ``qeval`` as a *lazy*
-placeholder (``qeval_plugins.lm:QevalLM``), after making sure lm-eval's own models are registered
+placeholder (``qeval_plugins.backend.lm:QevalLM``), after making sure lm-eval's own models are
+registered
 first (lm-eval only auto-registers them when its registry is empty). Nothing heavy is imported
 unless ``--model qeval`` is actually used. It is idempotent (a venv may process .pth files twice)
 and never raises: a failure here must not break the interpreter. It imports only modules the
@@ -15,7 +16,7 @@ import importlib.machinery
 import sys
 
 REGISTRY_MODULE = "lm_eval.api.registry"
-BACKEND_TARGET = "qeval_plugins.lm:QevalLM"
+BACKEND_TARGET = "qeval_plugins.backend.lm:QevalLM"
 
 
 def register_backend(registry_module) -> None:

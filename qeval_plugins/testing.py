@@ -88,7 +88,7 @@ def check_quantizer(name: str, model_dir: str | Path | None = None, **options: A
     safetensors weights). Checks, in order:
 
     1. the quantizer is registered and enabled (its name, aliases, description and option
-       declarations pass :func:`qeval_plugins.quantizer.contract_problems`) and every option
+       declarations pass :func:`qeval_plugins.core.quantizer.contract_problems`) and every option
        has help text;
     2. the defaults validate: ``resolve_options`` and ``finalize_options`` accept them;
     3. ``load_kwargs`` and ``quantize`` keep the contract (a dict; a ``torch.nn.Module``; the
@@ -108,15 +108,15 @@ def check_quantizer(name: str, model_dir: str | Path | None = None, **options: A
     import torch
     from transformers import AutoModelForCausalLM
 
-    from qeval_plugins.options import resolve_options
-    from qeval_plugins.plan import plan_quantization
-    from qeval_plugins.plugins import (
+    from qeval_plugins.core.options import resolve_options
+    from qeval_plugins.core.plan import plan_quantization
+    from qeval_plugins.core.registry import (
         get_registry,
         run_finalize_options,
         run_load_kwargs,
         run_quantize,
     )
-    from qeval_plugins.sqnr import weight_energies
+    from qeval_plugins.evals.sqnr.engine import weight_energies
 
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = Path(model_dir) if model_dir else make_tiny_model(Path(scratch) / "tiny")

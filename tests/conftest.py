@@ -42,7 +42,7 @@ def tasks_dir() -> Path:
 @pytest.fixture
 def fresh_registry(monkeypatch):
     """Reload plugins for this test (and again afterwards), so env changes take effect."""
-    from qeval_plugins.plugins import reset_registry
+    from qeval_plugins.core.registry import reset_registry
 
     reset_registry()
     yield

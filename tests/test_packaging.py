@@ -31,8 +31,8 @@ def test_wheel_contents(wheel):
         .read(next(n for n in names if n.endswith("entry_points.txt")))
         .decode()
     )
-    assert "[lm_eval.models]\nqeval = qeval_plugins.lm:QevalLM" in entry_points
-    assert "[console_scripts]\nqeval = qeval_plugins.cli:main" in entry_points
+    assert "[lm_eval.models]\nqeval = qeval_plugins.backend.lm:QevalLM" in entry_points
+    assert "[console_scripts]\nqeval = qeval_plugins.cli.main:main" in entry_points
 
 
 @pytest.mark.slow
@@ -41,7 +41,7 @@ def test_installed_wheel_finds_its_tasks_and_model(wheel, tmp_path):
     pip("install", "--target", str(target), str(wheel))
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from qeval_plugins.paths import tasks_path; from qeval_plugins.models import "
+        "from qeval_plugins.paths import tasks_path; from qeval_plugins.backend.checkpoints import "
         "resolve_pretrained; print(tasks_path()); print(resolve_pretrained('qeval-tiny'))"
     )
     # -S: no site-packages, so the editable checkout (imported at start-up) cannot shadow it

@@ -26,8 +26,8 @@ CPU_BUILTINS = [
 
 
 def test_every_cpu_builtin_is_checked():
-    from qeval_plugins.plan import availability
-    from qeval_plugins.plugins import Registry
+    from qeval_plugins.core.plan import availability
+    from qeval_plugins.core.registry import Registry
 
     registry = Registry().load()
     builtins = {
@@ -99,7 +99,7 @@ def test_a_hook_answer_of_the_wrong_shape_fails_the_check(
     packed_plugin(monkeypatch, tmp_path, "transposed")
     with pytest.raises(QevalError, match=r"plugin 'packed': .*shape"):
         check_quantizer("packed", tiny_model_dir)
-    from qeval_plugins.plugins import reset_registry
+    from qeval_plugins.core.registry import reset_registry
 
     (tmp_path / "right").mkdir()
     packed_plugin(monkeypatch, tmp_path / "right", "right")

@@ -1,5 +1,5 @@
-"""Entry points for the sampling YAMLs; the implementation lives in qeval_plugins.sampling_task."""
+"""Entry points for the sampling YAMLs; the implementation: qeval_plugins.evals.sampling.task."""
 
-from qeval_plugins.sampling_task import SamplingTask, SensitivitySummaryTask, load_prompts
+from qeval_plugins.evals.sampling.task import SamplingTask, SensitivitySummaryTask, load_prompts
 
 __all__ = ["SamplingTask", "SensitivitySummaryTask", "load_prompts"]

@@ -1,0 +1,230 @@
+"""The lm-eval backend ``qeval``: lm-eval's HFLM, with the model coming from a quantizer plugin.
+
+Only model creation changes: :meth:`QevalLM._create_model` asks the chosen quantizer for extra
+``from_pretrained`` arguments, lets HFLM load (so ``accelerate launch`` data parallelism,
+``parallelize=True`` and every ``hf`` model_arg keep working), then lets the quantizer transform
+the loaded model. The backend knows nothing about any particular quantization library.
+"""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+
+from qeval_plugins.backend.checkpoints import (
+    DEFAULT_MODEL,
+    checkpoint_parameter_bytes,
+    checkpoint_parameter_count,
+    checkpoint_quantization,
+    resolve_pretrained,
+)
+from qeval_plugins.backend.memory import model_storage_bytes
+from qeval_plugins.backend.model_args import checked_model_args, parse_model_args
+from qeval_plugins.backend.throughput import Throughput, peak_memory
+from qeval_plugins.core.errors import QevalError, install_excepthook
+from qeval_plugins.core.plan import plan_quantization
+from qeval_plugins.core.version import qeval_version
+
+install_excepthook()
+
+T = TypeVar("T")
+_HFLM_PARAMS = set(inspect.signature(HFLM.__init__).parameters) - {"self", "kwargs"}
+
+
+@register_model("qeval")
+class QevalLM(HFLM):
+    """HFLM whose model is loaded and quantized by the quantizer named in ``quantizer=``.
+
+    Model args: everything ``--model hf`` accepts, plus ``quantizer`` (default ``none``) and the
+    chosen quantizer's options (``qeval quantizers`` lists them). ``pretrained`` defaults to the
+    embedded ``qeval-tiny``.
+    """
+
+    def __init__(self, pretrained: Any = DEFAULT_MODEL, quantizer: Any = "none", **kwargs: Any):
+        if not isinstance(pretrained, str):
+            raise QevalError(
+                "--model qeval loads and quantizes the model itself: pass pretrained= a path or "
+                "hub id, not a model object."
+            )
+        self._qeval_plan = plan_quantization(quantizer, kwargs, _HFLM_PARAMS, kwargs.get("device"))
+        self._qeval_throughput = Throughput()
+        pretrained = resolve_pretrained(pretrained)
+        self._qeval_plan.measured["prequantized"] = prequantized = checkpoint_quantization(
+            pretrained, kwargs.get("revision")
+        )
+        if prequantized and self._qeval_plan.quantizer.name != "none":
+            raise QevalError(
+                f"model '{pretrained}' is already quantized (quant_method="
+                f"{prequantized.get('quant_method')}); quantizer "
+                f"'{self._qeval_plan.quantizer.name}' cannot apply on top of it. Give the "
+                f"unquantized checkpoint, or evaluate this one as it is with quantizer=none (it is "
+                f"then recorded as prequantized, never used as an unquantized baseline)."
+            )
+        try:
+            super().__init__(pretrained=pretrained, **kwargs)
+        except OSError as error:  # transformers' "not a local folder and not a valid hub id"
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise QevalError(
+                f"could not load model '{pretrained}': {first_line} Give a local model directory "
+                f"(or a hub id with network access)."
+            ) from error
+        except TypeError as error:  # an unknown model_arg reached the model's constructor
+            unknown = re.search(r"unexpected keyword argument '([^']+)'", str(error))
+            if unknown is None:
+                raise
+            raise QevalError(
+                f"model_arg '{unknown.group(1)}' is not known to qeval, lm-eval's hf backend or "
+                f"the model; check its spelling ('qeval quantizers' lists quantizer options)."
+            ) from error
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
+        """Build from a ``--model_args`` string, read strictly by :func:`parse_model_args`."""
+        return cls.create_from_arg_obj(parse_model_args(arg_string), additional_config)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None):
+        """Build from parsed model_args (what the ``lm_eval`` command passes), checked.
+
+        :func:`checked_model_args` strips stray spaces and refuses repeated keys.
+        """
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        return cls(**checked_model_args(arg_dict, sys.argv), **extra)
+
+    def _create_model(self, pretrained: str, dtype: Any = "auto", **kwargs: Any) -> None:
+        self._qeval_load_args = {"pretrained": pretrained, "dtype": dtype, "kwargs": dict(kwargs)}
+        from qeval_plugins.core.registry import run_load_kwargs, run_quantize
+
+        plan = self._qeval_plan
+        context = plan.context(str(self.device), dtype, pretrained, kwargs.get("revision"))
+        extra = run_load_kwargs(plan.quantizer, plan.plugin, plan.options, context)
+        dtype = extra.pop("dtype", dtype)
+        if extra.get("quantization_config") is not None:
+            kwargs["quantization_config"] = extra.pop("quantization_config")
+        started = time.perf_counter()
+        super()._create_model(pretrained, dtype=dtype, **kwargs, **extra)
+        loaded = time.perf_counter()
+        self._model = run_quantize(plan.quantizer, plan.plugin, self._model, plan.options, context)
+        done = time.perf_counter()
+        if "quantize_seconds" in plan.measured:  # a reload after the reference pass
+            return
+        # a checkpoint saved already quantized holds packed tensors: counting their elements as
+        # parameters (and their bytes as the unquantized size) would give wrong bits/param
+        unquantized = not plan.measured.get("prequantized")
+        plan.measured.update(
+            load_seconds=round(loaded - started, 4),  # includes load-time quantization
+            transform_seconds=round(done - loaded, 4),  # quantize() after loading
+            quantize_seconds=round(done - started, 4),  # checkpoint -> quantized model
+            param_bytes_before=(
+                checkpoint_parameter_bytes(pretrained, str(dtype)) if unquantized else None
+            ),
+            param_bytes_after=model_storage_bytes(self._model),
+            param_count=checkpoint_parameter_count(pretrained) if unquantized else None,
+        )
+        if plan.measured["param_count"]:
+            plan.measured["bits_per_param"] = round(
+                8 * plan.measured["param_bytes_after"] / plan.measured["param_count"], 4
+            )
+
+    def _loglikelihood_tokens(self, requests, *args: Any, **kwargs: Any):
+        """HFLM's scoring, timed: tokens = context + continuation tokens of every request."""
+        with self._qeval_throughput.timing("loglikelihood") as counted:
+            results = super()._loglikelihood_tokens(requests, *args, **kwargs)
+            counted.append(
+                sum(len(context) + len(continuation) for _, context, continuation in requests)
+            )
+        return results
+
+    def generate_until(self, requests, *args: Any, **kwargs: Any):
+        """HFLM's generation, timed: tokens = new tokens of the returned continuations."""
+        with self._qeval_throughput.timing("generate") as counted:
+            results = super().generate_until(requests, *args, **kwargs)
+            counted.append(sum(len(self.tok_encode(text)) for text in results))
+        return results
+
+    def qeval_sqnr(self, requests: list) -> list[dict]:
+        """Answer the ``qeval_sqnr`` task's requests (lm-eval dispatches by request type)."""
+        from qeval_plugins.evals.sqnr.engine import run
+
+        return run(self, requests)
+
+    def qeval_sample(self, requests: list) -> list[dict]:
+        """Answer the sampling-sensitivity tasks' requests: matched quantized/reference samples."""
+        from qeval_plugins.evals.sampling.engine import run
+
+        return run(self, requests)
+
+    def require_reference(self) -> None:
+        """Raise a one-line QevalError when this run has no unquantized reference.
+
+        That is the case for a checkpoint saved already quantized: tasks that compare with the
+        unquantized model call this before any work.
+        """
+        prequantized = self._qeval_plan.measured.get("prequantized")
+        if prequantized:
+            raise QevalError(
+                f"this checkpoint is already quantized (quant_method="
+                f"{prequantized.get('quant_method')}), so qeval has no unquantized reference to "
+                f"compare it with; run this task on the unquantized checkpoint with a quantizer."
+            )
+
+    def on_reference_model(self, work: Callable[[Any], T]) -> T:
+        """``work(reference)`` on the unquantized model in the run's dtype; returns its result.
+
+        Never holds both models: the quantized model is dropped first and loaded (and quantized)
+        again afterwards, when ``work`` has returned and nothing refers to the reference any more.
+        With ``quantizer=none`` the model itself is the reference; a checkpoint saved already
+        quantized has no unquantized reference here (one line saying so).
+        """
+        self.require_reference()
+        if self._qeval_plan.quantizer.name == "none":
+            return work(self.model)
+        args = self._qeval_load_args
+        self._model = None
+        release_memory(str(self.device))
+        HFLM._create_model(self, args["pretrained"], dtype=args["dtype"], **args["kwargs"])
+        try:
+            return work(self._model)
+        finally:
+            self._model = None
+            release_memory(str(self.device))
+            self._create_model(args["pretrained"], dtype=args["dtype"], **args["kwargs"])
+            self._model.eval()
+
+    def checkpoint_dir(self) -> str:
+        """Local folder of the checkpoint's files (the hub cache folder for hub ids)."""
+        pretrained = self._qeval_load_args["pretrained"]
+        if os.path.isdir(pretrained):
+            return pretrained
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(pretrained, revision=self.revision, local_files_only=True)
+
+    def get_model_info(self) -> dict:
+        """lm-eval's model info plus the ``qeval`` block (quantizer, options, plugin, sizes)."""
+        info = super().get_model_info()
+        info["qeval"] = {
+            "qeval_version": qeval_version(),
+            **self._qeval_plan.record(),
+            "peak_memory": peak_memory(str(self.device)),
+            "throughput": self._qeval_throughput.record(),
+        }
+        return info
+
+
+def release_memory(device: str) -> None:
+    """Give freed tensors' memory back (and CUDA's cache) before loading another model."""
+    import torch
+
+    gc.collect()
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,139 @@
+"""What ``qeval plugins`` and ``qeval quantizers`` print, readable at any terminal width.
+
+Each listing is a rich table when every cell fits on one line of it (a wide terminal), else a
+list: per plugin or quantizer a heading line, then its texts indented below, wrapped at spaces —
+a word is cut only when it is longer than a whole line, and no text is shortened with "…".
+Every text a plugin supplied goes through :func:`qeval_plugins.core.registry.printable` and is never
+read as rich markup.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+INDENT = 2  # the list layout's texts under their heading
+OPTION_HELP_INDENT = 6  # an option's help under the option
+SEPARATOR = "  "  # between the parts of a heading
+UNBOUNDED = 1_000_000  # the width a table is measured at: its one-line-per-cell width
+
+
+def print_plugins(registry: Any, console: Any) -> None:
+    """Every plugin of ``registry``: name, version, source, its quantizers, and its status
+    (loaded, or the load error) with its disabled quantizers and name clashes."""
+    from rich.text import Text
+
+    from qeval_plugins.core.registry import printable
+
+    plugins = list(registry.plugins.values())
+    rows = []
+    for info in plugins:
+        error = Text(printable(info.error), style="red") if info.error else None
+        problems = [Text(printable(problem), style="yellow") for problem in info.problems]
+        cells = (info.name, info.version, info.source, ", ".join(info.quantizers))
+        status = error or Text("loaded", style="green")
+        rows.append([*(Text(printable(cell)) for cell in cells), [status, *problems]])
+    columns = ("plugin", "version", "from", "quantizers", "status")
+    if _fits(console, "qeval plugins", columns, rows):
+        return
+    console.print(Text("qeval plugins", style="bold"))
+    for info, (name, version, source, quantizers, status) in zip(plugins, rows, strict=True):
+        name.stylize("bold")
+        state = Text("failed", style="red") if info.error else status[0]
+        _indented(console, [Text(SEPARATOR).join([name, version, source, state])], 0)
+        listed = [Text("quantizers: ") + quantizers] if info.quantizers else []
+        _indented(console, listed + (status if info.error else status[1:]), INDENT)
+
+
+def print_quantizers(registry: Any, console: Any) -> None:
+    """Every quantizer of ``registry``: aliases, description, options (type, default, range,
+    help), whether it can run here, and its plugin."""
+    from rich.text import Text
+
+    from qeval_plugins.core.plan import availability
+    from qeval_plugins.core.registry import printable
+
+    rows = []
+    for entry in registry.all():
+        quantizer = entry.quantizer
+        here = availability(quantizer)
+        options = [
+            (
+                Text(printable(option.describe().replace("|", " | "))),
+                Text(printable(option.help), style="dim"),
+            )
+            for option in quantizer.options
+        ]
+        rows.append(
+            (
+                Text(printable(quantizer.name), style="bold"),
+                Text(printable(", ".join(quantizer.aliases))),
+                Text(printable(quantizer.description)),
+                options,
+                Text(printable(here), style="green" if here == "ok" else "yellow"),
+                Text(printable(entry.plugin.name)),
+            )
+        )
+    columns = ("quantizer", "aliases", "description", "options", "here", "plugin")
+    table_rows = [
+        [name, aliases, description, _option_cell(options), here, plugin]
+        for name, aliases, description, options, here, plugin in rows
+    ]
+    if _fits(console, "qeval quantizers", columns, table_rows, lines=True):
+        return
+    console.print(Text("qeval quantizers", style="bold"))
+    for name, aliases, description, options, here, plugin in rows:
+        heading = [name] + ([Text("(") + aliases + Text(")")] if aliases else [])
+        heading += [here, Text("plugin ") + plugin]
+        console.print()
+        _indented(console, [Text(SEPARATOR).join(heading)], 0)
+        _indented(console, [description], INDENT)
+        for option, help_text in options:
+            _indented(console, [option], INDENT)
+            _indented(console, [help_text], OPTION_HELP_INDENT)
+
+
+def _option_cell(options: list[tuple[Any, Any]]) -> Any:
+    """The options as one table cell: ``describe — help`` per line, "-" when none."""
+    from rich.text import Text
+
+    if not options:
+        return Text("-")
+    return Text("\n").join(option + Text(" — ") + help_text for option, help_text in options)
+
+
+def _fits(
+    console: Any,
+    title: str,
+    columns: tuple[str, ...],
+    rows: list[list[Any]],
+    lines: bool = False,
+) -> bool:
+    """Print ``rows`` as a table titled ``title`` and return True when every cell fits on one
+    line at ``console.width`` (the table's widest rendering needs no wrapping); else print
+    nothing and return False. A cell is a Text or a list of Texts (one line each)."""
+    from rich.measure import Measurement
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title, show_lines=lines)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(Text("\n").join(cell) if isinstance(cell, list) else cell for cell in row))
+    unbounded = console.options.update_width(UNBOUNDED)
+    if Measurement.get(console, unbounded, table).maximum > console.width:
+        return False
+    console.print(table)
+    return True
+
+
+def _indented(console: Any, texts: list[Any], indent: int) -> None:
+    """Each text on lines of its own, ``indent`` spaces in, wrapped at spaces to the console's
+    width (a word longer than a line is cut, never shortened); no trailing spaces."""
+    from rich.text import Text
+
+    pad = Text(" " * indent)
+    for text in texts:
+        for line in text.wrap(console, max(1, console.width - indent), overflow="fold"):
+            line.rstrip()
+            console.print(pad + line, soft_wrap=True)

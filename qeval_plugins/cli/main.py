@@ -1,0 +1,290 @@
+"""The ``qeval`` command: plugins, quantizers, tasks-path, demo, run and report.
+
+User errors print one line (``qeval: error: ...``) and exit with status 2; ``QEVAL_DEBUG=1``
+shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from qeval_plugins.core.errors import QevalError, debug_enabled, format_error
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    """Every plugin: name, version, source, its quantizers, load errors and disabled quantizers."""
+    from qeval_plugins.cli.listing import print_plugins
+    from qeval_plugins.core.registry import get_registry
+
+    print_plugins(get_registry(), _console())
+    return 0
+
+
+def cmd_quantizers(args: argparse.Namespace) -> int:
+    """Every quantizer: aliases, description, options (type, default, range, help), availability."""
+    from qeval_plugins.cli.listing import print_quantizers
+    from qeval_plugins.core.registry import get_registry
+
+    print_quantizers(get_registry(), _console())
+    return 0
+
+
+def cmd_tasks_path(args: argparse.Namespace) -> int:
+    """Print the directory to pass to ``lm_eval --include_path``."""
+    from qeval_plugins.paths import tasks_path
+
+    print(tasks_path())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the baseline and several quantizers over qeval_demo on the embedded model."""
+    from qeval_plugins.cli.demo import run_demo
+
+    run_demo(
+        quantizers=[spec for spec in args.quantizers.split(",") if spec],
+        model=args.model,
+        device=args.device,
+        limit=args.limit,
+        output=args.output,
+        console=_console(),
+    )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Sweep models × quantizers over tasks, resumably; then print the report."""
+    from pathlib import Path
+
+    from qeval_plugins.cli.sweep import sweep
+
+    console = _console()
+    failures = sweep(
+        models=args.model,
+        specs=_split(args.quantizers),
+        tasks=_split(args.tasks),
+        output=Path(args.output),
+        device=args.device or _default_device(),
+        extra=args.lm_eval_args,
+        force=args.force,
+        console=console,
+    )
+    _print_report([args.output], None, console)
+    for line in failures:
+        print(f"qeval: error: {line}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    """List, prune or clear the reference cache."""
+    from qeval_plugins.cli.cache import run
+
+    return run(args, _console())
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Compare runs: rich table, optional export and plots.
+
+    The export format is ``--format``, else the ``--out`` file's extension. A missing input, an
+    ``--out`` that names a folder, lies in a missing folder or has an unknown extension, and a
+    ``--baseline`` that names no run are one error line each, before the report is printed.
+    """
+    from pathlib import Path
+
+    from qeval_plugins.report.compare import printable
+    from qeval_plugins.report.render import destination, export, format_for, plot
+
+    missing = [path for path in args.paths if not Path(path).exists()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise QevalError(
+            f"{printable(missing[0])}: no such file or folder{more}; pass results files or "
+            "folders that exist"
+        )
+    out = destination(args.out) if args.out else None
+    fmt = args.format or (format_for(out) if out else None)
+    if fmt and out is None:
+        out = destination(f"qeval-report.{_EXTENSIONS.get(fmt, fmt)}")
+    report = _print_report(args.paths, args.baseline, _console(), empty_is_error=True)
+    if report is None:
+        return 1
+    if fmt:
+        print(f"wrote {export(report, fmt, out)}")
+    if args.plot:
+        for path in plot(report, args.plot):
+            print(f"wrote {path}")
+    return 0
+
+
+_EXTENSIONS = {"markdown": "md"}
+
+
+def _print_report(paths, baseline, console, empty_is_error=False):
+    """Load, compare and print the runs in ``paths``; returns the report. With
+    ``empty_is_error``, paths that give no run print the reasons (the load warnings, when there
+    were results files) and one error line on stderr instead, and return None."""
+    from qeval_plugins.report.compare import compare, load_runs, no_runs_message
+    from qeval_plugins.report.render import render
+
+    runs, warnings = load_runs(paths)
+    report = compare(runs, baseline, warnings=warnings)
+    if empty_is_error and not runs:
+        message, found = no_runs_message(paths)
+        if found:
+            render(report, console, empty_note=False)
+        print(format_error(QevalError(message)), file=sys.stderr)
+        return None
+    render(report, console)  # load warnings included, one line each
+    return report
+
+
+def _split(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from qeval_plugins.cli.cache import add_arguments as add_cache_arguments
+    from qeval_plugins.cli.demo import DEFAULT_DEMO_QUANTIZERS
+    from qeval_plugins.core.version import qeval_version
+
+    parser = OneLineErrorParser(
+        prog="qeval",
+        description="Measure what post-training quantization does to an LLM, in lm-eval.",
+    )
+    parser.add_argument("--version", action="version", version=f"qeval {qeval_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("plugins", help="list loaded plugins").set_defaults(run=cmd_plugins)
+    commands.add_parser("quantizers", help="list quantizers, options, availability").set_defaults(
+        run=cmd_quantizers
+    )
+    commands.add_parser(
+        "tasks-path", help="print the directory for lm_eval --include_path"
+    ).set_defaults(run=cmd_tasks_path)
+    demo = commands.add_parser(
+        "demo", help="baseline + quantizers on the embedded model, offline, in minutes"
+    )
+    demo.add_argument(
+        "--model", default="qeval-tiny", help="model path or name (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--quantizers",
+        default=",".join(DEFAULT_DEMO_QUANTIZERS),
+        help="comma-separated quantizer specs, options after colons, e.g. rtn:bits=3:group_size=0 "
+        "(default: %(default)s)",
+    )
+    demo.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    demo.add_argument(
+        "--limit", type=positive_int, default=None, help="documents per task (default: all)"
+    )
+    demo.add_argument("--output", default=None, help="also write each run's results JSON here")
+    demo.set_defaults(run=cmd_demo)
+
+    run = commands.add_parser(
+        "run",
+        allow_abbrev=False,
+        help="evaluate models × quantizers with lm-eval (resumable), then report",
+        description="Every other option (e.g. --limit 100 --batch_size 8 --num_fewshot 5) is "
+        "passed to lm_eval unchanged.",
+    )
+    run.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        help="model path, hub id or qeval-tiny (repeat for several)",
+    )
+    run.add_argument(
+        "--quantizers",
+        required=True,
+        help="comma-separated specs NAME[:option=value...], e.g. none,bnb-nf4,rtn:bits=4",
+    )
+    run.add_argument("--tasks", required=True, help="comma-separated lm-eval task names")
+    run.add_argument("--output", required=True, help="folder for the runs (one sub-folder each)")
+    run.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="recompute runs that already exist, replacing results made with other settings",
+    )
+    run.set_defaults(run=cmd_run, passthrough=True)
+
+    cache = commands.add_parser("cache", help="list, prune or clear the reference cache")
+    add_cache_arguments(cache)
+    cache.set_defaults(run=cmd_cache)
+
+    report = commands.add_parser("report", help="compare runs in one table (rich, exports, plots)")
+    report.add_argument("paths", nargs="+", help="results files or folders (searched recursively)")
+    report.add_argument(
+        "--baseline", default=None, help="spec of the baseline run per model (default: none)"
+    )
+    report.add_argument("--format", choices=("markdown", "csv", "json", "html"), default=None)
+    report.add_argument(
+        "--out",
+        "--output",
+        "-o",
+        dest="out",
+        default=None,
+        help="write the report to this file in an existing folder; its extension (.md, .csv, "
+        ".json, .html) sets the format unless --format is given (default qeval-report.EXT)",
+    )
+    report.add_argument("--plot", default=None, metavar="DIR", help="write PNG charts into DIR")
+    report.set_defaults(run=cmd_report)
+    return parser
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse whose usage mistakes are one line, like every other user error.
+
+    ``qeval: error: MESSAGE (see 'qeval COMMAND --help')`` on stderr and exit status 2, instead of
+    the usage block plus a ``prog: error:`` line.
+    """
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("qeval").strip()
+        where = f"qeval {command} --help" if command else "qeval --help"
+        self.exit(2, f"qeval: error: {message} (see '{where}')\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (ASCII digits)."""
+    if not (text.isascii() and text.isdecimal()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got '{text}'")
+    return int(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.command is None:  # a bare ``qeval``: the command list
+        parser.print_help()
+        return 0
+    if unknown and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.lm_eval_args = unknown
+    try:
+        return args.run(args)
+    except QevalError as error:
+        if debug_enabled():
+            raise
+        print(format_error(error), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("qeval: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,407 @@
+"""``qeval run``: evaluate every model × quantizer spec with lm-eval, resumably and safely.
+
+Before the first run every model, spec, passed-on lm-eval option and task name is checked, and
+``--output`` must be a writable folder: a mistake is one line, not a failure per run.
+
+Each run is a fresh ``python -m lm_eval --model qeval ...`` process (memory is fully released
+between runs) writing into a private ``.partial-*`` folder of ``DIR/<model>__<spec>/``.
+
+Resume. A run is skipped when its ``results.json`` holds every requested task and its settings
+record ``qeval_run.json`` (:mod:`qeval_plugins.cli.run_settings`: limit, few-shot, seeds, chat
+template, model args, versions, ...) matches this sweep's. Results made with other settings, with
+unknown settings (no record: an older qeval), or lacking a requested task are never silently
+reused or replaced: the sweep refuses before any run, in one line naming the differences, and
+``--force`` recomputes and replaces them.
+
+Safety.
+
+* New results replace the old only once validated (valid JSON holding every requested task);
+  otherwise the run is reported failed and nothing is replaced (lm-eval exits 0 even when it could
+  not write its results, e.g. on a full disk). The settings record is written first and names the
+  results by checksum, then the results are written atomically (temporary file, fsync, rename): a
+  crash leaves the old pair, or a pair that counts as unknown settings, never a false match.
+* Each run folder has a lock (``.lock``, flock). A second ``qeval run`` on the same ``--output``
+  skips a run another one is computing ("being computed by another qeval run (pid N)") and goes
+  on with the next, so two sweeps share the work instead of doing it twice. Only the lock holder
+  deletes the folder's ``.partial-*`` folders and temporary files: while it holds the lock, any
+  that exist were left by a process that died.
+* Every attempt keeps its own log, ``lm_eval.<date>-<time>.log``; ``lm_eval.log`` links to the
+  latest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from qeval_plugins.backend.checkpoints import resolve_pretrained
+from qeval_plugins.cli.run_settings import (
+    SETTINGS_FILE,
+    LmEvalOptions,
+    differences,
+    parse_lm_eval_args,
+    record_bytes,
+    recorded_settings,
+    run_settings,
+)
+from qeval_plugins.core.errors import QevalError
+from qeval_plugins.core.specs import check_spec, parse_spec, spec_model_args
+from qeval_plugins.storage.atomic import remove_stale_temporaries, write_atomic
+from qeval_plugins.storage.locks import holder_pid, try_locked
+from qeval_plugins.storage.writable import check_writable_dir
+
+RESULTS_FILE = "results.json"
+LOG_FILE = "lm_eval.log"
+LOCK_FILE = ".lock"
+STAMP = "%Y%m%d-%H%M%S-%f"  # of each attempt's log: date, time, microseconds (sorts in time order)
+
+
+def slug(text: str) -> str:
+    """A folder-safe form of a model name or spec: ``rtn:bits=4`` -> ``rtn_bits-4``."""
+    text = text.rstrip("/").replace("/", "--").replace(":", "_").replace("=", "-")
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    model: str
+    spec: str
+    directory: Path
+
+    @property
+    def label(self) -> str:
+        return f"{Path(self.model).name or self.model} × {self.spec}"
+
+
+def plan_runs(models: list[str], specs: list[str], output: Path, device: str) -> list[PlannedRun]:
+    """Validate every model and spec (no model is loaded) and name each run's folder."""
+    for spec in specs:
+        check_spec(spec, device)
+    for given in (specs, models):
+        repeated = sorted({item for item in given if given.count(item) > 1})
+        if repeated:
+            what = "quantizer spec" if given is specs else "--model"
+            raise QevalError(f"{what} '{repeated[0]}' is given twice; give each once.")
+    runs = []
+    for model in models:
+        resolve_pretrained(model)  # a missing local path fails here, before any run starts
+        name = Path(model).name if Path(model).exists() else model
+        runs += [PlannedRun(model, spec, output / f"{slug(name)}__{slug(spec)}") for spec in specs]
+    names = [run.directory for run in runs]
+    if len(set(names)) != len(names):
+        raise QevalError(
+            "two runs would share a folder (models or specs that differ only in characters a "
+            "folder name cannot hold); give each --model a distinct name."
+        )
+    return runs
+
+
+def check_model_args(specs: list[str], options: LmEvalOptions) -> None:
+    """``--model_args`` must not override an option a spec sets (the run's folder would lie)."""
+    for spec in specs:
+        clash = sorted(set(parse_spec(spec)[1]) & {str(k).strip() for k in options.model_args})
+        if clash:
+            raise QevalError(
+                f"--model_args sets '{clash[0]}', which quantizer spec '{spec}' sets too; give "
+                f"quantizer options in the spec only."
+            )
+
+
+# ---------------------------------------------------------------- what results hold
+
+
+def covered(data: Any) -> set[str]:
+    """Task and group names a results file holds: the keys of ``results`` and ``groups``, plus
+    each group of ``group_subtasks`` whose subtasks are all held."""
+    if not isinstance(data, dict):
+        return set()
+    names: set[str] = set()
+    for section in ("results", "groups"):
+        if isinstance(data.get(section), dict):
+            names |= set(data[section])
+    groups = data.get("group_subtasks")
+    groups = groups if isinstance(groups, dict) else {}
+    grew = True
+    while grew:
+        complete = {
+            group
+            for group, children in groups.items()
+            if group not in names
+            and isinstance(children, list)
+            and all(isinstance(child, str) and child in names for child in children)
+        }
+        names |= complete
+        grew = bool(complete)
+    return names
+
+
+def results_problem(raw: bytes, tasks: list[str]) -> str | None:
+    """Why ``raw`` is not a usable results file for ``tasks``, or None when it is."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as error:
+        return f"is not valid JSON ({' '.join(str(error).split())[:80]})"
+    held = covered(data)
+    lacking = [task for task in tasks if task not in held]
+    if lacking:
+        return f"lacks {', '.join(lacking[:5])}{' ...' if len(lacking) > 5 else ''}"
+    return None if held else "holds no results"
+
+
+def is_complete(directory: Path, tasks: list[str]) -> bool:
+    """True when ``directory`` holds a readable results file covering every task in ``tasks``."""
+    try:
+        return results_problem((directory / RESULTS_FILE).read_bytes(), tasks) is None
+    except OSError:
+        return False
+
+
+def existing_state(directory: Path, settings: dict, tasks: list[str]) -> tuple[str, str]:
+    """``("missing", "")``, ``("complete", "")`` or ``("conflict", why)`` for a run's folder:
+    conflict means results exist that this sweep may neither reuse nor silently replace."""
+    results = directory / RESULTS_FILE
+    if not results.exists():
+        return "missing", ""
+    recorded = recorded_settings(directory, results)
+    if recorded is None:
+        return "conflict", f"no {SETTINGS_FILE} for its results: made by an older qeval?"
+    changed = differences(recorded, settings)
+    if changed:
+        return "conflict", ", ".join(changed)
+    try:
+        problem = results_problem(results.read_bytes(), tasks)
+    except OSError as error:
+        problem = f"cannot be read ({error.strerror})"
+    return ("conflict", f"results {problem}") if problem else ("complete", "")
+
+
+def refuse_conflicts(runs: list[PlannedRun], settings: dict, tasks: list[str], output: Path):
+    """One QevalError line naming the runs whose existing results this sweep would not reuse."""
+    conflicts = []
+    for run in runs:
+        state, why = existing_state(run.directory, settings[run], tasks)
+        if state == "conflict":
+            conflicts.append(f"{run.label} ({why})")
+    if conflicts:
+        more = f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else ""
+        raise QevalError(
+            f"{output} holds results made with other settings: {'; '.join(conflicts[:3])}{more}. "
+            f"Pass --force to recompute and replace them, or give another --output."
+        )
+
+
+# ---------------------------------------------------------------- one run
+
+
+def lm_eval_command(
+    run: PlannedRun, tasks: list[str], device: str, partial: Path, extra: list[str]
+) -> list[str]:
+    from qeval_plugins.paths import tasks_path
+
+    return [
+        sys.executable,
+        "-m",
+        "lm_eval",
+        "--model",
+        "qeval",
+        "--model_args",
+        f"pretrained={run.model},{spec_model_args(run.spec)}",
+        "--tasks",
+        ",".join(tasks),
+        "--include_path",
+        str(tasks_path()),
+        "--device",
+        device,
+        "--output_path",
+        str(partial),
+        *extra,
+    ]
+
+
+def _remove_leftovers(directory: Path) -> None:
+    """Delete ``.partial-*`` folders and temporary files: call only while holding the run lock
+    (then no live qeval process is using them)."""
+    for stale in directory.glob(".partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    remove_stale_temporaries(directory, older_than=0)
+
+
+def _new_log(directory: Path, stamp: str) -> Path:
+    """This attempt's log file; ``lm_eval.log`` is made a link to it (older logs are kept)."""
+    log_path = directory / f"lm_eval.{stamp}.log"
+    link = directory / LOG_FILE
+    try:
+        if link.exists() and not link.is_symlink():  # the single log of an older qeval: keep it
+            older = datetime.fromtimestamp(link.stat().st_mtime).strftime(STAMP)
+            os.replace(link, directory / f"lm_eval.{older}.log")
+        temporary = directory / f".{LOG_FILE}.{os.getpid()}.link"
+        temporary.unlink(missing_ok=True)
+        os.symlink(log_path.name, temporary)
+        os.replace(temporary, link)
+    except OSError:  # no symbolic links here: the dated log is still written and named
+        pass
+    return log_path
+
+
+def _failure(run: PlannedRun, log_path: Path, code: int) -> QevalError:
+    """The failed run's line: the last ``qeval: error:`` line of its log, else the exit status."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    errors = [line for line in lines if line.startswith("qeval: error:")]
+    reason = errors[-1] if errors else f"lm_eval exited with status {code}"
+    return QevalError(f"run {run.label} failed: {reason} (log: {log_path})")
+
+
+def _install(directory: Path, raw: bytes, settings: dict, partial: Path) -> None:
+    """Settings record first (naming the new results' checksum), samples, then the results."""
+    import hashlib
+
+    write_atomic(directory / SETTINGS_FILE, record_bytes(settings, hashlib.sha256(raw).hexdigest()))
+    for samples in partial.rglob("samples_*.jsonl"):
+        os.replace(samples, directory / samples.name)
+    write_atomic(directory / RESULTS_FILE, raw)
+
+
+def execute(
+    run: PlannedRun,
+    tasks: list[str],
+    device: str,
+    extra: list[str],
+    settings: dict,
+    expected: list[str],
+) -> None:
+    """One lm-eval process (the caller holds the run's lock); validated results are installed."""
+    _remove_leftovers(run.directory)
+    stamp = datetime.now().strftime(STAMP)
+    partial = run.directory / f".partial-{os.getpid()}-{stamp}"
+    log_path = _new_log(run.directory, stamp)
+    with open(log_path, "w") as log:
+        code = subprocess.call(
+            lm_eval_command(run, tasks, device, partial, extra),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        found = sorted(partial.rglob("results_*.json"))
+        if code != 0 or not found:
+            raise _failure(run, log_path, code)
+        raw = found[-1].read_bytes()
+        problem = results_problem(raw, expected)
+        if problem:
+            raise QevalError(
+                f"run {run.label} failed: lm_eval exited {code} but its results file {problem}; "
+                f"nothing was replaced (log: {log_path})"
+            )
+        _install(run.directory, raw, settings, partial)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the sweep
+
+
+def prepare(
+    models: list[str],
+    specs: list[str],
+    tasks: list[str],
+    output: Path,
+    device: str,
+    extra: list[str],
+    force: bool,
+) -> tuple[list[PlannedRun], dict, list[str]]:
+    """Every check before the first run: (runs, settings per run, names the results must hold)."""
+    from qeval_plugins.cli.task_check import expected_results
+
+    runs = plan_runs(models, specs, output, device)
+    options = parse_lm_eval_args(extra)
+    check_model_args(specs, options)
+    expected = expected_results(tasks, options.include_path)
+    check_writable_dir(output, "--output")
+    settings = {run: run_settings(run.model, run.spec, device, expected, options) for run in runs}
+    if not force:
+        refuse_conflicts(runs, settings, expected, output)
+    return runs, settings, expected
+
+
+def attempt(
+    run: PlannedRun,
+    tasks: list[str],
+    device: str,
+    extra: list[str],
+    settings: dict,
+    expected: list[str],
+    force: bool,
+) -> tuple[str, str]:
+    """Compute ``run`` unless it is done or another sweep holds it: ``(outcome, detail)`` with
+    outcome ``skip``, ``done`` or ``failed``."""
+    run.directory.mkdir(parents=True, exist_ok=True)
+    with try_locked(run.directory / LOCK_FILE) as mine:
+        if not mine:
+            pid = holder_pid(run.directory / LOCK_FILE) or "unknown"
+            return "skip", f"being computed by another qeval run (pid {pid})"
+        state, why = existing_state(run.directory, settings, expected)
+        if not force and state == "complete":
+            return "skip", "results exist"
+        if not force and state == "conflict":  # written meanwhile by another sweep
+            return "failed", f"run {run.label}: its results were made with other settings ({why})"
+        started = time.perf_counter()
+        try:
+            execute(run, tasks, device, extra, settings, expected)
+        except QevalError as error:
+            return "failed", str(error)
+        return "done", f"in {time.perf_counter() - started:.1f} s"
+
+
+def sweep(
+    models: list[str],
+    specs: list[str],
+    tasks: list[str],
+    output: Path,
+    device: str,
+    extra: list[str],
+    force: bool,
+    console,
+) -> list[str]:
+    """Run the sweep with a progress display; returns one line per failed run."""
+    from rich.markup import escape
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    runs, settings, expected = prepare(models, specs, tasks, output, device, extra, force)
+    failures: list[str] = []
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} runs"),
+        TimeElapsedColumn(),
+    )
+    styles = {
+        "skip": "[dim]skip[/dim]",
+        "done": "[green]done[/green]",
+        "failed": "[red]failed[/red]",
+    }
+    with Progress(*columns, console=console, transient=False) as progress:
+        overall = progress.add_task("sweep", total=len(runs))
+        for index, run in enumerate(runs, 1):
+            progress.update(overall, description=f"[{index}/{len(runs)}] {escape(run.label)}")
+            outcome, detail = attempt(run, tasks, device, extra, settings[run], expected, force)
+            if outcome == "failed":
+                failures.append(detail)
+                progress.console.print(f"{styles[outcome]} {escape(detail)}")
+            else:
+                separator = ":" if outcome == "skip" else ""
+                line = f"{styles[outcome]} {escape(run.label)}{separator} {escape(detail)}"
+                progress.console.print(line)
+            progress.advance(overall)
+        progress.update(overall, description="sweep")
+    return failures

@@ -1,0 +1,213 @@
+"""Turn the model_args of a run into a validated quantization plan, before anything is loaded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from qeval_plugins.core.errors import QevalError
+from qeval_plugins.core.options import resolve_options
+from qeval_plugins.core.quantizer import LoadContext, Quantizer
+from qeval_plugins.core.registry import PluginInfo, get_registry, run_finalize_options
+
+# model_args of lm-eval's hf backend that quantize at load time; qeval does that through plugins.
+HF_QUANTIZATION_ARGS = (
+    "load_in_4bit",
+    "load_in_8bit",
+    "autogptq",
+    "gptqmodel",
+    "quantization_config",
+)
+
+
+@dataclass
+class QuantizationPlan:
+    """The chosen quantizer, its final options, and what the run measured about quantizing."""
+
+    requested: str
+    quantizer: Quantizer
+    plugin: PluginInfo
+    options: dict[str, Any]
+    given: dict[str, Any] = field(default_factory=dict)  # the options the user set
+    measured: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> str:
+        """Canonical spec: name plus the options the user set, sorted: ``rtn:bits=3:format=int``."""
+        return ":".join(
+            [self.quantizer.name, *(f"{k}={self.given[k]}" for k in sorted(self.given))]
+        )
+
+    def context(
+        self, device: str, dtype: Any, pretrained: str | None = None, revision: str | None = None
+    ) -> LoadContext:
+        """The quantizer's view of a load on ``device``, with ``dtype`` resolved to a torch dtype
+        name (``auto``: the checkpoint's, read from ``pretrained`` at ``revision``)."""
+        from qeval_plugins.core.quantizer import resolve_dtype
+
+        return LoadContext(device=device, dtype=resolve_dtype(dtype, pretrained, revision))
+
+    def record(self) -> dict[str, Any]:
+        """The ``qeval`` block of the results JSON's ``config``."""
+        return {
+            "spec": self.spec,
+            "quantizer": self.quantizer.name,
+            "requested_as": self.requested,
+            "aliases": list(self.quantizer.aliases),
+            "options": dict(self.options),
+            "simulated": self.quantizer.simulated,
+            "effective_bits": self.quantizer.effective_bits(self.options),
+            "plugin": {
+                "name": self.plugin.name,
+                "distribution": self.plugin.source,
+                "version": self.plugin.version,
+            },
+            **self.measured,
+        }
+
+
+def plan_quantization(
+    quantizer: Any, model_args: dict[str, Any], hf_params: set[str], device: str | None
+) -> QuantizationPlan:
+    """Pick the quantizer named ``quantizer`` and take its options out of ``model_args``.
+
+    ``model_args`` is changed in place: the quantizer's own options are removed, except those
+    that are also parameters of lm-eval's HFLM (``hf_params``, e.g. ``dtype``), which stay so
+    HFLM sees them. A model_arg that is an option of *another* quantizer is an error; any other
+    model_arg is left for HFLM / ``from_pretrained``, as with ``--model hf``.
+    """
+    for name in HF_QUANTIZATION_ARGS:
+        if model_args.get(name):
+            raise QevalError(
+                f"model_arg '{name}' is lm-eval's own quantization switch; with --model qeval use "
+                f"quantizer=NAME instead (run 'qeval quantizers' to list them)."
+            )
+    check_device(device)
+    registry = get_registry()
+    requested = "none" if quantizer is None else str(quantizer)
+    entry = registry.get(requested)
+    chosen = entry.quantizer
+    own = {option.name for option in chosen.options}
+    given = {name: model_args[name] for name in own if name in model_args}
+    for name in list(model_args):
+        owners = registry.option_owners(name)
+        if name not in own and owners and name not in hf_params:
+            valid = ", ".join(sorted(own)) or "none"
+            raise QevalError(
+                f"option '{name}' belongs to quantizer {', '.join(owners)}, not "
+                f"'{chosen.name}'; valid options of '{chosen.name}': {valid}."
+            )
+        if name not in own and not owners and name not in hf_params:
+            refuse_near_miss(name, chosen, registry)
+    options = run_finalize_options(
+        chosen, entry.plugin, resolve_options(chosen.name, chosen.options, given)
+    )
+    for name in own:
+        if name in hf_params:
+            model_args[name] = options[name]
+        else:
+            model_args.pop(name, None)
+    missing = chosen.missing_requirement()
+    if missing:
+        raise QevalError(
+            f"quantizer '{chosen.name}' needs the package '{missing}', which is not installed; "
+            f"run: {install_command(chosen, missing)}"
+        )
+    if chosen.needs_cuda and not _cuda_requested_and_present(device):
+        raise QevalError(
+            f"quantizer '{chosen.name}' needs a CUDA GPU and none is "
+            f"{'available' if _cuda_missing() else 'selected'}; run with --device cuda on a "
+            f"machine with an NVIDIA GPU, or pick another quantizer."
+        )
+    given_final = {name: options[name] for name in given}
+    return QuantizationPlan(requested, chosen, entry.plugin, options, given_final)
+
+
+def refuse_near_miss(name: str, chosen: Quantizer, registry: Any) -> None:
+    """A model_arg that is nobody's option but nearly one (``bit``, ``Quantizer``) is a typo.
+
+    Other unknown model_args go on to ``from_pretrained``, as with ``--model hf``; these would be
+    refused there only after the model loaded, or ignored, and the run would silently use the
+    defaults. Near: equal ignoring case, or a close match (difflib ratio >= 0.75).
+    """
+    import difflib
+
+    known = {"quantizer", "pretrained"} | {
+        option.name for entry in registry.all() for option in entry.quantizer.options
+    }
+    close = [word for word in known if word.lower() == name.strip().lower()]
+    close = close or difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+    if close:
+        valid = ", ".join(sorted(option.name for option in chosen.options)) or "none"
+        raise QevalError(
+            f"unknown model_arg '{name}'. Did you mean '{close[0]}'? (options of quantizer "
+            f"'{chosen.name}': {valid}; 'qeval quantizers' lists all)"
+        )
+
+
+def check_device(device: str | None) -> None:
+    """``device`` must name a device torch knows and that exists here, whatever the quantizer.
+
+    ``cuda`` / ``cuda:N`` need a CUDA GPU (N below the device count), ``mps`` Apple's GPU; other
+    device types (``cpu``, ``xpu``, ...) are left to torch and lm-eval.
+    """
+    if device is None:
+        return
+    import torch
+
+    try:
+        kind = torch.device(str(device)).type
+    except (RuntimeError, ValueError):
+        raise QevalError(
+            f"--device {device}: not a device name torch knows; use cpu, cuda or cuda:N."
+        ) from None
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise QevalError(f"--device {device}: Apple's MPS is not available here; use --device cpu.")
+    if kind != "cuda":
+        return
+
+    if not torch.cuda.is_available():
+        raise QevalError(
+            f"--device {device}: this machine has no usable CUDA GPU (torch {torch.__version__}); "
+            f"run with --device cpu, or on a machine with an NVIDIA GPU and a CUDA build of torch."
+        )
+    index = str(device).partition(":")[2]
+    if index.isdecimal() and index.isascii() and int(index) >= torch.cuda.device_count():
+        raise QevalError(
+            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            f"numbered from 0; pick one of them."
+        )
+
+
+def _cuda_missing() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def _cuda_requested_and_present(device: str | None) -> bool:
+    return not _cuda_missing() and (device is None or str(device).startswith("cuda"))
+
+
+def availability(quantizer: Quantizer) -> str:
+    """``ok``, ``missing <module> → pip install ...`` or ``needs CUDA``: can it run here?"""
+    missing = quantizer.missing_requirement()
+    if missing:
+        return f"missing {missing} → {install_command(quantizer, missing)}"
+    if quantizer.needs_cuda and _cuda_missing():
+        return "needs CUDA"
+    return "ok"
+
+
+def install_command(quantizer: Quantizer, missing: str) -> str:
+    """The pip command that installs what ``quantizer`` misses.
+
+    With an ``extra``: ``pip install 'DIST[extra]'``, DIST the distribution of the plugin that
+    registered the quantizer (``qeval`` for built-ins); else ``pip install MODULE``.
+    """
+    plugin = get_registry().plugin_of(quantizer)
+    source = plugin.source if plugin is not None else "built-in"
+    distribution = "qeval" if source == "built-in" else source
+    if not quantizer.extra or distribution == "unknown":
+        return f"pip install {missing}"
+    return f"pip install '{distribution}[{quantizer.extra}]'"

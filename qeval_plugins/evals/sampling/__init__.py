@@ -1,0 +1,1 @@
+"""The sampling-sensitivity tasks: temperature, top_k and max_new_tokens sweeps."""

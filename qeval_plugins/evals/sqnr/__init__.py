@@ -1,0 +1,1 @@
+"""``qeval_sqnr``: weight, output and activation divergence against the unquantized model."""

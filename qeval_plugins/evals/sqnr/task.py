@@ -1,0 +1,180 @@
+"""The lm-eval task class of ``qeval_sqnr`` and the aggregation of its metrics.
+
+Each document is one text; its request (type ``qeval_sqnr``) is answered by the ``qeval``
+backend (``backend.lm.QevalLM.qeval_sqnr``), which returns per-text sums. The metrics:
+
+* ``logit_sqnr_db`` — 10·log10(Σx²/Σ(x−x̂)²) over the reference's full logits x and the quantized
+  logits x̂ at the first ``logit_positions`` token positions (dB; ``"inf"`` when identical,
+  ``"-inf"`` when the reference is all zeros and the quantized model's is not);
+* ``kl_mean``, ``kl_p99`` — KL(P_ref‖P_quant) per token in nats, mean and 99th percentile, over
+  the reference's top-k tokens plus one lumped tail category (a lower bound of the exact KL, equal
+  to it when the reference's tail mass is zero);
+* ``top1_agreement`` — fraction of tokens whose argmax agrees;
+* ``ppl_reference``, ``ppl_quantized``, ``ppl_delta`` — token perplexity exp(mean NLL) of both
+  models on the texts, and quantized minus reference;
+* ``weight_sqnr_mean_db``, ``weight_sqnr_min_db``, ``weight_sqnr_global_db`` — weight SQNR, mean
+  over the layers that changed, worst layer and over all weights together;
+* ``activation_sqnr_last_db``, ``activation_sqnr_min_db`` — SQNR of the hidden state after the last
+  decoder block and after the worst block.
+
+Per-layer and per-block values, the names of the worst layers and the cache key go into the
+results JSON's ``config.qeval.sqnr`` block.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import datasets
+from lm_eval.api.instance import Instance
+
+from qeval_plugins.core.errors import QevalError
+from qeval_plugins.evals.base import QevalTask
+from qeval_plugins.evals.sqnr.engine import REQUEST_TYPE, SqnrSettings
+
+
+def load_texts(text_file: str | None = None, text_field: str = "text", **_: Any):
+    """The task's documents: qeval's bundled passages, or the user's file.
+
+    ``text_file`` (lm-eval ``--metadata '{"text_file": PATH}'``) may be JSON Lines (one object per
+    line, the text under ``text_field``) or plain text (passages separated by blank lines).
+    """
+    path = Path(text_file).expanduser() if text_file else _bundled_passages()
+    if not path.is_file():
+        raise QevalError(
+            f"qeval_sqnr text_file '{path}' does not exist; give a .jsonl or .txt file."
+        )
+    raw = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        try:
+            rows = [json.loads(line) for line in raw.splitlines() if line.strip()]
+            texts = [str(row[text_field]) for row in rows]
+        except (ValueError, KeyError, TypeError) as error:
+            raise QevalError(
+                f"qeval_sqnr text_file '{path}': every line must be a JSON object with a "
+                f"'{text_field}' field ({type(error).__name__}: {error})."
+            ) from error
+    else:
+        texts = [block.strip() for block in raw.split("\n\n") if block.strip()]
+    if not texts:
+        raise QevalError(f"qeval_sqnr text_file '{path}' holds no text.")
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list([{"text": t} for t in texts])})
+
+
+def _bundled_passages() -> Path:
+    from qeval_plugins.paths import tasks_path
+
+    return tasks_path() / "qeval_sqnr" / "passages.jsonl"
+
+
+# ---------------------------------------------------------------- aggregations (lists -> numbers)
+
+
+def _sqnr(pairs: list[tuple[float, float]]) -> float | str:
+    from qeval_plugins.evals.sqnr.engine import sqnr_value
+
+    return sqnr_value(sum(p[0] for p in pairs), sum(p[1] for p in pairs))
+
+
+def _mean_of_lists(lists: list[list[float]]) -> float:
+    values = [v for values in lists for v in values]
+    return sum(values) / len(values) if values else 0.0
+
+
+def _p99_of_lists(lists: list[list[float]]) -> float:
+    from qeval_plugins.metrics.divergence import percentile
+
+    values = [v for values in lists for v in values]
+    return percentile(values, 99.0) if values else 0.0
+
+
+def _ratio(pairs: list[tuple[float, float]]) -> float:
+    total = sum(p[1] for p in pairs)
+    return sum(p[0] for p in pairs) / total if total else 0.0
+
+
+def _perplexity(pairs: list[tuple[float, float]]) -> float:
+    from qeval_plugins.metrics.divergence import perplexity
+
+    return perplexity(sum(p[0] for p in pairs), int(sum(p[1] for p in pairs)))
+
+
+def _perplexity_delta(triples: list[tuple[float, float, float]]) -> float:
+    quantized = _perplexity([(t[1], t[2]) for t in triples])
+    reference = _perplexity([(t[0], t[2]) for t in triples])
+    return quantized - reference if math.isfinite(quantized - reference) else math.inf
+
+
+def _first(values: list[Any]) -> Any:
+    return values[0] if values else None
+
+
+AGGREGATIONS = {
+    "logit_sqnr_db": _sqnr,
+    "kl_mean": _mean_of_lists,
+    "kl_p99": _p99_of_lists,
+    "top1_agreement": _ratio,
+    "ppl_reference": _perplexity,
+    "ppl_quantized": _perplexity,
+    "ppl_delta": _perplexity_delta,
+    "weight_sqnr_mean_db": _first,
+    "weight_sqnr_min_db": _first,
+    "weight_sqnr_global_db": _first,
+    "activation_sqnr_last_db": _first,
+    "activation_sqnr_min_db": _first,
+}
+HIGHER_IS_BETTER = {
+    "logit_sqnr_db": True,
+    "kl_mean": False,
+    "kl_p99": False,
+    "top1_agreement": True,
+    "ppl_reference": False,
+    "ppl_quantized": False,
+    "ppl_delta": False,
+    "weight_sqnr_mean_db": True,
+    "weight_sqnr_min_db": True,
+    "weight_sqnr_global_db": True,
+    "activation_sqnr_last_db": True,
+    "activation_sqnr_min_db": True,
+}
+
+
+class SqnrTask(QevalTask):
+    """``qeval_sqnr``: one ``qeval_sqnr`` request per text, answered by the qeval backend."""
+
+    REQUEST_TYPE = REQUEST_TYPE
+
+    def prepare(self) -> None:
+        self.settings = SqnrSettings.from_mapping(dict(self.config.metadata or {}))
+
+    def construct_requests(self, doc: dict, ctx: Any, **kwargs: Any) -> Instance:
+        kwargs.pop("apply_chat_template", None)
+        kwargs.pop("chat_template", None)
+        settings = dict(self.settings.__dict__)
+        return Instance(
+            request_type=REQUEST_TYPE, doc=doc, arguments=(doc["text"], settings), idx=0, **kwargs
+        )
+
+    def process_results(self, doc: dict, results: list[dict[str, Any]]) -> dict[str, Any]:
+        [result] = results
+        model = result["model"]
+        tokens = result["tokens"]
+        return {
+            "logit_sqnr_db": result["logit_energy"],
+            "kl_mean": result["kl"],
+            "kl_p99": result["kl"],
+            "top1_agreement": (result["top1_agree"], tokens),
+            "ppl_reference": (result["nll_reference"], tokens),
+            "ppl_quantized": (result["nll_quantized"], tokens),
+            "ppl_delta": (result["nll_reference"], result["nll_quantized"], tokens),
+            **{name: model[name] for name in AGGREGATIONS if name.startswith(("weight", "activ"))},
+        }
+
+    def aggregation(self) -> dict:
+        return dict(AGGREGATIONS)
+
+    def higher_is_better(self) -> dict:
+        return dict(HIGHER_IS_BETTER)

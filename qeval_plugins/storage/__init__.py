@@ -1,0 +1,4 @@
+"""Files qeval writes and reads back: atomic writes, locks, writability checks, the cache.
+
+May import: ``core``.
+"""

@@ -1,0 +1,74 @@
+"""``qeval plugins`` and ``qeval quantizers`` read whole at 80 columns: no word broken, no error
+text cut short with "…"; a table where everything fits on one line per cell."""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+from qeval_plugins.cli.main import main
+from qeval_plugins.core.registry import PluginInfo, get_registry
+
+MISSPELT = (
+    "failed to load: unknown hook 'qeval_register_quantizer'. Did you mean "
+    "'qeval_register_quantizers'? Hooks: qeval_dequantize_weight, qeval_register_quantizers"
+)
+
+
+def listing(monkeypatch, capsys, command: str, columns: int) -> list[str]:
+    monkeypatch.setenv("COLUMNS", str(columns))
+    assert main([command]) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def words(lines: list[str]) -> set[str]:
+    """Every whitespace-separated word shown, with and without a trailing comma."""
+    found = set(re.findall(r"\S+", "\n".join(lines)))
+    return found | {word.removesuffix(",") for word in found}
+
+
+def test_quantizers_at_80_columns_break_no_word(monkeypatch, capsys):
+    """The table's 13-column cells broke ``bitsandbyte|s`` and ``compute_dty|pe``."""
+    lines = listing(monkeypatch, capsys, "quantizers", 80)
+    assert max(map(len, lines)) <= 80
+    shown = words(lines)
+    for entry in get_registry().all():
+        quantizer = entry.quantizer
+        expected = [quantizer.name, *quantizer.description.split()]
+        for option in quantizer.options:
+            expected += [f"{option.name}:", *option.help.split()]
+        missing = [word for word in expected if word not in shown]
+        assert missing == [], (quantizer.name, missing)
+    assert "…" not in "\n".join(lines)
+    wide = listing(monkeypatch, capsys, "quantizers", 1000)
+    assert any(line.startswith("┃ quantizer") for line in wide)  # fits: still a table
+
+
+def test_plugins_at_80_columns_show_whole_errors(monkeypatch, capsys):
+    """The error of a plugin whose hook is misspelt was cut to ``'qeval_register_qua…``."""
+    plugins = {
+        "bnb": PluginInfo("bnb", "built-in", "0.1.0", ["bnb-int8", "bnb-nf4", "bnb-fp4-dq"]),
+        "misspelt": PluginInfo("misspelt", "evilplugs", "0.1", error=MISSPELT),
+        "clash": PluginInfo(
+            "clash",
+            "evilplugs",
+            "0.1",
+            ["dup", "clashok"],
+            problems=[
+                "quantizer 'rtn' of plugin 'clash' (evilplugs) is disabled: 'rtn' is already the "
+                "name or an alias of quantizer 'rtn' of plugin 'rtn' (built-in)"
+            ],
+        ),
+    }
+    monkeypatch.setattr(
+        "qeval_plugins.core.registry.get_registry", lambda: SimpleNamespace(plugins=plugins)
+    )
+    lines = listing(monkeypatch, capsys, "plugins", 80)
+    assert max(map(len, lines)) <= 80 and "…" not in "\n".join(lines)
+    assert " ".join(" ".join(lines).split()).count(MISSPELT) == 1
+    shown = words(lines)
+    for info in plugins.values():
+        for text in [info.name, info.version, info.source, *info.quantizers, *info.problems]:
+            assert all(word in shown for word in text.split()), text
+    heading = next(line for line in lines if line.startswith("bnb "))
+    assert heading.split() == ["bnb", "0.1.0", "built-in", "loaded"]

@@ -1,0 +1,452 @@
+"""The plugin system: built-ins, external entry points, failures, duplicates, env switch."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+import subprocess
+import sys
+import textwrap
+from importlib import metadata
+
+import pytest
+from conftest import only_qeval_group
+
+from qeval_plugins import QevalError
+from qeval_plugins.core.registry import Registry
+
+BUILTIN_QUANTIZERS = {"none", "bnb-int8", "bnb-nf4", "bnb-fp4", "bnb-nf4-dq", "bnb-fp4-dq", "rtn"}
+
+
+def fake_plugins(monkeypatch, tmp_path, modules: dict[str, str]) -> None:
+    """Make ``modules`` (entry-point name -> module source) the only external plugins."""
+    for name, source in modules.items():
+        (tmp_path / f"fakeplugin_{name}.py").write_text(textwrap.dedent(source))
+        monkeypatch.delitem(sys.modules, f"fakeplugin_{name}", raising=False)
+    importlib.invalidate_caches()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    points = [
+        metadata.EntryPoint(name=name, value=f"fakeplugin_{name}", group="qeval")
+        for name in modules
+    ]
+    only_qeval_group(monkeypatch, points)
+
+
+def test_builtins_register_through_the_public_hook():
+    registry = Registry().load()
+    assert set(registry.names()) >= BUILTIN_QUANTIZERS
+    for name in ("baseline", "bnb", "rtn"):
+        info = registry.plugins[name]
+        assert info.source == "built-in" and info.error is None
+    assert registry.plugins["bnb"].quantizers == [
+        "bnb-int8",
+        "bnb-nf4",
+        "bnb-fp4",
+        "bnb-nf4-dq",
+        "bnb-fp4-dq",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("alias", "name"),
+    [
+        ("nf4", "bnb-nf4"),
+        ("fp4", "bnb-fp4"),
+        ("int8", "bnb-int8"),
+        ("nf4-dq", "bnb-nf4-dq"),
+        ("fp4-dq", "bnb-fp4-dq"),
+        ("NF4", "bnb-nf4"),
+        ("baseline", "none"),
+    ],
+)
+def test_literature_names_are_aliases(alias, name):
+    assert Registry().load().get(alias).quantizer.name == name
+
+
+def test_unknown_quantizer_suggests_the_closest_name():
+    with pytest.raises(QevalError, match=r"unknown quantizer 'bnb-nf5'\. Did you mean 'bnb-nf4'"):
+        Registry().load().get("bnb-nf5")
+
+
+def test_external_plugin_loads_and_a_broken_one_is_reported(monkeypatch, tmp_path):
+    fake_plugins(
+        monkeypatch,
+        tmp_path,
+        {
+            "good": """
+            from qeval_plugins import Quantizer, hookimpl
+            class Good(Quantizer):
+                name = "good-q"
+                description = "a fine quantizer"
+            @hookimpl
+            def qeval_register_quantizers(register):
+                register(Good())
+        """,
+            "broken": "raise RuntimeError('boom at import')\n",
+            "badregister": """
+            from qeval_plugins import hookimpl
+            @hookimpl
+            def qeval_register_quantizers(register):
+                raise ValueError('boom at register')
+        """,
+        },
+    )
+    registry = Registry().load()
+    assert registry.get("good-q").plugin.name == "good"
+    assert "RuntimeError: boom at import" in registry.plugins["broken"].error
+    assert "ValueError: boom at register" in registry.plugins["badregister"].error
+    assert set(registry.names()) >= BUILTIN_QUANTIZERS | {"good-q"}
+
+
+QUANTIZER = """
+from qeval_plugins import Quantizer, hookimpl
+class Q(Quantizer):
+    name = "{name}"
+    aliases = {aliases}
+    description = "a quantizer for a test"
+"""
+
+
+def quantizer_source(*specs: tuple[str, tuple[str, ...]]) -> str:
+    """A plugin module registering one quantizer per (name, aliases), in that order."""
+    classes = "\n".join(
+        QUANTIZER.replace("class Q(", f"class Q{i}(").format(name=name, aliases=aliases)
+        for i, (name, aliases) in enumerate(specs)
+    )
+    calls = "".join(f"    register(Q{i}())\n" for i in range(len(specs)))
+    return f"{classes}\n@hookimpl\ndef qeval_register_quantizers(register):\n{calls}"
+
+
+def test_a_clash_with_a_builtin_disables_only_the_later_quantizer(monkeypatch, tmp_path):
+    fake_plugins(
+        monkeypatch, tmp_path, {"dupe": quantizer_source(("mine", ("nf4",)), ("fine-q", ()))}
+    )
+    registry = Registry().load()
+    assert registry.get("nf4").quantizer.name == "bnb-nf4"  # the built-in keeps its alias
+    assert registry.get("fine-q").plugin.name == "dupe"  # the plugin's other quantizer works
+    assert set(registry.names()) == BUILTIN_QUANTIZERS | {"fine-q"}
+    with pytest.raises(QevalError) as caught:
+        registry.get("mine")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert re.search(r"quantizer 'mine' of plugin 'dupe'.* is disabled: 'nf4' is already", message)
+    assert "quantizer 'bnb-nf4' of plugin 'bnb' (built-in)" in message
+    [problem] = registry.plugins["dupe"].problems
+    assert problem == message and registry.plugins["dupe"].error is None
+    assert "'nf4' is also claimed by quantizer 'mine' of plugin 'dupe'" in " ".join(
+        registry.plugins["bnb"].problems
+    )
+
+
+@pytest.mark.parametrize(
+    ("modules", "disabled", "keeper", "loser"),
+    [
+        ({"extra": quantizer_source(("rtn", ()))}, "rtn", "rtn", "extra"),  # a built-in's name
+        (  # two plugins: entry points load in name order, so 'alpha' keeps the name
+            {
+                "beta": quantizer_source(("shared-q", ())),
+                "alpha": quantizer_source(("shared-q", ("s",))),
+            },
+            "shared-q",
+            "alpha",
+            "beta",
+        ),
+        (  # inside one plugin: a later quantizer's alias is an earlier one's name
+            {"solo": quantizer_source(("first-q", ()), ("second-q", ("first-q",)))},
+            "second-q",
+            "solo",
+            "solo",
+        ),
+    ],
+)
+def test_clashes_keep_every_other_command_working(
+    monkeypatch, tmp_path, capsys, modules, disabled, keeper, loser
+):
+    from qeval_plugins.cli.main import main
+    from qeval_plugins.core.plan import plan_quantization
+    from qeval_plugins.core.registry import reset_registry
+
+    fake_plugins(monkeypatch, tmp_path, modules)
+    reset_registry()
+    try:
+        registry = Registry().load()
+        kept = registry.get(disabled) if disabled in registry.names() else None
+        if kept is not None:
+            assert kept.plugin.name == keeper
+        assert plan_quantization("none", {}, set(), "cpu").quantizer.name == "none"
+        assert plan_quantization("rtn", {"bits": 3}, set(), "cpu").options["bits"] == 3
+        monkeypatch.setenv("COLUMNS", "400")
+        assert main(["plugins"]) == 0 and main(["quantizers"]) == 0
+        listing = capsys.readouterr().out
+        assert "is disabled" in listing
+        assert ("is also claimed by" in listing) is (keeper != loser)
+        assert f"plugin '{loser}'" in listing and f"plugin '{keeper}'" in listing
+    finally:
+        reset_registry()
+
+
+def test_a_quantizer_instance_registered_twice_is_one_clash(monkeypatch, tmp_path):
+    source = quantizer_source(("twice-q", ())) + "    register(Q0())\n"
+    fake_plugins(monkeypatch, tmp_path, {"twice": source})
+    registry = Registry().load()
+    assert registry.get("twice-q").plugin.name == "twice"
+    assert len(registry.plugins["twice"].problems) == 1
+
+
+@pytest.mark.parametrize(
+    ("where", "source"),
+    [
+        ("import", "import sys\nsys.exit(3)\n"),
+        ("import", "raise BaseException('not even an Exception')\n"),
+        (
+            "register",
+            "import sys\nfrom qeval_plugins import hookimpl\n"
+            "@hookimpl\ndef qeval_register_quantizers(register):\n    sys.exit('bye')\n",
+        ),
+        (
+            "register",
+            "from qeval_plugins import QevalError, hookimpl\n@hookimpl\n"
+            "def qeval_register_quantizers(register):\n    raise QevalError('plugin says no')\n",
+        ),
+    ],
+)
+def test_sys_exit_or_any_base_exception_is_a_load_error(monkeypatch, tmp_path, where, source):
+    fake_plugins(monkeypatch, tmp_path, {"quitter": source, "good": quantizer_source(("ok-q", ()))})
+    registry = Registry().load()
+    error = registry.plugins["quitter"].error
+    assert error.startswith(f"failed to {'load' if where == 'import' else 'register'}: ")
+    assert re.search(r"SystemExit: (3|bye)|BaseException: not even|QevalError: plugin says", error)
+    assert registry.get("ok-q").plugin.name == "good"
+
+
+def test_keyboard_interrupt_while_loading_still_interrupts(monkeypatch, tmp_path):
+    fake_plugins(monkeypatch, tmp_path, {"ctrlc": "raise KeyboardInterrupt\n"})
+    with pytest.raises(KeyboardInterrupt):
+        Registry().load()
+
+
+MISSPELT = """
+from qeval_plugins import Quantizer, hookimpl
+class Q(Quantizer):
+    name = "typo-q"
+    description = "never registered: the hook name is misspelt"
+@hookimpl
+def qeval_register_quantizer(register):
+    register(Q())
+@hookimpl
+def qeval_dequantize_weight(module):
+    return "this plugin's other hooks must not stay registered"
+"""
+
+UNDECORATED = """
+from qeval_plugins import Quantizer
+class Q(Quantizer):
+    name = "plain-q"
+    description = "never registered: the hook lacks @hookimpl"
+def qeval_register_quantizers(register):
+    register(Q())
+"""
+
+
+def test_a_misspelt_hook_is_a_load_error_and_unloads_the_plugin(monkeypatch, tmp_path):
+    fake_plugins(
+        monkeypatch,
+        tmp_path,
+        {"typo": MISSPELT, "plain": UNDECORATED, "good": quantizer_source(("ok-q", ()))},
+    )
+    registry = Registry().load()
+    error = registry.plugins["typo"].error
+    assert "unknown hook 'qeval_register_quantizer'" in error
+    assert "Did you mean 'qeval_register_quantizers'?" in error
+    assert registry.manager.get_plugin("typo") is None  # unloaded: no hook of it is called
+    assert all(
+        impl.plugin_name != "typo"
+        for impl in registry.manager.hook.qeval_dequantize_weight.get_hookimpls()
+    )
+    assert "'qeval_register_quantizers' is not decorated with @qeval_plugins.hookimpl" in (
+        registry.plugins["plain"].error
+    )
+    assert registry.get("ok-q").plugin.name == "good"
+    registry.manager.check_pending()  # nothing unknown is left registered
+
+
+def test_an_entry_point_named_like_a_builtin_plugin_is_reported(monkeypatch, tmp_path):
+    fake_plugins(monkeypatch, tmp_path, {"rtn": quantizer_source(("other-q", ()))})
+    registry = Registry().load()
+    assert registry.plugins["rtn"].source == "built-in" and registry.plugins["rtn"].error is None
+    assert "its name is taken by plugin 'rtn' (built-in)" in registry.plugins["rtn#2"].error
+    assert registry.get("rtn").plugin.source == "built-in"
+
+
+@pytest.mark.parametrize(
+    ("attributes", "rule"),
+    [
+        ('name = ""', r"name '' breaks the naming rule"),
+        ('name = "MyQuant"', r"name 'MyQuant' breaks the naming rule \(lower case"),
+        ('name = "my quant"', r"name 'my quant' breaks the naming rule"),
+        ('name = "a,b"', r"name 'a,b' breaks"),
+        ('name = "rtn:4"', r"name 'rtn:4' breaks"),
+        ('name = "k=v"', r"name 'k=v' breaks"),
+        ('name = "bad\\x1b[2J"', r"name 'bad\\x1b\[2J' breaks"),
+        ('aliases = ("Good",)', r"alias 'Good' breaks the naming rule"),
+        ('aliases = ("x y",)', r"alias 'x y' breaks"),
+        ('aliases = "one"', r"aliases must be a tuple of names, got 'one'"),
+        ('aliases = ("bad-q",)', r"alias 'bad-q' repeats its name or another alias"),
+        ('description = ""', r"description must be a non-empty string"),
+        ('description = "two\\nlines"', r"description must be one line of printable"),
+        ('options = (Option("Bits", int, 4, "b"),)', r"option name 'Bits' breaks the naming"),
+        ('options = (Option("a:b", int, 4, "b"),)', r"option name 'a:b' breaks"),
+        ('options = (Option("bits", int, 4, ""),)', r"option 'bits': help must be a non-empty"),
+        ('options = (Option("bits", int, 9, "b", maximum=8),)', r"default 9 breaks its own"),
+        ('options = (Option("bits", int, 1, "b", minimum=2),)', r"it must be >= 2"),
+        ('options = (Option("m", str, "c", "m", ("a", "b")),)', r"must be one of a, b"),
+        ('options = (Option("bits", int, 4.5, "b"),)', r"default 4.5 is not an integer"),
+        ('options = (Option("bits", int, "4", "b"),)', r"default '4' is not an integer"),
+        ('options = (Option("on", bool, 1, "b"),)', r"default 1 is not true or false"),
+        ('options = (Option("x", float, float("nan"), "x"),)', r"must be a finite number"),
+        ('options = (Option("x", float, 1.0, "x", maximum=float("inf")),)', r"finite numbers"),
+        ('options = (Option("x", float, 1.0, "x", minimum=2.0, maximum=1.0),)', r"is above"),
+        ('options = (Option("x", str, "a", "x", minimum=0),)', r"apply to int and float"),
+        ('options = (Option("x", list, [], "x"),)', r"type must be int, float, bool or str"),
+        ('options = (Option("x", int, 1, "x", choices=()),)', r"choices must be a non-empty"),
+        ('options = (Option("x", int, 1, "x", choices=(1, "2")),)', r"choice '2' is not an int"),
+        ('options = (Option("x", int, 1, "x"), Option("x", int, 2, "y"))', r"declared twice"),
+        ('options = (Option("quantizer", str, "a", "x"),)', r"'quantizer' is reserved"),
+        ('options = ({"name": "bits"},)', r"options must be qeval_plugins.Option objects"),
+        ('requires = "hqq"', r"requires must be a tuple of module names"),
+        ('extra = "my extra"', r"extra must be None or a pip extra name"),
+        ("identity = 1", r"identity must be True or False"),
+    ],
+)
+def test_declarations_are_validated_at_registration(monkeypatch, tmp_path, attributes, rule):
+    source = f"""
+from qeval_plugins import Option, Quantizer, hookimpl
+class Bad(Quantizer):
+    name = "bad-q"
+    description = "breaks one rule"
+    {attributes}
+class Good(Quantizer):
+    name = "good-q"
+    description = "keeps every rule"
+@hookimpl
+def qeval_register_quantizers(register):
+    register(Bad())
+    register(Good())
+"""
+    fake_plugins(monkeypatch, tmp_path, {"author": source})
+    registry = Registry().load()
+    info = registry.plugins["author"]
+    assert info.error is None and info.quantizers == ["good-q"]
+    [problem] = info.problems
+    assert "of plugin 'author' (unknown) is disabled: " in problem
+    assert re.search(rule, problem), problem
+    assert "\n" not in problem and "\x1b" not in problem
+    name = ast.literal_eval(attributes.partition("= ")[2]) if attributes[:5] == "name " else "bad-q"
+    with pytest.raises(QevalError, match=r"^quantizer .* of plugin 'author' \(unknown\) is disab"):
+        registry.get(name)
+
+
+def test_env_switch_restricts_external_plugins(monkeypatch, tmp_path):
+    source = """
+        from qeval_plugins import Quantizer, hookimpl
+        class Q(Quantizer):
+            name = "{name}-q"
+            description = "x"
+        @hookimpl
+        def qeval_register_quantizers(register):
+            register(Q())
+    """
+    fake_plugins(monkeypatch, tmp_path, {n: source.format(name=n) for n in ("alpha", "beta")})
+    monkeypatch.setenv("QEVAL_PLUGINS", "beta")
+    assert "alpha-q" not in Registry().load().names()
+    assert "beta-q" in Registry().load().names()
+    monkeypatch.setenv("QEVAL_PLUGINS", "none")
+    assert set(Registry().load().names()) == BUILTIN_QUANTIZERS
+    monkeypatch.delenv("QEVAL_PLUGINS")
+    assert {"alpha-q", "beta-q"} <= set(Registry().load().names())
+
+
+def test_a_plugin_name_in_qeval_plugins_that_is_not_installed_is_a_warning(
+    monkeypatch, tmp_path, caplog
+):
+    source = """
+        from qeval_plugins import Quantizer, hookimpl
+
+        @hookimpl
+        def qeval_register_quantizers(register):
+            class Q(Quantizer):
+                name = "{name}-q"
+                description = "q"
+            register(Q())
+    """
+    fake_plugins(monkeypatch, tmp_path, {"alpha": source.format(name="alpha")})
+    monkeypatch.setenv("QEVAL_PLUGINS", "alpah,none")
+    assert "alpha-q" not in Registry().load().names()
+    warned = [r.getMessage() for r in caplog.records if "QEVAL_PLUGINS" in r.getMessage()]
+    assert warned == [
+        "QEVAL_PLUGINS names 'alpah', which no installed qeval plugin has. Did you mean 'alpha'?"
+    ]
+
+
+def test_registering_something_that_is_not_a_quantizer_is_reported(monkeypatch, tmp_path):
+    fake_plugins(
+        monkeypatch,
+        tmp_path,
+        {
+            "wrong": """
+            from qeval_plugins import hookimpl
+            @hookimpl
+            def qeval_register_quantizers(register):
+                register("not a quantizer")
+        """,
+        },
+    )
+    registry = Registry().load()
+    assert "needs a qeval_plugins.Quantizer instance" in registry.plugins["wrong"].error
+
+
+def test_listing_plugins_imports_no_heavy_dependency():
+    code = (
+        "import sys, io, contextlib\n"
+        "from qeval_plugins.cli.main import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['plugins']); main(['quantizers'])\n"
+        "heavy = [m for m in ('torch', 'transformers', 'bitsandbytes', 'gptqmodel', 'lm_eval')"
+        " if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_qeval_quantizers_shows_option_help(monkeypatch, capsys, fresh_registry):
+    from qeval_plugins.cli.main import main
+
+    monkeypatch.setenv("COLUMNS", "400")
+    assert main(["quantizers"]) == 0
+    listing = capsys.readouterr().out
+    assert "bits: int = 4 (2..8) — bits per weight for format=int" in listing
+    assert "threshold: float = 6.0 (0..) — outlier threshold" in listing
+
+
+def test_load_errors_are_one_printable_line(monkeypatch, tmp_path, capsys):
+    from qeval_plugins.cli.main import main
+    from qeval_plugins.core.registry import reset_registry
+
+    fake_plugins(
+        monkeypatch, tmp_path, {"noisy": "raise RuntimeError('\\x1b[2J[red]boom\\nsecond line')\n"}
+    )
+    registry = Registry().load()
+    error = registry.plugins["noisy"].error
+    assert error == r"failed to load: RuntimeError: \x1b[2J[red]boom second line"
+    reset_registry()
+    try:
+        monkeypatch.setenv("COLUMNS", "400")
+        assert main(["plugins"]) == 0
+        listing = capsys.readouterr().out
+        assert "\x1b" not in listing and "[red]boom" in listing  # markup shown, not obeyed
+    finally:
+        reset_registry()
