@@ -93,8 +93,8 @@ def measure(spec: str, checkpoint: Path, device: str, args) -> dict:
 
     from qeval_plugins.backend.checkpoints import checkpoint_parameter_count
     from qeval_plugins.backend.memory import model_storage_bytes
+    from qeval_plugins.core.plan import check_spec
     from qeval_plugins.core.registry import get_registry
-    from qeval_plugins.core.specs import check_spec
 
     plan = check_spec(spec, device)
     quantizer = plan.quantizer

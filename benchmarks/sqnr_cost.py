@@ -520,7 +520,8 @@ def report(runs: dict, args: argparse.Namespace, setup: dict, cache_bytes: int) 
 def parent(args: argparse.Namespace) -> None:
     """Build or take the model, write the perplexity task, run the children, report."""
     from qeval_plugins.backend.checkpoints import checkpoint_parameter_bytes
-    from qeval_plugins.core.specs import check_spec, spec_model_args
+    from qeval_plugins.core.plan import check_spec
+    from qeval_plugins.core.specs import spec_model_args
     from qeval_plugins.paths import tasks_path
 
     check_spec(args.quantizer, args.device)  # a bad spec fails here, before any model is built

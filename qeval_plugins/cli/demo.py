@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from qeval_plugins.backend.checkpoints import resolve_pretrained
-from qeval_plugins.core.specs import check_spec, spec_model_args
+from qeval_plugins.core.plan import check_spec
+from qeval_plugins.core.specs import spec_model_args
 from qeval_plugins.storage.atomic import write_atomic
 from qeval_plugins.storage.writable import check_writable_dir
 

@@ -9,6 +9,7 @@ from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.options import resolve_options
 from qeval_plugins.core.quantizer import LoadContext, Quantizer
 from qeval_plugins.core.registry import PluginInfo, get_registry, run_finalize_options
+from qeval_plugins.core.specs import format_spec, parse_spec
 
 # model_args of lm-eval's hf backend that quantize at load time; qeval does that through plugins.
 HF_QUANTIZATION_ARGS = (
@@ -34,9 +35,7 @@ class QuantizationPlan:
     @property
     def spec(self) -> str:
         """Canonical spec: name plus the options the user set, sorted: ``rtn:bits=3:format=int``."""
-        return ":".join(
-            [self.quantizer.name, *(f"{k}={self.given[k]}" for k in sorted(self.given))]
-        )
+        return format_spec(self.quantizer.name, self.given)
 
     def context(
         self, device: str, dtype: Any, pretrained: str | None = None, revision: str | None = None
@@ -211,3 +210,9 @@ def install_command(quantizer: Quantizer, missing: str) -> str:
     if not quantizer.extra or distribution == "unknown":
         return f"pip install {missing}"
     return f"pip install '{distribution}[{quantizer.extra}]'"
+
+
+def check_spec(spec: str, device: str | None = None) -> QuantizationPlan:
+    """Validate a spec fully (name, options, packages, CUDA) without loading anything."""
+    name, options = parse_spec(spec)
+    return plan_quantization(name, dict(options), set(), device)

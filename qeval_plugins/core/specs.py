@@ -1,12 +1,17 @@
-"""Quantizer specs on the command line: ``NAME[:option=value[:option=value...]]``.
+"""The one grammar of quantizer specs: ``NAME[:option=value[:option=value...]]``.
 
 ``rtn:bits=3:group_size=0`` is the same run as ``--model_args quantizer=rtn,bits=3,group_size=0``.
+:func:`parse_spec` reads a spec (the command line), :func:`format_spec` writes the canonical one
+(the ``spec`` a run records, the report's run labels), :func:`spec_model_args` turns one into
+lm-eval model_args. Validating a spec against the registry is :func:`~.plan.check_spec`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from qeval_plugins.core.errors import QevalError
-from qeval_plugins.core.plan import QuantizationPlan, plan_quantization
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
@@ -35,7 +40,11 @@ def spec_model_args(spec: str) -> str:
     return ",".join([f"quantizer={name}", *(f"{k}={v}" for k, v in options.items())])
 
 
-def check_spec(spec: str, device: str | None = None) -> QuantizationPlan:
-    """Validate a spec fully (name, options, packages, CUDA) without loading anything."""
-    name, options = parse_spec(spec)
-    return plan_quantization(name, dict(options), set(), device)
+def format_spec(name: str, options: Mapping[str, Any]) -> str:
+    """The canonical spec ``NAME:a=1:b=x``: options sorted by name, true/false in lower case."""
+    return ":".join([name, *(f"{key}={option_text(options[key])}" for key in sorted(options))])
+
+
+def option_text(value: Any) -> str:
+    """An option value as a spec writes it: ``true``/``false`` for booleans, else ``str()``."""
+    return str(value).lower() if isinstance(value, bool) else str(value)

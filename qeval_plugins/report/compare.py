@@ -50,6 +50,7 @@ from typing import Any, NamedTuple
 
 from qeval_plugins.core.errors import QevalError, did_you_mean
 from qeval_plugins.core.plan import HF_QUANTIZATION_ARGS
+from qeval_plugins.core.specs import format_spec
 from qeval_plugins.metrics.text import BAND_EDGE_TOLERANCE
 
 # A task's main metric: the first of these it reports, else its first numeric metric.
@@ -696,8 +697,9 @@ def is_prequantized(run: Run) -> bool:
 
 
 def spec_text(name: str, options: dict[str, Any]) -> str:
-    """``name:k=v:...`` with the options sorted by key (the canonical spec form)."""
-    return ":".join([name, *(f"{key}={_text(options[key])}" for key in sorted(options))])
+    """The canonical spec (:func:`~qeval_plugins.core.specs.format_spec`) of values read from a
+    results file, each first made short, printable text (containers become ``?``)."""
+    return format_spec(name, {key: _text(value) for key, value in options.items()})
 
 
 # ---------------------------------------------------------------- comparing

@@ -239,7 +239,7 @@ def test_an_unknown_model_arg_the_model_refuses_is_one_line(tiny_model_dir):
 
 
 def test_a_misspelt_spec_option_is_one_line():
-    from qeval_plugins.core.specs import check_spec
+    from qeval_plugins.core.plan import check_spec
 
     with pytest.raises(QevalError, match=r"unknown model_arg 'bit'\. Did you mean 'bits'"):
         check_spec("rtn:bit=3")
