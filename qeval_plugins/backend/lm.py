@@ -29,6 +29,7 @@ from qeval_plugins.backend.checkpoints import (
 )
 from qeval_plugins.backend.memory import model_storage_bytes
 from qeval_plugins.backend.model_args import checked_model_args, parse_model_args
+from qeval_plugins.backend.requests import handler_for
 from qeval_plugins.backend.throughput import Throughput, peak_memory
 from qeval_plugins.core.errors import QevalError, install_excepthook
 from qeval_plugins.core.plan import plan_quantization
@@ -153,15 +154,27 @@ class QevalLM(HFLM):
 
     def qeval_sqnr(self, requests: list) -> list[dict]:
         """Answer the ``qeval_sqnr`` task's requests (lm-eval dispatches by request type)."""
-        from qeval_plugins.evals.sqnr.engine import run
-
-        return run(self, requests)
+        return handler_for("qeval_sqnr")(self, requests)
 
     def qeval_sample(self, requests: list) -> list[dict]:
         """Answer the sampling-sensitivity tasks' requests: matched quantized/reference samples."""
-        from qeval_plugins.evals.sampling.engine import run
+        return handler_for("qeval_sample")(self, requests)
 
-        return run(self, requests)
+    # ---- what qeval's task engines may use (besides HFLM's model, tokenizer and tok_encode)
+
+    @property
+    def pretrained_name(self) -> str:
+        """The checkpoint as loaded: a local folder (the embedded model's included) or a hub id."""
+        return str(self._qeval_load_args["pretrained"])
+
+    @property
+    def dtype_name(self) -> str:
+        """The run's ``dtype`` model_arg as text (``auto``, ``float32``, ``bfloat16``, ...)."""
+        return str(self._qeval_load_args["dtype"]).removeprefix("torch.")
+
+    def record(self, section: str, value: dict[str, Any]) -> None:
+        """Put ``value`` under ``section`` of the run's ``qeval`` results block (JSON-safe)."""
+        self._qeval_plan.measured[section] = value
 
     def require_reference(self) -> None:
         """Raise a one-line QevalError when this run has no unquantized reference.

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from qeval_plugins.backend.requests import register_request_handler
 from qeval_plugins.core.errors import QevalError
 
 REQUEST_TYPE = "qeval_sample"
@@ -139,7 +140,7 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
         jobs[key] = max(jobs.get(key, 0), repeats[id(request)])
     encoded = {key: lm.tok_encode(key[0]) for key in jobs}
     checkpoint = lm.checkpoint_dir()
-    dtype = str(lm._qeval_load_args["dtype"]).removeprefix("torch.")
+    dtype = lm.dtype_name
     cache_key = reference_cache.reference_key(
         reference_cache.checkpoint_identity(checkpoint),
         [encoded[key] for key in jobs],
@@ -160,7 +161,7 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
         )
         meta = {
             "kind": "qeval_sampling",
-            "model": str(lm._qeval_load_args["pretrained"]),
+            "model": lm.pretrained_name,
             "settings": {"prompts": len(jobs), "samples": sum(counts)},
             "dtype": dtype,
         }
@@ -170,11 +171,14 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
         key: generate(lm.model, lm.tokenizer, key[0], encoded[key], key[1], count)
         for key, count in jobs.items()
     }
-    lm._qeval_plan.measured["sampling"] = {
-        "settings": [settings.record() for settings in dict.fromkeys(key[1] for key in jobs)],
-        "samples_per_prompt": max(jobs.values()),
-        "reference_cache": {"key": cache_key, "reused": reused},
-    }
+    lm.record(
+        "sampling",
+        {
+            "settings": [settings.record() for settings in dict.fromkeys(key[1] for key in jobs)],
+            "samples_per_prompt": max(jobs.values()),
+            "reference_cache": {"key": cache_key, "reused": reused},
+        },
+    )
     fluency = None
     if any(len(r.args) > 2 and r.args[2].get("fluency") for r in requests):
         fluency = lm.on_reference_model(
@@ -231,3 +235,6 @@ def mean_logprob(model: Any, prompt_ids: list[int], continuation: list[int]) -> 
     targets = ids[0, len(prompt_ids) :]
     logprobs = torch.log_softmax(logits, dim=-1).gather(1, targets[:, None])
     return float(logprobs.mean())
+
+
+register_request_handler(REQUEST_TYPE, run)

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from qeval_plugins.backend.requests import register_request_handler
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.metrics import divergence
 
@@ -389,9 +390,8 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
         for request in requests
     ]
     lm.require_reference()
-    plan = lm._qeval_plan
     checkpoint = lm.checkpoint_dir()
-    dtype = str(lm._qeval_load_args["dtype"]).removeprefix("torch.")
+    dtype = lm.dtype_name
     key = reference_cache.reference_key(
         reference_cache.checkpoint_identity(checkpoint),
         [t.tolist() for t in texts],
@@ -409,16 +409,23 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
     if reference is None:
         reference = lm.on_reference_model(lambda model: compute_reference(model, texts, settings))
         meta = {"kind": "qeval_sqnr", "settings": asdict(settings), "texts": len(texts)}
-        pretrained = str(lm._qeval_load_args["pretrained"])
-        reference_cache.save(key, reference, meta={**meta, "model": pretrained, "dtype": dtype})
+        meta.update(model=lm.pretrained_name, dtype=dtype)
+        reference_cache.save(key, reference, meta=meta)
     results = compare(lm.model, texts, reference)
     blocks = summarize_blocks(results)
-    plan.measured["sqnr"] = {
-        "settings": asdict(settings),
-        "reference_cache": {"key": key, "reused": reused, "dir": str(reference_cache.cache_dir())},
-        "weights": weights,
-        "activation_blocks_db": blocks,
-    }
+    lm.record(
+        "sqnr",
+        {
+            "settings": asdict(settings),
+            "reference_cache": {
+                "key": key,
+                "reused": reused,
+                "dir": str(reference_cache.cache_dir()),
+            },
+            "weights": weights,
+            "activation_blocks_db": blocks,
+        },
+    )
     summary = {
         "weight_sqnr_mean_db": weights["mean_db"],
         "weight_sqnr_min_db": weights["min_db"],
@@ -434,3 +441,6 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
 def _worst(values: list[float | str]) -> float | str | None:
     """The lowest of JSON dB values (``"-inf"`` below every number, ``"inf"`` above), or None."""
     return json_db(min(float(value) for value in values)) if values else None
+
+
+register_request_handler(REQUEST_TYPE, run)

@@ -1,0 +1,140 @@
+"""The package's layers: what each may import, and that ``qeval report`` needs no model library.
+
+Layers, bottom up (README "How it works"): ``metrics`` imports nothing of qeval's; ``core`` only
+itself; ``storage`` core; ``quantizers`` core (through the public ``qeval_plugins`` names);
+``backend`` core, storage, metrics; ``evals`` those and the backend; ``report`` core, metrics,
+storage — never the backend, the evals, torch, transformers or lm-eval at module level; ``cli``
+anything. Every import is checked, also those inside functions.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "qeval_plugins"
+TESTS = Path(__file__).resolve().parent
+
+# layer -> the qeval layers it may import ("" = the public names of qeval_plugins/__init__.py)
+ALLOWED = {
+    "metrics": {"metrics"},
+    "core": {"core"},
+    "storage": {"core", "storage"},
+    "quantizers": {"", "core", "quantizers"},
+    "backend": {"", "core", "storage", "metrics", "backend"},
+    "evals": {"", "core", "storage", "metrics", "backend", "evals"},
+    "report": {"", "core", "storage", "metrics", "report"},
+}
+HEAVY = ("torch", "transformers", "lm_eval", "bitsandbytes", "datasets", "matplotlib")
+
+
+def layer_of(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).parts
+    return parts[0] if len(parts) > 1 else ""
+
+
+def imports(path: Path, top_level_only: bool = False) -> list[tuple[str, int]]:
+    """(imported module, line) for every import of ``path``; relative imports resolved."""
+    tree = ast.parse(path.read_text(), str(path))
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    package = ".".join(("qeval_plugins", *path.relative_to(PACKAGE).parent.parts))
+    found = []
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            found.append((base, node.lineno))
+            if base == "qeval_plugins":  # from qeval_plugins import core / Quantizer
+                found += [(f"qeval_plugins.{alias.name}", node.lineno) for alias in node.names]
+    return found
+
+
+def qeval_layer(module: str) -> str | None:
+    """The layer a ``qeval_plugins...`` module belongs to ("" for the public names), else None."""
+    if module != "qeval_plugins" and not module.startswith("qeval_plugins."):
+        return None
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and (PACKAGE / parts[1]).is_dir() else ""
+
+
+MODULES = sorted(p for p in PACKAGE.rglob("*.py") if layer_of(p) in ALLOWED)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_only_run_down_the_layers(path):
+    layer = layer_of(path)
+    wrong = [
+        f"line {line}: {module}"
+        for module, line in imports(path)
+        if qeval_layer(module) is not None and qeval_layer(module) not in ALLOWED[layer]
+    ]
+    assert not wrong, f"{layer} may import only {sorted(ALLOWED[layer])}: {wrong}"
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((PACKAGE / "report").rglob("*.py")),
+    ids=lambda p: p.name,
+)
+def test_report_modules_import_no_model_library_at_module_level(path):
+    heavy = [m for m, _ in imports(path, top_level_only=True) if m.split(".")[0] in HEAVY]
+    assert not heavy, heavy
+
+
+def test_the_layer_check_catches_an_upward_import(tmp_path, monkeypatch):
+    """The check itself, on a copy of the tree: a metrics module importing the backend (inside a
+    function), and one importing its own layer relatively, which is allowed."""
+    probe = tmp_path / "qeval_plugins" / "metrics" / "probe.py"
+    probe.parent.mkdir(parents=True)
+    (tmp_path / "qeval_plugins" / "backend").mkdir()
+    probe.write_text("def f():\n    from qeval_plugins.backend import lm\n    from . import text\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path / "qeval_plugins")
+    with pytest.raises(AssertionError, match=r": \['line 2: qeval_plugins\.backend'\]"):
+        test_imports_only_run_down_the_layers(probe)
+
+
+def test_engines_use_the_backends_public_api_only():
+    """No module outside the backend reads the lm's private ``self._qeval_*`` state."""
+    lm_source = ast.parse((PACKAGE / "backend" / "lm.py").read_text())
+    state = {
+        node.attr
+        for node in ast.walk(lm_source)
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_qeval")
+    }
+    assert {"_qeval_plan", "_qeval_load_args"} <= state
+    private = []
+    for path in PACKAGE.rglob("*.py"):
+        if layer_of(path) == "backend":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in state:
+                private.append(f"{path.relative_to(PACKAGE)}:{node.lineno} .{node.attr}")
+    assert not private
+
+
+def test_qeval_report_runs_without_any_model_library():
+    """With torch, transformers, lm-eval, bitsandbytes and datasets made unimportable."""
+    code = (
+        "import sys\n"
+        f"for name in {HEAVY[:-1]!r}:\n"
+        "    sys.modules[name] = None\n"
+        "from qeval_plugins.cli.main import main\n"
+        f"sys.exit(main(['report', {str(TESTS / 'data' / 'report')!r}]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rtn:bits=4" in result.stdout
+
+
+def test_tests_mirror_the_package():
+    """Every layer has its own test folder."""
+    for layer in ("core", "quantizers", "backend", "metrics", "storage", "evals", "report", "cli"):
+        assert any((TESTS / layer).glob("test_*.py")), f"tests/{layer}/ has no tests"
