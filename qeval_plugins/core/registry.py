@@ -25,6 +25,7 @@ from qeval_plugins.core import hookspecs
 from qeval_plugins.core.errors import QevalError, did_you_mean
 from qeval_plugins.core.options import FrozenOptions, OptionsChanged
 from qeval_plugins.core.quantizer import LoadContext, Quantizer, contract_problems
+from qeval_plugins.core.version import qeval_version
 
 logger = logging.getLogger("qeval")
 ENTRY_POINT_GROUP = "qeval"
@@ -94,7 +95,7 @@ class Registry:
     # loading -----------------------------------------------------------------------------
     def load(self) -> Registry:
         """Load built-in and external plugins and collect their quantizers."""
-        version = _own_version()
+        version = qeval_version()
         for module_name in BUILTIN_PLUGINS:
             self._add_plugin(module_name.rsplit(".", 1)[-1], "built-in", version, module_name)
         for entry_point in _selected_entry_points():
@@ -397,13 +398,6 @@ def _selected_entry_points() -> list[metadata.EntryPoint]:
             did_you_mean(name, installed),
         )
     return [ep for ep in entry_points if ep.name in wanted]
-
-
-def _own_version() -> str:
-    try:
-        return metadata.version("qeval")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 @functools.cache
