@@ -156,7 +156,8 @@ def measure(folder: Path, width: int = 160) -> dict[str, tuple[float, float]]:
     """Wall and CPU seconds of each phase of one report of everything in ``folder``."""
     from rich.console import Console
 
-    from qeval_plugins.report.compare import compare, load_runs
+    from qeval_plugins.report.compare import compare
+    from qeval_plugins.report.load import load_runs
     from qeval_plugins.report.render import render
 
     times = {}

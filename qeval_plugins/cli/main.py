@@ -99,8 +99,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     """
     from pathlib import Path
 
-    from qeval_plugins.report.compare import printable
-    from qeval_plugins.report.render import destination, export, format_for, plot
+    from qeval_plugins.report.export import export, format_for
+    from qeval_plugins.report.output import destination
+    from qeval_plugins.report.plot import plot
+    from qeval_plugins.report.values import printable
 
     missing = [path for path in args.paths if not Path(path).exists()]
     if missing:
@@ -131,7 +133,8 @@ def _print_report(paths, baseline, console, empty_is_error=False):
     """Load, compare and print the runs in ``paths``; returns the report. With
     ``empty_is_error``, paths that give no run print the reasons (the load warnings, when there
     were results files) and one error line on stderr instead, and return None."""
-    from qeval_plugins.report.compare import compare, load_runs, no_runs_message
+    from qeval_plugins.report.compare import compare
+    from qeval_plugins.report.load import load_runs, no_runs_message
     from qeval_plugins.report.render import render
 
     runs, warnings = load_runs(paths)

@@ -51,7 +51,8 @@ def test_evaluated_with_none_it_is_recorded_and_never_the_baseline(nf4_checkpoin
     from lm_eval.tasks import TaskManager
 
     from qeval_plugins.paths import tasks_path
-    from qeval_plugins.report.compare import compare, load_runs
+    from qeval_plugins.report.compare import compare
+    from qeval_plugins.report.load import load_runs
 
     results = lm_eval.simple_evaluate(
         model="qeval",

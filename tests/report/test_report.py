@@ -34,16 +34,12 @@ import pytest
 from rich.console import Console
 
 from qeval_plugins.core.errors import QevalError
-from qeval_plugins.report.compare import (
-    compare,
-    load_runs,
-    read_run,
-    relative_degradation_pct,
-    setting_label,
-    significant,
-    sweep_setting,
-)
-from qeval_plugins.report.render import FORMATS, export, plot, render
+from qeval_plugins.report.compare import compare, relative_degradation_pct, significant
+from qeval_plugins.report.export import FORMATS, export
+from qeval_plugins.report.load import load_runs, read_run
+from qeval_plugins.report.plot import plot
+from qeval_plugins.report.render import render
+from qeval_plugins.report.sensitivity import setting_label, sweep_setting
 
 TESTS = Path(__file__).resolve().parents[1]
 DATA = TESTS / "data" / "report"
@@ -440,7 +436,7 @@ def test_empty_report_renders():
 
 def test_light_copy_of_hf_quantization_switches():
     from qeval_plugins.core import plan
-    from qeval_plugins.report import compare as results
+    from qeval_plugins.report import load as results
 
     assert results.HF_QUANTIZATION_ARGS == plan.HF_QUANTIZATION_ARGS
 

@@ -16,8 +16,12 @@ import pytest
 from rich.console import Console
 
 from qeval_plugins.cli.main import main
-from qeval_plugins.report.compare import compare, load_runs
-from qeval_plugins.report.render import export, grid_lines, plot, render, summary_grid
+from qeval_plugins.report.compare import compare
+from qeval_plugins.report.export import export
+from qeval_plugins.report.load import load_runs
+from qeval_plugins.report.plot import plot
+from qeval_plugins.report.render import grid_lines, render
+from qeval_plugins.report.tables import summary_grid
 
 TESTS = Path(__file__).resolve().parents[1]
 DATA = TESTS / "data" / "report"
@@ -236,7 +240,7 @@ def test_wide_terminals_get_one_block_and_long_labels_their_own_line(tmp_path):
 def test_thousands_of_tasks_lay_out_in_linear_time(tmp_path):
     """8,000 task columns at 160 columns: blocks of whole columns (the old width fitting took
     one step per cell given up: ~19 s); here every line fits and every task is shown once."""
-    from qeval_plugins.report.compare import Metric
+    from qeval_plugins.report.load import Metric
 
     runs = two_models(tmp_path, ["m", "m"], spec="none")[:1]
     runs[0].metrics = {f"task_{i:04d}": {"acc": Metric(0.5, 0.01, True)} for i in range(8000)}
@@ -410,7 +414,7 @@ def texts_outside(figure) -> list[str]:
 def test_long_names_stay_inside_every_chart(tmp_path):
     """A 300-character model name ran off the PNG in the title; long task names, metric names
     and run labels (tick labels, y label, legend) must fit too."""
-    from qeval_plugins.report.render import charts
+    from qeval_plugins.report.plot import charts
 
     runs = two_models(tmp_path, ["/models/" + "q" * 300, "org/" + "Llama-3.1-8B-Instruct-" * 6])
     for run in runs:

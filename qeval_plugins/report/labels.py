@@ -1,0 +1,111 @@
+"""Names of runs and models: a run's label, display names, and whether a spec names a run.
+
+A run is named by a *label*: the qeval block's ``spec`` (``rtn:bits=4``), else its quantizer plus
+the options given in ``model_args``, else the backend (``hf``) plus ``dtype`` and lm-eval's own
+quantization switches when given; a checkpoint saved already quantized adds
+`` (prequantized METHOD)``. Labels are printed by :func:`qeval_plugins.core.specs.format_spec`, the
+grammar the CLI parses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qeval_plugins.core.plan import HF_QUANTIZATION_ARGS
+from qeval_plugins.core.specs import format_spec
+from qeval_plugins.report.values import as_mapping, is_given, scalar_text
+
+if TYPE_CHECKING:
+    from qeval_plugins.report.load import Run
+
+
+def model_args(config: dict[str, Any]) -> dict[str, Any]:
+    """``config.model_args`` as a dict, also when lm-eval stored the ``"k=v,k=v"`` string."""
+    args = config.get("model_args")
+    if isinstance(args, dict):
+        return args
+    parsed = {}
+    if isinstance(args, str):
+        for pair in args.split(","):
+            key, sep, value = pair.partition("=")
+            if sep:
+                parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def run_label(run: Run) -> str:
+    """``spec`` of the qeval block, else quantizer + given options, else backend + dtype; then
+    :func:`prequantized_note` (``none (prequantized bitsandbytes)``)."""
+    args = model_args(run.config)
+    if run.is_qeval:
+        spec = run.qeval.get("spec")
+        if not (isinstance(spec, str) and spec):
+            options = as_mapping(run.qeval.get("options"))
+            name = scalar_text(run.qeval.get("quantizer")) or scalar_text(args.get("quantizer"))
+            spec = spec_text(name or "none", {key: args[key] for key in options if key in args})
+        return spec + prequantized_note(run)
+    keys = ("dtype", *HF_QUANTIZATION_ARGS)
+    return spec_text(run.backend, {key: args[key] for key in keys if is_given(args.get(key))})
+
+
+def prequantized_note(run: Run) -> str:
+    """`` (prequantized METHOD)`` for a qeval run of a checkpoint saved already quantized (its
+    block's ``prequantized`` holds the checkpoint's quantization_config; METHOD its
+    ``quant_method``), else "": such a run's ``none`` is not an unquantized model."""
+    config = run.qeval.get("prequantized")
+    if not config:
+        return ""
+    method = scalar_text(as_mapping(config).get("quant_method"))
+    return f" (prequantized {method})" if method else " (prequantized)"
+
+
+def is_prequantized(run: Run) -> bool:
+    """Whether ``run`` evaluated a checkpoint saved already quantized
+    (:func:`prequantized_note`)."""
+    return bool(run.qeval.get("prequantized"))
+
+
+def spec_text(name: str, options: dict[str, Any]) -> str:
+    """The canonical spec (:func:`~qeval_plugins.core.specs.format_spec`) of values read from a
+    results file, each first made short, printable text (containers become ``?``)."""
+    return format_spec(name, {key: _text(value) for key, value in options.items()})
+
+
+def _text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else scalar_text(value) or "?"
+
+
+def display_names(models: list[str]) -> dict[str, str]:
+    """Short names: a local path's last folder, a hub id as is; the full id where two clash."""
+    short = {}
+    for model in models:
+        trimmed = model.rstrip("/\\")
+        local = trimmed.startswith(("/", ".", "~")) or "\\" in trimmed
+        short[model] = Path(trimmed).name if local and Path(trimmed).name else model
+    counts: dict[str, int] = {}
+    for name in short.values():
+        counts[name] = counts.get(name, 0) + 1
+    return {model: name if counts[name] == 1 else model for model, name in short.items()}
+
+
+def matches_spec(run: Run, spec: str, any_options: bool = False) -> bool:
+    """Whether ``spec`` names ``run``: its name is the label's, the quantizer or one of its
+    aliases, and its options are the label's (in any order; any options if ``any_options``)."""
+    name, options = _split_spec(spec)
+    label_name, label_options = _split_spec(run.label.removesuffix(prequantized_note(run)))
+    names = {label_name, run.quantizer, scalar_text(run.qeval.get("requested_as")), *aliases(run)}
+    return name in names and (any_options or options == label_options)
+
+
+def aliases(run: Run) -> list[str]:
+    """The qeval block's ``aliases`` of the run's quantizer (texts only)."""
+    aliases = run.qeval.get("aliases")
+    return (
+        [alias for alias in aliases if isinstance(alias, str)] if isinstance(aliases, list) else []
+    )
+
+
+def _split_spec(spec: str) -> tuple[str, list[str]]:
+    name, *pairs = spec.strip().split(":")
+    return name.strip(), sorted(pair.strip().lower().replace(" ", "") for pair in pairs)

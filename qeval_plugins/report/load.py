@@ -1,0 +1,359 @@
+"""Reading lm-eval results files into :class:`Run` objects.
+
+A *run* is one results JSON (``results_<timestamp>.json`` from ``lm_eval --output_path``,
+``results.json`` from ``qeval run``), from ``--model qeval`` or any other backend; its model is
+``config.model_args`` ``pretrained`` and its name a label (:mod:`.labels`).
+
+Nothing read can crash the report: unreadable, empty or binary files, text that is not JSON, corrupt
+or truncated JSON, JSON nested deeper than the interpreter's recursion limit, integers too long for
+a float (more than 308 digits), files of other tools, values of unexpected types, NaN values,
+infinite values (but dB figures), and missing, negative or non-finite standard errors each become
+one warning line, and everything else is still read. A metric's direction is the file's
+``higher_is_better`` entry, else :func:`qeval_plugins.metrics.directions.direction`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from qeval_plugins.core.plan import HF_QUANTIZATION_ARGS
+from qeval_plugins.metrics.directions import direction
+from qeval_plugins.report.labels import model_args, run_label
+from qeval_plugins.report.sensitivity import SWEEP_TASK
+from qeval_plugins.report.settings import fewshot_counts, run_settings
+from qeval_plugins.report.values import (
+    as_mapping,
+    as_number,
+    is_given,
+    listing,
+    parse_int,
+    printable,
+    scalar_text,
+)
+
+NON_METRIC_KEYS = frozenset({"alias", "name", "sample_len", "samples", "sample_count"})
+# Backends whose runs are an unquantized baseline when they use none of HF_QUANTIZATION_ARGS.
+HF_BACKENDS = frozenset({"hf", "hf-auto", "huggingface"})
+
+
+class Metric(NamedTuple):
+    """One metric of one task: value (may be ±inf, never NaN), stderr when known, direction."""
+
+    value: float
+    stderr: float | None
+    higher_is_better: bool | None
+
+
+@dataclass
+class Run:
+    """One evaluated model configuration, read from one results file (or several merged)."""
+
+    path: Path
+    model: str
+    label: str
+    config: dict[str, Any]
+    metrics: dict[str, dict[str, Metric]]
+    qeval: dict[str, Any]
+    date: float = 0.0  # lm-eval's "date" (Unix seconds), else the file's mtime: newest wins
+    merged: list[Path] = field(default_factory=list)  # older files whose tasks were added
+    # configs[task].metadata of its sampling-sweep tasks: their generation settings
+    task_metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # :data:`~.settings.SETTINGS` found in the file, as :func:`~.settings.setting_text`; a
+    # setting absent is unknown
+    settings: dict[str, str] = field(default_factory=dict)
+    # task -> few-shot count (lm-eval's ``n-shot``, else ``configs[task].num_fewshot``)
+    fewshot: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def backend(self) -> str:
+        return scalar_text(self.config.get("model")) or "unknown"
+
+    @property
+    def is_qeval(self) -> bool:
+        return self.backend == "qeval" or "qeval" in self.config
+
+    @property
+    def quantizer(self) -> str | None:
+        """The qeval quantizer's canonical name; None for runs of other backends."""
+        if not self.is_qeval:
+            return None
+        return scalar_text(self.qeval.get("quantizer")) or self.label.partition(":")[0]
+
+    @property
+    def is_plain_hf(self) -> bool:
+        """An ``--model hf`` run without lm-eval's own quantization switches."""
+        args = model_args(self.config)
+        return self.backend in HF_BACKENDS and not any(
+            is_given(args.get(name)) for name in HF_QUANTIZATION_ARGS
+        )
+
+
+def load_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[str]]:
+    """Read every results file in ``paths`` (files, or folders searched for ``results*.json``,
+    hidden folders skipped).
+
+    Returns the runs in path order and one warning line per problem; never raises for content.
+    """
+    runs: list[Run] = []
+    warnings: list[str] = []
+    seen: set[str] = set()
+    for path in _result_files(paths, warnings):
+        key = os.path.abspath(path)  # the same file named twice (a folder and a file in it)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            run, problems = read_run(path)
+        except (ArithmeticError, LookupError, TypeError, ValueError, RecursionError) as error:
+            # the net under read_run's own checks: a file of a shape no check foresaw
+            run, problems = None, [f"{path}: unexpected content ({_error_text(error)}); skipped"]
+        warnings.extend(problems)
+        if run is not None:
+            runs.append(run)
+    return runs, warnings
+
+
+def no_runs_message(paths: Sequence[str | Path]) -> tuple[str, bool]:
+    """The error line for ``paths`` that gave no run, and whether they hold results files at all
+    (then none could be read, and the load warnings say why)."""
+    found = len({os.path.abspath(path) for path in _result_files(paths, [])})
+    shown = printable(listing([str(path) for path in paths], 3))
+    wanted = (
+        "pass the folder that lm_eval --output_path or qeval run --output wrote, or its "
+        "results*.json files"
+    )
+    if not found:
+        return f"no lm-eval results files (results*.json) in {shown}; {wanted}", False
+    unread = (
+        f"the results file in {shown} could not be read"
+        if found == 1
+        else f"none of the {found} results files in {shown} could be read"
+    )
+    return f"no runs to report: {unread} (see the warnings); {wanted}", True
+
+
+def _result_files(paths: Sequence[str | Path], warnings: list[str]) -> Iterable[Path]:
+    """Given files as they are; in folders, ``results*.json`` outside hidden folders (such as
+    ``qeval run``'s unfinished ``.partial-*``)."""
+    for given in map(Path, paths):
+        if given.is_dir():
+            found = sorted(
+                path
+                for path in given.rglob("results*.json")
+                if not any(part.startswith(".") for part in path.relative_to(given).parts)
+            )
+            if not found:
+                warnings.append(f"{given}: no results*.json files in this folder")
+            yield from found
+        elif given.exists():
+            yield given
+        else:
+            warnings.append(f"{given}: no such file or folder")
+
+
+def read_run(path: Path) -> tuple[Run | None, list[str]]:
+    """One results file as a :class:`Run` (None if it is not one) and its warning lines."""
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        return None, [f"{path}: cannot read ({error}); skipped"]
+    text = _as_text(raw)
+    if text is None:
+        return None, [f"{path}: not text (binary: NUL bytes or not UTF-8); skipped"]
+    if not text.strip():
+        return None, [f"{path}: empty file; skipped"]
+    huge: list[int] = []  # digit counts of integers too long for a float
+    try:
+        data = json.loads(text, parse_int=lambda digits: parse_int(digits, huge))
+    except json.JSONDecodeError as error:
+        return None, [f"{path}: {_json_problem(error, text)}; skipped"]
+    except RecursionError:
+        return None, [f"{path}: JSON nested too deeply to read; skipped"]
+    return results_run(data, path, huge)
+
+
+def results_run(data: Any, path: Path, huge: Sequence[int] = ()) -> tuple[Run | None, list[str]]:
+    """Parsed results JSON ``data`` (read from ``path``) as a :class:`Run` (None if it is not
+    one) and its warning lines; ``huge`` holds the digit counts of the integers too long for a
+    number that the parser left out (:func:`~.values.parse_int`). Dates are lm-eval's ``date``,
+    else the file's modification time (0 when ``path`` names no file)."""
+    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
+        return None, [f'{path}: not an lm-eval results file (no "results" object); skipped']
+    config = as_mapping(data.get("config"))
+    notes = MetricNotes()
+    metrics = parse_metrics(data, notes)
+    warnings = []
+    if huge:
+        count = f"{len(huge)} integers" if len(huge) > 1 else "an integer"
+        warnings.append(
+            f"{path}: {count} of up to {max(huge)} digits, too long for a number; left out"
+        )
+    warnings += notes.warnings(path)
+    if not metrics:
+        return None, [*warnings, f"{path}: no numeric metrics in its results; skipped"]
+    args = model_args(config)
+    block = as_mapping(config.get("qeval"))
+    date = as_number(data.get("date"))
+    configs = as_mapping(data.get("configs"))
+    run = Run(
+        path=path,
+        model=scalar_text(args.get("pretrained"))
+        or scalar_text(data.get("model_name"))
+        or "unknown",
+        label="",
+        config=config,
+        metrics=metrics,
+        qeval=block,
+        date=date if date is not None and math.isfinite(date) else _modified(path),
+        task_metadata={
+            task: metadata
+            for task in metrics
+            if SWEEP_TASK.fullmatch(task)
+            and (metadata := as_mapping(as_mapping(configs.get(task)).get("metadata")))
+        },
+        settings=run_settings(data, config),
+        fewshot=fewshot_counts(data, metrics),
+    )
+    run.label = run_label(run)
+    return run, warnings
+
+
+def _modified(path: Path) -> float:
+    """``path``'s modification time (Unix seconds), 0 when it cannot be read."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _error_text(error: BaseException, limit: int = 200) -> str:
+    """``Kind: message`` of an exception, cut to ``limit`` characters."""
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _as_text(raw: bytes) -> str | None:
+    """``raw`` decoded as UTF-8 (a byte-order mark dropped); None for binary data: NUL bytes, or
+    bytes that are not UTF-8."""
+    if b"\0" in raw:
+        return None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None
+
+
+def _json_problem(error: json.JSONDecodeError, text: str) -> str:
+    """What is wrong with a text that is not JSON: it does not start as JSON ("not JSON"), it
+    stops before its closing bracket ("truncated JSON") or it breaks the syntax inside."""
+    where = f"line {error.lineno}, column {error.colno}: {error.msg}"
+    if not text.lstrip().startswith(("{", "[")):
+        return f"not JSON ({where})"
+    if not text.rstrip().endswith(("}", "]")):
+        return f"truncated JSON (cut off at line {text.count(chr(10)) + 1})"
+    return f"not valid JSON ({where})"
+
+
+@dataclass
+class MetricNotes:
+    """What :func:`parse_metrics` found amiss, as ``task/metric`` names per kind: NaN values (left
+    out), infinite values other than dB figures (shown, not compared), missing stderrs, and
+    unusable stderrs (negative, NaN or infinite: treated as missing)."""
+
+    nan: list[str] = field(default_factory=list)
+    infinite: list[str] = field(default_factory=list)
+    no_stderr: list[str] = field(default_factory=list)
+    bad_stderr: list[str] = field(default_factory=list)
+
+    def warnings(self, path: Path) -> list[str]:
+        """One warning line per kind found, for the file ``path``."""
+        lines = [
+            (self.nan, "NaN in {}; left out"),
+            (self.infinite, "infinite value of {}; shown as ∞, not compared"),
+            (self.no_stderr, "no stderr for {}; significance not assessed"),
+            (
+                self.bad_stderr,
+                "stderr negative or not finite for {}; treated as missing, significance not "
+                "assessed",
+            ),
+        ]
+        return [f"{path}: {text.format(listing(names))}" for names, text in lines if names]
+
+
+def parse_metrics(data: dict[str, Any], notes: MetricNotes) -> dict[str, dict[str, Metric]]:
+    """``results`` as task -> metric -> :class:`Metric`; what is amiss is noted in ``notes``.
+
+    ±∞ is a value (an SQNR of identical or all-zero weights, an infinite perplexity), noted unless
+    the metric is in dB; a stderr below 0, NaN or infinite is None (no stderr).
+
+    Keys are lm-eval's ``"metric,filter"`` (plain ``"metric"`` in older files); the metric is named
+    ``metric`` for filter ``none``, else ``metric,filter``. Subtasks of a group that reports its
+    own aggregate (mmlu) are folded into the group.
+    """
+    directions = as_mapping(data.get("higher_is_better"))
+    folded = _folded_subtasks(data)
+    metrics: dict[str, dict[str, Metric]] = {}
+    for task, entry in data["results"].items():
+        if task in folded or not isinstance(entry, dict):
+            continue
+        task_directions = as_mapping(directions.get(task))
+        found = {}
+        for key, raw in entry.items():
+            base, _, kind = key.partition(",")
+            if base in NON_METRIC_KEYS or base.endswith("_stderr"):
+                continue
+            value = as_number(raw)
+            if value is None:
+                continue
+            name = base if kind in ("", "none") else key
+            if math.isnan(value):
+                notes.nan.append(f"{task}/{name}")
+                continue
+            if math.isinf(value) and not base.endswith("_db"):
+                notes.infinite.append(f"{task}/{name}")
+            stderr_key = f"{base}_stderr,{kind}" if kind else f"{base}_stderr"
+            stderr = as_number(entry.get(stderr_key))
+            if stderr_key not in entry:
+                notes.no_stderr.append(f"{task}/{name}")
+            elif stderr is not None and not (math.isfinite(stderr) and stderr >= 0):
+                notes.bad_stderr.append(f"{task}/{name}")
+                stderr = None
+            stated = task_directions.get(base)
+            found[name] = Metric(
+                value,
+                stderr,
+                stated if isinstance(stated, bool) else direction(base),
+            )
+        if found:
+            metrics[task] = found
+    return metrics
+
+
+def _folded_subtasks(data: dict[str, Any]) -> set[str]:
+    groups = {
+        group: children
+        for group, children in as_mapping(data.get("group_subtasks")).items()
+        if isinstance(children, list) and children
+    }
+    results = data["results"]
+    stack = [group for group in groups if _has_scores(results.get(group))]
+    folded: set[str] = set()
+    while stack:
+        for child in groups.get(stack.pop(), ()):
+            if isinstance(child, str) and child not in folded:
+                folded.add(child)
+                stack.append(child)
+    return folded
+
+
+def _has_scores(entry: Any) -> bool:
+    return isinstance(entry, dict) and any(
+        "," in key and "_stderr," not in key and as_number(value) is not None
+        for key, value in entry.items()
+    )
