@@ -36,6 +36,7 @@ from qeval_plugins.core.errors import QevalError
 from qeval_plugins.evals.base import QevalTask
 from qeval_plugins.evals.sampling.engine import REQUEST_TYPE, GenerationSettings
 from qeval_plugins.metrics import text as metrics
+from qeval_plugins.metrics.directions import directions
 
 
 def load_prompts(
@@ -125,19 +126,22 @@ class SamplingTask(QevalTask):
         return {name: _mean for name in [*METRICS, *(["fluency"] if self.fluency else [])]}
 
     def higher_is_better(self) -> dict:
-        return {**METRICS, **({"fluency": True} if self.fluency else {})}
+        return directions([*METRICS, *(["fluency"] if self.fluency else [])])
 
 
-METRICS = {
-    "rougeL": True,
-    "chrf": True,
-    "reference_rougeL": True,
-    "distinct_1": True,
-    "distinct_2": True,
-    "self_bleu": False,
-    "agree_tokens": True,
-    "agree_rougeL": True,
-}
+# metric -> higher is better, from the one table of metric directions
+METRICS = directions(
+    (
+        "rougeL",
+        "chrf",
+        "reference_rougeL",
+        "distinct_1",
+        "distinct_2",
+        "self_bleu",
+        "agree_tokens",
+        "agree_rougeL",
+    )
+)
 
 
 def sample_metrics(samples: list[dict], reference: str) -> dict[str, float]:
@@ -227,4 +231,4 @@ class SensitivitySummaryTask(SamplingTask):
         return metrics.band_gap(self.values, quantized, reference, *self.gap_band)
 
 
-SUMMARY = {"rougeL_slope": True, "rougeL_spread": False, "rougeL_gap": False}
+SUMMARY = directions(("rougeL_slope", "rougeL_spread", "rougeL_gap"))

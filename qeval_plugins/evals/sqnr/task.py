@@ -34,6 +34,7 @@ from lm_eval.api.instance import Instance
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.evals.base import QevalTask
 from qeval_plugins.evals.sqnr.engine import REQUEST_TYPE, SqnrSettings
+from qeval_plugins.metrics.directions import directions
 
 
 def load_texts(text_file: str | None = None, text_field: str = "text", **_: Any):
@@ -126,20 +127,7 @@ AGGREGATIONS = {
     "activation_sqnr_last_db": _first,
     "activation_sqnr_min_db": _first,
 }
-HIGHER_IS_BETTER = {
-    "logit_sqnr_db": True,
-    "kl_mean": False,
-    "kl_p99": False,
-    "top1_agreement": True,
-    "ppl_reference": False,
-    "ppl_quantized": False,
-    "ppl_delta": False,
-    "weight_sqnr_mean_db": True,
-    "weight_sqnr_min_db": True,
-    "weight_sqnr_global_db": True,
-    "activation_sqnr_last_db": True,
-    "activation_sqnr_min_db": True,
-}
+HIGHER_IS_BETTER = directions(AGGREGATIONS)  # from the one table of metric directions
 
 
 class SqnrTask(QevalTask):
