@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import sys
 import tempfile
@@ -20,6 +19,8 @@ from typing import Any
 from qeval_plugins.backend.checkpoints import resolve_pretrained
 from qeval_plugins.core.plan import check_spec
 from qeval_plugins.core.specs import spec_model_args
+from qeval_plugins.report.demo_table import demo_grid, demo_run, print_demo
+from qeval_plugins.report.load import Run
 from qeval_plugins.storage.atomic import write_atomic
 from qeval_plugins.storage.writable import check_writable_dir
 
@@ -34,17 +35,6 @@ DEFAULT_DEMO_QUANTIZERS = (
     "rtn:bits=2",
 )
 DEMO_TASK = "qeval_demo"
-# metric shown per task, and whether higher is better
-MAIN_METRICS = {
-    "qeval_demo_facts": ("acc", True),
-    "qeval_demo_cloze": ("exact_match", True),
-    "qeval_demo_ppl": ("word_perplexity", False),
-}
-COLUMN_TITLES = {
-    "qeval_demo_facts": "facts acc ↑",
-    "qeval_demo_cloze": "cloze EM ↑",
-    "qeval_demo_ppl": "word ppl ↓",
-}
 
 
 def evaluate_spec(
@@ -108,56 +98,11 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=2, default=str).encode())
 
 
-def summarize(results: dict[str, Any]) -> dict[str, Any]:
-    """Main metric per task plus the qeval block's size and timing figures."""
-    block = results.get("config", {}).get("qeval", {})
-    row = {
-        "bytes": block.get("param_bytes_after"),
-        "seconds": block.get("quantize_seconds"),
-        "options": block.get("options", {}),
-    }
-    for task, (metric, _) in MAIN_METRICS.items():
-        values = results.get("results", {}).get(task, {})
-        row[task] = values.get(f"{metric},none")
-    return row
-
-
-def render(rows: dict[str, dict[str, Any]], console) -> None:
-    """Print the comparison table (rendering only)."""
-    from rich.table import Table
-
-    baseline = rows.get("none")
-    table = Table(title="qeval demo: qeval-tiny on qeval_demo (change vs none)")
-    table.add_column("quantizer", no_wrap=True)
-    for task in MAIN_METRICS:
-        table.add_column(COLUMN_TITLES[task], justify="right")
-    table.add_column("MB", justify="right")
-    table.add_column("load s", justify="right")
-    for spec, row in rows.items():
-        cells = [spec]
-        for task, (_, higher) in MAIN_METRICS.items():
-            value = row[task]
-            text = "-" if value is None else f"{value:.3f}"
-            if baseline and spec != "none" and value is not None and baseline[task] is not None:
-                delta = value - baseline[task]
-                worse = delta < 0 if higher else delta > 0
-                colour = "red" if worse and not math.isclose(delta, 0) else "green"
-                text += f" [{colour}]({delta:+.3f})[/{colour}]"
-            cells.append(text)
-        cells.append("-" if row["bytes"] is None else f"{row['bytes'] / 2**20:.2f}")
-        cells.append("-" if row["seconds"] is None else f"{row['seconds']:.2f}")
-        table.add_row(*cells)
-    console.print(table)
-    console.print(
-        "MB: weights as stored (bitsandbytes: packed, scales included). rtn is simulated "
-        "quantization, stored unquantized. load s: load + quantize wall time."
-    )
-
-
 def run_demo(
     quantizers: list[str], model: str, device: str, limit: int | None, output: str | None, console
-) -> dict[str, dict[str, Any]]:
-    """Evaluate every quantizer spec, print progress and the table; return the summary rows."""
+) -> list[Run]:
+    """Evaluate every quantizer spec, print progress and the table
+    (:mod:`qeval_plugins.report.demo_table`); return the runs."""
     for spec in quantizers:  # every spec, the model and the output are checked before any run
         check_spec(spec, device)
     resolve_pretrained(model)
@@ -171,14 +116,14 @@ def run_demo(
     task_manager = TaskManager(
         include_path=str(tasks_path()), include_defaults=False, verbosity="ERROR"
     )
-    rows: dict[str, dict[str, Any]] = {}
+    runs = []
     for index, spec in enumerate(quantizers, 1):
         with console.status(f"[{index}/{len(quantizers)}] evaluating {spec} ..."):
             results = evaluate_quietly(spec, model, device, limit, task_manager)
         if output:
             name = spec.replace(":", "_").replace("=", "-")
             write_json_atomic(Path(output) / name / "results.json", results)
-        rows[spec] = summarize(results)
+        runs.append(demo_run(spec, results))
         console.print(f"[{index}/{len(quantizers)}] {spec} done")
-    render(rows, console)
-    return rows
+    print_demo(demo_grid(runs), console)
+    return runs
