@@ -20,7 +20,7 @@ from qeval_plugins.backend.checkpoints import resolve_pretrained
 from qeval_plugins.core.plan import check_spec
 from qeval_plugins.core.specs import spec_model_args
 from qeval_plugins.report.demo_table import demo_grid, demo_run, print_demo
-from qeval_plugins.report.load import Run
+from qeval_plugins.report.runs import Run
 from qeval_plugins.storage.atomic import write_atomic
 from qeval_plugins.storage.writable import check_writable_dir
 

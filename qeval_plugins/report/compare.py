@@ -22,17 +22,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 from qeval_plugins.core.errors import QevalError, did_you_mean
-from qeval_plugins.report.data import report_data
 from qeval_plugins.report.labels import (
     aliases,
     display_names,
     is_prequantized,
     matches_spec,
 )
-from qeval_plugins.report.load import Metric, Run
+from qeval_plugins.report.runs import Metric, Run
 from qeval_plugins.report.sensitivity import (
     SWEEP_SUMMARY,
     SWEEP_TASK,
@@ -126,10 +124,6 @@ class Report:
 
     comparisons: list[Comparison]
     warnings: list[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        """The report as strict-JSON-safe data (:func:`~.data.report_data`)."""
-        return report_data(self)
 
 
 def compare(
@@ -238,7 +232,7 @@ def compare_model(
         )
     sqnr = [summary for row in rows if (summary := sqnr_summary(row.run)) is not None]
     tasks = {task: metric for task, metric in scored.items() if not is_sweep_point(task)}
-    sweeps = sensitivity(rows, name, notes)
+    sweeps = sensitivity([row.run for row in rows], base, name, notes)
     return Comparison(model, name, base, reason, tasks, rows, sqnr, sweeps)
 
 

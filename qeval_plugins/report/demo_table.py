@@ -21,7 +21,8 @@ from qeval_plugins.core.errors import QevalError
 from qeval_plugins.report.compare import Row, Score, main_metrics, make_row
 from qeval_plugins.report.grid import Cell, Grid, arrow, fixed
 from qeval_plugins.report.labels import display_names
-from qeval_plugins.report.load import Run, results_run
+from qeval_plugins.report.load import results_run
+from qeval_plugins.report.runs import Run
 
 BASELINE = "none"
 DEMO_GROUP = "qeval_demo"

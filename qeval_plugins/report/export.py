@@ -1,7 +1,7 @@
 """The report as a file: Markdown, CSV, JSON or HTML (:data:`FORMATS`).
 
 Markdown and HTML draw the same grids as the terminal (:mod:`.tables`); JSON is
-:meth:`~.compare.Report.to_dict` and the CSV its long form. Every text read from a results file
+:func:`~.data.report_data` and the CSV its long form. Every text read from a results file
 is :func:`~.values.printable` and, per format, Markdown-escaped, HTML-escaped or quoted against
 spreadsheet formulas. :func:`export` writes through :func:`~.output.write_output`.
 """
@@ -19,6 +19,7 @@ from typing import Any
 
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.report.compare import Report
+from qeval_plugins.report.data import report_data
 from qeval_plugins.report.grid import Cell, Grid, one_line
 from qeval_plugins.report.output import make_folder, not_a_folder, write_output
 from qeval_plugins.report.tables import LEGEND, grids
@@ -47,7 +48,7 @@ def format_for(path: str | Path) -> str:
 
 
 def to_json(report: Report) -> str:
-    return json.dumps(report.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    return json.dumps(report_data(report), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 CSV_COLUMNS = (
@@ -75,7 +76,7 @@ CSV_COLUMNS = (
     "limit",
     "num_fewshot",
 )
-CSV_RUN_KEYS = CSV_COLUMNS[2:9]  # is_baseline ... quantize_seconds, as in Report.to_dict()
+CSV_RUN_KEYS = CSV_COLUMNS[2:9]  # is_baseline ... quantize_seconds, as in report_data()
 # A cell starting with one of these is a formula to a spreadsheet (=HYPERLINK, +cmd|, @SUM).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 NUMBER_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?inf|nan")
@@ -89,7 +90,7 @@ def to_csv(report: Report) -> str:
     stream = io.StringIO()
     writer = csv.DictWriter(stream, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    for model in report.to_dict()["models"]:
+    for model in report_data(report)["models"]:
         for run in model["runs"]:
             common = {
                 "model": model["model"],

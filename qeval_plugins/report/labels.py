@@ -10,28 +10,12 @@ grammar the CLI parses.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from qeval_plugins.core.plan import HF_QUANTIZATION_ARGS
 from qeval_plugins.core.specs import format_spec
+from qeval_plugins.report.runs import Run, model_args
 from qeval_plugins.report.values import as_mapping, is_given, scalar_text
-
-if TYPE_CHECKING:
-    from qeval_plugins.report.load import Run
-
-
-def model_args(config: dict[str, Any]) -> dict[str, Any]:
-    """``config.model_args`` as a dict, also when lm-eval stored the ``"k=v,k=v"`` string."""
-    args = config.get("model_args")
-    if isinstance(args, dict):
-        return args
-    parsed = {}
-    if isinstance(args, str):
-        for pair in args.split(","):
-            key, sep, value = pair.partition("=")
-            if sep:
-                parsed[key.strip()] = value.strip()
-    return parsed
 
 
 def run_label(run: Run) -> str:

@@ -20,17 +20,16 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from qeval_plugins.core.plan import HF_QUANTIZATION_ARGS
 from qeval_plugins.metrics.directions import direction
-from qeval_plugins.report.labels import model_args, run_label
+from qeval_plugins.report.labels import run_label
+from qeval_plugins.report.runs import Metric, Run, model_args
 from qeval_plugins.report.sensitivity import SWEEP_TASK
 from qeval_plugins.report.settings import fewshot_counts, run_settings
 from qeval_plugins.report.values import (
     as_mapping,
     as_number,
-    is_given,
     listing,
     parse_int,
     printable,
@@ -38,60 +37,6 @@ from qeval_plugins.report.values import (
 )
 
 NON_METRIC_KEYS = frozenset({"alias", "name", "sample_len", "samples", "sample_count"})
-# Backends whose runs are an unquantized baseline when they use none of HF_QUANTIZATION_ARGS.
-HF_BACKENDS = frozenset({"hf", "hf-auto", "huggingface"})
-
-
-class Metric(NamedTuple):
-    """One metric of one task: value (may be ±inf, never NaN), stderr when known, direction."""
-
-    value: float
-    stderr: float | None
-    higher_is_better: bool | None
-
-
-@dataclass
-class Run:
-    """One evaluated model configuration, read from one results file (or several merged)."""
-
-    path: Path
-    model: str
-    label: str
-    config: dict[str, Any]
-    metrics: dict[str, dict[str, Metric]]
-    qeval: dict[str, Any]
-    date: float = 0.0  # lm-eval's "date" (Unix seconds), else the file's mtime: newest wins
-    merged: list[Path] = field(default_factory=list)  # older files whose tasks were added
-    # configs[task].metadata of its sampling-sweep tasks: their generation settings
-    task_metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # :data:`~.settings.SETTINGS` found in the file, as :func:`~.settings.setting_text`; a
-    # setting absent is unknown
-    settings: dict[str, str] = field(default_factory=dict)
-    # task -> few-shot count (lm-eval's ``n-shot``, else ``configs[task].num_fewshot``)
-    fewshot: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def backend(self) -> str:
-        return scalar_text(self.config.get("model")) or "unknown"
-
-    @property
-    def is_qeval(self) -> bool:
-        return self.backend == "qeval" or "qeval" in self.config
-
-    @property
-    def quantizer(self) -> str | None:
-        """The qeval quantizer's canonical name; None for runs of other backends."""
-        if not self.is_qeval:
-            return None
-        return scalar_text(self.qeval.get("quantizer")) or self.label.partition(":")[0]
-
-    @property
-    def is_plain_hf(self) -> bool:
-        """An ``--model hf`` run without lm-eval's own quantization switches."""
-        args = model_args(self.config)
-        return self.backend in HF_BACKENDS and not any(
-            is_given(args.get(name)) for name in HF_QUANTIZATION_ARGS
-        )
 
 
 def load_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[str]]:

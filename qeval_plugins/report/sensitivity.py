@@ -12,14 +12,11 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from qeval_plugins.metrics.text import BAND_EDGE_TOLERANCE
+from qeval_plugins.report.runs import Metric, Run
 from qeval_plugins.report.values import as_finite, listing
-
-if TYPE_CHECKING:
-    from qeval_plugins.report.compare import Row
-    from qeval_plugins.report.load import Metric
 
 # Sampling-sensitivity sweeps: tasks qeval_<sweep>_<setting> and qeval_<sweep>_summary.
 SWEEPS = ("temperature", "top_k", "max_new_tokens")
@@ -91,7 +88,7 @@ def setting_label(sweep: str, setting: float) -> str:
     return f"{setting:g}"
 
 
-def sensitivity(rows: list[Row], name: str, notes: list[str]) -> list[Sweep]:
+def sensitivity(runs: list[Run], baseline: Run | None, name: str, notes: list[str]) -> list[Sweep]:
     """Every sampling sweep that a run of the model covers, in :data:`SWEEPS` order.
 
     A task whose setting cannot be told (:func:`sweep_setting`) is one warning in ``notes`` and
@@ -100,14 +97,13 @@ def sensitivity(rows: list[Row], name: str, notes: list[str]) -> list[Sweep]:
     """
     found: dict[str, dict[str, SweepRun]] = {sweep: {} for sweep in SWEEPS}
     unknown = []
-    for row in rows:
-        run = row.run
+    for run in runs:
         for task, metrics in run.metrics.items():
             match = SWEEP_TASK.fullmatch(task)
             if match is None:
                 continue
             sweep, suffix = match.groups()
-            entry = found[sweep].setdefault(run.label, SweepRun(run.label, row.is_baseline, {}, {}))
+            entry = found[sweep].setdefault(run.label, SweepRun(run.label, run is baseline, {}, {}))
             if suffix == SWEEP_SUMMARY:
                 entry.summary = metrics
             elif (setting := sweep_setting(sweep, suffix, run.task_metadata.get(task, {}))) is None:
@@ -125,13 +121,13 @@ def sensitivity(rows: list[Row], name: str, notes: list[str]) -> list[Sweep]:
             entry.points = dict(sorted(entry.points.items()))
         if by_label:
             settings = sorted({setting for entry in by_label.values() for setting in entry.points})
-            sweeps.append(Sweep(sweep, settings, _band(sweep, rows), list(by_label.values())))
+            sweeps.append(Sweep(sweep, settings, _band(sweep, runs), list(by_label.values())))
     return sweeps
 
 
-def _band(sweep: str, rows: list[Row]) -> tuple[float, float] | None:
-    for row in rows:
-        metadata = row.run.task_metadata.get(f"qeval_{sweep}_{SWEEP_SUMMARY}", {})
+def _band(sweep: str, runs: list[Run]) -> tuple[float, float] | None:
+    for run in runs:
+        metadata = run.task_metadata.get(f"qeval_{sweep}_{SWEEP_SUMMARY}", {})
         low, high = as_finite(metadata.get("gap_low")), as_finite(metadata.get("gap_high"))
         if low is not None and high is not None:
             return low, high

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from qeval_plugins.report.labels import model_args
+from qeval_plugins.report.runs import Run, model_args
 from qeval_plugins.report.values import as_mapping, listing
-
-if TYPE_CHECKING:
-    from qeval_plugins.report.load import Run
 
 # Settings that change a run's scores, compared across the runs of a model. Each is read from
 # the results file: ``config[key]``, else the top level ``key`` (lm-eval writes the chat template

@@ -9,12 +9,9 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import TYPE_CHECKING
 
+from qeval_plugins.report.runs import Run
 from qeval_plugins.report.values import as_mapping, as_value
-
-if TYPE_CHECKING:
-    from qeval_plugins.report.load import Run
 
 SQNR_TASK = "qeval_sqnr"
 DEFAULT_WORST_LAYERS = 5

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from qeval_plugins.metrics.directions import direction
 from qeval_plugins.report.compare import Comparison, Row, Score
 from qeval_plugins.report.grid import Cell, Grid, arrow, fixed, number, small_number
-from qeval_plugins.report.load import Metric, Run
+from qeval_plugins.report.runs import Metric, Run
 from qeval_plugins.report.sensitivity import SWEEP_SUMMARY_METRICS, TEMPERATURE_BAND, Sweep
 from qeval_plugins.report.values import printable
 

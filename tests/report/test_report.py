@@ -35,6 +35,7 @@ from rich.console import Console
 
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.report.compare import compare, relative_degradation_pct, significant
+from qeval_plugins.report.data import report_data
 from qeval_plugins.report.export import FORMATS, export
 from qeval_plugins.report.load import load_runs, read_run
 from qeval_plugins.report.plot import plot
@@ -175,7 +176,7 @@ def test_grouping_baselines_and_merging(report):
 def test_compare_does_not_change_its_input(loaded, report):
     runs, warnings = loaded
     again = compare(runs, warnings=warnings)
-    assert again.to_dict() == report.to_dict()
+    assert report_data(again) == report_data(report)
 
 
 def test_baseline_option(loaded):
@@ -431,14 +432,7 @@ def test_empty_report_renders():
     console = Console(width=80, record=True, color_system=None)
     render(compare([]), console)
     assert "No runs to report." in console.export_text()
-    assert compare([]).to_dict() == {"models": [], "warnings": []}
-
-
-def test_light_copy_of_hf_quantization_switches():
-    from qeval_plugins.core import plan
-    from qeval_plugins.report import load as results
-
-    assert results.HF_QUANTIZATION_ARGS == plan.HF_QUANTIZATION_ARGS
+    assert report_data(compare([])) == {"models": [], "warnings": []}
 
 
 # ---------------------------------------------------------------- sampling sensitivity
@@ -467,7 +461,7 @@ def sens_report():
 
 @pytest.fixture(scope="module")
 def sens_json(sens_report) -> dict:
-    (model,) = sens_report.to_dict()["models"]
+    (model,) = report_data(sens_report)["models"]
     return {sweep["sweep"]: sweep for sweep in model["sensitivity"]}
 
 

@@ -240,7 +240,7 @@ def test_wide_terminals_get_one_block_and_long_labels_their_own_line(tmp_path):
 def test_thousands_of_tasks_lay_out_in_linear_time(tmp_path):
     """8,000 task columns at 160 columns: blocks of whole columns (the old width fitting took
     one step per cell given up: ~19 s); here every line fits and every task is shown once."""
-    from qeval_plugins.report.load import Metric
+    from qeval_plugins.report.runs import Metric
 
     runs = two_models(tmp_path, ["m", "m"], spec="none")[:1]
     runs[0].metrics = {f"task_{i:04d}": {"acc": Metric(0.5, 0.01, True)} for i in range(8000)}

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.report.compare import compare
+from qeval_plugins.report.data import report_data
 from qeval_plugins.report.export import FORMATS, export
 from qeval_plugins.report.grid import number
 from qeval_plugins.report.load import load_runs
@@ -271,7 +272,7 @@ def test_minus_infinite_sqnr_is_the_worst_layer_and_is_shown(tmp_path):
     assert summary.split()[2] == "−∞"  # W mean, W min
     spark = summary.split()[-1]
     assert spark[1] == "▁" and spark[2] == "█"  # -inf drawn as the worst, +inf as the best
-    exported = report.to_dict()["models"][0]["sqnr"]
+    exported = report_data(report)["models"][0]["sqnr"]
     assert {"layer": "a.k_proj", "sqnr_db": "-inf"} in next(
         s["worst"] for s in exported if s["label"] == "bnb-nf4"
     )
@@ -442,5 +443,5 @@ def test_a_prequantized_checkpoint_is_labelled_and_never_the_baseline(tmp_path):
         ("none", True),
         ("none (prequantized bitsandbytes)", False),
     ]
-    exported = report.to_dict()["models"][0]["runs"]
+    exported = report_data(report)["models"][0]["runs"]
     assert [run["label"] for run in exported] == ["none", "none (prequantized bitsandbytes)"]
