@@ -1,7 +1,7 @@
 """``qeval report``: reading results files, comparing runs, rendering, exporting, plotting.
 
-Modules, bottom up: ``values`` (reading untrusted JSON values, :func:`printable`), ``labels``
-(run labels, model names), ``settings`` (recorded evaluation settings and their differences),
+Modules, bottom up: ``values`` (reading untrusted JSON values, :func:`printable`), ``runs``
+(a run and its metrics), ``labels`` (run labels, model names), ``settings`` (recorded evaluation settings and their differences),
 ``load`` (results files → runs), ``sensitivity`` and ``sqnr`` (the sampling sweeps and the SQNR
 figures of a model's runs), ``compare`` (baselines, deltas, significance: the ``Report``),
 ``data`` (the report as JSON-safe data), ``grid`` (the table cells every view draws, numbers as
