@@ -3,7 +3,8 @@
 Public API for plugin authors:
 
 * :data:`hookimpl` — decorate your hook implementations with it;
-* :class:`Quantizer`, :class:`Option`, :class:`LoadContext` — the quantizer contract;
+* :class:`Quantizer`, :class:`Option`, :class:`LoadContext`, :class:`Scheme` — the quantizer
+  contract;
 * :class:`QevalError` — the one error class users see.
 
 The names are resolved lazily: importing this package (which every interpreter of the
@@ -18,6 +19,7 @@ _PUBLIC = {
     "Option": "qeval_plugins.core.options",
     "LoadContext": "qeval_plugins.core.quantizer",
     "Quantizer": "qeval_plugins.core.quantizer",
+    "Scheme": "qeval_plugins.core.quantizer",
     "hookimpl": "qeval_plugins.core.hookspecs",
 }
 

@@ -67,7 +67,7 @@ def print_quantizers(registry: Any, console: Any) -> None:
             (
                 Text(printable(quantizer.name), style="bold"),
                 Text(printable(", ".join(quantizer.aliases))),
-                Text(printable(quantizer.description)),
+                Text(printable(quantizer.description)) + _scheme_line(entry),
                 options,
                 Text(printable(here), style="green" if here == "ok" else "yellow"),
                 Text(printable(entry.plugin.name)),
@@ -137,3 +137,29 @@ def _indented(console: Any, texts: list[Any], indent: int) -> None:
         for line in text.wrap(console, max(1, console.width - indent), overflow="fold"):
             line.rstrip()
             console.print(pad + line, soft_wrap=True)
+
+
+def _scheme_line(entry: Any) -> Any:
+    """The quantizer's scheme at its default options, as a dim second line of its description.
+
+    Empty when it states no scheme, or its plugin fails to (``qeval plugins`` shows why).
+    """
+    from rich.text import Text
+
+    from qeval_plugins.core.errors import QevalError
+    from qeval_plugins.core.options import resolve_options
+    from qeval_plugins.core.quantizer import Scheme
+    from qeval_plugins.core.registry import printable, run_finalize_options, run_scheme
+
+    quantizer = entry.quantizer
+    try:
+        defaults = resolve_options(quantizer.name, quantizer.options, {})
+        record = run_scheme(
+            quantizer, entry.plugin, run_finalize_options(quantizer, entry.plugin, defaults)
+        )
+    except QevalError:
+        return Text("")
+    if record is None:
+        return Text("")
+    scheme = Scheme(record["weights"], record["activations"], tuple(record["kept"]))
+    return Text("\n" + printable(scheme.describe()), style="dim")

@@ -8,7 +8,12 @@ from typing import Any
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.options import resolve_options
 from qeval_plugins.core.quantizer import LoadContext, Quantizer
-from qeval_plugins.core.registry import PluginInfo, get_registry, run_finalize_options
+from qeval_plugins.core.registry import (
+    PluginInfo,
+    get_registry,
+    run_finalize_options,
+    run_scheme,
+)
 from qeval_plugins.core.specs import format_spec, parse_spec
 
 # model_args of lm-eval's hf backend that quantize at load time; qeval does that through plugins.
@@ -30,6 +35,7 @@ class QuantizationPlan:
     plugin: PluginInfo
     options: dict[str, Any]
     given: dict[str, Any] = field(default_factory=dict)  # the options the user set
+    scheme: dict[str, Any] | None = None  # Scheme.record() of the quantizer at these options
     measured: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -54,6 +60,8 @@ class QuantizationPlan:
             "requested_as": self.requested,
             "aliases": list(self.quantizer.aliases),
             "options": dict(self.options),
+            "quantizer_version": self.quantizer.version,
+            "scheme": self.scheme,
             "simulated": self.quantizer.simulated,
             "effective_bits": self.quantizer.effective_bits(self.options),
             "plugin": {
@@ -119,7 +127,8 @@ def plan_quantization(
             f"machine with an NVIDIA GPU, or pick another quantizer."
         )
     given_final = {name: options[name] for name in given}
-    return QuantizationPlan(requested, chosen, entry.plugin, options, given_final)
+    scheme = run_scheme(chosen, entry.plugin, options)  # a plugin's bad answer fails here, early
+    return QuantizationPlan(requested, chosen, entry.plugin, options, given_final, scheme)
 
 
 def refuse_near_miss(name: str, chosen: Quantizer, registry: Any) -> None:

@@ -46,6 +46,38 @@ class LoadContext:
         return self.device.startswith("cuda")
 
 
+@dataclass(frozen=True)
+class Scheme:
+    """What a quantizer does to a model, in the words the results and the report use.
+
+    ``weights``: the quantized weights' number format and grouping, e.g. ``"int4 g128"``,
+    ``"nf4 b64 dq"``, ``"mxfp4"``; ``activations``: the format of the activations entering the
+    quantized layers, ``"unquantized"`` when they stay in the compute dtype; ``kept``: the parts
+    left unquantized (``"lm_head"``, ``"embeddings"``).
+    """
+
+    weights: str
+    activations: str = "unquantized"
+    kept: tuple[str, ...] = ()
+
+    def problems(self) -> list[str]:
+        """What is wrong with a scheme a plugin returned; empty when it may be recorded."""
+        found = [text_problem(self.weights, "scheme weights")]
+        found.append(text_problem(self.activations, "scheme activations"))
+        if not isinstance(self.kept, tuple) or not all(isinstance(k, str) for k in self.kept):
+            found.append(f"scheme kept must be a tuple of names, got {self.kept!r}")
+        return [problem for problem in found if problem]
+
+    def record(self) -> dict[str, Any]:
+        """The scheme as the results' ``qeval.scheme`` block."""
+        return {"weights": self.weights, "activations": self.activations, "kept": list(self.kept)}
+
+    def describe(self) -> str:
+        """``W int4 g128 · A int8 · kept lm_head``: one line for listings."""
+        parts = [f"W {self.weights}", f"A {self.activations}"]
+        return " · ".join(parts + ([f"kept {', '.join(self.kept)}"] if self.kept else []))
+
+
 class Quantizer:
     """Base class of every quantizer, built-in or third-party.
 
@@ -66,6 +98,9 @@ class Quantizer:
         identity: True only for a method that leaves the model unchanged (the ``none``
             baseline); :func:`qeval_plugins.testing.check_quantizer` then expects identical
             outputs instead of different ones.
+        version: the method's version, recorded with every run; raise it whenever the same
+            options would quantize differently (a fixed bug, a new default), so results and any
+            cache of quantized models made by the older code are told apart.
     """
 
     name: ClassVar[str] = ""
@@ -77,6 +112,7 @@ class Quantizer:
     needs_cuda: ClassVar[bool] = False
     simulated: ClassVar[bool] = False
     identity: ClassVar[bool] = False
+    version: ClassVar[str] = "1"
 
     def missing_requirement(self) -> str | None:
         """Name of the first required module that is not installed, or None."""
@@ -114,6 +150,10 @@ class Quantizer:
         """Average storage bits per quantized weight including scales, if the method knows it."""
         return None
 
+    def scheme(self, options: Mapping[str, Any]) -> Scheme | None:
+        """What these options quantize, and to which formats (:class:`Scheme`); None if unknown."""
+        return None
+
 
 def contract_problems(quantizer: Quantizer) -> list[str]:
     """What ``quantizer`` declares against the contract; empty when it may be registered.
@@ -122,7 +162,8 @@ def contract_problems(quantizer: Quantizer) -> list[str]:
     each other; the description is one non-empty line; options are :class:`Option` objects
     with distinct names, none of them ``quantizer`` or ``pretrained``, each passing
     :meth:`Option.problems`; ``requires`` is a tuple of module names; ``extra`` is None or a pip
-    extra name; ``needs_cuda``, ``simulated`` and ``identity`` are booleans.
+    extra name; ``version`` is one non-empty line; ``needs_cuda``, ``simulated`` and
+    ``identity`` are booleans.
     """
     problems = [name_problem(quantizer.name, "name")]
     aliases = quantizer.aliases
@@ -168,6 +209,7 @@ def _declaration_problems(quantizer: Quantizer) -> list[str]:
     extra = quantizer.extra
     if extra is not None and not (isinstance(extra, str) and _EXTRA.fullmatch(extra)):
         problems.append(f"extra must be None or a pip extra name, got {extra!r}")
+    problems.append(text_problem(quantizer.version, "version"))
     for flag in ("needs_cuda", "simulated", "identity"):
         if not isinstance(getattr(quantizer, flag), bool):
             problems.append(f"{flag} must be True or False, got {getattr(quantizer, flag)!r}")

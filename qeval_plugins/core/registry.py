@@ -24,7 +24,7 @@ import pluggy
 from qeval_plugins.core import hookspecs
 from qeval_plugins.core.errors import QevalError, did_you_mean
 from qeval_plugins.core.options import FrozenOptions, OptionsChanged
-from qeval_plugins.core.quantizer import LoadContext, Quantizer, contract_problems
+from qeval_plugins.core.quantizer import LoadContext, Quantizer, Scheme, contract_problems
 from qeval_plugins.core.version import qeval_version
 
 logger = logging.getLogger("qeval")
@@ -338,6 +338,26 @@ def run_finalize_options(
         raise QevalError(
             f"{_who(quantizer, plugin)}: finalize_options() returned an invalid value: {error}"
         ) from error
+
+
+def run_scheme(
+    quantizer: Quantizer, plugin: PluginInfo, options: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """``quantizer.scheme(options)`` held to the contract, as the results' ``scheme`` block.
+
+    It must return a :class:`~.quantizer.Scheme` (or None when the method does not say); anything
+    else, or a scheme with a non-text field, is one QevalError naming the plugin.
+    """
+    scheme = _call_plugin(quantizer, plugin, "scheme", FrozenOptions(options))
+    if scheme is None:
+        return None
+    problems = scheme.problems() if isinstance(scheme, Scheme) else ["it is not a Scheme"]
+    if problems:
+        raise QevalError(
+            f"{_who(quantizer, plugin)}: scheme() must return a qeval_plugins.Scheme or None "
+            f"({problems[0]}; got {printable(repr(scheme))[:120]})."
+        )
+    return scheme.record()
 
 
 def _call_plugin(quantizer: Quantizer, plugin: PluginInfo, method: str, *args: Any) -> Any:

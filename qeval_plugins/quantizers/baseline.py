@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from qeval_plugins import LoadContext, Option, Quantizer, hookimpl
+from qeval_plugins import LoadContext, Option, Quantizer, Scheme, hookimpl
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
@@ -27,6 +27,9 @@ class NoQuantizer(Quantizer):
 
     def load_kwargs(self, options: Mapping[str, Any], context: LoadContext) -> dict[str, Any]:
         return {"dtype": options["dtype"]}
+
+    def scheme(self, options: Mapping[str, Any]) -> Scheme:
+        return Scheme(weights="unquantized")
 
 
 @hookimpl

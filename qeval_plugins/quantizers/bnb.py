@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from qeval_plugins import LoadContext, Option, QevalError, Quantizer, hookimpl
+from qeval_plugins import LoadContext, Option, QevalError, Quantizer, Scheme, hookimpl
 
 COMPUTE_DTYPES = ("auto", "float32", "float16", "bfloat16")
 STORAGE_DTYPES = ("uint8", "float16", "bfloat16", "float32")
@@ -97,6 +97,16 @@ class BnbInt8(BnbQuantizer):
     def config_kwargs(self, options, context):
         return {"load_in_8bit": True, "llm_int8_threshold": options["threshold"]}
 
+    def scheme(self, options):
+        """Per-row int8 weights; activations int8 per row, columns above the threshold in fp16."""
+        threshold = options["threshold"]
+        outliers = f", |x| > {threshold:g} in fp16" if threshold > 0 else ""
+        return Scheme(
+            weights="int8 per-row",
+            activations=f"int8 per-row{outliers}",
+            kept=("lm_head", "embeddings"),
+        )
+
 
 class Bnb4bit(BnbQuantizer):
     """4-bit NormalFloat / FloatingPoint weights (QLoRA), blocks of 64 with an absmax scale."""
@@ -120,6 +130,11 @@ class Bnb4bit(BnbQuantizer):
             "bnb_4bit_compute_dtype": _compute_dtype(options["compute_dtype"], context),
             "bnb_4bit_quant_storage": getattr(torch, options["storage"]),
         }
+
+    def scheme(self, options):
+        """``nf4 b64`` (blocks of 64 with an absmax scale), ``dq`` with double-quantized scales."""
+        weights = f"{self.quant_type} b64" + (" dq" if self.double_quant else "")
+        return Scheme(weights=weights, kept=("lm_head", "embeddings"))
 
 
 class BnbNf4(Bnb4bit):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from qeval_plugins import LoadContext, Option, QevalError, Quantizer, hookimpl
+from qeval_plugins import LoadContext, Option, QevalError, Quantizer, Scheme, hookimpl
 
 # Format name -> bits per element (None: set by the bits option). Kept in step with
 # rtn_formats.FORMATS (a test checks it); listed here so registering does not import torch.
@@ -97,6 +97,18 @@ class RtnQuantizer(Quantizer):
                 except ValueError as error:
                     raise QevalError(f"rtn: layer '{name}': {error}") from error
         return model
+
+    def scheme(self, options: Mapping[str, Any]) -> Scheme:
+        """``int4 g128``, ``int3 per-channel asym``, ``fp8_e4m3 g128``, ``mxfp4`` (blocks of 32)."""
+        fmt = options["format"]
+        weights = f"int{options['bits']}" if fmt == "int" else fmt
+        if not fmt.startswith("mx"):
+            group = options["group_size"]
+            weights += f" g{group}" if group else " per-channel"
+        if not options["symmetric"]:
+            weights += " asym"
+        kept = [part for part in ("lm_head", "embeddings") if not options[f"include_{part}"]]
+        return Scheme(weights=weights, kept=tuple(kept))
 
     def effective_bits(self, options: Mapping[str, Any]) -> float:
         from qeval_plugins.quantizers.rtn_formats import effective_bits

@@ -95,6 +95,7 @@ class Row:
     is_baseline: bool
     bits_per_param: float | None
     simulated: bool
+    scheme: str | None  # "W int4 g128" (+ " · A int8"): the quantizer's stated scheme, if any
     size_mib: float | None
     quantize_seconds: float | None
     tokens_per_s: dict[str, float]  # "loglikelihood" and/or "generate"
@@ -322,6 +323,7 @@ def make_row(run: Run, base: Run | None, tasks: dict[str, str]) -> Row:
         is_baseline=run is base,
         bits_per_param=bits,
         simulated=bool(block.get("simulated")),
+        scheme=scheme_text(block.get("scheme")),
         size_mib=size,
         quantize_seconds=as_value(block.get("quantize_seconds")),
         tokens_per_s={
@@ -333,6 +335,22 @@ def make_row(run: Run, base: Run | None, tasks: dict[str, str]) -> Row:
         peak_memory_kind=peak.get("kind") if isinstance(peak.get("kind"), str) else None,
         scores=scores,
     )
+
+
+def scheme_text(block: object) -> str | None:
+    """The run's quantization scheme as a table shows it, from a results file's ``qeval.scheme``.
+
+    ``W int4 g128``, plus `` · A FORMAT`` when activations are quantized too; each field printable
+    and at most 40 characters. None when the run states no scheme (or not as text).
+    """
+    scheme = as_mapping(block)
+    weights, activations = scheme.get("weights"), scheme.get("activations")
+    if not isinstance(weights, str) or not weights:
+        return None
+    text = f"W {printable(weights)[:40]}"
+    if isinstance(activations, str) and activations not in ("", "unquantized"):
+        text += f" · A {printable(activations)[:40]}"
+    return text
 
 
 def bits_and_size(run: Run) -> tuple[float | None, float | None]:

@@ -83,6 +83,7 @@ def _row_dict(row: Row) -> dict[str, Any]:
         "paths": [str(path) for path in [run.path, *run.merged]],
         "bits_per_param": row.bits_per_param,
         "simulated": row.simulated,
+        "scheme": row.scheme,
         "size_mib": row.size_mib,
         "quantize_seconds": row.quantize_seconds,
         "tokens_per_s": row.tokens_per_s,

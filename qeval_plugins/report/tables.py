@@ -107,6 +107,7 @@ def summary_grid(comparison: Comparison) -> Grid:
     )
     for row in comparison.rows:
         label: Cell = [(row.run.label, "bold")] + ([("baseline", "dim")] if row.is_baseline else [])
+        label += [(row.scheme, "dim")] if row.scheme and not row.is_baseline else []
         grid.rows.append(
             [label, *(cell(row) or [("—", "dim")] for _, cell in cost)]
             + [score_cell(row.scores.get(task)) for task in comparison.tasks]

@@ -43,6 +43,12 @@ def test_plugin_runs_through_stock_lm_eval(
         "version": "0.1.0",
     }
     assert block["options"] == {"threshold": 0.7}
+    assert block["quantizer_version"] == "1"
+    assert block["scheme"] == {
+        "weights": "ternary per-row",
+        "activations": "unquantized",
+        "kept": ["lm_head", "embeddings"],
+    }
 
 
 @pytest.mark.slow

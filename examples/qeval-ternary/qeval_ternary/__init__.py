@@ -8,7 +8,7 @@ would need log2(3) ≈ 1.58).
 
 from __future__ import annotations
 
-from qeval_plugins import Option, Quantizer, hookimpl
+from qeval_plugins import Option, Quantizer, Scheme, hookimpl
 
 
 class TernaryQuantizer(Quantizer):
@@ -42,6 +42,9 @@ class TernaryQuantizer(Quantizer):
 
     def effective_bits(self, options):
         return 8.0  # int8 codes; the per-row scale is negligible
+
+    def scheme(self, options):
+        return Scheme(weights="ternary per-row", kept=("lm_head", "embeddings"))
 
 
 @hookimpl
