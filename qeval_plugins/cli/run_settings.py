@@ -7,7 +7,8 @@ Next to ``DIR/<run>/results.json`` the sweep writes ``qeval_run.json``::
 
 The settings are everything that can change a number: the model (name, and for a local folder
 the name, size and modification time of each weight and config file), the quantizer spec, the
-device, the requested tasks, qeval's and lm-eval's versions, the ``--model_args`` given
+quantizer's ``version`` and its plugin's distribution and version, the device, the requested
+tasks, qeval's and lm-eval's versions, the ``--model_args`` given
 (``revision``, ``dtype``, ...) and every lm-eval option except the few that only change speed,
 logging or where output goes (:data:`NOT_KEYED`: ``--batch_size``, ``--verbosity``, ...). Options
 lm-eval adds later are therefore keyed by default. The record names the results file by its
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from qeval_plugins.core.errors import QevalError
+from qeval_plugins.core.plan import check_spec
 
 SETTINGS_FILE = "qeval_run.json"
 FORMAT = 1
@@ -153,10 +155,13 @@ def run_settings(
     model: str, spec: str, device: str, tasks: list[str], options: LmEvalOptions
 ) -> dict[str, Any]:
     """The settings record of one run (see the module docstring)."""
+    plan = check_spec(spec, device)
     return _json_safe(
         {
             "model": model_identity(model),
             "quantizer": spec,
+            "quantizer_version": plan.quantizer.version,
+            "plugin": f"{plan.plugin.source} {plan.plugin.version}",
             "device": device,
             "tasks": sorted(set(tasks)),
             "model_args": options.model_args,

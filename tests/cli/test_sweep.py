@@ -212,6 +212,12 @@ def test_resume_is_keyed_on_every_setting_that_changes_results(tmp_path, fake, m
     with pytest.raises(QevalError, match="lm_eval_version"):
         run_sweep(output, ["--limit", "20"])
     monkeypatch.setattr(run_settings, "_version", real_version)
+    from qeval_plugins.quantizers.baseline import NoQuantizer
+
+    monkeypatch.setattr(NoQuantizer, "version", "2")  # the method changed: old runs are stale
+    with pytest.raises(QevalError, match='quantizer_version: "1" → "2"'):
+        run_sweep(output, ["--limit", "20"])
+    monkeypatch.setattr(NoQuantizer, "version", "1")
     assert results.read_bytes() == before and fake.calls == ["qeval-tiny__none"]
 
     # options that change only speed, logging or spelling are not keyed
