@@ -54,7 +54,7 @@ from qeval_plugins.cli.run_settings import (
     run_settings,
 )
 from qeval_plugins.core.errors import QevalError
-from qeval_plugins.core.plan import check_spec
+from qeval_plugins.core.plan import check_dtype, check_spec
 from qeval_plugins.core.specs import parse_spec, spec_model_args
 from qeval_plugins.storage.atomic import remove_stale_temporaries, write_atomic
 from qeval_plugins.storage.locks import holder_pid, try_locked
@@ -107,7 +107,9 @@ def plan_runs(models: list[str], specs: list[str], output: Path, device: str) ->
 
 
 def check_model_args(specs: list[str], options: LmEvalOptions) -> None:
-    """``--model_args`` must not override an option a spec sets (the run's folder would lie)."""
+    """``--model_args`` must not override an option a spec sets (the run's folder would lie);
+    its ``dtype`` must be a model dtype."""
+    check_dtype(options.model_args.get("dtype"))
     for spec in specs:
         clash = sorted(set(parse_spec(spec)[1]) & {str(k).strip() for k in options.model_args})
         if clash:

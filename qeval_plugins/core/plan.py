@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from qeval_plugins.core.errors import QevalError
+from qeval_plugins.core.errors import QevalError, did_you_mean
 from qeval_plugins.core.options import resolve_options
 from qeval_plugins.core.quantizer import LoadContext, Quantizer
 from qeval_plugins.core.registry import (
@@ -90,6 +90,7 @@ def plan_quantization(
                 f"quantizer=NAME instead (run 'qeval quantizers' to list them)."
             )
     check_device(device)
+    check_dtype(model_args.get("dtype"))
     registry = get_registry()
     requested = "none" if quantizer is None else str(quantizer)
     entry = registry.get(requested)
@@ -150,6 +151,24 @@ def refuse_near_miss(name: str, chosen: Quantizer, registry: Any) -> None:
         raise QevalError(
             f"unknown model_arg '{name}'. Did you mean '{close[0]}'? (options of quantizer "
             f"'{chosen.name}': {valid}; 'qeval quantizers' lists all)"
+        )
+
+
+MODEL_DTYPES = ("auto", "float32", "float16", "bfloat16", "float64")
+
+
+def check_dtype(dtype: Any) -> None:
+    """A ``dtype`` model_arg must be a floating-point torch dtype name (``torch.`` prefix allowed).
+
+    lm-eval would fail with a traceback deep in loading (``module 'torch' has no attribute``).
+    """
+    if dtype is None:
+        return
+    text = str(dtype).removeprefix("torch.")
+    if text not in MODEL_DTYPES:
+        raise QevalError(
+            f"model_arg dtype={dtype} is not a model dtype.{did_you_mean(text, MODEL_DTYPES)} "
+            f"Use one of {', '.join(MODEL_DTYPES)}."
         )
 
 

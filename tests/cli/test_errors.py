@@ -255,3 +255,20 @@ def test_mps_must_exist(monkeypatch):
         check_device("mps")
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
     check_device("mps")
+
+
+@pytest.mark.parametrize("quantizer", ["none", "rtn", "bnb-nf4"])
+def test_a_misspelt_dtype_is_one_line_for_every_quantizer(quantizer):
+    """It was lm-eval's AttributeError traceback for every quantizer but none."""
+    from qeval_plugins.core.plan import plan_quantization
+
+    with pytest.raises(QevalError, match=r"dtype=flot16 is not a model dtype\. Did you mean"):
+        plan_quantization(quantizer, {"dtype": "flot16"}, {"dtype"}, "cpu")
+
+
+def test_qeval_run_checks_the_dtype_in_model_args_first(tmp_path):
+    from qeval_plugins.cli.sweep import prepare
+
+    with pytest.raises(QevalError, match="dtype=float8 is not a model dtype"):
+        prepare(["qeval-tiny"], ["rtn"], ["qeval_demo_facts"], tmp_path, "cpu",
+                ["--model_args", "dtype=float8"], False)  # fmt: skip
