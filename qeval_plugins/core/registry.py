@@ -79,9 +79,10 @@ class Registry:
     A plugin mistake never stops the others: a plugin that fails to import or register (any
     exception, ``sys.exit()`` included) or implements an unknown hook is unloaded and recorded in
     ``PluginInfo.error``; a quantizer that breaks the contract
-    (:func:`~qeval_plugins.core.quantizer.contract_problems`) or takes a name or alias already taken
-    is disabled, recorded in ``PluginInfo.problems`` (of both plugins, for a clash), and asking
-    for it by name is one QevalError saying why. Built-ins load first, so they keep their names.
+    (:func:`~qeval_plugins.core.quantizer.contract_problems`) is disabled, and name and alias
+    clashes are settled by :meth:`add_quantizer` whatever the loading order. Each is recorded in
+    ``PluginInfo.problems`` (of both plugins, for a clash), and asking for a disabled or contested
+    name is one QevalError saying why. Built-ins load first and keep their names.
     """
 
     def __init__(self) -> None:
@@ -91,6 +92,7 @@ class Registry:
         self._by_name: dict[str, Registered] = {}
         self._canonical: dict[str, str] = {}  # name or alias -> name
         self._disabled: dict[str, str] = {}  # name or alias of a disabled quantizer -> why
+        self._contested: dict[str, str] = {}  # name or alias two external plugins claim -> why
 
     # loading -----------------------------------------------------------------------------
     def load(self) -> Registry:
@@ -176,33 +178,92 @@ class Registry:
     def add_quantizer(self, quantizer: Quantizer, info: PluginInfo) -> bool:
         """Register ``quantizer`` for plugin ``info``; False (and recorded) when it is disabled.
 
-        Disabled: it breaks the contract, or its name or an alias is already taken (the
-        earlier registration keeps it). Tests and embedders may call this directly.
+        The outcome never depends on the order plugins load in, except that built-ins come
+        first and always keep their names and aliases:
+
+        * a quantizer that breaks the contract is disabled;
+        * a *name* already taken by a built-in, or by the same plugin, disables the newcomer; a
+          name two external plugins both claim (as name or alias) disables both quantizers;
+        * an *alias* already taken keeps the quantizer but drops the alias — from both
+          quantizers when two external plugins claim it; asking for it names both.
+
+        Tests and embedders may call this directly.
         """
         who = f"quantizer {quantizer.name!r} of {info.describe()}"
         problems = contract_problems(quantizer)
         if problems:
             self._disable(quantizer, info, f"{who} is disabled: {'; '.join(problems)}")
             return False
-        for key in (quantizer.name, *quantizer.aliases):
-            if key in self._canonical:
-                owner = self._by_name[self._canonical[key]]
-                other = f"quantizer '{owner.quantizer.name}' of {owner.plugin.describe()}"
-                if owner.plugin is info:
-                    fix = "a plugin must use each name once (report it to the plugin's author)."
-                else:
-                    fix = f"uninstall one of the two plugins or leave one out with {PLUGINS_ENV}."
-                    owner.plugin.problems.append(
-                        f"'{key}' is also claimed by {who}, which is disabled"
-                    )
-                why = f"{who} is disabled: '{key}' is already the name or an alias of {other}"
-                self._disable(quantizer, info, f"{why}; {fix}")
-                return False
+        if quantizer.name in self._canonical or quantizer.name in self._contested:
+            return self._name_clash(quantizer, info, who)
+        aliases = []
+        for alias in quantizer.aliases:
+            if alias in self._canonical or alias in self._contested:
+                self._alias_clash(alias, quantizer, info, who)
+            else:
+                aliases.append(alias)
         self._by_name[quantizer.name] = Registered(quantizer, info)
-        for key in (quantizer.name, *quantizer.aliases):
+        for key in (quantizer.name, *aliases):
             self._canonical[key] = quantizer.name
         info.quantizers.append(quantizer.name)
         return True
+
+    def _name_clash(self, quantizer: Quantizer, info: PluginInfo, who: str) -> bool:
+        key = quantizer.name
+        if key in self._contested:  # already fought over by two plugins: nobody has it
+            self._disable(quantizer, info, f"{who} is disabled: {self._contested[key]}")
+            return False
+        owner = self._by_name[self._canonical[key]]
+        other = f"quantizer '{owner.quantizer.name}' of {owner.plugin.describe()}"
+        why = f"'{key}' is already the name or an alias of {other}"
+        if owner.plugin is info or owner.plugin.source == "built-in":
+            fix = (
+                "a plugin must use each name once (report it to the plugin's author)."
+                if owner.plugin is info
+                else "built-in names cannot be taken; rename the plugin's quantizer."
+            )
+            if owner.plugin is not info:
+                owner.plugin.problems.append(f"'{key}' is also claimed by {who}, which is disabled")
+            self._disable(quantizer, info, f"{who} is disabled: {why}; {fix}")
+            return False
+        # two external plugins: neither wins, whichever loaded first
+        why = (
+            f"'{key}' is claimed by both {other} and {who}; both are disabled (uninstall one of "
+            f"the two plugins or leave one out with {PLUGINS_ENV})"
+        )
+        self._unregister(owner)
+        self._disable(owner.quantizer, owner.plugin, why)
+        self._disable(quantizer, info, why)
+        self._contested[key] = why
+        return False
+
+    def _alias_clash(self, alias: str, quantizer: Quantizer, info: PluginInfo, who: str) -> None:
+        if alias in self._contested:
+            info.problems.append(f"{who}: alias '{alias}' dropped: {self._contested[alias]}")
+            return
+        owner = self._by_name[self._canonical[alias]]
+        other = f"quantizer '{owner.quantizer.name}' of {owner.plugin.describe()}"
+        keeps = owner.plugin.source == "built-in" or alias == owner.quantizer.name
+        if keeps or owner.plugin is info:
+            info.problems.append(f"{who}: alias '{alias}' dropped: it belongs to {other}")
+            return
+        why = (
+            f"alias '{alias}' is claimed by both {other} and {who}; neither keeps it, use the "
+            f"quantizer's name"
+        )
+        del self._canonical[alias]
+        self._contested[alias] = why
+        owner.plugin.problems.append(why)
+        info.problems.append(why)
+        logger.warning("%s (see 'qeval plugins')", why)
+
+    def _unregister(self, owner: Registered) -> None:
+        """Take back an external quantizer registered earlier (a name clash found later)."""
+        name = owner.quantizer.name
+        del self._by_name[name]
+        for key in [key for key, value in self._canonical.items() if value == name]:
+            del self._canonical[key]
+        owner.plugin.quantizers.remove(name)
 
     def _disable(self, quantizer: Quantizer, info: PluginInfo, why: str) -> None:
         info.problems.append(why)
@@ -234,6 +295,8 @@ class Registry:
             return self._by_name[self._canonical[key]]
         if key in self._disabled:
             raise QevalError(self._disabled[key])
+        if key in self._contested:
+            raise QevalError(self._contested[key])
         hint = did_you_mean(key, self._canonical)
         broken = [info.name for info in self.plugins.values() if info.error]
         note = f" Plugins that failed to load: {', '.join(broken)}." if broken else ""
