@@ -85,19 +85,27 @@ class PlannedRun:
 
 def plan_runs(models: list[str], specs: list[str], output: Path, device: str) -> list[PlannedRun]:
     """Validate every model and spec (no model is loaded) and name each run's folder."""
+    if not specs:
+        raise QevalError("--quantizers names no quantizer; give specs such as none,bnb-nf4.")
+    same_run: dict[tuple, str] = {}
     for spec in specs:
-        check_spec(spec, device)
-    for given in (specs, models):
-        repeated = sorted({item for item in given if given.count(item) > 1})
-        if repeated:
-            what = "quantizer spec" if given is specs else "--model"
-            raise QevalError(f"{what} '{repeated[0]}' is given twice; give each once.")
+        plan = check_spec(spec, device)
+        key = (plan.quantizer.name, tuple(sorted(plan.options.items())))
+        if key in same_run:  # aliases, option order and defaults resolved
+            raise QevalError(
+                f"quantizer specs '{same_run[key]}' and '{spec}' are the same run "
+                f"({plan.quantizer.name} with the same options); give it once."
+            )
+        same_run[key] = spec
+    repeated = sorted({model for model in models if models.count(model) > 1})
+    if repeated:
+        raise QevalError(f"--model '{repeated[0]}' is given twice; give each once.")
     runs = []
     for model in models:
         resolve_pretrained(model)  # a missing local path fails here, before any run starts
         name = Path(model).name if Path(model).exists() else model
         runs += [PlannedRun(model, spec, output / f"{slug(name)}__{slug(spec)}") for spec in specs]
-    names = [run.directory for run in runs]
+    names = [str(run.directory).lower() for run in runs]  # case-insensitive disks (macOS)
     if len(set(names)) != len(names):
         raise QevalError(
             "two runs would share a folder (models or specs that differ only in characters a "

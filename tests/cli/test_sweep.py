@@ -380,7 +380,17 @@ def test_a_limit_that_selects_nothing_is_one_line(limit):
 def test_a_spec_or_model_given_twice_is_named(tmp_path):
     from qeval_plugins.cli.sweep import plan_runs
 
-    with pytest.raises(QevalError, match="quantizer spec 'rtn:bits=3' is given twice"):
-        plan_runs(["qeval-tiny"], ["none", "rtn:bits=3", "rtn:bits=3"], tmp_path, "cpu")
+    for first, second in [
+        ("rtn:bits=3", "rtn:bits=3"),
+        ("rtn", "RTN"),
+        ("none", "baseline"),
+        ("rtn", "rtn:bits=4"),  # the default written out
+        ("rtn:bits=3:group_size=0", "round-to-nearest:group_size=0:bits=3"),
+    ]:
+        with pytest.raises(QevalError, match=f"specs '{first}' and '{second}' are the same run"):
+            plan_runs(["qeval-tiny"], ["none" if first != "none" else "rtn", first, second],
+                      tmp_path, "cpu")  # fmt: skip
+    with pytest.raises(QevalError, match="--quantizers names no quantizer"):
+        plan_runs(["qeval-tiny"], [], tmp_path, "cpu")
     with pytest.raises(QevalError, match="--model 'qeval-tiny' is given twice"):
         plan_runs(["qeval-tiny", "qeval-tiny"], ["none"], tmp_path, "cpu")
