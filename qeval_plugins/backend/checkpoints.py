@@ -133,6 +133,23 @@ def checkpoint_quantization(pretrained: str, revision: str | None = None) -> dic
     return recorded or {"quant_method": "unknown"}
 
 
+def checked_quantization(
+    pretrained: str, quantizer: str, revision: str | None = None
+) -> dict | None:
+    """:func:`checkpoint_quantization` of ``pretrained``, refused (one-line QevalError) when a
+    quantizer other than ``none`` would quantize an already-quantized checkpoint again."""
+    prequantized = checkpoint_quantization(pretrained, revision)
+    if prequantized and quantizer != "none":
+        raise QevalError(
+            f"model '{pretrained}' is already quantized (quant_method="
+            f"{prequantized.get('quant_method')}); quantizer '{quantizer}' cannot apply on top of "
+            f"it. Give the unquantized checkpoint, or evaluate this one as it is with "
+            f"quantizer=none (it is then recorded as prequantized, never used as an unquantized "
+            f"baseline)."
+        )
+    return prequantized
+
+
 def _cached_hub_config(repo_id: str, revision: str | None) -> str | None:
     try:
         from huggingface_hub import try_to_load_from_cache

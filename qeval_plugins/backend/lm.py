@@ -22,9 +22,9 @@ from lm_eval.models.huggingface import HFLM
 
 from qeval_plugins.backend.checkpoints import (
     DEFAULT_MODEL,
+    checked_quantization,
     checkpoint_parameter_bytes,
     checkpoint_parameter_count,
-    checkpoint_quantization,
     resolve_pretrained,
 )
 from qeval_plugins.backend.memory import model_storage_bytes
@@ -59,17 +59,9 @@ class QevalLM(HFLM):
         self._qeval_plan = plan_quantization(quantizer, kwargs, _HFLM_PARAMS, kwargs.get("device"))
         self._qeval_throughput = Throughput()
         pretrained = resolve_pretrained(pretrained)
-        self._qeval_plan.measured["prequantized"] = prequantized = checkpoint_quantization(
-            pretrained, kwargs.get("revision")
+        self._qeval_plan.measured["prequantized"] = checked_quantization(
+            pretrained, self._qeval_plan.quantizer.name, kwargs.get("revision")
         )
-        if prequantized and self._qeval_plan.quantizer.name != "none":
-            raise QevalError(
-                f"model '{pretrained}' is already quantized (quant_method="
-                f"{prequantized.get('quant_method')}); quantizer "
-                f"'{self._qeval_plan.quantizer.name}' cannot apply on top of it. Give the "
-                f"unquantized checkpoint, or evaluate this one as it is with quantizer=none (it is "
-                f"then recorded as prequantized, never used as an unquantized baseline)."
-            )
         try:
             super().__init__(pretrained=pretrained, **kwargs)
         except OSError as error:  # transformers' "not a local folder and not a valid hub id"

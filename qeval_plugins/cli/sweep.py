@@ -43,7 +43,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from qeval_plugins.backend.checkpoints import resolve_pretrained
+from qeval_plugins.backend.checkpoints import checked_quantization, resolve_pretrained
 from qeval_plugins.cli.run_settings import (
     SETTINGS_FILE,
     LmEvalOptions,
@@ -102,7 +102,9 @@ def plan_runs(models: list[str], specs: list[str], output: Path, device: str) ->
         raise QevalError(f"--model '{repeated[0]}' is given twice; give each once.")
     runs = []
     for model in models:
-        resolve_pretrained(model)  # a missing local path fails here, before any run starts
+        resolved = resolve_pretrained(model)  # a missing local path fails here, before any run
+        for spec in specs:
+            checked_quantization(resolved, check_spec(spec, device).quantizer.name)
         name = Path(model).name if Path(model).exists() else model
         runs += [PlannedRun(model, spec, output / f"{slug(name)}__{slug(spec)}") for spec in specs]
     names = [str(run.directory).lower() for run in runs]  # case-insensitive disks (macOS)

@@ -45,6 +45,8 @@ def expected_results(tasks: list[str], include_path: str | None) -> list[str]:
     """
     from qeval_plugins.paths import tasks_path
 
+    if not tasks:
+        raise QevalError("--tasks names no task; give lm-eval task names such as qeval_demo.")
     folder = Path(include_path).expanduser() if include_path else tasks_path()
     if not folder.is_dir():
         raise QevalError(
@@ -62,4 +64,21 @@ def expected_results(tasks: list[str], include_path: str | None) -> list[str]:
             where = f"--include_path {include_path}" if include_path else "qeval's tasks"
             raise QevalError(f"unknown task '{name}' (searched lm-eval's tasks and {where}).{hint}")
         expected += [task for task in names if task not in expected]
+    _refuse_members_of_given_groups(tasks, index)
     return expected
+
+
+def _refuse_members_of_given_groups(tasks: list[str], index: dict) -> None:
+    """A group and one of its own tasks both in ``--tasks``: lm-eval stops ("Duplicate task")."""
+    for name in tasks:
+        entry = index.get(name)
+        members = getattr(entry, "cfg", None) or {}
+        listed = members.get("task") if isinstance(members, dict) else None
+        if getattr(getattr(entry, "kind", None), "name", "") != "GROUP" or not listed:
+            continue
+        inside = {task for task in listed if isinstance(task, str)} & set(tasks)
+        if inside:
+            raise QevalError(
+                f"--tasks names the group '{name}' and its own task '{sorted(inside)[0]}'; "
+                f"give either the group or its tasks."
+            )

@@ -101,3 +101,11 @@ def test_tasks_that_need_the_reference_say_why_in_one_line(nf4_checkpoint, tasks
     errors = [line for line in result.stderr.splitlines() if line.startswith("qeval: error:")]
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert len(errors) == 1 and "no unquantized reference" in errors[0]
+
+
+def test_qeval_run_refuses_requantizing_before_any_run(nf4_checkpoint, tmp_path):
+    from qeval_plugins.cli.sweep import plan_runs
+
+    with pytest.raises(QevalError, match=r"is already quantized.*quantizer 'rtn' cannot apply"):
+        plan_runs([str(nf4_checkpoint)], ["none", "rtn"], tmp_path, "cpu")
+    assert len(plan_runs([str(nf4_checkpoint)], ["none"], tmp_path, "cpu")) == 1

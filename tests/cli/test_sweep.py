@@ -334,6 +334,10 @@ def test_task_names_are_checked_before_any_run(tmp_path, fake):
         run_sweep(output, tasks=("qeval_demo_fact",))
     with pytest.raises(QevalError, match=r"--include_path '.*nowhere' is not a folder"):
         run_sweep(output, ["--include_path", str(tmp_path / "nowhere")])
+    with pytest.raises(QevalError, match="--tasks names no task"):
+        run_sweep(output, tasks=())
+    with pytest.raises(QevalError, match="the group 'qeval_demo' and its own task 'qeval_demo_"):
+        run_sweep(output, tasks=("qeval_demo", "qeval_demo_facts"))
     own = tmp_path / "my_tasks"
     own.mkdir()
     (own / "mine.yaml").write_text(
