@@ -55,6 +55,7 @@ from qeval_plugins.cli.run_settings import (
 )
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.plan import check_dtype, check_spec
+from qeval_plugins.core.registry import printable
 from qeval_plugins.core.specs import parse_spec, spec_model_args
 from qeval_plugins.storage.atomic import remove_stale_temporaries, write_atomic
 from qeval_plugins.storage.locks import holder_pid, try_locked
@@ -265,14 +266,23 @@ def _new_log(directory: Path, stamp: str) -> Path:
     return log_path
 
 
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
+
+
 def _failure(run: PlannedRun, log_path: Path, code: int) -> QevalError:
-    """The failed run's line: the last ``qeval: error:`` line of its log, else the exit status."""
+    """The failed run's line: the last ``qeval: error:`` line of its log, else the exit status
+    with the log's last exception line (``ValueError: ...``, at most 200 characters)."""
     try:
         lines = log_path.read_text(errors="replace").splitlines()
     except OSError:
         lines = []
     errors = [line for line in lines if line.startswith("qeval: error:")]
-    reason = errors[-1] if errors else f"lm_eval exited with status {code}"
+    if errors:
+        reason = errors[-1]
+    else:
+        raised = [line.strip() for line in lines if _EXCEPTION_LINE.match(line.strip())]
+        last = f": {printable(raised[-1])[:200]}" if raised else ""
+        reason = f"lm_eval exited with status {code}{last}"
     return QevalError(f"run {run.label} failed: {reason} (log: {log_path})")
 
 

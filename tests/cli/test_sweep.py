@@ -132,6 +132,10 @@ print("fake lm_eval", mode, flush=True)
 if mode == "fail":
     print("qeval: error: boom")
     sys.exit(1)
+if mode == "crash":
+    print("Traceback (most recent call last):\n  File 'x.py'\nValueError: Duplicate task 'x'")
+    print("some logging after it")
+    sys.exit(1)
 if mode == "slow":
     time.sleep(1.5)
 results = {"results": {task: {"acc,none": 0.5} for task in tasks}, "config": {"model": "qeval"}}
@@ -275,6 +279,15 @@ def test_a_failing_run_is_reported_and_the_others_finish(tmp_path, fake):
     assert not (tmp_path / "runs" / "qeval-tiny__none" / "results.json").exists()
     assert (tmp_path / "runs" / "qeval-tiny__rtn_bits-2" / "results.json").exists()
     assert "done qeval-tiny × rtn:bits=2" in printed
+
+
+def test_a_crashed_run_quotes_the_logs_last_exception(tmp_path, fake):
+    fake.mode = "crash"
+    [failure] = run_sweep(tmp_path / "runs")[0]
+    assert failure.startswith(
+        "run qeval-tiny × none failed: lm_eval exited with status 1: "
+        "ValueError: Duplicate task 'x' (log: "
+    )
 
 
 def test_a_run_another_sweep_holds_is_skipped_and_its_work_kept(tmp_path, fake):
