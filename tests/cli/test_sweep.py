@@ -133,7 +133,9 @@ if mode == "fail":
     print("qeval: error: boom")
     sys.exit(1)
 if mode == "crash":
-    print("Traceback (most recent call last):\n  File 'x.py'\nValueError: Duplicate task 'x'")
+    print("Traceback (most recent call last):")
+    print("  File 'x.py'")
+    print("ValueError: Duplicate task 'x'")
     print("some logging after it")
     sys.exit(1)
 if mode == "slow":
