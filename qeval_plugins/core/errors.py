@@ -26,6 +26,23 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     return f" Did you mean '{close[0]}'?" if close else ""
 
 
+def refuse_near_misses(keys: Iterable[str], known: Iterable[str], what: str) -> None:
+    """A key that is not in ``known`` but nearly is (equal ignoring case, or a close spelling:
+    difflib ratio >= 0.75) is a typo: one QevalError naming ``what`` and the intended key.
+
+    For settings mixed with unrelated keys (lm-eval merges model_args into a task's metadata),
+    where refusing every unknown key would refuse valid runs and ignoring them hides typos.
+    """
+    known = sorted(known)
+    for key in keys:
+        if key in known:
+            continue
+        close = [word for word in known if word.lower() == str(key).lower()]
+        close = close or difflib.get_close_matches(str(key), known, n=1, cutoff=0.75)
+        if close:
+            raise QevalError(f"{what} '{key}' is not known. Did you mean '{close[0]}'?")
+
+
 def debug_enabled() -> bool:
     """True when ``QEVAL_DEBUG`` is set to a non-empty value other than ``0``."""
     return os.environ.get(DEBUG_ENV, "") not in ("", "0")

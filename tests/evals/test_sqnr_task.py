@@ -269,3 +269,18 @@ def test_minus_infinite_sqnr_keeps_its_sign_in_every_summary():
     assert _worst([12.5, "-inf", "inf"]) == "-inf"
     assert _worst([12.5, "inf"]) == 12.5
     assert _worst(["inf"]) == "inf" and _worst([]) is None
+
+
+def test_a_misspelt_setting_is_one_line_not_silently_ignored():
+    """lm-eval merges the model_args into the metadata, so unrelated keys must still pass."""
+    from qeval_plugins import QevalError
+    from qeval_plugins.evals.sqnr.engine import SqnrSettings
+
+    with pytest.raises(QevalError, match=r"qeval_sqnr setting 'topk' is not known\. Did you mean"):
+        SqnrSettings.from_mapping({"topk": 5})
+    with pytest.raises(QevalError, match=r"'Max_Tokens' is not known\. Did you mean 'max_tokens'"):
+        SqnrSettings.from_mapping({"Max_Tokens": 5})
+    settings = SqnrSettings.from_mapping(
+        {"pretrained": "qeval-tiny", "quantizer": "rtn", "bits": 3, "top_k": 5, "version": 1.0}
+    )
+    assert settings.top_k == 5

@@ -26,10 +26,11 @@ from typing import Any
 import torch
 
 from qeval_plugins.backend.requests import register_request_handler
-from qeval_plugins.core.errors import QevalError
+from qeval_plugins.core.errors import QevalError, refuse_near_misses
 from qeval_plugins.metrics import divergence
 
 REQUEST_TYPE = "qeval_sqnr"
+TEXT_SETTINGS = ("text_file", "text_field")  # metadata read by the task's document loader
 logger = logging.getLogger("qeval")
 
 
@@ -53,6 +54,10 @@ class SqnrSettings:
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> SqnrSettings:
+        """The settings in ``values`` (the task's metadata); a misspelt setting is one line."""
+        refuse_near_misses(
+            values, [*cls.__dataclass_fields__, *TEXT_SETTINGS], "qeval_sqnr setting"
+        )
         known = {name: values[name] for name in cls.__dataclass_fields__ if name in values}
         for name, value in known.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
