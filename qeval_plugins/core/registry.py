@@ -473,7 +473,16 @@ def _selected_entry_points() -> list[metadata.EntryPoint]:
         return entry_points
     wanted = {name.strip() for name in selected.split(",") if name.strip()} - {"none"}
     installed = {ep.name for ep in entry_points}
+    builtins = {module.rsplit(".", 1)[-1] for module in BUILTIN_PLUGINS}
     for name in sorted(wanted - installed):  # a typo would otherwise load nothing, silently
+        if name in builtins:
+            logger.warning(
+                "%s names '%s', a built-in plugin: built-ins always load; the variable selects "
+                "external plugins only.",
+                PLUGINS_ENV,
+                name,
+            )
+            continue
         logger.warning(
             "%s names '%s', which no installed qeval plugin has.%s",
             PLUGINS_ENV,

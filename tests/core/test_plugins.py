@@ -404,6 +404,11 @@ def test_a_plugin_name_in_qeval_plugins_that_is_not_installed_is_a_warning(
     assert warned == [
         "QEVAL_PLUGINS names 'alpah', which no installed qeval plugin has. Did you mean 'alpha'?"
     ]
+    caplog.clear()
+    monkeypatch.setenv("QEVAL_PLUGINS", "rtn")
+    assert "rtn" in Registry().load().names()
+    [message] = [r.getMessage() for r in caplog.records if "QEVAL_PLUGINS" in r.getMessage()]
+    assert "'rtn', a built-in plugin: built-ins always load" in message
 
 
 def test_registering_something_that_is_not_a_quantizer_is_reported(monkeypatch, tmp_path):
