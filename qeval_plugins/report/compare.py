@@ -184,6 +184,7 @@ def _merge_duplicates(runs: list[Run], notes: list[str]) -> list[Run]:
             task_metadata={**older.task_metadata, **run.task_metadata},
             settings={**older.settings, **run.settings},
             fewshot={**older.fewshot, **run.fewshot},
+            unread=run.unread | {entry for entry in older.unread if entry[0] not in run.metrics},
         )
     return list(merged.values())
 
@@ -219,7 +220,7 @@ def compare_model(
     missing = [
         f"{row.run.label} lacks {listing(lacks, 8)}"
         for row in rows
-        if (lacks := [task for task in scored if task not in row.scores and _expected(row, task)])
+        if (lacks := [task for task in scored if _lacks(row, task, scored[task])])
     ]
     if missing:
         notes.append(
@@ -235,6 +236,13 @@ def compare_model(
     tasks = {task: metric for task, metric in scored.items() if not is_sweep_point(task)}
     sweeps = sensitivity([row.run for row in rows], base, name, notes)
     return Comparison(model, name, base, reason, tasks, rows, sqnr, sweeps)
+
+
+def _lacks(row: Row, task: str, metric: str) -> bool:
+    """Whether ``row``'s run has no score for ``task``'s main ``metric`` though it could have
+    (:func:`_expected`) and its file did not give one that is not a number (warned about
+    already)."""
+    return task not in row.scores and _expected(row, task) and (task, metric) not in row.run.unread
 
 
 def _expected(row: Row, task: str) -> bool:
@@ -356,7 +364,8 @@ def scheme_text(block: object) -> str | None:
 def bits_and_size(run: Run) -> tuple[float | None, float | None]:
     """Bits per parameter and size in MiB (bytes / 2²⁰).
 
-    qeval runs: ``effective_bits`` for simulated quantizers (storage stays unquantized), else
+    qeval runs: ``effective_bits`` for simulated quantizers (storage stays unquantized; None
+    when not recorded), else
     ``bits_per_param`` or 8·param_bytes_after / param_count; size = param_bytes_after. Other
     backends: the bits of ``model_dtype`` and model_num_parameters × bytes per parameter.
     """
@@ -367,9 +376,8 @@ def bits_and_size(run: Run) -> tuple[float | None, float | None]:
         bits = as_value(block.get("bits_per_param"))
         if bits is None and after is not None and count:
             bits = 8 * after / count
-        effective = as_value(block.get("effective_bits"))
-        if block.get("simulated") and effective is not None:
-            bits = effective
+        if block.get("simulated"):  # the storage's bits are not the quantization's
+            bits = as_value(block.get("effective_bits"))
         return bits, None if after is None else after / MIB
     dtype = (scalar_text(run.config.get("model_dtype")) or "").removeprefix("torch.")
     dtype_bits = DTYPE_BITS.get(dtype)

@@ -6,9 +6,10 @@ A *run* is one results JSON (``results_<timestamp>.json`` from ``lm_eval --outpu
 
 Nothing read can crash the report: unreadable, empty or binary files, text that is not JSON, corrupt
 or truncated JSON, JSON nested deeper than the interpreter's recursion limit, integers too long for
-a float (more than 308 digits), files of other tools, values of unexpected types, NaN values,
-infinite values (but dB figures), and missing, negative or non-finite standard errors each become
-one warning line, and everything else is still read. A metric's direction is the file's
+a float (more than 308 digits), files of other tools, metric values that are not numbers (text
+such as "0.5", true/false), NaN values, infinite values (but dB figures), missing, negative or
+non-finite standard errors, and cost figures or settings that cannot be true (:mod:`.figures`)
+each become one warning line, and everything else is still read. A metric's direction is the file's
 ``higher_is_better`` entry, else :func:`qeval_plugins.metrics.directions.direction`.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from qeval_plugins.metrics.directions import direction
+from qeval_plugins.report.figures import checked_config, checked_settings
 from qeval_plugins.report.labels import run_label
 from qeval_plugins.report.runs import Metric, Run, model_args
 from qeval_plugins.report.sensitivity import SWEEP_TASK
@@ -30,10 +32,13 @@ from qeval_plugins.report.settings import fewshot_counts, run_settings
 from qeval_plugins.report.values import (
     as_mapping,
     as_number,
+    as_score,
+    is_placeholder,
     listing,
     parse_int,
     printable,
     scalar_text,
+    value_kind,
 )
 
 NON_METRIC_KEYS = frozenset({"alias", "name", "sample_len", "samples", "sample_count"})
@@ -130,7 +135,8 @@ def results_run(data: Any, path: Path, huge: Sequence[int] = ()) -> tuple[Run | 
     else the file's modification time (0 when ``path`` names no file)."""
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
         return None, [f'{path}: not an lm-eval results file (no "results" object); skipped']
-    config = as_mapping(data.get("config"))
+    config, problems = checked_config(as_mapping(data.get("config")))
+    settings, unknown = checked_settings(run_settings(data, config))
     notes = MetricNotes()
     metrics = parse_metrics(data, notes)
     warnings = []
@@ -140,6 +146,8 @@ def results_run(data: Any, path: Path, huge: Sequence[int] = ()) -> tuple[Run | 
             f"{path}: {count} of up to {max(huge)} digits, too long for a number; left out"
         )
     warnings += notes.warnings(path)
+    if problems or unknown:
+        warnings.append(f"{path}: {'; '.join([*problems, *unknown])}")
     if not metrics:
         return None, [*warnings, f"{path}: no numeric metrics in its results; skipped"]
     args = model_args(config)
@@ -162,8 +170,9 @@ def results_run(data: Any, path: Path, huge: Sequence[int] = ()) -> tuple[Run | 
             if SWEEP_TASK.fullmatch(task)
             and (metadata := as_mapping(as_mapping(configs.get(task)).get("metadata")))
         },
-        settings=run_settings(data, config),
+        settings=settings,
         fewshot=fewshot_counts(data, metrics),
+        unread=frozenset(notes.unread),
     )
     run.label = run_label(run)
     return run, warnings
@@ -207,10 +216,14 @@ def _json_problem(error: json.JSONDecodeError, text: str) -> str:
 
 @dataclass
 class MetricNotes:
-    """What :func:`parse_metrics` found amiss, as ``task/metric`` names per kind: NaN values (left
-    out), infinite values other than dB figures (shown, not compared), missing stderrs, and
-    unusable stderrs (negative, NaN or infinite: treated as missing)."""
+    """What :func:`parse_metrics` found amiss, as ``task/metric`` names per kind: values that are
+    not numbers (text such as "0.5", true/false, containers: left out, also kept as
+    ``(task, metric)`` in ``unread``), NaN values (left out), infinite values other than dB
+    figures (shown, not compared), missing stderrs, and unusable stderrs (negative, NaN or
+    infinite: treated as missing)."""
 
+    not_number: list[str] = field(default_factory=list)
+    unread: list[tuple[str, str]] = field(default_factory=list)
     nan: list[str] = field(default_factory=list)
     infinite: list[str] = field(default_factory=list)
     no_stderr: list[str] = field(default_factory=list)
@@ -219,6 +232,7 @@ class MetricNotes:
     def warnings(self, path: Path) -> list[str]:
         """One warning line per kind found, for the file ``path``."""
         lines = [
+            (self.not_number, "not a number: {}; left out, not compared"),
             (self.nan, "NaN in {}; left out"),
             (self.infinite, "infinite value of {}; shown as ∞, not compared"),
             (self.no_stderr, "no stderr for {}; significance not assessed"),
@@ -253,10 +267,13 @@ def parse_metrics(data: dict[str, Any], notes: MetricNotes) -> dict[str, dict[st
             base, _, kind = key.partition(",")
             if base in NON_METRIC_KEYS or base.endswith("_stderr"):
                 continue
-            value = as_number(raw)
-            if value is None:
-                continue
             name = base if kind in ("", "none") else key
+            value = as_score(raw)
+            if value is None:
+                if not is_placeholder(raw):
+                    notes.not_number.append(f"{task}/{name} ({value_kind(raw)})")
+                    notes.unread.append((task, name))
+                continue
             if math.isnan(value):
                 notes.nan.append(f"{task}/{name}")
                 continue
@@ -299,6 +316,6 @@ def _folded_subtasks(data: dict[str, Any]) -> set[str]:
 
 def _has_scores(entry: Any) -> bool:
     return isinstance(entry, dict) and any(
-        "," in key and "_stderr," not in key and as_number(value) is not None
+        "," in key and "_stderr," not in key and as_score(value) is not None
         for key, value in entry.items()
     )

@@ -58,6 +58,8 @@ class Run:
     settings: dict[str, str] = field(default_factory=dict)
     # task -> few-shot count (lm-eval's ``n-shot``, else ``configs[task].num_fewshot``)
     fewshot: dict[str, int] = field(default_factory=dict)
+    # (task, metric) whose value is not a number (warned about when read): not "lacking"
+    unread: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def backend(self) -> str:

@@ -55,6 +55,38 @@ def as_number(raw: Any) -> float | None:
     return None
 
 
+def as_score(raw: Any) -> float | None:
+    """A metric's value in ``results``: a JSON number, or a text that spells a value strict JSON
+    has no number for ("inf", "-inf", "NaN", as qeval writes infinite dB figures); None for
+    anything else — a number written as text ("0.5"), true/false, null, a container."""
+    kind = type(raw)
+    if kind is float:
+        return raw
+    if kind is int:
+        return float(raw)
+    value = as_number(raw) if kind is str else None
+    return value if value is not None and not math.isfinite(value) else None
+
+
+def is_placeholder(raw: Any) -> bool:
+    """Whether ``raw`` stands for "no value" rather than a wrong one: null, "", lm-eval's "N/A",
+    or an integer too long to read (:class:`HugeInteger`, warned about on its own)."""
+    return raw is None or raw in ("", "N/A") or isinstance(raw, HugeInteger)
+
+
+def value_kind(raw: Any) -> str:
+    """What a JSON value is, in a word: "null", "text", "true/false", "list", "object" or
+    "number"."""
+    if raw is None:
+        return "null"
+    if isinstance(raw, bool):
+        return "true/false"
+    for kind, word in ((str, "text"), (list, "list"), (dict, "object")):
+        if isinstance(raw, kind):
+            return word
+    return "number"
+
+
 def as_value(raw: Any) -> float | None:
     """:func:`as_number` without NaN: a figure that is missing or unusable is None."""
     value = as_number(raw)

@@ -334,18 +334,25 @@ def test_odd_files_never_crash(tmp_path):
     write(folder / ".partial-123", "results_2026.json", no_stderr)
     runs, warnings = load_runs([folder, folder / "results_odd.json", tmp_path / "missing"])
     assert len(runs) == 2
-    assert len(warnings) == 6, warnings
-    for name, meaning in [
-        ("results_list.json", "not an lm-eval results file"),
-        ("results_empty.json", "empty file; skipped"),
-        ("results_no_numbers.json", "no numeric metrics"),
+    assert len(warnings) == 8, warnings
+    for name, meanings in [
+        ("results_list.json", ["not an lm-eval results file"]),
+        ("results_empty.json", ["empty file; skipped"]),
+        ("results_no_numbers.json", ["not a number: t/acc (text)", "no numeric metrics"]),
         # read once although named twice
-        ("results_odd.json", "stderr negative or not finite for v/acc; treated as missing"),
-        ("results_no_stderr.json", "no stderr for t/acc; significance not assessed"),
-        ("missing", "no such file or folder"),
+        (
+            "results_odd.json",
+            [
+                "not a number: t/acc (true/false); left out, not compared",
+                "stderr negative or not finite for v/acc; treated as missing",
+            ],
+        ),
+        ("results_no_stderr.json", ["no stderr for t/acc; significance not assessed"]),
+        ("missing", ["no such file or folder"]),
     ]:
-        (line,) = [w for w in warnings if f"{name}:" in w]
-        assert meaning in line
+        lines = [w for w in warnings if f"{name}:" in w]
+        assert len(lines) == len(meanings)
+        assert all(meaning in line for meaning, line in zip(meanings, lines, strict=True)), lines
     run = next(run for run in runs if run.path.name == "results_odd.json")
     assert (run.model, run.label) == ("/m/x", "vllm")
     assert set(run.metrics) == {"t", "v"}  # acc=True is not a number; "u" is not a task

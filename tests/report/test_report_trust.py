@@ -243,6 +243,70 @@ def test_huge_figures_are_compact_and_odd_values_get_a_warning(tmp_path):
     assert number(-1e308, signed=True) == "-1.00e+308" and number(2.5e-7) == "0.000"
 
 
+def test_a_score_that_is_not_a_number_is_one_warning_and_never_compared(tmp_path):
+    """ "0.5" (text) was compared as 0.5; true showed "—" with a "lacks qeval_demo_facts"
+    warning. Now each is one "not a number" warning, left out, with no "lacks" line; "inf" as
+    text (qeval's infinite dB figures) is still a value."""
+    paths = [put(tmp_path, "none/results.json", fixture())]
+    for name, value in [("text", "0.5"), ("flag", True)]:
+        data = fixture(NF4_RUN)
+        data["results"]["qeval_demo_facts"]["acc,none"] = value
+        data["config"]["qeval"]["spec"] = f"bnb-nf4:tag={name}"
+        paths.append(put(tmp_path, f"{name}/results.json", data))
+    runs, warnings = load_runs(paths)
+    assert warnings == [
+        f"{tmp_path}/text/results.json: not a number: qeval_demo_facts/acc (text); left out, "
+        "not compared",
+        f"{tmp_path}/flag/results.json: not a number: qeval_demo_facts/acc (true/false); left "
+        "out, not compared",
+    ]
+    report = compare(runs, warnings=warnings)
+    assert report.warnings == warnings  # no "runs cover different tasks ... lacks" line
+    for row in report.comparisons[0].rows[1:]:
+        assert "qeval_demo_facts" not in row.scores
+    lines = text_at(report, 120).splitlines()
+    for tag in ("text", "flag"):
+        row = next(line for line in lines if line.startswith(f"bnb-nf4:tag={tag} "))
+        assert row.split()[7:9] == ["—", "12.00"], row  # facts acc, then word perplexity
+    assert "qeval_demo_facts" in runs[0].metrics
+    assert runs[1].metrics["qeval_sqnr"]["logit_sqnr_db"].value == 11.0577
+
+
+def test_impossible_cost_figures_and_limits_are_missing_with_one_warning(tmp_path):
+    """quantize_seconds -1, peak_memory.bytes -5 ("-0" MiB), effective_bits -3 (bits/param
+    -3.00), limit -3 and infinite tokens/s were shown as read; config.qeval as a string was read
+    as a qeval block without a word."""
+    data = fixture(NF4_RUN)
+    block = data["config"]["qeval"]
+    block.update(quantize_seconds=-1, simulated=True, effective_bits=-3, param_count="-7")
+    block["peak_memory"]["bytes"] = -5
+    block["throughput"]["generate"]["tokens_per_s"] = "inf"
+    data["config"]["limit"] = -3
+    odd = put(tmp_path, "odd/results.json", data)
+    text = fixture(NF4_RUN)
+    text["config"]["qeval"] = "bnb-nf4"
+    text["config"]["model"] = "vllm"
+    plain = put(tmp_path, "text/results.json", text)
+    runs, warnings = load_runs([odd, plain, NONE_RUN])
+    assert warnings == [
+        f"{odd}: negative or infinite qeval.quantize_seconds, qeval.param_count, "
+        "qeval.effective_bits, qeval.peak_memory.bytes, qeval.throughput.generate.tokens_per_s; "
+        "treated as missing; negative limit -3; treated as unknown",
+        f"{plain}: config.qeval is a text, not an object; read as a run without a qeval block",
+    ]
+    report = compare(runs, warnings=warnings)
+    rows = {row.run.label: row for row in report.comparisons[0].rows}
+    row = rows["bnb-nf4"]
+    assert (row.quantize_seconds, row.peak_memory_mib, row.bits_per_param) == (None, None, None)
+    assert row.tokens_per_s == {"loglikelihood": 500.0} and row.size_mib == 2548124 / 2**20
+    assert "limit" not in row.run.settings
+    assert not rows["vllm"].run.is_qeval and rows["vllm"].run.quantizer is None
+    line = next(line for line in text_at(report, 120).splitlines() if line.startswith("bnb-nf4"))
+    assert line.split()[1:8] == ["—", "0", "—", "2.430", "—", "500", "ll"], line
+    assert line.split()[8] == "—"  # peak MiB, not "-0"
+    assert not any("differ in limit" in w for w in report.warnings)
+
+
 # ---------------------------------------------------------------- -inf SQNR
 
 
