@@ -138,20 +138,27 @@ def compare(
     report's own warnings (duplicates, different task sets, different settings, a model without
     the ``--baseline`` run).
 
-    Raises :class:`QevalError` when ``baseline`` names no run of any model (with "did you mean").
+    Raises :class:`QevalError` when ``baseline`` picks the baseline of no model
+    (:func:`check_baseline`).
     """
     notes = list(warnings)
+    by_model = _by_model(_merge_duplicates(runs, notes))
     if baseline is not None and runs:
-        check_baseline(runs, baseline)
-    by_model: dict[str, list[Run]] = {}
-    for run in _merge_duplicates(runs, notes):
-        by_model.setdefault(run.model, []).append(run)
+        check_baseline(by_model, baseline)
     names = display_names(list(by_model))
     comparisons = [
         compare_model(model, names[model], by_model[model], baseline, notes)
         for model in sorted(by_model, key=lambda model: (names[model].lower(), model))
     ]
     return Report(comparisons, notes)
+
+
+def _by_model(runs: list[Run]) -> dict[str, list[Run]]:
+    """``runs`` grouped by model, in their order."""
+    by_model: dict[str, list[Run]] = {}
+    for run in runs:
+        by_model.setdefault(run.model, []).append(run)
+    return by_model
 
 
 def _merge_duplicates(runs: list[Run], notes: list[str]) -> list[Run]:
@@ -189,14 +196,25 @@ def _merge_duplicates(runs: list[Run], notes: list[str]) -> list[Run]:
     return list(merged.values())
 
 
-def check_baseline(runs: list[Run], spec: str) -> None:
-    """Raise :class:`QevalError` unless ``spec`` names (:func:`matches_spec`, any options) a run
-    of some model; the message suggests the closest run label, quantizer or alias."""
-    if any(matches_spec(run, spec, any_options=True) for run in runs):
+def check_baseline(by_model: dict[str, list[Run]], spec: str) -> None:
+    """Raise :class:`QevalError` unless ``spec`` picks the baseline (:func:`choose_baseline`) of
+    some model of ``by_model`` (model -> its runs): when it matches several runs of each model
+    that has one of its name, the message says to give the options; else it suggests the
+    closest run label, quantizer or alias."""
+    if any(choose_baseline(runs, spec)[0] is not None for runs in by_model.values()):
         return
+    runs = [run for model_runs in by_model.values() for run in model_runs]
+    labels = sorted({run.label for run in runs})
+    named = sorted({run.label for run in runs if matches_spec(run, spec, any_options=True)})
+    if named and ":" not in spec:
+        raise QevalError(
+            printable(
+                f"--baseline {spec} matches several runs of a model ({listing(named, 8)}); name "
+                f"one with its options, e.g. --baseline {named[0]}."
+            )
+        )
     names = {run.label for run in runs} | {run.quantizer for run in runs if run.quantizer}
     names |= {alias for run in runs for alias in aliases(run)}
-    labels = sorted({run.label for run in runs})
     raise QevalError(
         printable(
             f"--baseline {spec} names no run in the report.{did_you_mean(spec, sorted(names))} "
@@ -265,8 +283,9 @@ def choose_baseline(runs: list[Run], spec: str | None) -> tuple[Run | None, str]
         if chosen:
             first = min(chosen, key=_by_label)
             return first, f"baseline {first.label} (--baseline {spec})"
-        several = f" (several match: {', '.join(sorted(r.label for r in named))})" if named else ""
-        return None, f"no baseline: no run is --baseline {spec}{several}; deltas not computed"
+        which = "several match" if ":" not in spec else "other options"
+        found = f" ({which}: {listing(sorted(run.label for run in named), 8)})" if named else ""
+        return None, f"no baseline: no run is --baseline {spec}{found}; deltas not computed"
     # a checkpoint saved already quantized, evaluated with quantizer=none, is not unquantized
     nones = [run for run in runs if run.quantizer == "none"]
     unquantized = [run for run in nones if not is_prequantized(run)]

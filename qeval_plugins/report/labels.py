@@ -9,6 +9,7 @@ grammar the CLI parses.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -91,5 +92,19 @@ def aliases(run: Run) -> list[str]:
 
 
 def _split_spec(spec: str) -> tuple[str, list[str]]:
+    """A spec's name and its ``key=value`` options, sorted, each :func:`_canonical_option`."""
     name, *pairs = spec.strip().split(":")
-    return name.strip(), sorted(pair.strip().lower().replace(" ", "") for pair in pairs)
+    return name.strip(), sorted(_canonical_option(pair) for pair in pairs)
+
+
+def _canonical_option(pair: str) -> str:
+    """``key=value`` compared by value: lower case, no spaces, a finite number written as the
+    shortest text of its value (``bits=03`` and ``bits=3.0`` are ``bits=3``)."""
+    key, sep, value = pair.strip().lower().replace(" ", "").partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        return f"{key}{sep}{value}"
+    if not math.isfinite(number):
+        return f"{key}{sep}{value}"
+    return f"{key}{sep}{int(number) if number.is_integer() else number!r}"

@@ -286,6 +286,7 @@ def test_out_infers_the_format_from_its_extension(tmp_path, capsys):
         (["{data}", "-o", "{tmp}"], "{tmp} is a folder; name a file in it"),
         (["{data}", "--format", "json", "-o", "{tmp}"], "{tmp} is a folder"),
         (["{data}", "--baseline", "nf5"], "names no run in the report. Did you mean 'nf4'?"),
+        (["{data}", "--baseline", "rtn:bits=5"], "--baseline rtn:bits=5 names no run in the"),
     ],
 )
 def test_bad_command_lines_are_one_error_line(tmp_path, capsys, argv, message):

@@ -458,6 +458,32 @@ def test_a_baseline_that_names_no_run_is_an_error_with_a_suggestion():
     assert compare([], "nf5").comparisons == []
 
 
+def test_baseline_options_are_compared_by_value_and_a_miss_is_an_error():
+    """--baseline rtn:bits=03 said "several match: rtn:bits=3" (one listed) and rendered without
+    deltas; rtn:bits=5 (an option no run has) was a warning, not an error like nf5."""
+    runs, warnings = load_runs([DATA])
+    for spec in ("rtn:bits=04", "rtn: bits = 4.0", "rtn:BITS=4"):
+        tiny = next(c for c in compare(runs, spec).comparisons if c.name == "qeval-tiny")
+        assert tiny.baseline.label == "rtn:bits=4", spec
+        assert tiny.rows[1].scores["qeval_demo_facts"].delta is not None
+    smol = next(c for c in compare(runs, "rtn:bits=04").comparisons if "SmolLM2" in c.model)
+    assert smol.baseline_reason == (
+        "no baseline: no run is --baseline rtn:bits=04 (other options: rtn:bits=8); deltas not "
+        "computed"
+    )
+    with pytest.raises(QevalError) as error:
+        compare(runs, "rtn:bits=5", warnings=warnings)
+    assert str(error.value).startswith("--baseline rtn:bits=5 names no run in the report.")
+    assert "several" not in str(error.value)
+    tiny_runs = [run for run in runs if run.model == "qeval-tiny"]
+    with pytest.raises(QevalError) as error:
+        compare(tiny_runs, "rtn")
+    assert str(error.value) == (
+        "--baseline rtn matches several runs of a model (rtn:bits=2, rtn:bits=4); name one with "
+        "its options, e.g. --baseline rtn:bits=2."
+    )
+
+
 def test_printable_escapes_control_characters():
     assert printable("a\x1b[2Jb") == "a\\x1b[2Jb"
     assert printable("\x1b]0;title\x07") == "\\x1b]0;title\\x07"
