@@ -96,11 +96,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     The export format is ``--format``, else the ``--out`` file's extension. A missing input, an
     ``--out`` that names a folder, lies in a missing folder or has an unknown extension, and a
     ``--baseline`` that names no run are one error line each, before the report is printed.
+    ``wrote PATH`` lines go to stderr; an export to standard output (``--out -``,
+    ``/dev/stdout``) gets stdout to itself: the table goes to stderr, and no ``wrote`` line.
     """
     from pathlib import Path
 
+    from rich.console import Console
+
     from qeval_plugins.report.export import export, format_for
-    from qeval_plugins.report.output import destination
+    from qeval_plugins.report.output import destination, is_stdout
     from qeval_plugins.report.plot import plot
     from qeval_plugins.report.values import printable
 
@@ -115,14 +119,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     fmt = args.format or (format_for(out) if out else None)
     if fmt and out is None:
         out = destination(f"qeval-report.{_EXTENSIONS.get(fmt, fmt)}")
-    report = _print_report(args.paths, args.baseline, _console(), empty_is_error=True)
+    to_stdout = out is not None and is_stdout(out)
+    console = Console(stderr=True) if to_stdout else _console()
+    report = _print_report(args.paths, args.baseline, console, empty_is_error=True)
     if report is None:
         return 1
     if fmt:
-        print(f"wrote {export(report, fmt, out)}")
+        written = export(report, fmt, out)
+        if not to_stdout:
+            print(f"wrote {printable(str(written))}", file=sys.stderr)
     if args.plot:
         for path in plot(report, args.plot):
-            print(f"wrote {path}")
+            print(f"wrote {printable(str(path))}", file=sys.stderr)
     return 0
 
 

@@ -21,7 +21,13 @@ from qeval_plugins.core.errors import QevalError
 from qeval_plugins.report.compare import Report
 from qeval_plugins.report.data import report_data
 from qeval_plugins.report.grid import Cell, Grid, one_line
-from qeval_plugins.report.output import make_folder, not_a_folder, write_output
+from qeval_plugins.report.output import (
+    STDOUT,
+    make_folder,
+    not_a_folder,
+    write_output,
+    writes_in_place,
+)
 from qeval_plugins.report.tables import LEGEND, grids
 from qeval_plugins.report.values import printable
 
@@ -37,8 +43,14 @@ FORMAT_EXTENSIONS = {
 
 def format_for(path: str | Path) -> str:
     """The export format a file name asks for (:data:`FORMAT_EXTENSIONS`, any case), or a
-    one-line :class:`QevalError` for another extension."""
+    one-line :class:`QevalError` for another extension (for ``-``, a pipe or a device, whose
+    name cannot be changed: one that says to pass ``--format``)."""
     suffix = Path(path).suffix.lower()
+    if suffix not in FORMAT_EXTENSIONS and writes_in_place(Path(path)):
+        raise QevalError(
+            f"--out {printable(str(path))} is standard output, a pipe or a device, whose name "
+            f"sets no format; pass --format {{{','.join(FORMATS)}}}"
+        )
     if suffix not in FORMAT_EXTENSIONS:
         raise QevalError(
             f"cannot tell the report format from '{printable(str(path))}'; end the file name "
@@ -212,12 +224,14 @@ def _html_table(grid: Grid) -> str:
 
 def export(report: Report, fmt: str, path: str | Path) -> Path:
     """Write the report as ``fmt`` (one of :data:`FORMATS`) to ``path`` by :func:`write_output`
-    (atomically, or appended to a pipe or device), creating its folder; ``path`` naming a folder
-    is a one-line :class:`QevalError`."""
+    (atomically, or appended to a pipe or device; ``-``: standard output), creating its folder;
+    ``path`` naming a folder is a one-line :class:`QevalError`."""
     if fmt not in EXPORTERS:
         raise QevalError(f"unknown report format '{fmt}'; choose one of {', '.join(FORMATS)}.")
-    path = not_a_folder(Path(path))
-    make_folder(path.parent)
+    path = Path(path)
+    if str(path) != STDOUT:
+        path = not_a_folder(path)
+        make_folder(path.parent)
     return write_output(path, EXPORTERS[fmt](report).encode("utf-8"))
 
 

@@ -1,7 +1,8 @@
 """Where a report file goes: checking an ``--out`` destination and writing files safely.
 
 A regular file is written atomically (a symlink's target is replaced, the link kept); a pipe, a
-terminal or ``/dev/stdout`` is written in place after the console's output; a folder, a block
+terminal or ``/dev/stdout`` is written in place after the console's output, and ``-``
+(:data:`STDOUT`) means standard output (``./-`` names a file called ``-``); a folder, a block
 device or a socket is a one-line :class:`~qeval_plugins.core.errors.QevalError`. Files get the
 permissions of a new file (0o666 less the umask).
 """
@@ -17,6 +18,8 @@ from qeval_plugins.core.errors import QevalError
 from qeval_plugins.report.values import printable
 from qeval_plugins.storage import atomic
 
+STDOUT = "-"  # ``--out -``: standard output
+
 
 def write_output(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` without ever replacing a link, a pipe or a device; returns
@@ -28,6 +31,7 @@ def write_output(path: Path, data: bytes) -> Path:
     * a symlink is followed: the file it resolves to is replaced atomically, the link kept;
     * a new or regular file is replaced atomically (:func:`write_atomic`);
     * any other existing thing (a block device, a socket) is a one-line :class:`QevalError`.
+    * ``-`` (:data:`STDOUT`) is written to standard output (descriptor 1), in place too.
     """
     if writes_in_place(path):
         return _write_in_place(path, data)
@@ -37,8 +41,10 @@ def write_output(path: Path, data: bytes) -> Path:
 
 def writes_in_place(path: Path) -> bool:
     """Whether :func:`write_output` appends to ``path`` rather than replacing it: it leads
-    through ``/proc`` or is a FIFO or character device. Raises a one-line :class:`QevalError`
-    when ``path`` is a block device, a socket or another special file."""
+    through ``/proc``, is a FIFO or character device, or is ``-``. Raises a one-line
+    :class:`QevalError` when ``path`` is a block device, a socket or another special file."""
+    if str(path) == STDOUT:
+        return True
     kind = _existing_kind(path)
     if kind in ("fifo", "character device") or _proc_entry(path) is not None:
         return True
@@ -98,6 +104,12 @@ def _own_descriptor(path: Path) -> int | None:
     return int(entry.name) if entry.name.isascii() and entry.name.isdigit() else None
 
 
+def is_stdout(path: str | Path) -> bool:
+    """Whether ``path`` is this process's standard output: ``-``, or a path leading to
+    descriptor 1 (``/dev/stdout``, ``/dev/fd/1``)."""
+    return str(path) == STDOUT or _own_descriptor(Path(path)) == 1
+
+
 def _write_in_place(path: Path, data: bytes) -> Path:
     """Write ``data`` through this process's descriptor that ``path`` names, else append it to
     ``path`` (opened as ``>>`` would), after flushing stdout and stderr so it follows the
@@ -105,7 +117,7 @@ def _write_in_place(path: Path, data: bytes) -> Path:
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     try:
-        descriptor = _own_descriptor(path)
+        descriptor = 1 if str(path) == STDOUT else _own_descriptor(path)
         if descriptor is None:
             with open(path, "ab") as handle:
                 handle.write(data)
@@ -157,9 +169,13 @@ def not_a_folder(path: Path) -> Path:
 def destination(path: str | Path) -> Path:
     """``path`` as a file for ``--out``, or a one-line :class:`QevalError` when it names a folder,
     a block device or a socket, or its folder (a symlink's: its target's) does not exist (the
-    command line never creates a folder from a typo). Pipes, terminals and ``/dev/stdout`` are
-    fine (:func:`writes_in_place`)."""
+    command line never creates a folder from a typo). Pipes, terminals, ``/dev/stdout`` and ``-``
+    are fine (:func:`writes_in_place`)."""
+    if str(path) == STDOUT:
+        return Path(STDOUT)
     path = not_a_folder(Path(path))
+    if str(path) == STDOUT:  # ``./-``: the file named "-" (pathlib drops the "./")
+        path = path.absolute()
     if writes_in_place(path):
         return path
     shown = printable(str(path))

@@ -269,7 +269,7 @@ def test_out_infers_the_format_from_its_extension(tmp_path, capsys):
         ("r.htm", lambda t: t.startswith("<!DOCTYPE html>")),
     ]:
         code, out, err = run_cli(capsys, str(DATA), "-o", str(tmp_path / name))
-        assert code == 0 and err == "" and f"wrote {tmp_path / name}" in out
+        assert code == 0 and err == f"wrote {tmp_path / name}\n" and "wrote" not in out
         assert check((tmp_path / name).read_text()), name
     code, _, _ = run_cli(capsys, str(NONE_RUN), "--output", str(tmp_path / "o.html"))
     assert code == 0 and (tmp_path / "o.html").read_text().startswith("<!DOCTYPE html>")
@@ -305,10 +305,10 @@ def test_plot_with_a_300_character_model_name(tmp_path, capsys):
     runs_folder = tmp_path / "runs"
     two_models(runs_folder, ["/models/" + "q" * 300])
     code, out, err = run_cli(capsys, str(runs_folder), "--plot", str(tmp_path / "charts"))
-    assert code == 0 and err == ""
+    assert code == 0 and "wrote" not in out
     charts = sorted((tmp_path / "charts").iterdir())
     assert len(charts) == 4 and all(len(p.name) < 200 for p in charts)
-    assert out.count("wrote ") == 4
+    assert err.count("wrote ") == 4 and err.count("\n") == 4  # on stderr: stdout stays data
 
 
 # ---------------------------------------------------------------- links, pipes and devices
@@ -322,7 +322,7 @@ def test_out_through_a_symlink_replaces_its_target_and_keeps_the_link(tmp_path, 
     link = tmp_path / "link.json"
     link.symlink_to(target)
     code, out, err = run_cli(capsys, str(NONE_RUN), "--out", str(link))
-    assert code == 0 and err == "" and f"wrote {link}" in out
+    assert code == 0 and err == f"wrote {link}\n"
     assert link.is_symlink() and os.readlink(link) == str(target)
     assert json.loads(target.read_text())["models"][0]["runs"][0]["label"] == "none"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.json", "real"]
@@ -353,8 +353,9 @@ def test_out_to_a_fifo_writes_into_it(tmp_path):
 
 
 def test_out_to_dev_null_and_dev_fd_1_keep_the_device(tmp_path, capfd):
-    """/dev/null stays a character device; /dev/fd/1 (like /dev/stdout, a link into /proc) gets
-    the report after the table, as ``>>`` would; a socket is one error line.
+    """/dev/null stays a character device; /dev/fd/1 (like /dev/stdout, a link into /proc: this
+    process's stdout) gets the report alone, the table going to stderr; a socket is one error
+    line.
 
     As root, the null device is a copy made in tmp_path (the old code replaced the device node
     with a file: a check on the old code must not break the machine's /dev/null)."""
@@ -371,10 +372,10 @@ def test_out_to_dev_null_and_dev_fd_1_keep_the_device(tmp_path, capfd):
     if not Path("/dev/fd/1").exists():
         pytest.skip("no /dev/fd")
     assert main(["report", str(NONE_RUN), "--format", "csv", "--out", "/dev/fd/1"]) == 0
-    out = capfd.readouterr().out
-    table, csv_text = out.split("model,run,", 1)
-    assert "qeval-tiny" in table and "wrote /dev/fd/1" in csv_text.splitlines()[-1]
-    assert csv_text.startswith("is_baseline,backend,")
+    captured = capfd.readouterr()  # stdout is the CSV alone; the table went to stderr
+    assert captured.out.startswith("model,run,is_baseline,backend,") and "wrote" not in captured.out
+    assert len(list(csv.DictReader(io.StringIO(captured.out)))) == 3
+    assert "qeval-tiny" in captured.err and "wrote" not in captured.err
     import socket
 
     where = tmp_path / "sock"
@@ -388,6 +389,27 @@ def test_out_to_dev_null_and_dev_fd_1_keep_the_device(tmp_path, capfd):
         == f"qeval: error: cannot write {where}: it is a socket; name a "
         "file, a pipe or a terminal\n"
     )
+
+
+def test_out_dash_is_stdout_and_a_stream_without_format_asks_for_it(tmp_path, capfd, monkeypatch):
+    """``--out -`` wrote a file named "-"; ``--out /dev/stdout`` put "wrote /dev/stdout" into the
+    data; ``--out /dev/null`` without --format said to rename it."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(NONE_RUN), "--format", "json", "--out", "-"]) == 0
+    captured = capfd.readouterr()
+    assert json.loads(captured.out)["models"][0]["model"] == "qeval-tiny"  # stdout: JSON alone
+    assert "qeval-tiny" in captured.err and "wrote" not in captured.err
+    assert list(tmp_path.iterdir()) == []  # no file named "-"
+    for stream in ("-", "/dev/null"):
+        assert main(["report", str(NONE_RUN), "--out", stream]) == 2
+        assert capfd.readouterr() == (
+            "",
+            f"qeval: error: --out {stream} is standard output, a pipe or a device, whose name "
+            "sets no format; pass --format {markdown,csv,json,html}\n",
+        )
+    assert main(["report", str(NONE_RUN), "--format", "csv", "--out", "./-"]) == 0  # a file
+    assert (tmp_path / "-").read_text().startswith("model,run,")
+    assert capfd.readouterr().err == f"wrote {tmp_path}/-\n"
 
 
 # ---------------------------------------------------------------- chart texts
