@@ -1,9 +1,10 @@
 """``qeval cache``: list, prune and clear the reference cache (:mod:`.reference_cache`).
 
-``list`` shows every entry (model, settings, size, last use); ``prune`` deletes entries unused for
-``--older-than DAYS`` and/or the least recently used until the cache fits ``--max-size SIZE``;
-``clear`` deletes every entry at once, without asking, like ``pip cache purge``: an entry is only
-ever a saving of time, recomputed when a run needs it again.
+``list`` shows every entry (model, what it was computed on, size, creation, last use); ``prune``
+deletes entries unused for ``--older-than DAYS`` and/or the least recently used until the cache
+fits ``--max-size SIZE``; ``clear`` deletes every entry at once, without asking, like ``pip cache
+purge``: an entry is only ever a saving of time, recomputed when a run needs it again. A
+``QEVAL_CACHE_DIR`` that names a file is one error line for each.
 """
 
 from __future__ import annotations
@@ -57,55 +58,85 @@ def _plain(value: Any, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _when(seconds: float) -> str:
+def _when(seconds: Any) -> str:
+    """Epoch seconds as local ``YYYY-MM-DD HH:MM``; "?" for anything else."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        return "?"
     try:
         return datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M")
     except (OverflowError, OSError, ValueError):
         return "?"
 
 
+def count(number: int, one: str, many: str) -> str:
+    """``1 entry``, ``2 entries``: ``number`` and the word that agrees with it."""
+    return f"{number} {one if number == 1 else many}"
+
+
+# Metadata the listing shows in columns of their own, or that only check the payload.
+SHOWN_APART = frozenset(
+    {"kind", "model", "settings", "dtype", "created", "last_used", "format", "sha256"}
+    | {"payload_bytes"}
+)
+
+
+def details(meta: dict[str, Any]) -> str:
+    """What tells an entry apart from others of its model and kind, as one printable line:
+    its other metadata (``texts``: how many texts it was computed on), then its settings, then
+    its dtype — ``texts=4, top_k=32, dtype="auto"``; "" when it records none."""
+    settings = meta.get("settings")
+    found = {key: value for key, value in meta.items() if key not in SHOWN_APART}
+    found.update(settings if isinstance(settings, dict) else {"settings": settings})
+    found["dtype"] = meta.get("dtype")
+    found = {name: value for name, value in found.items() if value is not None}
+    return _plain(found, limit=300) if found else ""
+
+
 def list_entries(console) -> None:
-    """The cache's entries as a table, least recently used first, then the total."""
-    from rich.table import Table
+    """The cache's entries, least recently used first, then their number and total size.
+
+    Per entry: short key, kind, size, created and last used, model, and its :func:`details`. A
+    table when every cell fits on one line of the console, else a list (a heading line per
+    entry, its model and details below), wrapped at spaces, as ``qeval quantizers`` does.
+    """
     from rich.text import Text
 
+    from qeval_plugins.cli.listing import INDENT, SEPARATOR, _fits, _indented
     from qeval_plugins.storage import cache as reference_cache
 
-    directory = reference_cache.cache_dir()
-    found = reference_cache.entries()
+    directory = reference_cache.existing_cache_dir()
+    found = reference_cache.entries() if directory is not None else []
     if not found:
-        console.print(Text(f"the reference cache {directory} is empty"), soft_wrap=True)
+        shown = reference_cache.cache_dir()
+        console.print(Text(f"the reference cache {shown} is empty"), soft_wrap=True)
         return
-    table = Table(title=Text(f"qeval reference cache: {directory}"))
-    table.add_column("entry", no_wrap=True)
-    table.add_column("kind", no_wrap=True)
-    table.add_column("model / settings", overflow="fold")
-    table.add_column("size", no_wrap=True, justify="right")
-    table.add_column("last used", no_wrap=True)
-    for entry in found:
-        meta = entry.meta
-        described = Text(_plain(meta.get("model", "? (no metadata: an older qeval)")))
-        settings = meta.get("settings")
-        details = dict(settings) if isinstance(settings, dict) else {"settings": settings}
-        details["dtype"] = meta.get("dtype")
-        details = {name: value for name, value in details.items() if value is not None}
-        if details:
-            described.append("\n" + _plain(details, limit=300), style="dim")
-        table.add_row(
-            entry.key[:8],
-            Text(_plain(meta.get("kind", "?")).removeprefix("qeval_")),
-            described,
-            format_size(entry.size),
-            _when(entry.last_used),
-        )
-    console.print(table)
+    rows = [
+        [
+            Text(entry.key[:8]),
+            Text(_plain(entry.meta.get("kind", "?")).removeprefix("qeval_")),
+            Text(_plain(entry.meta.get("model", "? (no metadata: an older qeval)"))),
+            Text(details(entry.meta), style="dim"),
+            Text(format_size(entry.size)),
+            Text(_when(entry.meta.get("created"))),
+            Text(_when(entry.last_used)),
+        ]
+        for entry in found
+    ]
+    title = f"qeval reference cache: {directory}"
+    columns = ("entry", "kind", "model", "texts, settings", "size", "created", "last used")
+    if not _fits(console, title, columns, rows):
+        _indented(console, [Text(title, style="bold")], 0)
+        for key, kind, model, described, size, created, used in rows:
+            heading = [key, kind, size, Text("created ") + created, Text("used ") + used]
+            _indented(console, [Text(SEPARATOR).join(heading)], 0)
+            _indented(console, [model] + ([described] if described.plain else []), INDENT)
     total = sum(entry.size for entry in found)
-    console.print(Text(f"{len(found)} entries, {format_size(total)}"), soft_wrap=True)
+    console.print(Text(f"{count(len(found), 'entry', 'entries')}, {format_size(total)}"))
 
 
 def _removed_line(removed: list, directory) -> str:
     size = format_size(sum(entry.size for entry in removed))
-    return f"removed {len(removed)} entries ({size}) from {directory}"
+    return f"removed {count(len(removed), 'entry', 'entries')} ({size}) from {directory}"
 
 
 def prune_entries(older_than_days: float | None, max_size: str | None, console) -> None:
@@ -122,12 +153,15 @@ def prune_entries(older_than_days: float | None, max_size: str | None, console) 
         raise QevalError(f"--older-than must be a number of days >= 0, got {older_than_days}.")
     max_bytes = None if max_size is None else reference_cache.parse_size(max_size, "--max-size")
     older_than = None if older_than_days is None else older_than_days * SECONDS_PER_DAY
+    reference_cache.existing_cache_dir()
     removed = _changing(lambda: reference_cache.prune(older_than, max_bytes))
     left = reference_cache.entries()
+    remain = "remains" if len(left) == 1 else "remain"
     console.print(
         Text(
-            f"{_removed_line(removed, reference_cache.cache_dir())}; {len(left)} entries "
-            f"({format_size(sum(entry.size for entry in left))}) remain"
+            f"{_removed_line(removed, reference_cache.cache_dir())}; "
+            f"{count(len(left), 'entry', 'entries')} "
+            f"({format_size(sum(entry.size for entry in left))}) {remain}"
         ),
         soft_wrap=True,
     )
@@ -139,6 +173,7 @@ def clear_entries(console) -> None:
 
     from qeval_plugins.storage import cache as reference_cache
 
+    reference_cache.existing_cache_dir()
     removed = _changing(lambda: reference_cache.prune(max_bytes=0))
     console.print(Text(_removed_line(removed, reference_cache.cache_dir())), soft_wrap=True)
 

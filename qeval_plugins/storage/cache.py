@@ -290,6 +290,23 @@ def save(key: str, reference: Any, meta: dict[str, Any] | None = None) -> Path |
     return None
 
 
+def existing_cache_dir() -> Path | None:
+    """The cache folder when it exists, None when it does not yet (nothing cached).
+
+    Raises QevalError when a file stands where the folder or one of its parents should be
+    (``QEVAL_CACHE_DIR`` naming a file): listing, pruning or clearing it would report an empty
+    cache that can never fill.
+    """
+    directory = cache_dir()
+    blocking = _blocking_file(directory)
+    if blocking is not None:
+        raise QevalError(
+            f"the reference cache folder {directory} cannot exist: {blocking} is a file, not a "
+            f"folder; point {CACHE_ENV} at a folder."
+        )
+    return directory if directory.is_dir() else None
+
+
 def entries() -> list[Entry]:
     """Every entry of the cache folder, least recently used first."""
     directory = cache_dir()

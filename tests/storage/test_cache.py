@@ -341,11 +341,12 @@ def test_qeval_cache_list_prune_clear(cache, clock, capsys):
     assert "removed 0 entries" in capsys.readouterr().out
     size = reference_cache.entries()[0].size
     assert main(["cache", "prune", "--max-size", str(size)]) == 0
-    assert "removed 1 entries" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "removed 1 entry (" in out and "; 1 entry (" in out and ") remains" in out
     assert [e.key for e in reference_cache.entries()] == [OTHER]  # the least recently used went
 
     assert main(["cache", "clear"]) == 0
-    assert "removed 1 entries" in capsys.readouterr().out
+    assert "removed 1 entry (" in capsys.readouterr().out
     assert main(["cache", "list"]) == 0
     assert "is empty" in capsys.readouterr().out
 
@@ -397,3 +398,51 @@ def test_a_garbled_sqnr_entry_is_recomputed_with_the_right_numbers(
     third = run()  # the replaced entry is reused
     assert third["config"]["qeval"]["sqnr"]["reference_cache"]["reused"] is True
     assert third["results"]["qeval_sqnr"]["logit_sqnr_db,none"] == metrics["logit_sqnr_db,none"]
+
+
+def test_cache_list_at_80_columns_keeps_words_whole_and_tells_entries_apart(cache, clock):
+    """The table broke the model path mid-word (``.../em`` / ``bedded/...``) and showed two
+    entries of one model computed on different texts with identical settings."""
+    import io
+
+    from rich.console import Console
+
+    from qeval_plugins.cli.cache import list_entries
+
+    model = "/tmp/ciclone/qeval_plugins/embedded/qeval-tiny"
+    settings = {"activation_tokens": 256, "logit_positions": 256, "max_tokens": 256, "top_k": 32}
+    for key, texts in ((KEY, 2), (OTHER, 4)):
+        meta = {"kind": "qeval_sqnr", "model": model, "settings": settings, "texts": texts}
+        reference_cache.save(key, reference(), meta={**meta, "dtype": "auto"})
+        clock.value += 86400
+    console = Console(width=80, record=True, color_system=None, file=io.StringIO())
+    list_entries(console)
+    lines = console.export_text().splitlines()
+    assert max(map(len, lines)) <= 80
+    assert [line.strip() for line in lines].count(model) == 2  # whole, on a line of its own
+    created = time.strftime("%Y-%m-%d %H:%M", time.localtime(1_000_000.0))
+    headings = [line for line in lines if line.startswith((KEY[:8], OTHER[:8]))]
+    assert headings[0].startswith(f"{KEY[:8]}  sqnr  ") and f"created {created}" in headings[0]
+    assert headings[1].startswith(f"{OTHER[:8]}  sqnr  ")
+    described = [line.strip() for line in lines if line.strip().startswith("texts=")]
+    assert [line.split(",")[0] for line in described] == ["texts=2", "texts=4"]
+    assert lines[-1].startswith("2 entries, ")
+    wide = Console(width=250, record=True, color_system=None, file=io.StringIO())
+    list_entries(wide)  # every cell fits on one line: a table
+    table = wide.export_text()
+    assert "┃ entry" in table and table.count(model) == 2 and table.count("texts=") == 2
+
+
+@pytest.mark.parametrize("action", [["list"], ["clear"], ["prune", "--older-than", "1"]])
+def test_a_cache_dir_that_is_a_file_is_one_error_line(tmp_path, monkeypatch, capsys, action):
+    """``qeval cache list`` said "is empty" and exited 0 for a QEVAL_CACHE_DIR naming a file."""
+    blocking = tmp_path / "afile"
+    blocking.write_text("")
+    monkeypatch.setenv("QEVAL_CACHE_DIR", str(blocking))
+    assert main(["cache", *action]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == (
+        f"qeval: error: the reference cache folder {blocking}/reference cannot exist: {blocking} "
+        "is a file, not a folder; point QEVAL_CACHE_DIR at a folder.\n"
+    )
+    assert blocking.read_text() == ""
