@@ -101,7 +101,7 @@ def list_entries(console) -> None:
     """
     from rich.text import Text
 
-    from qeval_plugins.cli.listing import INDENT, SEPARATOR, _fits, _indented
+    from qeval_plugins.cli.listing import INDENT, SEPARATOR, fits_one_table, print_indented
     from qeval_plugins.storage import cache as reference_cache
 
     directory = reference_cache.existing_cache_dir()
@@ -124,12 +124,12 @@ def list_entries(console) -> None:
     ]
     title = f"qeval reference cache: {directory}"
     columns = ("entry", "kind", "model", "texts, settings", "size", "created", "last used")
-    if not _fits(console, title, columns, rows):
-        _indented(console, [Text(title, style="bold")], 0)
+    if not fits_one_table(console, title, columns, rows):
+        print_indented(console, [Text(title, style="bold")], 0)
         for key, kind, model, described, size, created, used in rows:
             heading = [key, kind, size, Text("created ") + created, Text("used ") + used]
-            _indented(console, [Text(SEPARATOR).join(heading)], 0)
-            _indented(console, [model] + ([described] if described.plain else []), INDENT)
+            print_indented(console, [Text(SEPARATOR).join(heading)], 0)
+            print_indented(console, [model] + ([described] if described.plain else []), INDENT)
     total = sum(entry.size for entry in found)
     console.print(Text(f"{count(len(found), 'entry', 'entries')}, {format_size(total)}"))
 

@@ -33,15 +33,15 @@ def print_plugins(registry: Any, console: Any) -> None:
         status = error or Text("loaded", style="green")
         rows.append([*(Text(printable(cell)) for cell in cells), [status, *problems]])
     columns = ("plugin", "version", "from", "quantizers", "status")
-    if _fits(console, "qeval plugins", columns, rows):
+    if fits_one_table(console, "qeval plugins", columns, rows):
         return
     console.print(Text("qeval plugins", style="bold"))
     for info, (name, version, source, quantizers, status) in zip(plugins, rows, strict=True):
         name.stylize("bold")
         state = Text("failed", style="red") if info.error else status[0]
-        _indented(console, [Text(SEPARATOR).join([name, version, source, state])], 0)
+        print_indented(console, [Text(SEPARATOR).join([name, version, source, state])], 0)
         listed = [Text("quantizers: ") + quantizers] if info.quantizers else []
-        _indented(console, listed + (status if info.error else status[1:]), INDENT)
+        print_indented(console, listed + (status if info.error else status[1:]), INDENT)
 
 
 def print_quantizers(registry: Any, console: Any) -> None:
@@ -78,18 +78,18 @@ def print_quantizers(registry: Any, console: Any) -> None:
         [name, aliases, description, _option_cell(options), here, plugin]
         for name, aliases, description, options, here, plugin in rows
     ]
-    if _fits(console, "qeval quantizers", columns, table_rows, lines=True):
+    if fits_one_table(console, "qeval quantizers", columns, table_rows, lines=True):
         return
     console.print(Text("qeval quantizers", style="bold"))
     for name, aliases, description, options, here, plugin in rows:
         heading = [name] + ([Text("(") + aliases + Text(")")] if aliases else [])
         heading += [here, Text("plugin ") + plugin]
         console.print()
-        _indented(console, [Text(SEPARATOR).join(heading)], 0)
-        _indented(console, [description], INDENT)
+        print_indented(console, [Text(SEPARATOR).join(heading)], 0)
+        print_indented(console, [description], INDENT)
         for option, help_text in options:
-            _indented(console, [option], INDENT)
-            _indented(console, [help_text], OPTION_HELP_INDENT)
+            print_indented(console, [option], INDENT)
+            print_indented(console, [help_text], OPTION_HELP_INDENT)
 
 
 def _option_cell(options: list[tuple[Any, Any]]) -> Any:
@@ -101,7 +101,7 @@ def _option_cell(options: list[tuple[Any, Any]]) -> Any:
     return Text("\n").join(option + Text(" — ") + help_text for option, help_text in options)
 
 
-def _fits(
+def fits_one_table(
     console: Any,
     title: str,
     columns: tuple[str, ...],
@@ -127,7 +127,7 @@ def _fits(
     return True
 
 
-def _indented(console: Any, texts: list[Any], indent: int) -> None:
+def print_indented(console: Any, texts: list[Any], indent: int) -> None:
     """Each text on lines of its own, ``indent`` spaces in, wrapped at spaces to the console's
     width (a word longer than a line is cut, never shortened); no trailing spaces."""
     from rich.text import Text

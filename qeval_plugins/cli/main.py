@@ -248,8 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         dest="out",
         default=None,
-        help="write the report to this file in an existing folder; its extension (.md, .csv, "
-        ".json, .html) sets the format unless --format is given (default qeval-report.EXT)",
+        help="write the report to this file in an existing folder, or to stdout with '-'; its "
+        "extension (.md, .csv, .json, .html) sets the format unless --format is given (default "
+        "qeval-report.EXT)",
     )
     report.add_argument("--plot", default=None, metavar="DIR", help="write PNG charts into DIR")
     report.set_defaults(run=cmd_report)
