@@ -62,7 +62,8 @@ def demo_grid(runs: list[Run]) -> Grid:
     names = display_names([run.model for run in runs])
     model = names[runs[0].model] if runs else "?"
     grid = Grid(
-        title=f"qeval demo: {model} on {DEMO_GROUP} (change vs {BASELINE})",
+        title=f"qeval demo: {model} on {DEMO_GROUP} "
+        + (f"(change vs {BASELINE})" if base is not None else f"(no {BASELINE} run: no changes)"),
         caption=NOTE,
         headers=[
             "quantizer",

@@ -95,6 +95,7 @@ def test_without_a_none_run_nothing_is_compared_and_missing_tasks_are_dashes():
     grid = demo_grid([demo_run("rtn:bits=4", data), *runs(RUNS[1:2])])
     assert grid.rows[0][2] == [("-", "")]
     assert grid.rows[1][1] == [("1.000", "")]  # no baseline: no (Δ)
+    assert grid.title.endswith("(no none run: no changes)")  # it said "(change vs none)"
 
 
 def test_a_run_without_metrics_is_a_one_line_error():
