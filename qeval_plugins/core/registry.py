@@ -183,7 +183,8 @@ class Registry:
 
         * a quantizer that breaks the contract is disabled;
         * a *name* already taken by a built-in, or by the same plugin, disables the newcomer; a
-          name two external plugins both claim (as name or alias) disables both quantizers;
+          name two external plugins both use as a name disables both quantizers, and one that
+          another plugin has only as an alias goes to the quantizer of that name;
         * an *alias* already taken keeps the quantizer but drops the alias — from both
           quantizers when two external plugins claim it; asking for it names both.
 
@@ -194,7 +195,8 @@ class Registry:
         if problems:
             self._disable(quantizer, info, f"{who} is disabled: {'; '.join(problems)}")
             return False
-        if quantizer.name in self._canonical or quantizer.name in self._contested:
+        taken = quantizer.name in self._canonical or quantizer.name in self._contested
+        if taken and not self._name_beats_alias(quantizer.name, info, who):
             return self._name_clash(quantizer, info, who)
         aliases = []
         for alias in quantizer.aliases:
@@ -206,6 +208,24 @@ class Registry:
         for key in (quantizer.name, *aliases):
             self._canonical[key] = quantizer.name
         info.quantizers.append(quantizer.name)
+        return True
+
+    def _name_beats_alias(self, key: str, info: PluginInfo, who: str) -> bool:
+        """Give ``key`` to the quantizer named so when another plugin holds it only as an alias.
+
+        True when the alias was taken back; False when ``key`` is a name, or a built-in's or the
+        same plugin's alias (those clashes stay clashes).
+        """
+        if key not in self._canonical:
+            return False
+        owner = self._by_name[self._canonical[key]]
+        if owner.quantizer.name == key or owner.plugin.source == "built-in" or owner.plugin is info:
+            return False
+        del self._canonical[key]
+        owner.plugin.problems.append(
+            f"quantizer '{owner.quantizer.name}' of {owner.plugin.describe()}: alias '{key}' "
+            f"dropped: it is the name of {who}"
+        )
         return True
 
     def _name_clash(self, quantizer: Quantizer, info: PluginInfo, who: str) -> bool:

@@ -167,6 +167,20 @@ def test_two_plugins_claiming_one_name_or_alias_lose_it_whatever_their_order(
         registry.get("s")  # the disabled quantizer's own alias goes with it
 
 
+@pytest.mark.parametrize("names", [("alpha", "beta"), ("zeta", "beta")])
+def test_a_name_beats_another_plugins_alias_whatever_their_order(monkeypatch, tmp_path, names):
+    first, second = names
+    fake_plugins(
+        monkeypatch,
+        tmp_path,
+        {first: quantizer_source(("foo-q", ("bar-q",))), second: quantizer_source(("bar-q", ()))},
+    )
+    registry = Registry().load()
+    assert registry.get("bar-q").plugin.name == second
+    assert registry.get("foo-q").plugin.name == first
+    assert "alias 'bar-q' dropped" in " ".join(registry.plugins[first].problems)
+
+
 @pytest.mark.parametrize(
     ("modules", "listed"),
     [
