@@ -22,7 +22,7 @@ def print_plugins(registry: Any, console: Any) -> None:
     (loaded, or the load error) with its disabled quantizers and name clashes."""
     from rich.text import Text
 
-    from qeval_plugins.core.registry import printable
+    from qeval_plugins.core.text import one_line as printable
 
     plugins = list(registry.plugins.values())
     rows = []
@@ -50,7 +50,7 @@ def print_quantizers(registry: Any, console: Any) -> None:
     from rich.text import Text
 
     from qeval_plugins.core.plan import availability
-    from qeval_plugins.core.registry import printable
+    from qeval_plugins.core.text import one_line as printable
 
     rows = []
     for entry in registry.all():
@@ -149,7 +149,8 @@ def _scheme_line(entry: Any) -> Any:
     from qeval_plugins.core.errors import QevalError
     from qeval_plugins.core.options import resolve_options
     from qeval_plugins.core.quantizer import Scheme
-    from qeval_plugins.core.registry import printable, run_finalize_options, run_scheme
+    from qeval_plugins.core.registry import run_finalize_options, run_scheme
+    from qeval_plugins.core.text import one_line as printable
 
     quantizer = entry.quantizer
     try:

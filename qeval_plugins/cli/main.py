@@ -103,10 +103,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
+    from qeval_plugins.core.text import printable
     from qeval_plugins.report.export import export, format_for
     from qeval_plugins.report.output import destination, is_stdout
     from qeval_plugins.report.plot import plot
-    from qeval_plugins.report.values import printable
 
     missing = [path for path in args.paths if not Path(path).exists()]
     if missing:

@@ -55,8 +55,8 @@ from qeval_plugins.cli.run_settings import (
 )
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.plan import check_dtype, check_spec
-from qeval_plugins.core.registry import printable
 from qeval_plugins.core.specs import parse_spec, spec_model_args
+from qeval_plugins.core.text import one_line as printable
 from qeval_plugins.storage.atomic import remove_stale_temporaries, write_atomic
 from qeval_plugins.storage.locks import holder_pid, try_locked
 from qeval_plugins.storage.writable import check_writable_dir

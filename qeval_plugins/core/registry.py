@@ -25,6 +25,7 @@ from qeval_plugins.core import hookspecs
 from qeval_plugins.core.errors import QevalError, did_you_mean
 from qeval_plugins.core.options import FrozenOptions, OptionsChanged
 from qeval_plugins.core.quantizer import LoadContext, Quantizer, Scheme, contract_problems
+from qeval_plugins.core.text import one_line as printable
 from qeval_plugins.core.version import qeval_version
 
 logger = logging.getLogger("qeval")
@@ -468,12 +469,6 @@ def _who(quantizer: Quantizer, plugin: PluginInfo) -> str:
 def _describe(error: BaseException) -> str:
     """``Kind: message`` of an exception on one line (``SystemExit: 3`` for ``sys.exit(3)``)."""
     return printable(f"{type(error).__name__}: {error}")
-
-
-def printable(text: Any) -> str:
-    """``text`` on one line, control characters escaped: safe for a terminal or a table cell."""
-    flat = " ".join(str(text).split())
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in flat)
 
 
 def _free_key(name: str, taken: Mapping[str, Any]) -> str:

@@ -14,7 +14,7 @@ baseline's, se their standard errors:
 Different task sets, duplicates and differing settings (:mod:`.settings`) each become one warning
 line, and everything else is still compared. Text read from a file may be hostile:
 :meth:`Report.to_dict` and every table (:mod:`.tables`) pass it through
-:func:`~.values.printable`.
+``printable``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from qeval_plugins.core.errors import QevalError, did_you_mean
+from qeval_plugins.core.text import printable
 from qeval_plugins.report.labels import (
     aliases,
     display_names,
@@ -45,7 +46,6 @@ from qeval_plugins.report.values import (
     as_mapping,
     as_value,
     listing,
-    printable,
     scalar_text,
 )
 

@@ -1,7 +1,7 @@
 """The report as strict-JSON-safe data: what ``--format json`` writes and the CSV is built from.
 
 Infinities become the strings "inf" / "-inf", NaN null, and every text (keys included) goes
-through :func:`~.values.printable`; a container read from a file is never copied (it could be
+through ``printable``; a container read from a file is never copied (it could be
 nested too deeply), only named.
 """
 
@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from qeval_plugins.report.values import HugeInteger, as_mapping, printable
+from qeval_plugins.core.text import printable
+from qeval_plugins.report.values import HugeInteger, as_mapping
 
 if TYPE_CHECKING:
     from qeval_plugins.report.compare import Comparison, Report, Row

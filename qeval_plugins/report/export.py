@@ -2,7 +2,7 @@
 
 Markdown and HTML draw the same grids as the terminal (:mod:`.tables`); JSON is
 :func:`~.data.report_data` and the CSV its long form. Every text read from a results file
-is :func:`~.values.printable` and, per format, Markdown-escaped, HTML-escaped or quoted against
+is ``printable`` and, per format, Markdown-escaped, HTML-escaped or quoted against
 spreadsheet formulas. :func:`export` writes through :func:`~.output.write_output`.
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from qeval_plugins.core.errors import QevalError
+from qeval_plugins.core.text import printable
 from qeval_plugins.report.compare import Report
 from qeval_plugins.report.data import report_data
 from qeval_plugins.report.grid import Cell, Grid, one_line
@@ -29,7 +30,6 @@ from qeval_plugins.report.output import (
     writes_in_place,
 )
 from qeval_plugins.report.tables import LEGEND, grids
-from qeval_plugins.report.values import printable
 
 FORMAT_EXTENSIONS = {
     ".md": "markdown",

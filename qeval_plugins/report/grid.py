@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from qeval_plugins.report.values import printable
+from qeval_plugins.core.text import printable
 
 Line = tuple[str, str]  # text, style: "" | "bold" | "dim" | "green" | "yellow" | "red"
 Cell = list[Line]

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qeval_plugins.core.text import printable
 from qeval_plugins.metrics.directions import direction
 from qeval_plugins.report.figures import checked_config, checked_settings
 from qeval_plugins.report.labels import run_label
@@ -36,7 +37,6 @@ from qeval_plugins.report.values import (
     is_placeholder,
     listing,
     parse_int,
-    printable,
     scalar_text,
     value_kind,
 )

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from qeval_plugins.core.errors import QevalError
-from qeval_plugins.report.values import printable
+from qeval_plugins.core.text import printable
 from qeval_plugins.storage import atomic
 
 STDOUT = "-"  # ``--out -``: standard output

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from qeval_plugins.core.errors import QevalError
+from qeval_plugins.core.text import printable
 from qeval_plugins.report.compare import Comparison, Report
 from qeval_plugins.report.output import make_folder, write_output
 from qeval_plugins.report.sensitivity import INTEGER_SWEEPS, Sweep
-from qeval_plugins.report.values import printable
 
 # Characters of a model or task name in a chart's file name: two slugs, their hashes, a sweep name
 # and ".png" stay under 200 bytes (file names may have 255).

@@ -3,17 +3,17 @@
 The layout fits the console width without breaking a word: a table too wide for it is split into
 blocks of columns, each repeating the run column; a run label too long for its column gets a line
 of its own; only a single value wider than the whole console is folded. The tables are
-:mod:`.tables`' grids (their texts already :func:`~.values.printable`); rich is imported lazily.
+:mod:`.tables`' grids (their texts already ``printable``); rich is imported lazily.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from qeval_plugins.core.text import printable
 from qeval_plugins.report.compare import Report
 from qeval_plugins.report.grid import Cell, Grid, Line
 from qeval_plugins.report.tables import LEGEND, grids
-from qeval_plugins.report.values import printable
 
 GAP = "  "  # between table columns
 MIN_COLUMN = 6

@@ -13,7 +13,7 @@
   0.5–0.8), and the summary task's slope, spread and gap.
 
 Nothing here computes a comparison (:mod:`.compare` does) or draws one (:mod:`.render`,
-:mod:`.export`). Every text read from a results file goes through :func:`~.values.printable`.
+:mod:`.export`). Every text read from a results file goes through ``printable``.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from qeval_plugins.core.text import printable
 from qeval_plugins.metrics.directions import direction
 from qeval_plugins.report.compare import Comparison, Row, Score
 from qeval_plugins.report.grid import Cell, Grid, arrow, fixed, number, small_number
 from qeval_plugins.report.runs import Metric, Run
 from qeval_plugins.report.sensitivity import SWEEP_SUMMARY_METRICS, TEMPERATURE_BAND, Sweep
-from qeval_plugins.report.values import printable
 
 GREEN_MAX_PCT = 1.0
 YELLOW_MAX_PCT = 5.0

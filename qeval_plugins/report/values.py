@@ -9,15 +9,12 @@ any text safe to print; every view of the report applies it.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
 # A JSON integer of more digits may not fit a float (max ≈ 1.8·10³⁰⁸); it is not read as a figure.
 MAX_INTEGER_DIGITS = 308
 # Control characters (C0, DEL, C1), bidirectional overrides and lone surrogates: never printed raw.
-CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-CONTROL_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 @dataclass(frozen=True)
@@ -116,20 +113,6 @@ def scalar_text(value: Any) -> str | None:
     if isinstance(value, str | int | float | HugeInteger) and value != "":
         return str(value)
     return None
-
-
-def printable(text: str) -> str:
-    """``text`` with every control character (C0 such as ESC, BEL, CR, LF, TAB; DEL; C1 such as
-    CSI), bidirectional override and lone surrogate written as a visible escape (``\\x1b``,
-    ``\\n``, ``\\u202e``): no name read from a file can clear the screen, retitle the terminal,
-    open a hyperlink, reorder text or break a table line. Other text is unchanged."""
-    return CONTROL.sub(_escape, text)
-
-
-def _escape(match: re.Match[str]) -> str:
-    char = match[0]
-    code = ord(char)
-    return CONTROL_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
 
 
 def listing(items: list[str], limit: int = 4, separator: str = ", ") -> str:

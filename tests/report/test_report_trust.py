@@ -17,6 +17,7 @@ import pytest
 from rich.console import Console
 
 from qeval_plugins.core.errors import QevalError
+from qeval_plugins.core.text import printable
 from qeval_plugins.report.compare import compare
 from qeval_plugins.report.data import report_data
 from qeval_plugins.report.export import FORMATS, export
@@ -24,7 +25,6 @@ from qeval_plugins.report.grid import number
 from qeval_plugins.report.load import load_runs
 from qeval_plugins.report.render import render
 from qeval_plugins.report.settings import setting_text
-from qeval_plugins.report.values import printable
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "report"
 NONE_RUN = DATA / "qeval-tiny" / "none" / "results_2026-11-23T10-00-00.000000.json"
