@@ -89,8 +89,10 @@ def plan_runs(models: list[str], specs: list[str], output: Path, device: str) ->
     if not specs:
         raise QevalError("--quantizers names no quantizer; give specs such as none,bnb-nf4.")
     same_run: dict[tuple, str] = {}
+    quantizers = {}  # spec -> its quantizer's canonical name
     for spec in specs:
         plan = check_spec(spec, device)
+        quantizers[spec] = plan.quantizer.name
         key = (plan.quantizer.name, tuple(sorted(plan.options.items())))
         if key in same_run:  # aliases, option order and defaults resolved
             raise QevalError(
@@ -105,7 +107,7 @@ def plan_runs(models: list[str], specs: list[str], output: Path, device: str) ->
     for model in models:
         resolved = resolve_pretrained(model)  # a missing local path fails here, before any run
         for spec in specs:
-            checked_quantization(resolved, check_spec(spec, device).quantizer.name)
+            checked_quantization(resolved, quantizers[spec])
         name = Path(model).name if Path(model).exists() else model
         runs += [PlannedRun(model, spec, output / f"{slug(name)}__{slug(spec)}") for spec in specs]
     names = [str(run.directory).lower() for run in runs]  # case-insensitive disks (macOS)

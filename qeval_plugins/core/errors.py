@@ -26,21 +26,32 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     return f" Did you mean '{close[0]}'?" if close else ""
 
 
+def near_miss(key: str, known: Iterable[str]) -> str | None:
+    """The word of ``known`` that ``key`` misspells, or None (also when ``key`` is known).
+
+    Misspells: equal ignoring case, or a close spelling (difflib ratio >= 0.75).
+    """
+    known = sorted(known)
+    if key in known:
+        return None
+    same = [word for word in known if word.lower() == str(key).strip().lower()]
+    close = same or difflib.get_close_matches(str(key), known, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
 def refuse_near_misses(keys: Iterable[str], known: Iterable[str], what: str) -> None:
-    """A key that is not in ``known`` but nearly is (equal ignoring case, or a close spelling:
-    difflib ratio >= 0.75) is a typo: one QevalError naming ``what`` and the intended key.
+    """One QevalError, naming ``what`` and the intended key, for a key misspelling a known one.
+
+    Misspells: :func:`near_miss`.
 
     For settings mixed with unrelated keys (lm-eval merges model_args into a task's metadata),
     where refusing every unknown key would refuse valid runs and ignoring them hides typos.
     """
-    known = sorted(known)
+    known = list(known)
     for key in keys:
-        if key in known:
-            continue
-        close = [word for word in known if word.lower() == str(key).lower()]
-        close = close or difflib.get_close_matches(str(key), known, n=1, cutoff=0.75)
-        if close:
-            raise QevalError(f"{what} '{key}' is not known. Did you mean '{close[0]}'?")
+        intended = near_miss(key, known)
+        if intended is not None:
+            raise QevalError(f"{what} '{key}' is not known. Did you mean '{intended}'?")
 
 
 def debug_enabled() -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from qeval_plugins.core.errors import QevalError, did_you_mean
+from qeval_plugins.core.errors import QevalError, did_you_mean, near_miss
 from qeval_plugins.core.options import resolve_options
 from qeval_plugins.core.quantizer import LoadContext, Quantizer
 from qeval_plugins.core.registry import (
@@ -137,19 +137,16 @@ def refuse_near_miss(name: str, chosen: Quantizer, registry: Any) -> None:
 
     Other unknown model_args go on to ``from_pretrained``, as with ``--model hf``; these would be
     refused there only after the model loaded, or ignored, and the run would silently use the
-    defaults. Near: equal ignoring case, or a close match (difflib ratio >= 0.75).
+    defaults. Near: :func:`~.errors.near_miss`.
     """
-    import difflib
-
     known = {"quantizer", "pretrained"} | {
         option.name for entry in registry.all() for option in entry.quantizer.options
     }
-    close = [word for word in known if word.lower() == name.strip().lower()]
-    close = close or difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
-    if close:
+    intended = near_miss(name, known)
+    if intended is not None:
         valid = ", ".join(sorted(option.name for option in chosen.options)) or "none"
         raise QevalError(
-            f"unknown model_arg '{name}'. Did you mean '{close[0]}'? (options of quantizer "
+            f"unknown model_arg '{name}'. Did you mean '{intended}'? (options of quantizer "
             f"'{chosen.name}': {valid}; 'qeval quantizers' lists all)"
         )
 

@@ -401,17 +401,7 @@ def test_env_switch_restricts_external_plugins(monkeypatch, tmp_path):
 def test_a_plugin_name_in_qeval_plugins_that_is_not_installed_is_a_warning(
     monkeypatch, tmp_path, caplog
 ):
-    source = """
-        from qeval_plugins import Quantizer, hookimpl
-
-        @hookimpl
-        def qeval_register_quantizers(register):
-            class Q(Quantizer):
-                name = "{name}-q"
-                description = "q"
-            register(Q())
-    """
-    fake_plugins(monkeypatch, tmp_path, {"alpha": source.format(name="alpha")})
+    fake_plugins(monkeypatch, tmp_path, {"alpha": quantizer_source(("alpha-q", ()))})
     monkeypatch.setenv("QEVAL_PLUGINS", "alpah,none")
     assert "alpha-q" not in Registry().load().names()
     warned = [r.getMessage() for r in caplog.records if "QEVAL_PLUGINS" in r.getMessage()]
