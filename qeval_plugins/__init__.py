@@ -4,7 +4,7 @@ Public API for plugin authors:
 
 * :data:`hookimpl` — decorate your hook implementations with it;
 * :class:`Quantizer`, :class:`Option`, :class:`LoadContext`, :class:`Scheme` — the quantizer
-  contract;
+  contract; :data:`CALIBRATION_OPTIONS` and :class:`CalibrationSet` for methods that calibrate;
 * :class:`QevalError` — the one error class users see.
 
 The names are resolved lazily: importing this package (which every interpreter of the
@@ -15,6 +15,8 @@ transformers, bitsandbytes or gptqmodel.
 import importlib
 
 _PUBLIC = {
+    "CALIBRATION_OPTIONS": "qeval_plugins.core.calibration",
+    "CalibrationSet": "qeval_plugins.core.calibration",
     "QevalError": "qeval_plugins.core.errors",
     "Option": "qeval_plugins.core.options",
     "LoadContext": "qeval_plugins.core.quantizer",

@@ -18,10 +18,11 @@ from __future__ import annotations
 import importlib.util
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from qeval_plugins.core.calibration import CALIBRATION_OPTION_NAMES, CalibrationSet
 from qeval_plugins.core.options import Option, name_problem, text_problem
 
 _EXTRA = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -35,11 +36,20 @@ class LoadContext:
     ``device`` is the device the model is evaluated on (``"cpu"``, ``"cuda"``, ``"cuda:1"``);
     ``dtype`` is the torch dtype name of the unquantized parts (``"float32"``, ``"bfloat16"``,
     ...): with ``dtype=auto`` the checkpoint's own (from its config); ``"auto"`` only when that
-    cannot be read.
+    cannot be read. ``checkpoint`` is the local folder of the checkpoint's files (a hub model's
+    cache folder); ``tokenizer`` the run's tokenizer; ``calibration`` the calibration windows
+    qeval chose for a ``calibrated`` quantizer (None for others); ``cache_dir`` a folder of qeval's
+    cache the quantizer may keep its own files in (created on first use by the quantizer).
+    All but ``device`` and ``dtype`` are None when qeval cannot provide them (a plan checked
+    without loading).
     """
 
     device: str = "cpu"
     dtype: str = "auto"
+    checkpoint: str | None = None
+    tokenizer: Any = field(default=None, compare=False, repr=False)
+    calibration: CalibrationSet | None = field(default=None, compare=False, repr=False)
+    cache_dir: str | None = None
 
     @property
     def on_cuda(self) -> bool:
@@ -101,6 +111,12 @@ class Quantizer:
         version: the method's version, recorded with every run; raise it whenever the same
             options would quantize differently (a fixed bug, a new default), so results and any
             cache of quantized models made by the older code are told apart.
+        calibrated: True when ``quantize`` needs calibration data: the quantizer then declares
+            :data:`~qeval_plugins.core.calibration.CALIBRATION_OPTIONS` among its options and
+            reads the windows from ``context.calibration``.
+        cache_quantized: True when quantizing is worth caching (calibration, minutes of work):
+            qeval saves the quantized model with :meth:`save_quantized` and reuses it for the
+            reloads after a reference pass and for later runs of the same spec.
     """
 
     name: ClassVar[str] = ""
@@ -113,6 +129,8 @@ class Quantizer:
     simulated: ClassVar[bool] = False
     identity: ClassVar[bool] = False
     version: ClassVar[str] = "1"
+    calibrated: ClassVar[bool] = False
+    cache_quantized: ClassVar[bool] = False
 
     def missing_requirement(self) -> str | None:
         """Name of the first required module that is not installed, or None."""
@@ -146,6 +164,22 @@ class Quantizer:
         """
         return model
 
+    def save_quantized(
+        self, model: Any, folder: Path, options: Mapping[str, Any], context: LoadContext
+    ) -> None:
+        """Write the quantized ``model`` into the empty ``folder`` (only with ``cache_quantized``).
+
+        The default ``model.save_pretrained(folder)`` suits methods that keep the model's
+        structure (simulated quantization); a method with its own format overrides this and
+        :meth:`load_quantized`.
+        """
+        model.save_pretrained(folder)
+
+    def load_quantized(self, folder: Path, options: Mapping[str, Any], context: LoadContext) -> Any:
+        """The model :meth:`save_quantized` wrote into ``folder``, or None (the default) to let
+        qeval load ``folder`` like a checkpoint, with lm-eval's loading options."""
+        return None
+
     def effective_bits(self, options: Mapping[str, Any]) -> float | None:
         """Average storage bits per quantized weight including scales, if the method knows it."""
         return None
@@ -162,8 +196,9 @@ def contract_problems(quantizer: Quantizer) -> list[str]:
     each other; the description is one non-empty line; options are :class:`Option` objects
     with distinct names, none of them ``quantizer`` or ``pretrained``, each passing
     :meth:`Option.problems`; ``requires`` is a tuple of module names; ``extra`` is None or a pip
-    extra name; ``version`` is one non-empty line; ``needs_cuda``, ``simulated`` and
-    ``identity`` are booleans.
+    extra name; ``version`` is one non-empty line; ``needs_cuda``, ``simulated``, ``identity``,
+    ``calibrated`` and ``cache_quantized`` are booleans; a calibrated quantizer declares the
+    calibration options.
     """
     problems = [name_problem(quantizer.name, "name")]
     aliases = quantizer.aliases
@@ -210,7 +245,15 @@ def _declaration_problems(quantizer: Quantizer) -> list[str]:
     if extra is not None and not (isinstance(extra, str) and _EXTRA.fullmatch(extra)):
         problems.append(f"extra must be None or a pip extra name, got {extra!r}")
     problems.append(text_problem(quantizer.version, "version"))
-    for flag in ("needs_cuda", "simulated", "identity"):
+    if quantizer.calibrated is True:
+        declared = {getattr(option, "name", None) for option in quantizer.options}
+        missing = [name for name in CALIBRATION_OPTION_NAMES if name not in declared]
+        if missing:
+            problems.append(
+                f"calibrated quantizers declare CALIBRATION_OPTIONS among their options; "
+                f"missing {', '.join(missing)}"
+            )
+    for flag in ("needs_cuda", "simulated", "identity", "calibrated", "cache_quantized"):
         if not isinstance(getattr(quantizer, flag), bool):
             problems.append(f"{flag} must be True or False, got {getattr(quantizer, flag)!r}")
     return problems
