@@ -31,6 +31,19 @@ FORMAT_BITS = {
 }
 MX_BLOCK = 32
 DEFAULT_GROUP_SIZE = 128
+FORMAT_OPTIONS = (  # shared by every quantizer over these formats (rtn, gptq-sim)
+    Option("format", str, "int", "number format of the weights", tuple(FORMAT_BITS)),
+    Option("bits", int, 4, "bits per weight for format=int", minimum=2, maximum=8),
+    Option(
+        "group_size",
+        int,
+        DEFAULT_GROUP_SIZE,
+        "weights sharing one scale along the input dimension; 0 = per output channel "
+        "(MX formats: always blocks of 32)",
+        minimum=0,
+    ),
+    Option("symmetric", bool, True, "symmetric scale (false: scale + zero point; int only)"),
+)
 
 
 class RtnQuantizer(Quantizer):
@@ -41,17 +54,7 @@ class RtnQuantizer(Quantizer):
     aliases = ("round-to-nearest",)
     simulated = True
     options = (
-        Option("format", str, "int", "number format of the weights", tuple(FORMAT_BITS)),
-        Option("bits", int, 4, "bits per weight for format=int", minimum=2, maximum=8),
-        Option(
-            "group_size",
-            int,
-            DEFAULT_GROUP_SIZE,
-            "weights sharing one scale along the input dimension; 0 = per output channel "
-            "(MX formats: always blocks of 32)",
-            minimum=0,
-        ),
-        Option("symmetric", bool, True, "symmetric scale (false: scale + zero point; int only)"),
+        *FORMAT_OPTIONS,
         Option("include_lm_head", bool, False, "also quantize the output projection"),
         Option("include_embeddings", bool, False, "also quantize the input embeddings"),
     )
@@ -60,12 +63,13 @@ class RtnQuantizer(Quantizer):
         """Fixed formats imply their bits; MX formats imply blocks of 32."""
         fmt = options["format"]
         if fmt != "int" and not options["symmetric"]:
-            raise QevalError(f"rtn: symmetric=false applies to format=int only, not {fmt}.")
+            raise QevalError(f"{self.name}: symmetric=false applies to format=int only, not {fmt}.")
         if fmt != "int" and options["bits"] not in (4, FORMAT_BITS[fmt]):
-            raise QevalError(f"rtn: format={fmt} has {FORMAT_BITS[fmt]} bits; drop bits=.")
+            raise QevalError(f"{self.name}: format={fmt} has {FORMAT_BITS[fmt]} bits; drop bits=.")
         if fmt.startswith("mx") and options["group_size"] not in (DEFAULT_GROUP_SIZE, MX_BLOCK):
             raise QevalError(
-                f"rtn: MX formats use blocks of {MX_BLOCK}; drop group_size= for format={fmt}."
+                f"{self.name}: MX formats use blocks of {MX_BLOCK}; "
+                f"drop group_size= for format={fmt}."
             )
         final = dict(options)
         if fmt != "int":

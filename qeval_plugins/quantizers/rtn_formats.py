@@ -73,7 +73,16 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["FORMATS", "FormatSpec", "effective_bits", "quantize_dequantize"]
+__all__ = [
+    "FORMATS",
+    "FormatSpec",
+    "GroupParams",
+    "effective_bits",
+    "group_length",
+    "group_params",
+    "quantize_dequantize",
+    "quantize_with_params",
+]
 
 MX_BLOCK_SIZE = 32
 """Block length ``k`` of all MX formats (elements sharing one E8M0 scale)."""
@@ -343,31 +352,62 @@ def _safe(scale: torch.Tensor) -> torch.Tensor:
     return torch.where(scale > 0, scale, torch.ones_like(scale))
 
 
-def _qdq_int(g: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
-    if symmetric:
+@dataclass(frozen=True)
+class GroupParams:
+    """The fixed parameters of quantization groups, broadcastable against their elements.
+
+    ``scale``: float32 ``[..., 1]``, one per group: ``int`` symmetric ``absmax / qmax``, ``int``
+    asymmetric ``(max - min) / (2**bits - 1)``, minifloats ``absmax / fmt_max``, ``nf4``
+    ``absmax`` (all-zero groups: 1), MX ``X = 2**shared_exp``. ``zero``: the integer zero point
+    ``round(-min / scale)`` of asymmetric ``int``, else None.
+    """
+
+    scale: torch.Tensor
+    zero: torch.Tensor | None = None
+
+
+def _params(g: torch.Tensor, spec: FormatSpec, bits: int, symmetric: bool) -> GroupParams:
+    """:class:`GroupParams` of float32 groups ``g`` (elements along the last dimension)."""
+    if spec.is_mx:
+        # X = 2**shared_exp may be a float32 subnormal (shared_exp = -127), so build it with exp2
+        # (exact for integer arguments) rather than from an exponent bit pattern.
+        return GroupParams(torch.exp2(_mx_shared_exp(g, spec.emax_elem).to(torch.float32)))
+    if spec.kind == "int" and not symmetric:
+        gmin = g.amin(dim=-1, keepdim=True)
+        gmax = g.amax(dim=-1, keepdim=True)
+        scale = _div(gmax - gmin, 2**bits - 1)
+        # Constant group: scale=|c| makes c/scale = +-1 exact, so w_hat == c; all-zero group: 1.
+        degenerate = torch.where(gmax.abs() > 0, gmax.abs(), torch.ones_like(gmax))
+        scale = torch.where(scale > 0, scale, degenerate)
+        return GroupParams(scale, torch.round(-gmin / scale))
+    absmax = g.abs().amax(dim=-1, keepdim=True)
+    if spec.kind == "lut":
+        return GroupParams(_safe(absmax))
+    top = 2 ** (bits - 1) - 1 if spec.kind == "int" else spec.max_value
+    return GroupParams(_safe(_div(absmax, top)))
+
+
+def _round_with(g: torch.Tensor, p: GroupParams, spec: FormatSpec, bits: int) -> torch.Tensor:
+    """Quantize-dequantize float32 ``g`` with fixed parameters ``p`` (saturating)."""
+    if spec.is_mx:
+        v = g / p.scale
+        if spec.kind == "mxint":
+            step = 2.0**spec.frac_bits
+            n = spec.element_bits
+            assert n is not None
+            q = _round_int(v * step, -(2 ** (n - 1)), 2 ** (n - 1) - 1).div_(step)
+        else:
+            q = _round_minifloat(v, spec.man_bits, spec.bias, spec.max_value)
+        return q.mul_(p.scale)
+    if spec.kind == "int" and p.zero is not None:
+        q = torch.round(g / p.scale).add_(p.zero).clamp_(0, 2**bits - 1)
+        return (q - p.zero).mul_(p.scale)
+    if spec.kind == "int":
         qmax = 2 ** (bits - 1) - 1
-        scale = _safe(_div(g.abs().amax(dim=-1, keepdim=True), qmax))
-        return _round_int(g / scale, -qmax, qmax).mul_(scale)
-    levels = 2**bits - 1
-    gmin = g.amin(dim=-1, keepdim=True)
-    gmax = g.amax(dim=-1, keepdim=True)
-    scale = _div(gmax - gmin, levels)
-    # Constant group: scale=|c| makes c/scale = +-1 exact, so w_hat == c; all-zero group: 1.
-    degenerate = torch.where(gmax.abs() > 0, gmax.abs(), torch.ones_like(gmax))
-    scale = torch.where(scale > 0, scale, degenerate)
-    zp = torch.round(-gmin / scale)
-    q = torch.round(g / scale).add_(zp).clamp_(0, levels)
-    return (q - zp).mul_(scale)
-
-
-def _qdq_float(g: torch.Tensor, spec: FormatSpec) -> torch.Tensor:
-    scale = _safe(_div(g.abs().amax(dim=-1, keepdim=True), spec.max_value))
-    return _round_minifloat(g / scale, spec.man_bits, spec.bias, spec.max_value).mul_(scale)
-
-
-def _qdq_nf4(g: torch.Tensor) -> torch.Tensor:
-    scale = _safe(g.abs().amax(dim=-1, keepdim=True))
-    return _round_nf4((g / scale).clamp_(-1.0, 1.0)).mul_(scale)
+        return _round_int(g / p.scale, -qmax, qmax).mul_(p.scale)
+    if spec.kind == "float":
+        return _round_minifloat(g / p.scale, spec.man_bits, spec.bias, spec.max_value).mul_(p.scale)
+    return _round_nf4((g / p.scale).clamp_(-1.0, 1.0)).mul_(p.scale)
 
 
 def _mx_shared_exp(g: torch.Tensor, emax_elem: int) -> torch.Tensor:
@@ -376,21 +416,6 @@ def _mx_shared_exp(g: torch.Tensor, emax_elem: int) -> torch.Tensor:
     _, e = torch.frexp(amax)
     shared = (e - 1 - emax_elem).clamp_(_E8M0_MIN_EXP, _E8M0_MAX_EXP)
     return torch.where(amax > 0, shared, torch.zeros_like(shared))
-
-
-def _qdq_mx(g: torch.Tensor, spec: FormatSpec) -> torch.Tensor:
-    # X = 2**shared_exp may be a float32 subnormal (shared_exp = -127), so build it with exp2
-    # (exact for integer arguments) rather than from an exponent bit pattern.
-    x_scale = torch.exp2(_mx_shared_exp(g, spec.emax_elem).to(torch.float32))
-    v = g / x_scale
-    if spec.kind == "mxint":
-        step = 2.0**spec.frac_bits
-        n = spec.element_bits
-        assert n is not None
-        p = _round_int(v * step, -(2 ** (n - 1)), 2 ** (n - 1) - 1).div_(step)
-    else:
-        p = _round_minifloat(v, spec.man_bits, spec.bias, spec.max_value)
-    return p.mul_(x_scale)
 
 
 # --------------------------------------------------------------------------------------------
@@ -429,15 +454,8 @@ def quantize_dequantize(
         ValueError: unknown ``fmt``, bad ``bits``/``group_size``, ``symmetric=False`` with a
             non-int format, non-2-D or non-floating ``weight``, or indivisible ``group_size``.
     """
-    spec = _get_spec(fmt)
-    if spec.kind == "int":
-        bits = _check_bits(bits)
-    elif not symmetric:
-        raise ValueError(
-            f"symmetric=False (asymmetric, zero-point) quantization is only supported for the "
-            f"'int' format, not {fmt!r}"
-        )
-    group = _check_group_size(spec, group_size)
+    spec, bits = _check_format(fmt, bits, symmetric)
+    _check_group_size(spec, group_size)
     if not isinstance(weight, torch.Tensor):
         raise ValueError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
     if weight.dim() != 2:
@@ -450,35 +468,89 @@ def quantize_dequantize(
     rows, cols = weight.shape
     if weight.numel() == 0:
         return weight.clone()
+    group = group_length(fmt, group_size, cols)
 
     w = weight.detach().to(torch.float32)
-    pad = 0
-    if spec.is_mx:
-        pad = (-cols) % group
-        if pad:
-            w = torch.nn.functional.pad(w, (0, pad))
-    elif group == 0:
-        group = cols
-    elif cols % group != 0:
-        raise ValueError(
-            f"in_features={cols} is not divisible by group_size={group}; choose a group_size "
-            f"that divides in_features, or group_size=0 for per-output-channel scales"
-        )
+    pad = (-cols) % group if spec.is_mx else 0
+    if pad:
+        w = torch.nn.functional.pad(w, (0, pad))
     g = w.reshape(rows, -1, group)
-
-    if spec.kind == "int":
-        out = _qdq_int(g, bits, symmetric)
-    elif spec.kind == "float":
-        out = _qdq_float(g, spec)
-    elif spec.kind == "lut":
-        out = _qdq_nf4(g)
-    else:
-        out = _qdq_mx(g, spec)
-
+    out = _round_with(g, _params(g, spec, bits, symmetric), spec, bits)
     out = out.reshape(rows, cols + pad)
     if pad:
         out = out[:, :cols]
     return out.to(weight.dtype).contiguous()
+
+
+def _check_format(fmt: str, bits: object, symmetric: bool) -> tuple[FormatSpec, int]:
+    """The format's spec and its checked ``bits`` (ValueError for a wrong combination)."""
+    spec = _get_spec(fmt)
+    if spec.kind == "int":
+        return spec, _check_bits(bits)
+    if not symmetric:
+        raise ValueError(
+            f"symmetric=False (asymmetric, zero-point) quantization is only supported for the "
+            f"'int' format, not {fmt!r}"
+        )
+    return spec, 0
+
+
+def group_length(fmt: str, group_size: int, in_features: int) -> int:
+    """Consecutive input elements of a row that share one scale: ``group_size``, ``in_features``
+    for ``group_size=0`` (per output channel), 32 for MX formats (whose last block may be
+    shorter when ``in_features % 32 != 0``).
+
+    Raises:
+        ValueError: unknown ``fmt``, bad ``group_size``, or ``in_features % group_size != 0``.
+    """
+    spec = _get_spec(fmt)
+    group = _check_group_size(spec, group_size)
+    if spec.is_mx:
+        return group
+    if group == 0:
+        return in_features
+    if in_features % group != 0:
+        raise ValueError(
+            f"in_features={in_features} is not divisible by group_size={group}; choose a "
+            f"group_size that divides in_features, or group_size=0 for per-output-channel scales"
+        )
+    return group
+
+
+def group_params(
+    block: torch.Tensor, fmt: str, *, bits: int = 4, symmetric: bool = True
+) -> GroupParams:
+    """Step one of two: the :class:`GroupParams` of the groups in ``block``.
+
+    ``block``: ``[..., group_len]``, one group per row along the last dimension (a weight slice
+    ``[out_features, group_len]`` gives one scale per output channel). The parameters are
+    computed exactly as :func:`quantize_dequantize` computes them (float32), so
+    ``quantize_with_params(block, group_params(block, ...), ...)`` equals RTN of the group.
+    """
+    spec, bits = _check_format(fmt, bits, symmetric)
+    return _params(block.detach().to(torch.float32), spec, bits, symmetric)
+
+
+def quantize_with_params(
+    values: torch.Tensor,
+    params: GroupParams,
+    fmt: str,
+    *,
+    bits: int = 4,
+    symmetric: bool = True,
+) -> torch.Tensor:
+    """Step two of two: round ``values`` with fixed ``params`` and dequantize.
+
+    ``values``: ``[..., k]`` broadcastable against ``params`` (``[..., 1]``), e.g. one or more
+    columns of a group whose parameters were fixed earlier (GPTQ). Values beyond the group's
+    range saturate at the format's largest code. Returns the dequantized values (computed in
+    float32, by the same code :func:`quantize_dequantize` uses) in ``values``' dtype.
+    """
+    spec, bits = _check_format(fmt, bits, symmetric)
+    if params.zero is not None and not (spec.kind == "int" and not symmetric):
+        raise ValueError("params with a zero point belong to symmetric=False int quantization")
+    out = _round_with(values.detach().to(torch.float32), params, spec, bits)
+    return out.to(values.dtype)
 
 
 def effective_bits(
