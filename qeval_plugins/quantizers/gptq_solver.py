@@ -148,7 +148,7 @@ def inverse_cholesky(h: torch.Tensor, damp_percent: float, layer: str = "") -> t
         damp = max(10 * damp, RETRY_DAMP)
     raise QevalError(
         f"gptq-sim: {where}: its Hessian is not positive definite even with damp_percent="
-        f"{tried:g}; raise damp_percent or calibrate on more or other text."
+        f"{tried:g}; calibrate on more or other text (calibration_samples, calibration_file)."
     )
 
 
