@@ -35,6 +35,7 @@ BUILTIN_PLUGINS = (
     "qeval_plugins.quantizers.baseline",
     "qeval_plugins.quantizers.bnb",
     "qeval_plugins.quantizers.rtn",
+    "qeval_plugins.quantizers.gptq_sim",
 )
 
 
