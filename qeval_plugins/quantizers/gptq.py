@@ -1,0 +1,411 @@
+"""Built-in plugin: GPTQ (Frantar et al. 2022) through GPTQModel 7.6 — real packed integer weights.
+
+GPTQModel quantizes the checkpoint one decoder layer at a time on qeval's own calibration windows
+(``context.calibration.input_ids``, handed over as token ids, never re-tokenized), writes its
+checkpoint format (``qweight`` int32-packed codes, fp16 ``scales``, packed ``qzeros``, ``g_idx``)
+and loads it back with one of its quantized-linear kernels. The returned model is a transformers
+causal LM whose linear layers hold the packed weights: its memory is that of the packed model.
+
+Pinned here instead of left to GPTQModel's defaults (each one recorded as an option, or stated):
+
+* ``damp_percent`` 0.05, ``true_sequential`` and ``act_group_aware`` (GPTQModel's "GAR" ordering
+  of groups by activation; off with ``desc_act``) are options, so the run records them;
+* GPTQModel's fallback that quantizes a layer with too little calibration (under 0.5 % of the
+  tokens) by round-to-nearest is turned off: every layer of a ``gptq`` run is GPTQ-quantized;
+* ``offload_to_disk`` (on by default, into a system temp folder) is off: the layers stay in
+  memory, and quantizing the 4-layer embedded model takes 1.3 s instead of 23 s;
+* the model is loaded in the run's dtype (GPTQModel would load a float32 checkpoint on CPU in
+  bfloat16), the calibration windows keep their order (GPTQModel sorts by length) and none is
+  dropped (GPTQModel drops windows of 10 tokens or fewer);
+* the checkpoint's ``generation_config.json`` is kept (GPTQModel's loader forces
+  ``do_sample: true`` into it and into the loaded model);
+* GPTQModel's output (a banner at import, progress bars, tables; several hundred lines) goes to
+  ``gptqmodel.log`` in the work folder; its warnings are repeated once each through logging.
+  Its per-layer log (``logs/`` of the current folder in GPTQModel) goes to the work folder too.
+
+GPTQModel's freshly quantized layers hold zero points in the GPTQ "v1" layout while its kernels
+compute with "v2" (they differ by one quantization step), which GPTQModel converts only when it
+loads a saved checkpoint: a model used straight after ``quantize()`` computes with every weight
+shifted by one step (logit SQNR 4.3 dB instead of 18.6 dB on the embedded model). So
+:meth:`GptqQuantizer.quantize` saves and loads back, exactly as :meth:`load_quantized` does, and
+a cached reload gives the same logits as the first run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+import time
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from qeval_plugins import LoadContext, Option, QevalError, Quantizer, Scheme, hookimpl
+from qeval_plugins.core.calibration import CALIBRATION_OPTIONS
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DAMP = 0.05  # GPTQModel 7.6's default for GPTQ (and the GPTQ paper's 1 % is 0.01)
+GROUP_SIZES = (0, 16, 32, 64, 128, 256, 512, 1024)  # 0: per output channel (GPTQModel's -1)
+KERNELS = ("auto", "torch", "torch_fused", "torch_aten", "triton", "marlin", "exllama_v2")
+SCALE_BITS = 16  # fp16 scale per group and output column
+FOLDER_ATTRIBUTE = "qeval_gptq_folder"  # where quantize() left GPTQModel's files
+LOG_NAME = "gptqmodel.log"
+
+
+class GptqQuantizer(Quantizer):
+    """GPTQ with GPTQModel: calibrated, real packed int2/3/4/8 weights, any device it supports."""
+
+    name = "gptq"
+    description = "GPTQ (GPTQModel): calibrated int2/3/4/8 weights, packed, per group or channel"
+    aliases = ("gptqmodel", "autogptq", "auto-gptq")
+    requires = ("gptqmodel",)
+    extra = "gptq"
+    calibrated = True
+    cache_quantized = True
+    version = "1"
+    options = (
+        Option("bits", int, 4, "bits per weight", choices=(2, 3, 4, 8)),
+        Option(
+            "group_size",
+            int,
+            128,
+            "weights sharing one scale and zero point along the input dimension; "
+            "0 = per output channel",
+            choices=GROUP_SIZES,
+        ),
+        Option(
+            "desc_act",
+            bool,
+            False,
+            "GPTQ's act-order: quantize columns in order of decreasing activation (stores g_idx)",
+        ),
+        Option("sym", bool, True, "symmetric (false: a zero point per group)"),
+        Option(
+            "damp_percent",
+            float,
+            DEFAULT_DAMP,
+            "Hessian dampening, a fraction of its mean diagonal",
+            minimum=0.001,
+            maximum=0.99,
+        ),
+        Option(
+            "act_group_aware",
+            bool,
+            True,
+            "GPTQModel's group-aware activation ordering (GAR); always false with desc_act",
+        ),
+        Option(
+            "true_sequential",
+            bool,
+            True,
+            "quantize a layer's projections in order, each on the outputs of the quantized ones",
+        ),
+        Option(
+            "kernel",
+            str,
+            "auto",
+            "GPTQModel kernel of the packed layers ('auto': GPTQModel's pick for the device)",
+            choices=KERNELS,
+        ),
+        *CALIBRATION_OPTIONS,
+    )
+
+    def finalize_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """``desc_act`` turns ``act_group_aware`` off (GPTQModel allows only one ordering)."""
+        final = dict(options)
+        if final["desc_act"]:
+            final["act_group_aware"] = False
+        return final
+
+    def quantize(self, model: Any, options: Mapping[str, Any], context: LoadContext) -> Any:
+        """GPTQ-quantize ``context.checkpoint`` on ``context.calibration``; the packed model.
+
+        GPTQModel reads the checkpoint itself, layer by layer, so the unquantized ``model`` is
+        not used: its weights are released here (moved to the meta device) so that the two models
+        are never in memory together. Its generation config is kept on the returned model.
+        """
+        _check_context(context)
+        _check_seqlen(model, context)
+        work = _work_folder(context)
+        started = time.perf_counter()
+        with _gptqmodel_output(work) as gptqmodel:
+            folder = work / "model"
+            _quantize_and_save(gptqmodel, options, context, folder)
+        _keep_generation_config(context.checkpoint, folder)
+        if hasattr(model, "to"):
+            model.to("meta")
+        quantized = self.load_quantized(folder, options, context)
+        setattr(quantized, FOLDER_ATTRIBUTE, str(folder))
+        weakref.finalize(quantized, shutil.rmtree, str(work), True)
+        logger.info(
+            "gptq: %d layers quantized by GPTQModel in %.1f s (log: %s)",
+            sum(1 for _ in packed_layers(quantized)),
+            time.perf_counter() - started,
+            work / LOG_NAME,
+        )
+        return quantized
+
+    def save_quantized(
+        self, model: Any, folder: Path, options: Mapping[str, Any], context: LoadContext
+    ) -> None:
+        """Copy the checkpoint GPTQModel wrote during :meth:`quantize` (its own format)."""
+        source = getattr(model, FOLDER_ATTRIBUTE, None)
+        if source is None or not Path(source).is_dir():
+            raise QevalError(
+                "gptq: this model was not quantized by qeval's gptq quantizer in this process; "
+                "quantize it again to save it."
+            )
+        for file in sorted(Path(source).iterdir()):
+            if file.is_file():
+                shutil.copy2(file, Path(folder) / file.name)
+
+    def load_quantized(self, folder: Path, options: Mapping[str, Any], context: LoadContext) -> Any:
+        """The model in ``folder`` (GPTQModel's format), on the kernel option ``kernel`` names."""
+        with (
+            tempfile.TemporaryDirectory(prefix="gptq-load-") as log_dir,
+            _gptqmodel_output(Path(log_dir)) as gptqmodel,
+        ):
+            try:
+                loaded = gptqmodel.GPTQModel.load(
+                    str(folder),
+                    device=context.device,
+                    dtype=_torch_dtype(context),
+                    backend=_backend(options["kernel"]),
+                )
+            except Exception as error:
+                raise QevalError(f"gptq: GPTQModel cannot load {folder}: {error}") from error
+        model = loaded.model.eval()
+        model.generation_config = _generation_config(Path(folder), model)
+        return model
+
+    def scheme(self, options: Mapping[str, Any]) -> Scheme:
+        """``int4 g128``, ``int3 per-channel act-order asym``; LM head and embeddings kept."""
+        group = options["group_size"]
+        weights = f"int{options['bits']}" + (f" g{group}" if group else " per-channel")
+        if options["desc_act"]:
+            weights += " act-order"
+        if not options["sym"]:
+            weights += " asym"
+        return Scheme(weights=weights, kept=("lm_head", "embeddings"))
+
+    def effective_bits(self, options: Mapping[str, Any]) -> float:
+        """``bits + (16 + bits) / G``: per group of ``G`` weights one fp16 scale and one packed
+        ``bits``-bit zero point (stored for symmetric groups too).
+
+        ``g_idx`` (one int32 per input column, 32 / out_features bits per weight) and the
+        per-channel case (``G`` = in_features, unknown here) are left out as negligible.
+        """
+        bits, group = options["bits"], options["group_size"]
+        return float(bits) + ((SCALE_BITS + bits) / group if group else 0.0)
+
+
+def _check_context(context: LoadContext) -> None:
+    if context.checkpoint is None or context.calibration is None:
+        raise QevalError(
+            "gptq: needs the checkpoint folder and calibration windows; run it through the qeval "
+            "backend (lm_eval --model qeval or qeval run)."
+        )
+
+
+def _check_seqlen(model: Any, context: LoadContext) -> None:
+    """GPTQModel silently cuts windows longer than the model's context; refuse them instead."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    seqlen = context.calibration.seqlen
+    if isinstance(limit, int) and seqlen > limit:
+        raise QevalError(
+            f"gptq: calibration_seqlen={seqlen} is longer than the model's context ({limit} "
+            f"tokens); set calibration_seqlen={limit} or less."
+        )
+
+
+def _work_folder(context: LoadContext) -> Path:
+    """A fresh folder for GPTQModel's files: under ``context.cache_dir``, else the temp folder."""
+    parent = None
+    if context.cache_dir is not None:
+        parent = Path(context.cache_dir)
+        parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="gptq-", dir=parent))
+
+
+def _torch_dtype(context: LoadContext):
+    """The run's dtype; ``auto`` (unreadable from the checkpoint): float32 on CPU, else bf16."""
+    import torch
+
+    if context.dtype != "auto":
+        return getattr(torch, context.dtype)
+    return torch.bfloat16 if context.on_cuda else torch.float32
+
+
+def _backend(kernel: str) -> str:
+    return kernel if kernel == "auto" else f"gptq_{kernel}"
+
+
+def _quantize_config(gptqmodel: Any, options: Mapping[str, Any]) -> Any:
+    """GPTQModel's config with every default that changes the result pinned (module doc)."""
+    group = options["group_size"]
+    return gptqmodel.QuantizeConfig(
+        bits=options["bits"],
+        group_size=group if group else -1,
+        desc_act=options["desc_act"],
+        sym=options["sym"],
+        damp_percent=options["damp_percent"],
+        act_group_aware=options["act_group_aware"],
+        true_sequential=options["true_sequential"],
+        fallback=None,
+        offload_to_disk=False,
+        mse=0.0,
+        static_groups=False,
+    )
+
+
+def calibration_batches(input_ids: Any) -> list[dict[str, Any]]:
+    """One ``{"input_ids", "attention_mask"}`` dict of shape ``[1, seqlen]`` per window."""
+    import torch
+
+    return [
+        {"input_ids": row.unsqueeze(0), "attention_mask": torch.ones_like(row).unsqueeze(0)}
+        for row in input_ids
+    ]
+
+
+def _quantize_and_save(
+    gptqmodel: Any, options: Mapping[str, Any], context: LoadContext, folder: Path
+) -> None:
+    try:
+        wrapper = gptqmodel.GPTQModel.load(
+            context.checkpoint,
+            _quantize_config(gptqmodel, options),
+            device=context.device,
+            dtype=_torch_dtype(context),
+        )
+        wrapper.quantize(
+            calibration_batches(context.calibration.input_ids),
+            batch_size=1,
+            calibration_sort=None,
+            calibration_data_min_length=0,
+        )
+        wrapper.save(str(folder))
+    except QevalError:
+        raise
+    except Exception as error:
+        raise QevalError(f"gptq: GPTQModel failed: {error}") from error
+
+
+def _keep_generation_config(checkpoint: str, folder: Path) -> None:
+    """Put the checkpoint's ``generation_config.json`` back (or none, if it had none)."""
+    original = Path(checkpoint) / "generation_config.json"
+    target = folder / "generation_config.json"
+    if original.is_file():
+        shutil.copyfile(original, target)
+    else:
+        target.unlink(missing_ok=True)
+
+
+def _generation_config(folder: Path, model: Any) -> Any:
+    """What transformers would load: ``generation_config.json`` of ``folder``, else the model
+    config's. (GPTQModel's loader forces ``do_sample: true`` into every model it loads.)"""
+    from transformers import GenerationConfig
+
+    if (folder / "generation_config.json").is_file():
+        return GenerationConfig.from_pretrained(folder)
+    return GenerationConfig.from_model_config(model.config)
+
+
+@contextlib.contextmanager
+def _gptqmodel_output(work: Path):
+    """Import gptqmodel with its output sent to ``work/gptqmodel.log``; yields the module.
+
+    GPTQModel prints through a stdout logger (LogBar) and writes a per-layer log under
+    ``./logs``: both go to ``work``. Its warnings are repeated once each through logging.
+    """
+    import sys
+
+    work.mkdir(parents=True, exist_ok=True)
+    log_path = work / LOG_NAME
+    with open(log_path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+        with contextlib.redirect_stderr(log):
+            import gptqmodel
+            from gptqmodel.looper import loop_processor
+
+        loop_processor._PROJECT_LOG_DIR = work / "logs"
+        try:
+            yield gptqmodel
+        finally:
+            sys.stdout.flush()
+    _relay_warnings(log_path)
+
+
+_RELAYED: set[str] = set()
+
+
+def _relay_warnings(log_path: Path) -> None:
+    """Log each distinct ``WARN``/``ERROR`` line of GPTQModel's output once per process."""
+    for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        level, _, message = line.strip().partition(" ")
+        message = message.strip()
+        if level in ("WARN", "ERROR") and message and message not in _RELAYED:
+            _RELAYED.add(message)
+            logger.warning("gptq: GPTQModel: %s", message)
+
+
+def packed_layers(model: Any):
+    """(name, module) of every GPTQModel quantized linear layer of ``model``."""
+    for name, module in model.named_modules():
+        if _is_gptqmodel_layer(module):
+            yield name, module
+
+
+def _is_gptqmodel_layer(module: Any) -> bool:
+    if not type(module).__module__.startswith("gptqmodel."):
+        return False
+    from gptqmodel.nn_modules.qlinear import BaseQuantLinear
+
+    return isinstance(module, BaseQuantLinear)
+
+
+@hookimpl
+def qeval_register_quantizers(register):
+    register(GptqQuantizer())
+
+
+@hookimpl
+def qeval_dequantize_weight(module):
+    """The dense ``[out_features, in_features]`` weight of a GPTQModel quantized linear layer.
+
+    Layers still in the GPTQ layout (``linear_mode`` unset: no forward pass yet, or a kernel that
+    keeps it) are unpacked by GPTQModel's ``dequantize_weight`` (``W[o, i] = scales[g_idx[i], o]
+    · (q[i, o] − zeros[g_idx[i], o])``, returned ``[in, out]``, transposed here). Kernels that
+    repack at their first forward pass (the CPU int4 kernels ``TorchFusedLinear`` and
+    ``TorchAtenLinear``) or keep their own layout (Marlin, ExLlama) are probed instead: the
+    layer applied to the identity matrix gives ``Wᵀ`` (bias removed), the weight it computes with.
+    """
+    if not _is_gptqmodel_layer(module):
+        return None
+    import torch
+
+    with torch.no_grad():
+        if getattr(module, "linear_mode", None) is None and hasattr(module, "dequantize_weight"):
+            return module.dequantize_weight().t().to(torch.float32).contiguous()
+        return _probe_weight(module)
+
+
+def _probe_weight(module: Any, chunk: int = 1024):
+    """``Wᵀ`` rows from ``module(I)`` over ``chunk`` input columns at a time, as ``[out, in]``."""
+    import torch
+
+    scales = getattr(module, "scales", None)
+    dtype = scales.dtype if scales is not None and scales.is_floating_point() else torch.float32
+    device = scales.device if scales is not None else torch.device("cpu")
+    bias = getattr(module, "bias", None)
+    rows = []
+    for start in range(0, module.in_features, chunk):
+        stop = min(start + chunk, module.in_features)
+        eye = torch.zeros(stop - start, module.in_features, dtype=dtype, device=device)
+        eye[:, start:stop] = torch.eye(stop - start, dtype=dtype, device=device)
+        out = module(eye).to(torch.float32)
+        rows.append(out - bias.to(torch.float32) if bias is not None else out)
+    return torch.cat(rows).t().contiguous()
