@@ -55,6 +55,15 @@ def resolve_pretrained(pretrained: str) -> str:
     return name
 
 
+def local_folder(model: str, revision: str | None) -> str:
+    """A local folder as it is; a hub id's folder in the local hub cache (never downloads)."""
+    if Path(model).is_dir():
+        return model
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(model, revision=revision, local_files_only=True)
+
+
 def _tensor_headers(model_dir: str):
     """(dtype, shape) of every tensor in a local safetensors checkpoint, from headers only."""
     files = sorted(Path(model_dir).glob("*.safetensors")) if Path(model_dir).is_dir() else []
@@ -133,21 +142,37 @@ def checkpoint_quantization(pretrained: str, revision: str | None = None) -> dic
     return recorded or {"quant_method": "unknown"}
 
 
+PREQUANTIZED = "prequantized"  # the quantizer that evaluates such a checkpoint as it is
+
+
 def checked_quantization(
     pretrained: str, quantizer: str, revision: str | None = None
 ) -> dict | None:
-    """:func:`checkpoint_quantization` of ``pretrained``, refused (one-line QevalError) when a
-    quantizer other than ``none`` would quantize an already-quantized checkpoint again."""
-    prequantized = checkpoint_quantization(pretrained, revision)
-    if prequantized and quantizer != "none":
+    """:func:`checkpoint_quantization` of ``pretrained``, checked against the quantizer.
+
+    A checkpoint saved already quantized takes only ``quantizer=prequantized``; ``prequantized``
+    takes only such a checkpoint. Anything else is a one-line QevalError saying what to use.
+    """
+    found = checkpoint_quantization(pretrained, revision)
+    method = found.get("quant_method") if found else None
+    if found and quantizer == "none":
         raise QevalError(
-            f"model '{pretrained}' is already quantized (quant_method="
-            f"{prequantized.get('quant_method')}); quantizer '{quantizer}' cannot apply on top of "
-            f"it. Give the unquantized checkpoint, or evaluate this one as it is with "
-            f"quantizer=none (it is then recorded as prequantized, never used as an unquantized "
-            f"baseline)."
+            f"model '{pretrained}' is already quantized (quant_method={method}), so quantizer="
+            f"none would not evaluate an unquantized model; use quantizer={PREQUANTIZED} to "
+            f"evaluate it as it is (add reference=UNQUANTIZED_MODEL to compare with its base)."
         )
-    return prequantized
+    if found and quantizer != PREQUANTIZED:
+        raise QevalError(
+            f"model '{pretrained}' is already quantized (quant_method={method}); quantizer "
+            f"'{quantizer}' cannot apply on top of it. Give the unquantized checkpoint, or "
+            f"evaluate this one as it is with quantizer={PREQUANTIZED}."
+        )
+    if not found and quantizer == PREQUANTIZED:
+        raise QevalError(
+            f"model '{pretrained}' carries no quantization_config in its config.json: it is not "
+            f"a quantized checkpoint; use quantizer=none for it, or another quantizer."
+        )
+    return found
 
 
 def _cached_hub_config(repo_id: str, revision: str | None) -> str | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import inspect
-import os
 import re
 import sys
 import time
@@ -25,14 +24,18 @@ from qeval_plugins.backend.checkpoints import (
     checked_quantization,
     checkpoint_parameter_bytes,
     checkpoint_parameter_count,
+    local_folder,
     resolve_pretrained,
 )
 from qeval_plugins.backend.memory import model_storage_bytes
 from qeval_plugins.backend.model_args import checked_model_args, parse_model_args
+from qeval_plugins.backend.quantized import QuantizedCache
+from qeval_plugins.backend.reference import check_same_tokenizer, resolve_reference
 from qeval_plugins.backend.requests import handler_for
 from qeval_plugins.backend.throughput import Throughput, peak_memory
 from qeval_plugins.core.errors import QevalError, install_excepthook
 from qeval_plugins.core.plan import plan_quantization
+from qeval_plugins.core.prequantized import checkpoint_scheme
 from qeval_plugins.core.version import qeval_version
 
 install_excepthook()
@@ -45,23 +48,35 @@ _HFLM_PARAMS = set(inspect.signature(HFLM.__init__).parameters) - {"self", "kwar
 class QevalLM(HFLM):
     """HFLM whose model is loaded and quantized by the quantizer named in ``quantizer=``.
 
-    Model args: everything ``--model hf`` accepts, plus ``quantizer`` (default ``none``) and the
-    chosen quantizer's options (``qeval quantizers`` lists them). ``pretrained`` defaults to the
-    embedded ``qeval-tiny``.
+    Model args: everything ``--model hf`` accepts, plus ``quantizer`` (default ``none``), the
+    chosen quantizer's options (``qeval quantizers`` lists them) and ``reference`` (the
+    unquantized model to compare with; default: the checkpoint itself). ``pretrained`` defaults
+    to the embedded ``qeval-tiny``.
     """
 
-    def __init__(self, pretrained: Any = DEFAULT_MODEL, quantizer: Any = "none", **kwargs: Any):
+    def __init__(
+        self,
+        pretrained: Any = DEFAULT_MODEL,
+        quantizer: Any = "none",
+        reference: Any = None,
+        **kwargs: Any,
+    ):
         if not isinstance(pretrained, str):
             raise QevalError(
                 "--model qeval loads and quantizes the model itself: pass pretrained= a path or "
                 "hub id, not a model object."
             )
-        self._qeval_plan = plan_quantization(quantizer, kwargs, _HFLM_PARAMS, kwargs.get("device"))
+        plan = plan_quantization(quantizer, kwargs, _HFLM_PARAMS, kwargs.get("device"))
+        self._qeval_plan = plan
         self._qeval_throughput = Throughput()
+        self._qeval_reference = resolve_reference(reference)
         pretrained = resolve_pretrained(pretrained)
-        self._qeval_plan.measured["prequantized"] = checked_quantization(
-            pretrained, self._qeval_plan.quantizer.name, kwargs.get("revision")
-        )
+        prequantized = checked_quantization(pretrained, plan.quantizer.name, kwargs.get("revision"))
+        plan.measured["prequantized"] = prequantized
+        plan.measured["reference"] = self._qeval_reference
+        if prequantized:
+            plan.scheme = checkpoint_scheme(prequantized).record()
+        self._qeval_quantized = QuantizedCache(plan)
         try:
             super().__init__(pretrained=pretrained, **kwargs)
         except OSError as error:  # transformers' "not a local folder and not a valid hub id"
@@ -98,25 +113,57 @@ class QevalLM(HFLM):
         from qeval_plugins.core.registry import run_load_kwargs, run_quantize
 
         plan = self._qeval_plan
-        context = plan.context(str(self.device), dtype, pretrained, kwargs.get("revision"))
+        first = "quantize_seconds" not in plan.measured  # else a reload after a reference pass
+        if first and self._qeval_reference is not None:
+            check_same_tokenizer(self.tokenizer, self._qeval_reference, pretrained)
+        context = self._qeval_quantized.context(
+            str(self.device), dtype, pretrained, kwargs.get("revision"), self.tokenizer
+        )
+        started = time.perf_counter()
+        cached = self._qeval_quantized.load(context, lambda path: self._load_folder(path, dtype))
+        if cached is not None:
+            self._model = cached
+            if first:
+                self._measure(pretrained, dtype, started, time.perf_counter())
+            return
         extra = run_load_kwargs(plan.quantizer, plan.plugin, plan.options, context)
         dtype = extra.pop("dtype", dtype)
         if extra.get("quantization_config") is not None:
             kwargs["quantization_config"] = extra.pop("quantization_config")
-        started = time.perf_counter()
         super()._create_model(pretrained, dtype=dtype, **kwargs, **extra)
         loaded = time.perf_counter()
         self._model = run_quantize(plan.quantizer, plan.plugin, self._model, plan.options, context)
+        self._qeval_quantized.save(self._model, context, time.perf_counter() - started)
+        if first:
+            self._measure(pretrained, dtype, started, loaded)
+
+    def _load_folder(self, folder: str, dtype: Any) -> Any:
+        """The model in a quantized-model cache folder, loaded as HFLM loads a checkpoint."""
+        kwargs = dict(self._qeval_load_args["kwargs"])
+        kwargs.pop("revision", None)  # of the checkpoint, not of the cache folder
+        HFLM._create_model(self, folder, dtype=dtype, **kwargs)
+        return self._model
+
+    def _measure(self, pretrained: str, dtype: Any, started: float, loaded: float) -> None:
+        """Record load and quantize times and sizes once, after the first model creation.
+
+        A model reused from the quantized-model cache records the original quantize time (with
+        ``quantized_cache.reused``) and this run's load time.
+        """
+        plan = self._qeval_plan
         done = time.perf_counter()
-        if "quantize_seconds" in plan.measured:  # a reload after the reference pass
-            return
+        reused = plan.measured.get("quantized_cache", {}).get("reused")
         # a checkpoint saved already quantized holds packed tensors: counting their elements as
         # parameters (and their bytes as the unquantized size) would give wrong bits/param
         unquantized = not plan.measured.get("prequantized")
         plan.measured.update(
             load_seconds=round(loaded - started, 4),  # includes load-time quantization
             transform_seconds=round(done - loaded, 4),  # quantize() after loading
-            quantize_seconds=round(done - started, 4),  # checkpoint -> quantized model
+            quantize_seconds=(
+                plan.measured["quantized_cache"]["quantize_seconds"]
+                if reused
+                else round(done - started, 4)  # checkpoint -> quantized model
+            ),
             param_bytes_before=(
                 checkpoint_parameter_bytes(pretrained, str(dtype)) if unquantized else None
             ),
@@ -171,32 +218,42 @@ class QevalLM(HFLM):
     def require_reference(self) -> None:
         """Raise a one-line QevalError when this run has no unquantized reference.
 
-        That is the case for a checkpoint saved already quantized: tasks that compare with the
-        unquantized model call this before any work.
+        That is the case for a checkpoint saved already quantized without ``reference=``: tasks
+        that compare with the unquantized model call this before any work.
         """
         prequantized = self._qeval_plan.measured.get("prequantized")
-        if prequantized:
+        if prequantized and self._qeval_reference is None:
             raise QevalError(
                 f"this checkpoint is already quantized (quant_method="
                 f"{prequantized.get('quant_method')}), so qeval has no unquantized reference to "
-                f"compare it with; run this task on the unquantized checkpoint with a quantizer."
+                f"compare it with; add reference=UNQUANTIZED_MODEL to --model_args (the model it "
+                f"was made from)."
             )
+
+    @property
+    def reference_name(self) -> str:
+        """The unquantized reference model: ``reference=`` if given, else the checkpoint."""
+        return self._qeval_reference or self.pretrained_name
 
     def on_reference_model(self, work: Callable[[Any], T]) -> T:
         """``work(reference)`` on the unquantized model in the run's dtype; returns its result.
 
-        Never holds both models: the quantized model is dropped first and loaded (and quantized)
-        again afterwards, when ``work`` has returned and nothing refers to the reference any more.
-        With ``quantizer=none`` the model itself is the reference; a checkpoint saved already
-        quantized has no unquantized reference here (one line saying so).
+        Never holds both models: the quantized model is dropped first and loaded again
+        afterwards (from the quantized-model cache where the quantizer uses it), when ``work``
+        has returned and nothing refers to the reference any more. With ``quantizer=none`` and
+        no ``reference=`` the model itself is the reference.
         """
         self.require_reference()
-        if self._qeval_plan.quantizer.name == "none":
+        if self._qeval_plan.quantizer.name == "none" and self._qeval_reference is None:
             return work(self.model)
         args = self._qeval_load_args
+        # HFLM passes the checkpoint's own quantization_config on: never to the reference
+        reference_kwargs = {**args["kwargs"], "quantization_config": None}
+        if self._qeval_reference is not None:
+            reference_kwargs.pop("revision", None)  # the checkpoint's revision, not the reference's
         self._model = None
         release_memory(str(self.device))
-        HFLM._create_model(self, args["pretrained"], dtype=args["dtype"], **args["kwargs"])
+        HFLM._create_model(self, self.reference_name, dtype=args["dtype"], **reference_kwargs)
         try:
             return work(self._model)
         finally:
@@ -207,12 +264,13 @@ class QevalLM(HFLM):
 
     def checkpoint_dir(self) -> str:
         """Local folder of the checkpoint's files (the hub cache folder for hub ids)."""
-        pretrained = self._qeval_load_args["pretrained"]
-        if os.path.isdir(pretrained):
-            return pretrained
-        from huggingface_hub import snapshot_download
+        return local_folder(self._qeval_load_args["pretrained"], self.revision)
 
-        return snapshot_download(pretrained, revision=self.revision, local_files_only=True)
+    def reference_dir(self) -> str:
+        """Local folder of the reference model's files (:attr:`reference_name`)."""
+        if self._qeval_reference is None:
+            return self.checkpoint_dir()
+        return local_folder(self._qeval_reference, None)
 
     def get_model_info(self) -> dict:
         """lm-eval's model info plus the ``qeval`` block (quantizer, options, plugin, sizes)."""

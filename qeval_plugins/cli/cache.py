@@ -1,4 +1,5 @@
-"""``qeval cache``: list, prune and clear the reference cache (:mod:`.reference_cache`).
+"""``qeval cache``: list, prune and clear qeval's cache: the reference outputs
+(:mod:`qeval_plugins.storage.cache`) and the quantized models (:mod:`~.storage.model_cache`).
 
 ``list`` shows every entry (model, what it was computed on, size, creation, last use); ``prune``
 deletes entries unused for ``--older-than DAYS`` and/or the least recently used until the cache
@@ -76,7 +77,7 @@ def count(number: int, one: str, many: str) -> str:
 # Metadata the listing shows in columns of their own, or that only check the payload.
 SHOWN_APART = frozenset(
     {"kind", "model", "settings", "dtype", "created", "last_used", "format", "sha256"}
-    | {"payload_bytes"}
+    | {"payload_bytes", "files", "calibration"}
 )
 
 
@@ -103,12 +104,12 @@ def list_entries(console) -> None:
 
     from qeval_plugins.cli.listing import INDENT, SEPARATOR, fits_one_table, print_indented
     from qeval_plugins.storage import cache as reference_cache
+    from qeval_plugins.storage.model_cache import cache_root
 
-    directory = reference_cache.existing_cache_dir()
-    found = reference_cache.entries() if directory is not None else []
+    reference_cache.existing_cache_dir()
+    found = reference_cache.entries()
     if not found:
-        shown = reference_cache.cache_dir()
-        console.print(Text(f"the reference cache {shown} is empty"), soft_wrap=True)
+        console.print(Text(f"the qeval cache {cache_root()} is empty"), soft_wrap=True)
         return
     rows = [
         [
@@ -122,7 +123,7 @@ def list_entries(console) -> None:
         ]
         for entry in found
     ]
-    title = f"qeval reference cache: {directory}"
+    title = f"qeval cache: {cache_root()}"
     columns = ("entry", "kind", "model", "texts, settings", "size", "created", "last used")
     if not fits_one_table(console, title, columns, rows):
         print_indented(console, [Text(title, style="bold")], 0)
@@ -134,9 +135,11 @@ def list_entries(console) -> None:
     console.print(Text(f"{count(len(found), 'entry', 'entries')}, {format_size(total)}"))
 
 
-def _removed_line(removed: list, directory) -> str:
+def _removed_line(removed: list) -> str:
+    from qeval_plugins.storage.model_cache import cache_root
+
     size = format_size(sum(entry.size for entry in removed))
-    return f"removed {count(len(removed), 'entry', 'entries')} ({size}) from {directory}"
+    return f"removed {count(len(removed), 'entry', 'entries')} ({size}) from {cache_root()}"
 
 
 def prune_entries(older_than_days: float | None, max_size: str | None, console) -> None:
@@ -159,7 +162,7 @@ def prune_entries(older_than_days: float | None, max_size: str | None, console) 
     remain = "remains" if len(left) == 1 else "remain"
     console.print(
         Text(
-            f"{_removed_line(removed, reference_cache.cache_dir())}; "
+            f"{_removed_line(removed)}; "
             f"{count(len(left), 'entry', 'entries')} "
             f"({format_size(sum(entry.size for entry in left))}) {remain}"
         ),
@@ -175,7 +178,7 @@ def clear_entries(console) -> None:
 
     reference_cache.existing_cache_dir()
     removed = _changing(lambda: reference_cache.prune(max_bytes=0))
-    console.print(Text(_removed_line(removed, reference_cache.cache_dir())), soft_wrap=True)
+    console.print(Text(_removed_line(removed)), soft_wrap=True)
 
 
 def _changing(change):
@@ -186,7 +189,7 @@ def _changing(change):
         return change()
     except OSError as error:
         raise QevalError(
-            f"cannot change the reference cache folder {reference_cache.cache_dir()} "
+            f"cannot change the cache folder {reference_cache.cache_dir().parent} "
             f"({error.strerror or error}); check its permissions or {reference_cache.CACHE_ENV}."
         ) from None
 

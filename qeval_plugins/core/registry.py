@@ -34,8 +34,10 @@ PLUGINS_ENV = "QEVAL_PLUGINS"
 BUILTIN_PLUGINS = (
     "qeval_plugins.quantizers.baseline",
     "qeval_plugins.quantizers.bnb",
+    "qeval_plugins.quantizers.prequantized",
     "qeval_plugins.quantizers.rtn",
     "qeval_plugins.quantizers.gptq_sim",
+    "qeval_plugins.quantizers.gptq",
 )
 
 
@@ -396,6 +398,56 @@ def run_quantize(
         raise QevalError(
             f"{_who(quantizer, plugin)}: quantize() must return the quantized model (a "
             f"torch.nn.Module), got {type(result).__name__}; end it with 'return model'."
+        )
+    return result
+
+
+def run_save_quantized(
+    quantizer: Quantizer,
+    plugin: PluginInfo,
+    model: Any,
+    folder: Any,
+    options: Mapping[str, Any],
+    context: LoadContext,
+) -> None:
+    """``quantizer.save_quantized`` held to the contract: it must write at least one file into
+    ``folder``; raising (other than a QevalError or an OSError: a full disk is not a plugin
+    bug) is one QevalError naming the plugin."""
+    from pathlib import Path
+
+    try:
+        quantizer.save_quantized(model, Path(folder), FrozenOptions(options), context)
+    except (QevalError, OSError):
+        raise
+    except Exception as error:
+        raise QevalError(
+            f"{_who(quantizer, plugin)}: save_quantized() raised {_describe(error)} (a plugin "
+            f"bug: report it to the plugin's author; QEVAL_DEBUG=1 shows the traceback)."
+        ) from error
+    if not any(Path(folder).iterdir()):
+        raise QevalError(
+            f"{_who(quantizer, plugin)}: save_quantized() wrote nothing into {folder}."
+        )
+
+
+def run_load_quantized(
+    quantizer: Quantizer,
+    plugin: PluginInfo,
+    folder: Any,
+    options: Mapping[str, Any],
+    context: LoadContext,
+) -> Any:
+    """``quantizer.load_quantized`` held to the contract: a ``torch.nn.Module`` or None (qeval
+    then loads the folder like a checkpoint); anything else is one QevalError."""
+    import torch
+
+    result = _call_plugin(
+        quantizer, plugin, "load_quantized", folder, FrozenOptions(options), context
+    )
+    if result is not None and not isinstance(result, torch.nn.Module):
+        raise QevalError(
+            f"{_who(quantizer, plugin)}: load_quantized() must return a torch.nn.Module or None, "
+            f"got {type(result).__name__}."
         )
     return result
 

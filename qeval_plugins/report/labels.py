@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from qeval_plugins.core.plan import HF_QUANTIZATION_ARGS
+from qeval_plugins.core.prequantized import describe
 from qeval_plugins.core.specs import format_spec
 from qeval_plugins.report.runs import Run, model_args
 from qeval_plugins.report.values import as_mapping, is_given, scalar_text
@@ -35,14 +36,16 @@ def run_label(run: Run) -> str:
 
 
 def prequantized_note(run: Run) -> str:
-    """`` (prequantized METHOD)`` for a qeval run of a checkpoint saved already quantized (its
-    block's ``prequantized`` holds the checkpoint's quantization_config; METHOD its
-    ``quant_method``), else "": such a run's ``none`` is not an unquantized model."""
+    """`` (gptq int4 g128)`` for a run of a checkpoint saved already quantized: its method and
+    format from the block's ``prequantized`` (the checkpoint's quantization_config, see
+    :func:`qeval_plugins.core.prequantized.describe`), else "". Runs made before the
+    ``prequantized`` quantizer existed recorded such a checkpoint as ``none``: their note says
+    `` (prequantized ...)``, since that ``none`` is not an unquantized model."""
     config = run.qeval.get("prequantized")
     if not config:
         return ""
-    method = scalar_text(as_mapping(config).get("quant_method"))
-    return f" (prequantized {method})" if method else " (prequantized)"
+    shown = describe(as_mapping(config))
+    return f" ({shown})" if run.quantizer == "prequantized" else f" (prequantized {shown})"
 
 
 def is_prequantized(run: Run) -> bool:

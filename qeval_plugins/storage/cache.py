@@ -31,6 +31,7 @@ saved is kept). ``qeval cache`` lists, prunes and clears entries.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from qeval_plugins.core.errors import QevalError
+from qeval_plugins.storage import model_cache
 from qeval_plugins.storage.atomic import probe_writable, remove_stale_temporaries, write_atomic
 from qeval_plugins.storage.locks import locked
 
@@ -61,21 +63,19 @@ logger = logging.getLogger("qeval")
 
 @dataclass(frozen=True)
 class Entry:
-    """One cache entry: ``size`` in bytes (payload + metadata), ``last_used`` in epoch seconds."""
+    """One cache entry: ``size`` in bytes (payload + metadata), ``last_used`` in epoch seconds;
+    ``store`` is ``reference`` (this module's entries) or ``quantized`` (:mod:`.model_cache`)."""
 
     key: str
     size: int
     last_used: float
     meta: dict[str, Any]
+    store: str = "reference"
 
 
 def cache_dir() -> Path:
     """The reference cache folder (see the module docstring)."""
-    base = os.environ.get(CACHE_ENV)
-    if base:
-        return Path(base).expanduser() / "reference"
-    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(xdg) / "qeval" / "reference"
+    return model_cache.cache_root() / "reference"
 
 
 def checkpoint_identity(model_dir: str) -> list[Any]:
@@ -275,9 +275,7 @@ def save(key: str, reference: Any, meta: dict[str, Any] | None = None) -> Path |
                     directory / f"{key}.json",
                     json.dumps(record, sort_keys=True, default=str).encode(),
                 )
-                limit = max_size()
-                if limit is not None:
-                    _prune_locked(directory, None, limit, keep={key})
+            apply_size_cap(keep={key})
             return directory / f"{key}.pt"
         except OSError as error:
             problem = error.strerror or str(error)
@@ -308,9 +306,18 @@ def existing_cache_dir() -> Path | None:
 
 
 def entries() -> list[Entry]:
-    """Every entry of the cache folder, least recently used first."""
-    directory = cache_dir()
-    return _entries(directory) if directory.is_dir() else []
+    """Every entry of both stores (reference outputs, quantized models), least recently used
+    first."""
+    directory, models = cache_dir(), model_cache.models_dir()
+    found = _entries(directory) if directory.is_dir() else []
+    found += _model_entries(models) if models.is_dir() else []
+    return sorted(found, key=lambda entry: entry.last_used)
+
+
+def _last_used(meta: dict[str, Any], fallback: float) -> float:
+    used = meta.get("last_used")
+    valid = isinstance(used, (int, float)) and not isinstance(used, bool) and math.isfinite(used)
+    return float(used) if valid else fallback
 
 
 def _entries(directory: Path) -> list[Entry]:
@@ -326,46 +333,83 @@ def _entries(directory: Path) -> list[Entry]:
             mtime = payload.stat().st_mtime
         except OSError:
             continue
-        used = meta.get("last_used")
-        valid = (
-            isinstance(used, (int, float)) and not isinstance(used, bool) and math.isfinite(used)
-        )
-        found.append(Entry(key, size, float(used) if valid else mtime, meta))
-    return sorted(found, key=lambda entry: entry.last_used)
+        found.append(Entry(key, size, _last_used(meta, mtime), meta))
+    return found
 
 
-def _remove(directory: Path, key: str) -> None:
+def _model_entries(directory: Path) -> list[Entry]:
+    """Quantized-model entries: folders named by a key (their metadata may be missing)."""
+    found = []
+    for folder in directory.iterdir():
+        if not (_KEY.fullmatch(folder.name) and folder.is_dir() and not folder.is_symlink()):
+            continue
+        meta_path = directory / f"{folder.name}.json"
+        meta = model_cache.read_meta(meta_path) or {}
+        try:
+            size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            size += meta_path.stat().st_size if meta_path.exists() else 0
+            mtime = folder.stat().st_mtime
+        except OSError:
+            continue
+        found.append(Entry(folder.name, size, _last_used(meta, mtime), meta, "quantized"))
+    return found
+
+
+def _remove(entry: Entry) -> None:
+    if entry.store == "quantized":
+        model_cache.remove_entry(model_cache.models_dir(), entry.key)
+        return
     for suffix in (".pt", ".json"):
-        (directory / f"{key}{suffix}").unlink(missing_ok=True)
+        (cache_dir() / f"{entry.key}{suffix}").unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _both_locked():
+    """Both stores' folder locks, reference first (one order everywhere: no deadlock)."""
+    with contextlib.ExitStack() as stack:
+        for directory in (cache_dir(), model_cache.models_dir()):
+            if directory.is_dir():
+                stack.enter_context(locked(directory / LOCK_NAME))
+        yield
 
 
 def _prune_locked(
-    directory: Path, older_than: float | None, max_bytes: int | None, keep: Collection[str]
+    older_than: float | None, max_bytes: int | None, keep: Collection[str]
 ) -> list[Entry]:
-    """:func:`prune` with the folder lock already held."""
+    """:func:`prune` with the folder locks already held."""
     now = time.time()
-    current = [entry for entry in _entries(directory) if entry.key not in keep]
+    every = entries()
+    current = [entry for entry in every if entry.key not in keep]
     removed = [e for e in current if older_than is not None and now - e.last_used > older_than]
     if max_bytes is not None:
         kept = [entry for entry in current if entry not in removed]
-        total = sum(entry.size for entry in _entries(directory)) - sum(e.size for e in removed)
+        total = sum(entry.size for entry in every) - sum(e.size for e in removed)
         for entry in kept:  # least recently used first
             if total <= max_bytes:
                 break
             removed.append(entry)
             total -= entry.size
     for entry in removed:
-        _remove(directory, entry.key)
+        _remove(entry)
     return removed
+
+
+def apply_size_cap(keep: Collection[str]) -> None:
+    """Delete the least recently used entries of both stores until they fit
+    ``QEVAL_CACHE_MAX_SIZE`` (unset: nothing); the entries in ``keep`` stay."""
+    limit = max_size()
+    if limit is not None:
+        with _both_locked():
+            _prune_locked(None, limit, keep)
 
 
 def prune(older_than: float | None = None, max_bytes: int | None = None) -> list[Entry]:
     """Delete entries unused for more than ``older_than`` seconds, then the least recently used
     ones until the rest take at most ``max_bytes``; returns the deleted entries."""
-    directory = cache_dir()
-    if not directory.is_dir():
-        return []
-    with locked(directory / LOCK_NAME):
-        removed = _prune_locked(directory, older_than, max_bytes, keep=())
-        remove_stale_temporaries(directory)
+    with _both_locked():
+        removed = _prune_locked(older_than, max_bytes, keep=())
+        if cache_dir().is_dir():
+            remove_stale_temporaries(cache_dir())
+        if model_cache.models_dir().is_dir():
+            model_cache.remove_stale_folders(model_cache.models_dir())
     return removed

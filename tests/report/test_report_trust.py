@@ -512,7 +512,7 @@ def test_a_prequantized_checkpoint_is_labelled_and_never_the_baseline(tmp_path):
     an unquantized none run of the same model it was merged away as a duplicate."""
     alone = prequantized_run(tmp_path, "/ckpt/tiny-nf4", "a")
     runs, warnings = load_runs([alone])
-    assert [run.label for run in runs] == ["none (prequantized bitsandbytes)"]
+    assert [run.label for run in runs] == ["none (prequantized bitsandbytes nf4)"]
     (comparison,) = compare(runs, warnings=warnings).comparisons
     assert comparison.baseline is None
     assert comparison.baseline_reason == (
@@ -521,7 +521,7 @@ def test_a_prequantized_checkpoint_is_labelled_and_never_the_baseline(tmp_path):
         "not computed"
     )
     text = text_at(compare(runs), 120)
-    assert "none (prequantized bitsandbytes)" in text and "no quantizer=none" not in text
+    assert "none (prequantized bitsandbytes nf4)" in text and "no quantizer=none" not in text
     (chosen,) = compare(runs, "none").comparisons  # named on purpose: it is the baseline
     assert chosen.baseline is runs[0]
     # beside the unquantized none run of the same model: two rows, the unquantized the baseline
@@ -531,7 +531,27 @@ def test_a_prequantized_checkpoint_is_labelled_and_never_the_baseline(tmp_path):
     (comparison,) = report.comparisons
     assert [(row.run.label, row.is_baseline) for row in comparison.rows] == [
         ("none", True),
-        ("none (prequantized bitsandbytes)", False),
+        ("none (prequantized bitsandbytes nf4)", False),
     ]
     exported = report_data(report)["models"][0]["runs"]
-    assert [run["label"] for run in exported] == ["none", "none (prequantized bitsandbytes)"]
+    assert [run["label"] for run in exported] == ["none", "none (prequantized bitsandbytes nf4)"]
+
+
+def test_a_prequantized_run_is_labelled_by_its_method_and_format(tmp_path):
+    """quantizer=prequantized: the label says what the checkpoint holds; never the baseline."""
+    data = json.loads(Path(prequantized_run(tmp_path, "/ckpt/tiny-gptq", "a")).read_text())
+    data["config"]["qeval"].update(quantizer="prequantized", spec="prequantized")
+    data["config"]["qeval"]["prequantized"] = {
+        "quant_method": "gptq",
+        "bits": 4,
+        "group_size": 128,
+        "desc_act": False,
+        "sym": True,
+    }
+    data["config"]["model_args"]["pretrained"] = "qeval-tiny"
+    runs, warnings = load_runs([NONE_RUN, put(tmp_path, "gptq/results.json", data)])
+    (comparison,) = compare(runs, warnings=warnings).comparisons
+    assert [(row.run.label, row.is_baseline) for row in comparison.rows] == [
+        ("none", True),
+        ("prequantized (gptq int4 g128)", False),
+    ]

@@ -139,7 +139,7 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
         order.setdefault(id(request), key)
         jobs[key] = max(jobs.get(key, 0), repeats[id(request)])
     encoded = {key: lm.tok_encode(key[0]) for key in jobs}
-    checkpoint = lm.checkpoint_dir()
+    checkpoint = lm.reference_dir()
     dtype = lm.dtype_name
     cache_key = reference_cache.reference_key(
         reference_cache.checkpoint_identity(checkpoint),
@@ -161,7 +161,7 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
         )
         meta = {
             "kind": "qeval_sampling",
-            "model": lm.pretrained_name,
+            "model": lm.reference_name,
             "settings": {"prompts": len(jobs), "samples": sum(counts)},
             "dtype": dtype,
         }

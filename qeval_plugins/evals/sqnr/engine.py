@@ -395,7 +395,7 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
         for request in requests
     ]
     lm.require_reference()
-    checkpoint = lm.checkpoint_dir()
+    checkpoint = lm.reference_dir()
     dtype = lm.dtype_name
     key = reference_cache.reference_key(
         reference_cache.checkpoint_identity(checkpoint),
@@ -414,7 +414,7 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
     if reference is None:
         reference = lm.on_reference_model(lambda model: compute_reference(model, texts, settings))
         meta = {"kind": "qeval_sqnr", "settings": asdict(settings), "texts": len(texts)}
-        meta.update(model=lm.pretrained_name, dtype=dtype)
+        meta.update(model=lm.reference_name, dtype=dtype)
         reference_cache.save(key, reference, meta=meta)
     results = compare(lm.model, texts, reference)
     blocks = summarize_blocks(results)

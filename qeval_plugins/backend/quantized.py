@@ -1,0 +1,148 @@
+"""What the backend gives a quantizer before it runs, and the reuse of quantized models.
+
+:class:`QuantizedCache` builds the :class:`~qeval_plugins.core.quantizer.LoadContext` of each load
+(with the calibration windows of a ``calibrated`` quantizer, built once per run and recorded) and,
+for a quantizer that sets ``cache_quantized``, saves the quantized model to
+:mod:`qeval_plugins.storage.model_cache` and loads it from there instead of quantizing again:
+for the reload after a reference pass and for every later run of the same spec on the same
+checkpoint, calibration and dtype.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any
+
+from qeval_plugins.backend.checkpoints import local_folder
+from qeval_plugins.core.calibration import CalibrationSet, build_calibration
+from qeval_plugins.core.plan import QuantizationPlan
+from qeval_plugins.core.quantizer import LoadContext, resolve_dtype
+from qeval_plugins.core.registry import run_load_quantized, run_save_quantized
+from qeval_plugins.storage import cache as reference_cache
+from qeval_plugins.storage import model_cache
+
+logger = logging.getLogger("qeval")
+
+
+class QuantizedCache:
+    """Per-run state: the plan, its calibration windows and its quantized-model cache key."""
+
+    def __init__(self, plan: QuantizationPlan) -> None:
+        self.plan = plan
+        self.calibration: CalibrationSet | None = None
+        self.key: str | None = None
+        self.identity: list[Any] | None = None
+
+    def context(
+        self, device: str, dtype: Any, pretrained: str, revision: str | None, tokenizer: Any
+    ) -> LoadContext:
+        """The quantizer's view of a load of ``pretrained`` (calibration built on first use)."""
+        quantizer = self.plan.quantizer
+        checkpoint = _local_folder(pretrained, revision)
+        if quantizer.calibrated and self.calibration is None:
+            self.calibration = build_calibration(tokenizer, dict(self.plan.options))
+            self.plan.measured["calibration"] = self.calibration.record()
+        context = LoadContext(
+            device=device,
+            dtype=resolve_dtype(dtype, pretrained, revision),
+            checkpoint=checkpoint,
+            tokenizer=tokenizer,
+            calibration=self.calibration,
+            cache_dir=str(model_cache.cache_root() / "quantizers" / quantizer.name),
+        )
+        if quantizer.cache_quantized and self.key is None and checkpoint is not None:
+            self.identity = reference_cache.checkpoint_identity(checkpoint)
+            self.key = model_cache.model_key(self.identity, self.recipe(context))
+        return context
+
+    def recipe(self, context: LoadContext) -> dict[str, Any]:
+        """Everything besides the checkpoint that the quantized weights depend on."""
+        quantizer = self.plan.quantizer
+        return {
+            "quantizer": quantizer.name,
+            "version": quantizer.version,
+            "plugin": self.plan.plugin.name,
+            "options": dict(self.plan.options),
+            "packages": {module: _package_version(module) for module in quantizer.requires},
+            "calibration": self.calibration.tokens_sha256 if self.calibration else None,
+            "dtype": context.dtype,
+            "device": "cuda" if context.on_cuda else context.device.split(":")[0],
+        }
+
+    def load(self, context: LoadContext, load_folder: Callable[[str], Any]) -> Any:
+        """The cached quantized model (``load_quantized``, else ``load_folder(folder)``), or None.
+
+        Records ``quantized_cache`` (key, reused, original quantize time) in the results.
+        """
+        if self.key is None:
+            return None
+        plan = self.plan
+        with model_cache.opened(self.key) as entry:
+            if entry is None:
+                return None
+            folder, meta = entry
+            started = time.perf_counter()
+            model = run_load_quantized(plan.quantizer, plan.plugin, folder, plan.options, context)
+            model = load_folder(str(folder)) if model is None else model
+        seconds = meta.get("quantize_seconds")
+        plan.measured.setdefault(
+            "quantized_cache",
+            {
+                "key": self.key,
+                "reused": True,
+                "dir": str(folder),
+                "quantize_seconds": seconds if isinstance(seconds, (int, float)) else None,
+                "load_seconds": round(time.perf_counter() - started, 4),
+            },
+        )
+        return model
+
+    def save(self, model: Any, context: LoadContext, seconds: float) -> None:
+        """Store ``model`` (just quantized, in ``seconds``) under the run's key, once."""
+        if self.key is None:
+            return
+        plan = self.plan
+        self.plan.measured.setdefault(
+            "quantized_cache",
+            {"key": self.key, "reused": False, "quantize_seconds": round(seconds, 4)},
+        )
+        meta = {
+            "model": context.checkpoint,
+            "spec": plan.spec,
+            "quantizer": plan.quantizer.name,
+            "options": dict(plan.options),
+            "dtype": context.dtype,
+            "calibration": plan.measured.get("calibration"),
+            "quantize_seconds": round(seconds, 4),
+        }
+        folder = model_cache.save(
+            self.key,
+            lambda target: run_save_quantized(
+                plan.quantizer, plan.plugin, model, target, plan.options, context
+            ),
+            meta,
+        )
+        if folder is not None:
+            plan.measured["quantized_cache"]["dir"] = str(folder)
+
+
+def _local_folder(pretrained: str, revision: str | None) -> str | None:
+    """The checkpoint's local folder, or None when it is not on this machine."""
+    try:
+        return local_folder(pretrained, revision)
+    except Exception:  # a hub id not in the local cache: nothing to hash or calibrate from
+        return None
+
+
+def _package_version(module: str) -> str | None:
+    """Version of the distribution that provides the importable ``module``."""
+    names = metadata.packages_distributions().get(module, [module])
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None

@@ -1,0 +1,220 @@
+"""On-disk cache of quantized models, for quantizers whose quantizing is worth keeping.
+
+A calibrating method (GPTQ) takes minutes to hours; without this cache it would run again for
+the reload after every reference pass and in every run of a sweep. A quantizer that sets
+``cache_quantized`` has its quantized model saved (by its ``save_quantized``) once per key and
+loaded from here afterwards. The key hashes everything the quantized weights depend on: the
+checkpoint's identity (as for the reference cache), the quantizer's name, version and final
+options, the versions of the packages it ``requires``, the calibration windows' SHA-256 and the
+dtype, plus this cache's format version.
+
+Location: ``cache_root()/quantized`` (``$QEVAL_CACHE_DIR/quantized``, else
+``~/.cache/qeval/quantized``). An entry is a folder ``KEY/`` holding what ``save_quantized``
+wrote, and ``KEY.json``: the SHA-256 and size of every file in the folder, what it was made from
+(model, spec, options, dtype, calibration) and how long quantizing took (``quantize_seconds``).
+
+Trust: an entry is used only when its folder holds exactly the files ``KEY.json`` lists, each
+with the listed SHA-256; otherwise one warning names the reason, the entry is deleted and the
+model is quantized again. Entries are written into a hidden temporary folder and renamed into
+place (a killed run never leaves a half entry under a key); the folder's ``.lock`` is held
+shared while an entry is verified and loaded, exclusively while one is added or deleted.
+Entries count towards ``QEVAL_CACHE_MAX_SIZE`` and are listed, pruned and cleared by
+``qeval cache`` with the reference entries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from qeval_plugins.storage.atomic import fsync_dir, probe_writable, write_atomic
+from qeval_plugins.storage.locks import locked
+
+FORMAT_VERSION = 1
+LOCK_NAME = ".lock"
+STALE_SECONDS = 24 * 3600.0  # a temporary folder untouched this long belongs to a killed run
+_CHUNK = 1 << 22
+
+logger = logging.getLogger("qeval")
+
+
+def cache_root() -> Path:
+    """``$QEVAL_CACHE_DIR``, else ``$XDG_CACHE_HOME/qeval`` (``~/.cache/qeval``)."""
+    base = os.environ.get("QEVAL_CACHE_DIR")
+    if base:
+        return Path(base).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qeval"
+
+
+def models_dir() -> Path:
+    """The folder of quantized-model entries."""
+    return cache_root() / "quantized"
+
+
+def model_key(identity: list[Any], recipe: dict[str, Any]) -> str:
+    """SHA-256 (32 hex digits) of the checkpoint ``identity`` and the quantization ``recipe``
+    (quantizer, version, options, package versions, calibration hash, dtype)."""
+    header = {"format": FORMAT_VERSION, "model": identity, "recipe": recipe}
+    text = json.dumps(header, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 4 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _listing(folder: Path) -> dict[str, int]:
+    """Relative path → size of every regular file under ``folder`` (links are not files)."""
+    return {
+        path.relative_to(folder).as_posix(): path.stat().st_size
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.is_symlink()
+    }
+
+
+def read_meta(path: Path) -> dict[str, Any] | None:
+    """An entry's ``KEY.json``, or None when missing, unreadable or not what :func:`save` writes."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    files = meta.get("files") if isinstance(meta, dict) else None
+    if not isinstance(files, dict) or not all(
+        isinstance(name, str) and isinstance(digest, str) for name, digest in files.items()
+    ):
+        return None
+    return meta
+
+
+def _problem(folder: Path, meta: dict[str, Any] | None) -> str | None:
+    """Why the entry in ``folder`` cannot be trusted, or None when every file checks out."""
+    if meta is None:
+        return "has no valid metadata file"
+    try:
+        present = _listing(folder)
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+    listed = meta["files"]
+    if set(present) != set(listed):
+        odd = sorted(set(present) ^ set(listed))
+        return f"does not hold the files it lists ({', '.join(odd[:3])})"
+    for name, digest in listed.items():
+        if file_digest(folder / name) != digest:
+            return f"fails its SHA-256 checksum ({name} changed since it was written)"
+    return None
+
+
+@contextlib.contextmanager
+def opened(key: str) -> Iterator[tuple[Path, dict[str, Any]] | None]:
+    """The verified entry ``(folder, meta)`` for ``key`` while the caller loads it, or None.
+
+    The folder lock is held shared meanwhile, so no prune deletes the entry under the loader. A
+    bad entry gives one warning and is deleted (the caller quantizes again); a good one records
+    its use.
+    """
+    directory = models_dir()
+    folder = directory / key
+    if not folder.is_dir():
+        yield None
+        return
+    with locked(directory / LOCK_NAME, shared=True):
+        meta = read_meta(directory / f"{key}.json")
+        problem = _problem(folder, meta)
+        if problem is None:
+            yield folder, meta
+    if problem is not None:
+        logger.warning(
+            "quantized-model cache entry %s %s; quantizing again and replacing it.", folder, problem
+        )
+        with contextlib.suppress(OSError), locked(directory / LOCK_NAME):
+            remove_entry(directory, key)
+        yield None
+        return
+    touch(directory, key)
+
+
+def touch(directory: Path, key: str) -> None:
+    """Record now as the entry's last use (skipped where the folder is read-only)."""
+    with contextlib.suppress(OSError), locked(directory / LOCK_NAME):
+        meta = read_meta(directory / f"{key}.json")
+        if meta is not None:
+            meta["last_used"] = time.time()
+            write_atomic(directory / f"{key}.json", json.dumps(meta, sort_keys=True).encode())
+
+
+def remove_entry(directory: Path, key: str) -> None:
+    """Delete an entry's metadata, then its folder (the lock is the caller's)."""
+    (directory / f"{key}.json").unlink(missing_ok=True)
+    shutil.rmtree(directory / key, ignore_errors=True)
+
+
+def remove_stale_folders(directory: Path, older_than: float = STALE_SECONDS) -> None:
+    """Delete temporary entry folders of killed runs (untouched for ``older_than`` seconds)."""
+    now = time.time()
+    for temporary in directory.glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            if temporary.is_dir() and now - temporary.stat().st_mtime > older_than:
+                shutil.rmtree(temporary)
+
+
+def save(key: str, write: Callable[[Path], None], meta: dict[str, Any]) -> Path | None:
+    """Store an entry: ``write(folder)`` fills a fresh temporary folder, renamed to ``KEY/``.
+
+    Returns the entry's folder, or None with a warning when the cache cannot take it (read-only,
+    full): the run itself goes on with the model in memory. An entry another process saved first
+    is kept and this one discarded. ``QEVAL_CACHE_MAX_SIZE`` is applied afterwards.
+    """
+    from qeval_plugins.storage import cache as caches
+
+    directory = models_dir()
+    temporary = None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe_writable(directory)
+        temporary = Path(tempfile.mkdtemp(dir=directory, prefix=f".{key}.", suffix=".tmp"))
+        write(temporary)
+        listing = _listing(temporary)
+        record = {
+            **meta,
+            "kind": "quantized",
+            "format": FORMAT_VERSION,
+            "files": {name: file_digest(temporary / name) for name in listing},
+            "payload_bytes": sum(listing.values()),
+            "created": time.time(),
+            "last_used": time.time(),
+        }
+        with locked(directory / LOCK_NAME):
+            remove_stale_folders(directory)
+            if (directory / key).exists():
+                return directory / key
+            os.rename(temporary, directory / key)
+            temporary = None
+            fsync_dir(directory)
+            write_atomic(directory / f"{key}.json", json.dumps(record, default=str).encode())
+        caches.apply_size_cap(keep={key})
+        return directory / key
+    except OSError as error:
+        logger.warning(
+            "could not store the quantized model in the cache folder %s (%s); this run is "
+            "unaffected, and the next run quantizes again.",
+            directory,
+            error.strerror or error,
+        )
+        return None
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
