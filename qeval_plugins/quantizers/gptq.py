@@ -319,23 +319,33 @@ def _generation_config(folder: Path, model: Any) -> Any:
 def _gptqmodel_output(work: Path):
     """Import gptqmodel with its output sent to ``work/gptqmodel.log``; yields the module.
 
-    GPTQModel prints through a stdout logger (LogBar) and writes a per-layer log under
-    ``./logs``: both go to ``work``. Its warnings are repeated once each through logging.
+    GPTQModel prints through a stdout logger (LogBar), shows tqdm bars on stderr and writes a
+    per-layer log under ``./logs``: all go to ``work``. Its warnings are repeated once each
+    through logging.
     """
+    import os
     import sys
 
     work.mkdir(parents=True, exist_ok=True)
     log_path = work / LOG_NAME
-    with open(log_path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
-        with contextlib.redirect_stderr(log):
-            import gptqmodel
-            from gptqmodel.looper import loop_processor
+    # GPTQModel's default, (cores + 1) // 2, is 1 on a 2-core machine, and its loader then fails
+    # ("requests 2 workers but parent 'cpu' only has 1"): at least 2, unless the user chose.
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, min(12, (os.cpu_count() or 1) // 2))))
+    with contextlib.ExitStack() as stack:
+        log = stack.enter_context(open(log_path, "a", encoding="utf-8"))
+        stack.enter_context(contextlib.redirect_stdout(log))
+        stack.enter_context(contextlib.redirect_stderr(log))
+        import gptqmodel
+        from gptqmodel.looper import loop_processor
 
+        project_logs = loop_processor._PROJECT_LOG_DIR
         loop_processor._PROJECT_LOG_DIR = work / "logs"
         try:
             yield gptqmodel
         finally:
+            loop_processor._PROJECT_LOG_DIR = project_logs
             sys.stdout.flush()
+            sys.stderr.flush()
     _relay_warnings(log_path)
 
 
