@@ -96,7 +96,13 @@ def check_quantizer(name: str, model_dir: str | Path | None = None, **options: A
     4. the ``qeval_dequantize_weight`` hook reads every layer whose 2-D weight is in the
        checkpoint, in the checkpoint's shape;
     5. outputs on 32 tokens are finite and differ from the unquantized model's, or are
-       identical to them when the quantizer declares ``identity = True``.
+       identical to them when the quantizer declares ``identity = True``;
+    6. a ``cache_quantized`` quantizer's ``save_quantized`` writes a folder from which
+       ``load_quantized`` (or, when it returns None, ``from_pretrained``) gives back a model with
+       the same outputs.
+
+    A ``calibrated`` quantizer gets qeval's calibration windows, as in a run (pass
+    ``calibration_samples=`` and ``calibration_seqlen=`` to keep the check quick).
 
     Raises ``AssertionError`` (or the QevalError the host would print) naming the broken rule.
     Returns a summary: the quantizer, the resolved options, the maximum absolute logit change
@@ -126,7 +132,7 @@ def check_quantizer(name: str, model_dir: str | Path | None = None, **options: A
             assert option.help, f"{name}: option '{option.name}' has no help text"
         defaults = resolve_options(quantizer.name, quantizer.options, {})
         run_finalize_options(quantizer, plan.plugin, defaults)  # the defaults go together
-        context = plan.context("cpu", "float32")
+        context = _load_context(plan, model_dir, Path(scratch))
         extra = run_load_kwargs(quantizer, plan.plugin, plan.options, context)
         extra.setdefault("dtype", torch.float32)
         reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -148,6 +154,11 @@ def check_quantizer(name: str, model_dir: str | Path | None = None, **options: A
             assert change == 0, f"{name}: declares identity = True but changes logits by {change}"
         else:
             assert change > 0, f"{name}: outputs equal the unquantized model's (identity = True?)"
+        if quantizer.cache_quantized:
+            reloaded = _saved_and_loaded(plan, quantized, context, Path(scratch) / "saved")
+            with torch.no_grad():
+                again = reloaded(tokens).logits.float()
+            assert torch.equal(again, got), f"{name}: the model load_quantized gives back differs"
         return {
             "quantizer": quantizer.name,
             "options": plan.options,
@@ -155,3 +166,37 @@ def check_quantizer(name: str, model_dir: str | Path | None = None, **options: A
             "finite": finite,
             "changed_layers": sorted(layer for layer, (_, noise) in energies.items() if noise),
         }
+
+
+def _load_context(plan: Any, model_dir: Path, scratch: Path) -> Any:
+    """The LoadContext a run would give: checkpoint, tokenizer, calibration, cache folder."""
+    from transformers import AutoTokenizer
+
+    from qeval_plugins.core.calibration import build_calibration
+    from qeval_plugins.core.quantizer import LoadContext
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    calibrated = plan.quantizer.calibrated
+    return LoadContext(
+        device="cpu",
+        dtype="float32",
+        checkpoint=str(model_dir),
+        tokenizer=tokenizer,
+        calibration=build_calibration(tokenizer, plan.options) if calibrated else None,
+        cache_dir=str(scratch / "quantizer-cache"),
+    )
+
+
+def _saved_and_loaded(plan: Any, model: Any, context: Any, folder: Path) -> Any:
+    """``model`` through ``save_quantized`` and back (``load_quantized`` or from_pretrained)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from qeval_plugins.core.registry import run_load_quantized, run_save_quantized
+
+    folder.mkdir()
+    run_save_quantized(plan.quantizer, plan.plugin, model, folder, plan.options, context)
+    loaded = run_load_quantized(plan.quantizer, plan.plugin, folder, plan.options, context)
+    if loaded is None:
+        loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    return loaded.eval()

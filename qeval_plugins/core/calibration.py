@@ -137,7 +137,9 @@ def build_calibration(tokenizer: Any, options: dict[str, Any]) -> CalibrationSet
     separator = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     stream: list[int] = []
     for passage in passages:
-        stream += tokenizer(passage, add_special_tokens=False)["input_ids"] + separator
+        stream += (
+            tokenizer(passage, add_special_tokens=False, verbose=False)["input_ids"] + separator
+        )
     if len(stream) < seqlen:
         raise QevalError(
             f"calibration_file {options['calibration_file']}: its {len(stream)} tokens are fewer "
