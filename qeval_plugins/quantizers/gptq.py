@@ -346,7 +346,20 @@ def _gptqmodel_output(work: Path):
             loop_processor._PROJECT_LOG_DIR = project_logs
             sys.stdout.flush()
             sys.stderr.flush()
+            _unbind_handlers(log)
     _relay_warnings(log_path)
+
+
+def _unbind_handlers(log: Any) -> None:
+    """Point logging handlers created inside the redirect (a ``basicConfig`` run by an import)
+    back at the real stderr, so they do not keep writing into the closed log file."""
+    import sys
+
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for item in loggers:
+        for handler in getattr(item, "handlers", ()):
+            if vars(handler).get("stream") is log:  # not stderr-following handlers
+                handler.setStream(sys.__stderr__)
 
 
 _RELAYED: set[str] = set()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -153,6 +154,21 @@ def test_gptqmodel_writes_nothing_into_the_working_folder(run):
     assert work.parent == Path(run["context"].cache_dir)
     assert (work / gptq.LOG_NAME).stat().st_size > 0  # GPTQModel's output, kept off the console
     assert list((work / "logs").glob("gptq_log_*.log"))
+
+
+def test_a_logging_handler_made_during_gptqmodel_calls_is_not_left_on_its_log(tmp_path):
+    """An import that runs ``logging.basicConfig`` inside the redirect binds stderr = the log."""
+    import logging
+
+    handler = None
+    with gptq._gptqmodel_output(tmp_path):
+        handler = logging.StreamHandler()  # what basicConfig makes: bound to sys.stderr now
+        logging.getLogger("qeval-test-basicconfig").addHandler(handler)
+    try:
+        assert handler.stream is sys.__stderr__
+        assert (tmp_path / gptq.LOG_NAME).is_file()
+    finally:
+        logging.getLogger("qeval-test-basicconfig").removeHandler(handler)
 
 
 def test_saved_config_pins_gptqmodel_defaults(run):
