@@ -4,7 +4,8 @@ Public API for plugin authors:
 
 * :data:`hookimpl` — decorate your hook implementations with it;
 * :class:`Quantizer`, :class:`Option`, :class:`LoadContext`, :class:`Scheme` — the quantizer
-  contract; :data:`CALIBRATION_OPTIONS` and :class:`CalibrationSet` for methods that calibrate;
+  contract; :data:`CALIBRATION_OPTIONS` and :class:`CalibrationSet` for methods that calibrate,
+  :func:`decoder_layers` to walk a model's decoder blocks;
 * :class:`QevalError` — the one error class users see.
 
 The names are resolved lazily: importing this package (which every interpreter of the
@@ -18,6 +19,7 @@ _PUBLIC = {
     "CALIBRATION_OPTIONS": "qeval_plugins.core.calibration",
     "CalibrationSet": "qeval_plugins.core.calibration",
     "QevalError": "qeval_plugins.core.errors",
+    "decoder_layers": "qeval_plugins.core.model_parts",
     "Option": "qeval_plugins.core.options",
     "LoadContext": "qeval_plugins.core.quantizer",
     "Quantizer": "qeval_plugins.core.quantizer",

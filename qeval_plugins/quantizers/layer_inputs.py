@@ -30,19 +30,9 @@ from typing import Any
 
 import torch
 
+from qeval_plugins import decoder_layers
+
 Solve = Callable[[str, torch.nn.Linear, torch.Tensor], torch.Tensor]
-
-
-def decoder_layers(model: Any) -> list[Any]:
-    """The decoder blocks, in order: the ModuleList as long as ``config.num_hidden_layers``.
-
-    The same rule as the ``qeval_sqnr`` engine's (the layers may not import each other).
-    """
-    count = getattr(getattr(model, "config", None), "num_hidden_layers", None)
-    for module in model.modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == count:
-            return list(module)
-    return []
 
 
 def block_linears(block: torch.nn.Module) -> dict[str, torch.nn.Linear]:

@@ -16,7 +16,10 @@ from conftest import only_qeval_group
 from qeval_plugins import QevalError
 from qeval_plugins.core.registry import Registry
 
-BUILTIN_QUANTIZERS = {"none", "bnb-int8", "bnb-nf4", "bnb-fp4", "bnb-nf4-dq", "bnb-fp4-dq", "rtn"}
+BUILTIN_QUANTIZERS = {
+    *("none", "bnb-int8", "bnb-nf4", "bnb-fp4", "bnb-nf4-dq", "bnb-fp4-dq", "rtn"),
+    *("gptq-sim", "gptq", "prequantized"),
+}
 
 
 def fake_plugins(monkeypatch, tmp_path, modules: dict[str, str]) -> None:
@@ -36,7 +39,7 @@ def fake_plugins(monkeypatch, tmp_path, modules: dict[str, str]) -> None:
 def test_builtins_register_through_the_public_hook():
     registry = Registry().load()
     assert set(registry.names()) >= BUILTIN_QUANTIZERS
-    for name in ("baseline", "bnb", "rtn"):
+    for name in ("baseline", "bnb", "rtn", "gptq_sim", "gptq", "prequantized"):
         info = registry.plugins[name]
         assert info.source == "built-in" and info.error is None
     assert registry.plugins["bnb"].quantizers == [

@@ -27,6 +27,7 @@ import torch
 
 from qeval_plugins.backend.requests import register_request_handler
 from qeval_plugins.core.errors import QevalError, refuse_near_misses
+from qeval_plugins.core.model_parts import decoder_layers
 from qeval_plugins.metrics import divergence
 
 REQUEST_TYPE = "qeval_sqnr"
@@ -68,15 +69,6 @@ class SqnrSettings:
 
 
 # ---------------------------------------------------------------- model plumbing
-
-
-def decoder_layers(model: Any) -> list[Any]:
-    """The decoder blocks, in order: the ModuleList as long as ``config.num_hidden_layers``."""
-    count = getattr(getattr(model, "config", None), "num_hidden_layers", None)
-    for module in model.modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == count:
-            return list(module)
-    return []
 
 
 @contextlib.contextmanager
