@@ -15,8 +15,13 @@ wrote, and ``KEY.json``: the SHA-256 and size of every file in the folder, what 
 
 Trust: an entry is used only when its folder holds exactly the files ``KEY.json`` lists, each
 with the listed SHA-256; otherwise one warning names the reason, the entry is deleted and the
-model is quantized again. Entries are written into a hidden temporary folder and renamed into
-place (a killed run never leaves a half entry under a key); the folder's ``.lock`` is held
+model is quantized again. Hashing a 14 GB model on every load would cost more than loading it,
+so, like git's index, ``KEY.json`` also keeps each file's *stamp* (size, inode, modification and
+change time in ns) from its last full check: a file whose stamp is unchanged is not read again.
+Any write to a file changes its change time (which no program can set back), so an edited,
+replaced or truncated file is always hashed again; what a stamp cannot see is the storage medium
+corrupting bytes without a write. Entries are written into a hidden temporary folder and renamed
+into place (a killed run never leaves a half entry under a key); the folder's ``.lock`` is held
 shared while an entry is verified and loaded, exclusively while one is added or deleted.
 Entries count towards ``QEVAL_CACHE_MAX_SIZE`` and are listed, pruned and cleared by
 ``qeval cache`` with the reference entries.
@@ -100,22 +105,33 @@ def read_meta(path: Path) -> dict[str, Any] | None:
     return meta
 
 
-def _problem(folder: Path, meta: dict[str, Any] | None) -> str | None:
-    """Why the entry in ``folder`` cannot be trusted, or None when every file checks out."""
+def _stamp(path: Path) -> list[int]:
+    """What changes whenever a file is written or replaced: size, inode, mtime and ctime (ns)."""
+    info = path.stat()
+    return [info.st_size, info.st_ino, info.st_mtime_ns, info.st_ctime_ns]
+
+
+def _verify(folder: Path, meta: dict[str, Any] | None) -> tuple[str | None, dict[str, list]]:
+    """(why the entry in ``folder`` cannot be trusted or None, the stamps of its files as they
+    were checked). A file whose stamp equals the recorded one is trusted without being hashed;
+    a stamp is taken before its file is hashed, so a write during the check is seen next time."""
     if meta is None:
-        return "has no valid metadata file"
+        return "has no valid metadata file", {}
+    checked: dict[str, list] = {}
     try:
         present = _listing(folder)
+        listed = meta["files"]
+        if set(present) != set(listed):
+            odd = sorted(set(present) ^ set(listed))
+            return f"does not hold the files it lists ({', '.join(odd[:3])})", {}
+        stamps = meta.get("stamps") if isinstance(meta.get("stamps"), dict) else {}
+        for name, digest in listed.items():
+            checked[name] = _stamp(folder / name)
+            if stamps.get(name) != checked[name] and file_digest(folder / name) != digest:
+                return f"fails its SHA-256 checksum ({name} changed since it was written)", {}
     except OSError as error:
-        return f"cannot be read ({error.strerror or error})"
-    listed = meta["files"]
-    if set(present) != set(listed):
-        odd = sorted(set(present) ^ set(listed))
-        return f"does not hold the files it lists ({', '.join(odd[:3])})"
-    for name, digest in listed.items():
-        if file_digest(folder / name) != digest:
-            return f"fails its SHA-256 checksum ({name} changed since it was written)"
-    return None
+        return f"cannot be read ({error.strerror or error})", {}
+    return None, checked
 
 
 @contextlib.contextmanager
@@ -133,7 +149,7 @@ def opened(key: str) -> Iterator[tuple[Path, dict[str, Any]] | None]:
         return
     with locked(directory / LOCK_NAME, shared=True):
         meta = read_meta(directory / f"{key}.json")
-        problem = _problem(folder, meta)
+        problem, stamps = _verify(folder, meta)
         if problem is None:
             yield folder, meta
     if problem is not None:
@@ -144,15 +160,17 @@ def opened(key: str) -> Iterator[tuple[Path, dict[str, Any]] | None]:
             remove_entry(directory, key)
         yield None
         return
-    touch(directory, key)
+    touch(directory, key, stamps)
 
 
-def touch(directory: Path, key: str) -> None:
-    """Record now as the entry's last use (skipped where the folder is read-only)."""
+def touch(directory: Path, key: str, stamps: dict[str, list]) -> None:
+    """Record now as the entry's last use, and the ``stamps`` of its files just verified
+    (skipped where the folder is read-only)."""
     with contextlib.suppress(OSError), locked(directory / LOCK_NAME):
         meta = read_meta(directory / f"{key}.json")
         if meta is not None:
             meta["last_used"] = time.time()
+            meta["stamps"] = stamps
             write_atomic(directory / f"{key}.json", json.dumps(meta, sort_keys=True).encode())
 
 
@@ -188,11 +206,13 @@ def save(key: str, write: Callable[[Path], None], meta: dict[str, Any]) -> Path 
         temporary = Path(tempfile.mkdtemp(dir=directory, prefix=f".{key}.", suffix=".tmp"))
         write(temporary)
         listing = _listing(temporary)
+        stamps = {name: _stamp(temporary / name) for name in listing}  # a rename keeps them
         record = {
             **meta,
             "kind": "quantized",
             "format": FORMAT_VERSION,
             "files": {name: file_digest(temporary / name) for name in listing},
+            "stamps": stamps,
             "payload_bytes": sum(listing.values()),
             "created": time.time(),
             "last_used": time.time(),

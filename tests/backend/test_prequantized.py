@@ -81,9 +81,7 @@ def test_a_reference_with_another_tokenizer_is_refused(nf4_checkpoint):
     assert "tokens differ" in str(error.value)
 
 
-def test_evaluated_as_prequantized_it_is_recorded_and_never_the_baseline(
-    nf4_checkpoint, tmp_path
-):
+def test_evaluated_as_prequantized_it_is_recorded_and_never_the_baseline(nf4_checkpoint, tmp_path):
     import lm_eval
     from lm_eval.tasks import TaskManager
 

@@ -142,6 +142,19 @@ def test_a_flipped_byte_is_detected_and_the_entry_replaced(counting_rtn, caplog)
     assert load().get_model_info()["qeval"]["quantized_cache"]["reused"] is True
 
 
+def test_an_unchanged_entry_is_not_hashed_again(counting_rtn, monkeypatch):
+    """Hashing every file on every load would cost more than loading a large model."""
+    from qeval_plugins.storage import model_cache
+
+    load()
+    hashed = []
+    real = model_cache.file_digest
+    monkeypatch.setattr(model_cache, "file_digest", lambda path: hashed.append(path) or real(path))
+    load()
+    load()
+    assert hashed == [] and len(calls(counting_rtn)) == 1
+
+
 def test_an_extra_file_in_an_entry_makes_it_untrusted(counting_rtn, caplog):
     folder = Path(load().get_model_info()["qeval"]["quantized_cache"]["dir"])
     (folder / "modeling_evil.py").write_text("raise SystemExit('never run')\n")
