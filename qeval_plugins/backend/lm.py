@@ -34,11 +34,13 @@ from qeval_plugins.backend.reference import check_same_tokenizer, resolve_refere
 from qeval_plugins.backend.requests import handler_for
 from qeval_plugins.backend.throughput import Throughput, peak_memory
 from qeval_plugins.core.errors import QevalError, install_excepthook
+from qeval_plugins.core.logs import MODEL_LOADING_NOISE, quiet
 from qeval_plugins.core.plan import plan_quantization
 from qeval_plugins.core.prequantized import checkpoint_scheme
 from qeval_plugins.core.version import qeval_version
 
 install_excepthook()
+quiet(MODEL_LOADING_NOISE)
 
 T = TypeVar("T")
 _HFLM_PARAMS = set(inspect.signature(HFLM.__init__).parameters) - {"self", "kwargs"}

@@ -7,11 +7,11 @@ CUDA. The LM head stays unquantized, as transformers does by default.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
 from qeval_plugins import LoadContext, Option, QevalError, Quantizer, Scheme, hookimpl
+from qeval_plugins.core.logs import quiet
 
 COMPUTE_DTYPES = ("auto", "float32", "float16", "bfloat16")
 STORAGE_DTYPES = ("uint8", "float16", "bfloat16", "float32")
@@ -40,26 +40,9 @@ _NOISE = {
 }
 
 
-class _RepeatFilter(logging.Filter):
-    """Drops records whose message starts with ``prefix`` after the first ``shown`` of them."""
-
-    def __init__(self, prefix: str, shown: int):
-        super().__init__()
-        self.prefix, self.left = prefix, shown
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not str(record.msg).startswith(self.prefix):
-            return True
-        self.left -= 1
-        return self.left >= 0
-
-
 def quiet_bitsandbytes() -> None:
     """Install the :data:`_NOISE` filters once per process; every other warning still shows."""
-    for name, (prefix, shown) in _NOISE.items():
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _RepeatFilter) for f in logger.filters):
-            logger.addFilter(_RepeatFilter(prefix, shown))
+    quiet(_NOISE)
 
 
 class BnbQuantizer(Quantizer):

@@ -232,3 +232,29 @@ def test_measuring_storage_never_rewrites_a_repacked_layer(bnb_4bit_models):
     assert model_storage_bytes(model) < measured  # the CPU layout keeps its scales in bfloat16
     assert module.weight.quant_state.packing_format_for_cpu
     assert torch.equal(module.weight.data, packed) and torch.equal(hook(module=module), dense)
+
+
+def test_loading_a_model_prints_no_torchao_import_noise(caplog):
+    """transformers imports torchao whenever it is installed (gptqmodel brings it): its lines about
+    CUDA-only extensions and torch's enum deprecation came with every run; other torchao
+    warnings still show."""
+    import importlib.util
+    import logging
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("torchao") is None:
+        pytest.skip("torchao is not installed: transformers has nothing to import")
+    code = (
+        "from qeval_plugins.backend.lm import QevalLM; "
+        "QevalLM(pretrained='qeval-tiny', quantizer='rtn', device='cpu')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Failed to load" not in result.stderr and "Enum subclass" not in result.stderr
+    import qeval_plugins.backend.lm  # noqa: F401  (installs the filters, as in a run)
+
+    caplog.set_level(logging.WARNING)
+    logging.getLogger("torchao").warning("Failed to load /x/_C_mxfp8.so: not on this CPU")
+    logging.getLogger("torchao").warning("a torchao warning a user should see")
+    assert [r.getMessage() for r in caplog.records] == ["a torchao warning a user should see"]
