@@ -92,6 +92,21 @@ def run_cli(
     )
 
 
+def evaluate(model_args: str, tasks: list[str], tasks_dir: Path, limit: int = 2) -> dict:
+    """``lm_eval.simple_evaluate`` of ``--model qeval`` with qeval's tasks, on the CPU."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    return lm_eval.simple_evaluate(
+        model="qeval",
+        model_args=model_args,
+        tasks=tasks,
+        device="cpu",
+        limit=limit,
+        task_manager=TaskManager(include_path=str(tasks_dir)),
+    )
+
+
 def only_qeval_group(monkeypatch, points: list) -> None:
     """Answer ``entry_points(group="qeval")`` with ``points``; every other group as installed.
 

@@ -154,18 +154,10 @@ def test_with_reference_it_measures_what_quantizing_the_base_measures(
 ):
     """The checkpoint *is* bnb-nf4 of the test model: qeval_sqnr of it against reference= must
     equal qeval_sqnr of quantizer=bnb-nf4 on the base (layers paired by name, same reference)."""
-    import lm_eval
-    from lm_eval.tasks import TaskManager
+    from conftest import evaluate
 
     def sqnr(model_args: str) -> tuple[dict, dict]:
-        results = lm_eval.simple_evaluate(
-            model="qeval",
-            model_args=model_args,
-            tasks=["qeval_sqnr"],
-            device="cpu",
-            limit=2,
-            task_manager=TaskManager(include_path=str(tasks_dir)),
-        )
+        results = evaluate(model_args, ["qeval_sqnr"], tasks_dir)
         return results["results"]["qeval_sqnr"], results["config"]["qeval"]
 
     saved, block = sqnr(

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
+from conftest import evaluate
 
 pytest.importorskip(
     "gptqmodel", reason="GPTQ checkpoints need GPTQModel: pip install 'qeval[gptq]'"
@@ -21,27 +21,14 @@ pytest.importorskip("optimum", reason="transformers loads GPTQ checkpoints throu
 CALIBRATION = "calibration_samples=16,calibration_seqlen=128"
 
 
-def sqnr_task(model_args: str, tasks_dir: Path) -> dict:
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-
-    results = lm_eval.simple_evaluate(
-        model="qeval",
-        model_args=model_args,
-        tasks=["qeval_sqnr"],
-        device="cpu",
-        limit=2,
-        task_manager=TaskManager(include_path=str(tasks_dir)),
-    )
-    return results
-
-
 @pytest.mark.slow
 def test_a_gptq_checkpoint_measures_what_quantizing_its_base_measured(tmp_path, tasks_dir):
     from qeval_plugins.backend.checkpoints import EMBEDDED_MODELS
     from qeval_plugins.report.load import load_runs
 
-    results = sqnr_task(f"pretrained=qeval-tiny,quantizer=gptq,{CALIBRATION}", tasks_dir)
+    results = evaluate(
+        f"pretrained=qeval-tiny,quantizer=gptq,{CALIBRATION}", ["qeval_sqnr"], tasks_dir
+    )
     direct, block = results["results"]["qeval_sqnr"], results["config"]["qeval"]
     checkpoint = tmp_path / "qeval-tiny-gptq"
     shutil.copytree(block["quantized_cache"]["dir"], checkpoint)
@@ -50,8 +37,10 @@ def test_a_gptq_checkpoint_measures_what_quantizing_its_base_measured(tmp_path, 
     config = json.loads((checkpoint / "config.json").read_text())["quantization_config"]
     assert config["quant_method"] == "gptq" and config["bits"] == 4
 
-    results = sqnr_task(
-        f"pretrained={checkpoint},quantizer=prequantized,reference=qeval-tiny", tasks_dir
+    results = evaluate(
+        f"pretrained={checkpoint},quantizer=prequantized,reference=qeval-tiny",
+        ["qeval_sqnr"],
+        tasks_dir,
     )
     saved, recorded = results["results"]["qeval_sqnr"], results["config"]["qeval"]
     assert recorded["prequantized"]["quant_method"] == "gptq"
