@@ -20,7 +20,12 @@ Rounding uses :mod:`~qeval_plugins.quantizers.rtn_formats` in two steps: a group
 (scale, zero point, MX shared exponent) are fixed by
 :func:`~qeval_plugins.quantizers.rtn_formats.group_params` when the group's first column is
 reached, from the group's *current* (error-updated) weights, and each column is then rounded
-with them by :func:`~qeval_plugins.quantizers.rtn_formats.quantize_with_params`. Groups are
+with them by :func:`~qeval_plugins.quantizers.rtn_formats.quantize_with_params`. For a group that
+starts inside a lazy-batch block (``group_size`` below ``block_size``, e.g. 32 or 64), the GPTQ
+reference and GPTQModel read the group's weights *without* the updates still pending inside the
+block; here they are included, so such groups can get other scales than GPTQModel's (84 % equal
+codes at group 64 on the embedded model), while at group 128 and per channel the two give the
+same codes (``tests/quantizers/test_gptq_agreement.py``). Groups are
 always the format's contiguous groups along ``in`` (``group_size`` columns; all of a row for
 ``group_size=0``; blocks of 32 for MX formats), so the result is exactly representable in the
 same format and storage as RTN's.
