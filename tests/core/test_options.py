@@ -71,7 +71,10 @@ def test_plan_keeps_options_that_hflm_also_takes():
 
 
 def test_option_of_another_quantizer_is_named():
-    with pytest.raises(QevalError, match=r"option 'bits' belongs to quantizer rtn, gptq-sim, gptq, not 'bnb-nf4'"):
+    owners = "rtn, gptq-sim, gptq"
+    with pytest.raises(
+        QevalError, match=rf"option 'bits' belongs to quantizer {owners}, not 'bnb-nf4'"
+    ):
         plan_quantization("bnb-nf4", {"bits": 4}, set(), "cpu")
 
 
