@@ -13,6 +13,7 @@ import inspect
 import re
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -38,6 +39,7 @@ from qeval_plugins.core.logs import MODEL_LOADING_NOISE, quiet
 from qeval_plugins.core.plan import plan_quantization
 from qeval_plugins.core.prequantized import checkpoint_scheme
 from qeval_plugins.core.version import qeval_version
+from qeval_plugins.storage.cache import max_size
 
 install_excepthook()
 quiet(MODEL_LOADING_NOISE)
@@ -69,6 +71,7 @@ class QevalLM(HFLM):
                 "hub id, not a model object."
             )
         plan = plan_quantization(quantizer, kwargs, _HFLM_PARAMS, kwargs.get("device"))
+        max_size()  # a bad QEVAL_CACHE_MAX_SIZE is one line now, not after quantizing
         self._qeval_plan = plan
         self._qeval_throughput = Throughput()
         self._qeval_reference = resolve_reference(reference)
@@ -119,25 +122,36 @@ class QevalLM(HFLM):
         if first and self._qeval_reference is not None:
             check_same_tokenizer(self.tokenizer, self._qeval_reference, pretrained)
         context = self._qeval_quantized.context(
-            str(self.device), dtype, pretrained, kwargs.get("revision"), self.tokenizer
+            str(self.device),
+            dtype,
+            pretrained,
+            kwargs.get("revision"),
+            self.tokenizer,
+            getattr(self.config, "max_position_embeddings", None),
         )
         started = time.perf_counter()
         cached = self._qeval_quantized.load(context, lambda path: self._load_folder(path, dtype))
         if cached is not None:
             self._model = cached
             if first:
-                self._measure(pretrained, dtype, started, time.perf_counter())
+                loaded = time.perf_counter()
+                self._measure(pretrained, dtype, started, loaded, loaded)
             return
         extra = run_load_kwargs(plan.quantizer, plan.plugin, plan.options, context)
         dtype = extra.pop("dtype", dtype)
         if extra.get("quantization_config") is not None:
             kwargs["quantization_config"] = extra.pop("quantization_config")
-        super()._create_model(pretrained, dtype=dtype, **kwargs, **extra)
+        with warnings.catch_warnings():
+            # HFLM hands a quantized checkpoint's own quantization_config back to
+            # from_pretrained, which then warns that the user passed one
+            warnings.filterwarnings("ignore", message="You passed `quantization_config`")
+            super()._create_model(pretrained, dtype=dtype, **kwargs, **extra)
         loaded = time.perf_counter()
         self._model = run_quantize(plan.quantizer, plan.plugin, self._model, plan.options, context)
-        self._qeval_quantized.save(self._model, context, time.perf_counter() - started)
+        done = time.perf_counter()
+        self._qeval_quantized.save(self._model, context, done - started)
         if first:
-            self._measure(pretrained, dtype, started, loaded)
+            self._measure(pretrained, dtype, started, loaded, done)
 
     def _load_folder(self, folder: str, dtype: Any) -> Any:
         """The model in a quantized-model cache folder, loaded as HFLM loads a checkpoint."""
@@ -146,14 +160,15 @@ class QevalLM(HFLM):
         HFLM._create_model(self, folder, dtype=dtype, **kwargs)
         return self._model
 
-    def _measure(self, pretrained: str, dtype: Any, started: float, loaded: float) -> None:
+    def _measure(
+        self, pretrained: str, dtype: Any, started: float, loaded: float, done: float
+    ) -> None:
         """Record load and quantize times and sizes once, after the first model creation.
 
         A model reused from the quantized-model cache records the original quantize time (with
         ``quantized_cache.reused``) and this run's load time.
         """
         plan = self._qeval_plan
-        done = time.perf_counter()
         reused = plan.measured.get("quantized_cache", {}).get("reused")
         # a checkpoint saved already quantized holds packed tensors: counting their elements as
         # parameters (and their bytes as the unquantized size) would give wrong bits/param

@@ -18,6 +18,7 @@ from typing import Any
 
 from qeval_plugins.backend.checkpoints import local_folder
 from qeval_plugins.core.calibration import CalibrationSet, build_calibration
+from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.plan import QuantizationPlan
 from qeval_plugins.core.quantizer import LoadContext, resolve_dtype
 from qeval_plugins.core.registry import run_load_quantized, run_save_quantized
@@ -37,11 +38,25 @@ class QuantizedCache:
         self.identity: list[Any] | None = None
 
     def context(
-        self, device: str, dtype: Any, pretrained: str, revision: str | None, tokenizer: Any
+        self,
+        device: str,
+        dtype: Any,
+        pretrained: str,
+        revision: str | None,
+        tokenizer: Any,
+        context_length: int | None = None,
     ) -> LoadContext:
-        """The quantizer's view of a load of ``pretrained`` (calibration built on first use)."""
+        """The quantizer's view of a load of ``pretrained`` (calibration built on first use;
+        windows longer than the model's ``context_length`` are a one-line QevalError)."""
         quantizer = self.plan.quantizer
         checkpoint = _local_folder(pretrained, revision)
+        seqlen = self.plan.options.get("calibration_seqlen")
+        if quantizer.calibrated and context_length and seqlen > context_length:
+            raise QevalError(
+                f"{quantizer.name}: calibration_seqlen={seqlen} is longer than the model's "
+                f"context ({context_length} tokens); give calibration_seqlen={context_length} "
+                f"or less."
+            )
         if quantizer.calibrated and self.calibration is None:
             self.calibration = build_calibration(tokenizer, dict(self.plan.options))
             self.plan.measured["calibration"] = self.calibration.record()

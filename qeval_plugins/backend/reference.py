@@ -22,7 +22,10 @@ def resolve_reference(reference: Any) -> str | None:
     """
     if reference is None or str(reference).strip() == "":
         return None
-    resolved = resolve_pretrained(str(reference).strip())
+    try:
+        resolved = resolve_pretrained(str(reference).strip())
+    except QevalError as error:
+        raise QevalError(f"reference={reference}: {error}") from None
     found = checkpoint_quantization(resolved)
     if found:
         raise QevalError(

@@ -8,7 +8,8 @@ Next to ``DIR/<run>/results.json`` the sweep writes ``qeval_run.json``::
 The settings are everything that can change a number: the model (name, and for a local folder
 the name, size and modification time of each weight and config file), the quantizer spec, the
 quantizer's ``version`` and its plugin's distribution and version, the device, the requested
-tasks, qeval's and lm-eval's versions, the ``--model_args`` given
+tasks, qeval's and lm-eval's versions, the SHA-256 of a calibrated quantizer's calibration file,
+the ``--model_args`` given
 (``revision``, ``dtype``, ...) and every lm-eval option except the few that only change speed,
 logging or where output goes (:data:`NOT_KEYED`: ``--batch_size``, ``--verbosity``, ...). Options
 lm-eval adds later are therefore keyed by default. The record names the results file by its
@@ -27,6 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from qeval_plugins.core.calibration import read_passages
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.plan import check_spec
 
@@ -156,10 +158,15 @@ def run_settings(
 ) -> dict[str, Any]:
     """The settings record of one run (see the module docstring)."""
     plan = check_spec(spec, device)
+    calibration = {}
+    if plan.quantizer.calibrated:  # the bundled passages are keyed by qeval's version
+        _, _, digest = read_passages(plan.options["calibration_file"])
+        calibration = {"calibration_file_sha256": digest}
     return _json_safe(
         {
             "model": model_identity(model),
             "quantizer": spec,
+            **calibration,
             "quantizer_version": plan.quantizer.version,
             "plugin": f"{plan.plugin.source} {plan.plugin.version}",
             "device": device,

@@ -280,7 +280,7 @@ def _failure(run: PlannedRun, log_path: Path, code: int) -> QevalError:
         lines = []
     errors = [line for line in lines if line.startswith("qeval: error:")]
     if errors:
-        reason = errors[-1]
+        reason = errors[-1].removeprefix("qeval: error:").strip()
     else:
         raised = [line.strip() for line in lines if _EXCEPTION_LINE.match(line.strip())]
         last = f": {printable(raised[-1])[:200]}" if raised else ""
@@ -347,7 +347,9 @@ def prepare(
 ) -> tuple[list[PlannedRun], dict, list[str]]:
     """Every check before the first run: (runs, settings per run, names the results must hold)."""
     from qeval_plugins.cli.task_check import expected_results
+    from qeval_plugins.storage.cache import max_size
 
+    max_size()  # QEVAL_CACHE_MAX_SIZE: one line now, not in the first run that saves an entry
     runs = plan_runs(models, specs, output, device)
     options = parse_lm_eval_args(extra)
     check_model_args(specs, options)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from qeval_plugins.core.calibration import read_passages
 from qeval_plugins.core.errors import QevalError, did_you_mean, near_miss
 from qeval_plugins.core.options import resolve_options
 from qeval_plugins.core.quantizer import LoadContext, Quantizer
@@ -127,6 +128,8 @@ def plan_quantization(
             f"{'available' if _cuda_missing() else 'selected'}; run with --device cuda on a "
             f"machine with an NVIDIA GPU, or pick another quantizer."
         )
+    if chosen.calibrated:  # a missing or malformed file is one line now, not after loading
+        read_passages(options["calibration_file"])
     given_final = {name: options[name] for name in given}
     scheme = run_scheme(chosen, entry.plugin, options)  # a plugin's bad answer fails here, early
     return QuantizationPlan(requested, chosen, entry.plugin, options, given_final, scheme)

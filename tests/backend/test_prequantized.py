@@ -71,6 +71,28 @@ def test_a_quantized_reference_is_refused(nf4_checkpoint, tiny_model_dir):
         QevalLM(pretrained=str(tiny_model_dir), quantizer="rtn", reference=str(nf4_checkpoint))
 
 
+def test_a_missing_reference_is_named_as_the_reference(nf4_checkpoint):
+    from qeval_plugins.backend.lm import QevalLM
+
+    with pytest.raises(QevalError, match=r"^reference=/no/such/model: model path .* does not"):
+        QevalLM(
+            pretrained=str(nf4_checkpoint), quantizer="prequantized", reference="/no/such/model"
+        )
+
+
+def test_loading_it_gives_no_warning_about_a_config_nobody_passed(nf4_checkpoint):
+    """HFLM handed the checkpoint's own quantization_config back to from_pretrained, and
+    transformers warned "You passed `quantization_config` ..." though the user passed none."""
+    import warnings
+
+    from qeval_plugins.backend.lm import QevalLM
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        QevalLM(pretrained=str(nf4_checkpoint), quantizer="prequantized", device="cpu")
+    assert not [w for w in caught if "quantization_config" in str(w.message)]
+
+
 def test_a_reference_with_another_tokenizer_is_refused(nf4_checkpoint):
     """The embedded model's 2,048-token vocabulary is not the test model's 384 tokens."""
     from qeval_plugins.backend.lm import QevalLM

@@ -114,6 +114,7 @@ def test_a_second_run_and_the_reference_reload_reuse_the_quantized_model(countin
     assert again["quantized_cache"]["key"] == block["quantized_cache"]["key"]
     # the cost of the method stays the original quantize time, not the reload's
     assert again["quantize_seconds"] == block["quantized_cache"]["quantize_seconds"]
+    assert block["quantize_seconds"] == block["quantized_cache"]["quantize_seconds"]
 
 
 @pytest.mark.parametrize(
@@ -194,6 +195,19 @@ def test_an_unwritable_cache_warns_and_the_run_goes_on(counting_rtn, monkeypatch
         lm = load()
     assert "could not store the quantized model" in caplog.text
     assert lm.get_model_info()["qeval"]["quantized_cache"]["reused"] is False
+
+
+def test_windows_longer_than_the_model_context_are_refused(counting_rtn):
+    with pytest.raises(QevalError, match=r"calibration_seqlen=600 is longer than the model's"):
+        load(calibration_seqlen=600)  # the embedded model's context is 512 tokens
+    assert calls(counting_rtn) == []
+
+
+def test_a_bad_cache_size_is_refused_before_quantizing(counting_rtn, monkeypatch):
+    monkeypatch.setenv("QEVAL_CACHE_MAX_SIZE", "lots")
+    with pytest.raises(QevalError, match="QEVAL_CACHE_MAX_SIZE 'lots' is not a size"):
+        load()
+    assert calls(counting_rtn) == []
 
 
 def test_bad_calibration_files_are_one_line_errors(counting_rtn, tmp_path):

@@ -239,6 +239,32 @@ def test_resume_is_keyed_on_every_setting_that_changes_results(tmp_path, fake, m
     assert "results exist" in run_sweep(output, ["--num_fewshot", "3"])[1]
 
 
+def test_a_changed_calibration_file_is_a_changed_setting(tmp_path, fake):
+    """The file's name stayed the same, its passages did not: the run is stale."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("A passage to calibrate on.\n")
+    spec = f"gptq-sim:calibration_file={corpus}"
+    output = tmp_path / "runs"
+    assert run_sweep(output, specs=(spec,))[0] == []
+    assert "results exist" in run_sweep(output, specs=(spec,))[1]
+    corpus.write_text("A passage to calibrate on.\n\nAnd one more.\n")
+    with pytest.raises(QevalError, match="calibration_file_sha256: "):
+        run_sweep(output, specs=(spec,))
+
+
+def test_a_calibration_file_that_cannot_be_read_fails_before_any_run(tmp_path, fake):
+    with pytest.raises(QevalError, match=r"calibration_file /nope\.jsonl: cannot be read"):
+        run_sweep(tmp_path / "runs", specs=("rtn", "gptq-sim:calibration_file=/nope.jsonl"))
+    assert fake.calls == []
+
+
+def test_a_bad_cache_size_fails_before_any_run(tmp_path, fake, monkeypatch):
+    monkeypatch.setenv("QEVAL_CACHE_MAX_SIZE", "lots")
+    with pytest.raises(QevalError, match="QEVAL_CACHE_MAX_SIZE 'lots' is not a size"):
+        run_sweep(tmp_path / "runs")
+    assert fake.calls == []
+
+
 def test_results_without_a_settings_record_are_not_reused(tmp_path, fake):
     """A run made by qeval before settings were recorded: its limit etc. are unknown."""
     folder = tmp_path / "runs" / "qeval-tiny__none"
@@ -277,7 +303,7 @@ def test_a_failing_run_is_reported_and_the_others_finish(tmp_path, fake):
     fake.modes["qeval-tiny__none"] = "fail"
     failures, printed = run_sweep(tmp_path / "runs", specs=("none", "rtn:bits=2"))
     [failure] = failures
-    assert failure.startswith("run qeval-tiny × none failed: qeval: error: boom (log: ")
+    assert failure.startswith("run qeval-tiny × none failed: boom (log: ")
     assert not (tmp_path / "runs" / "qeval-tiny__none" / "results.json").exists()
     assert (tmp_path / "runs" / "qeval-tiny__rtn_bits-2" / "results.json").exists()
     assert "done qeval-tiny × rtn:bits=2" in printed
