@@ -37,15 +37,22 @@ def run_label(run: Run) -> str:
 
 def prequantized_note(run: Run) -> str:
     """`` (gptq int4 g128)`` for a run of a checkpoint saved already quantized: its method and
-    format from the block's ``prequantized`` (the checkpoint's quantization_config, see
-    :func:`qeval_plugins.core.prequantized.describe`), else "". Runs made before the
+    format (and the checkpoint's folder name when the run is grouped with its ``reference=``
+    model, where several checkpoints of one base may meet) from the block's ``prequantized``
+    (the checkpoint's quantization_config, see :func:`qeval_plugins.core.prequantized.describe`),
+    else "". Runs made before the
     ``prequantized`` quantizer existed recorded such a checkpoint as ``none``: their note says
     `` (prequantized ...)``, since that ``none`` is not an unquantized model."""
     config = run.qeval.get("prequantized")
     if not config:
         return ""
     shown = describe(as_mapping(config))
-    return f" ({shown})" if run.quantizer == "prequantized" else f" (prequantized {shown})"
+    if run.quantizer != "prequantized":
+        return f" (prequantized {shown})"
+    checkpoint = scalar_text(model_args(run.config).get("pretrained")) or ""
+    if checkpoint and checkpoint != run.model:  # grouped with its reference: name the checkpoint
+        shown += f" {Path(checkpoint.rstrip('/')).name[:60]}"
+    return f" ({shown})"
 
 
 def is_prequantized(run: Run) -> bool:

@@ -156,9 +156,7 @@ def results_run(data: Any, path: Path, huge: Sequence[int] = ()) -> tuple[Run | 
     configs = as_mapping(data.get("configs"))
     run = Run(
         path=path,
-        model=scalar_text(args.get("pretrained"))
-        or scalar_text(data.get("model_name"))
-        or "unknown",
+        model=compared_model(args, block) or scalar_text(data.get("model_name")) or "unknown",
         label="",
         config=config,
         metrics=metrics,
@@ -176,6 +174,16 @@ def results_run(data: Any, path: Path, huge: Sequence[int] = ()) -> tuple[Run | 
     )
     run.label = run_label(run)
     return run, warnings
+
+
+def compared_model(args: dict[str, Any], block: dict[str, Any]) -> str | None:
+    """The model a run is grouped (and compared) with: ``pretrained``, except for a checkpoint
+    saved already quantized and given a ``reference=``: that base model, so the checkpoint sits
+    in one table with the base model's own runs and is compared with its ``none`` run."""
+    reference = scalar_text(args.get("reference"))
+    if reference and scalar_text(block.get("quantizer")) == "prequantized":
+        return reference
+    return scalar_text(args.get("pretrained"))
 
 
 def _modified(path: Path) -> float:

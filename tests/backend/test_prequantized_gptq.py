@@ -54,4 +54,5 @@ def test_a_gptq_checkpoint_measures_what_quantizing_its_base_measured(tmp_path, 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "results.json").write_text(json.dumps(results, default=str))
     runs, _ = load_runs([str(tmp_path / "run")])
-    assert [run.label for run in runs] == ["prequantized (gptq int4 g128)"]
+    assert [run.label for run in runs] == ["prequantized (gptq int4 g128 qeval-tiny-gptq)"]
+    assert [run.model for run in runs] == ["qeval-tiny"]  # compared with its base model's runs

@@ -548,10 +548,14 @@ def test_a_prequantized_run_is_labelled_by_its_method_and_format(tmp_path):
         "desc_act": False,
         "sym": True,
     }
-    data["config"]["model_args"]["pretrained"] = "qeval-tiny"
+    runs, warnings = load_runs([NONE_RUN, put(tmp_path, "gptq/results.json", data)])
+    assert [run.label for run in runs] == ["none", "prequantized (gptq int4 g128)"]
+    assert [run.model for run in runs] == ["qeval-tiny", "/ckpt/tiny-gptq"]  # apart: no reference
+    # with reference= it is compared with its base model's runs, in one table
+    data["config"]["model_args"]["reference"] = "qeval-tiny"
     runs, warnings = load_runs([NONE_RUN, put(tmp_path, "gptq/results.json", data)])
     (comparison,) = compare(runs, warnings=warnings).comparisons
     assert [(row.run.label, row.is_baseline) for row in comparison.rows] == [
         ("none", True),
-        ("prequantized (gptq int4 g128)", False),
+        ("prequantized (gptq int4 g128 tiny-gptq)", False),
     ]
