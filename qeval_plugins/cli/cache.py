@@ -77,16 +77,18 @@ def count(number: int, one: str, many: str) -> str:
 # Metadata the listing shows in columns of their own, or that only check the payload.
 SHOWN_APART = frozenset(
     {"kind", "model", "settings", "dtype", "created", "last_used", "format", "sha256"}
-    | {"payload_bytes", "files", "calibration"}
+    | {"payload_bytes", "files", "stamps", "calibration", "options", "quantizer"}
 )
 
 
 def details(meta: dict[str, Any]) -> str:
     """What tells an entry apart from others of its model and kind, as one printable line:
-    its other metadata (``texts``: how many texts it was computed on), then its settings, then
+    a quantized model's spec first, its other metadata (``texts``: how many texts it was
+    computed on), then its settings, then
     its dtype — ``texts=4, top_k=32, dtype="auto"``; "" when it records none."""
     settings = meta.get("settings")
-    found = {key: value for key, value in meta.items() if key not in SHOWN_APART}
+    first = {"spec": meta["spec"]} if "spec" in meta else {}  # a quantized model's: never cut off
+    found = first | {key: value for key, value in meta.items() if key not in SHOWN_APART}
     found.update(settings if isinstance(settings, dict) else {"settings": settings})
     found["dtype"] = meta.get("dtype")
     found = {name: value for name, value in found.items() if value is not None}
@@ -124,7 +126,7 @@ def list_entries(console) -> None:
         for entry in found
     ]
     title = f"qeval cache: {cache_root()}"
-    columns = ("entry", "kind", "model", "texts, settings", "size", "created", "last used")
+    columns = ("entry", "kind", "model", "spec, texts, settings", "size", "created", "last used")
     if not fits_one_table(console, title, columns, rows):
         print_indented(console, [Text(title, style="bold")], 0)
         for key, kind, model, described, size, created, used in rows:
