@@ -20,8 +20,17 @@ Pinned here instead of left to GPTQModel's defaults (each one recorded as an opt
 * the checkpoint's ``generation_config.json`` is kept (GPTQModel's loader forces
   ``do_sample: true`` into it and into the loaded model);
 * GPTQModel's output (a banner at import, progress bars, tables; several hundred lines) goes to
-  ``gptqmodel.log`` in the work folder; its warnings are repeated once each through logging.
-  Its per-layer log (``logs/`` of the current folder in GPTQModel) goes to the work folder too.
+  ``gptqmodel.log`` in the work folder; its warnings are repeated once each through qeval's
+  logger, except those a qeval user cannot act on (:data:`UNACTIONABLE`): the Python GIL note,
+  and the advice of more than 256 calibration windows of more than 256 tokens each — GPTQ's
+  paper calibrates on 128 windows of 2048 tokens, qeval's default is 128 windows of 512 (raise
+  ``calibration_seqlen`` up to the model's context for the paper's setting). Its per-layer log
+  (``logs/`` of the current folder in GPTQModel) goes to the work folder too, and tokenicer's
+  INFO lines (``Auto fixed pad_token_id``) are silenced while GPTQModel runs;
+* the work folder is removed when the quantized model is freed, and at once when
+  :meth:`GptqQuantizer.quantize` fails;
+* a ``kernel`` that cannot run on the run's device or dtype (:data:`KERNEL_SUPPORT`) is refused
+  in :meth:`GptqQuantizer.load_kwargs`, before anything is loaded.
 
 GPTQModel's freshly quantized layers hold zero points in the GPTQ "v1" layout while its kernels
 compute with "v2" (they differ by one quantization step), which GPTQModel converts only when it
@@ -46,12 +55,29 @@ from typing import Any
 from qeval_plugins import LoadContext, Option, QevalError, Quantizer, Scheme, hookimpl
 from qeval_plugins.core.calibration import CALIBRATION_OPTIONS
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("qeval")
 
 DEFAULT_DAMP = 0.05  # GPTQModel 7.6's default for GPTQ (and the GPTQ paper's 1 % is 0.01)
 GROUP_SIZES = (0, 16, 32, 64, 128, 256, 512, 1024)  # 0: per output channel (GPTQModel's -1)
 KERNELS = ("auto", "torch", "torch_fused", "torch_aten", "triton", "marlin", "exllama_v2")
 SCALE_BITS = 16  # fp16 scale per group and output column
+# Where GPTQModel 7.6's kernel class of each choice runs (SUPPORTS_DEVICES; None: anywhere) and
+# the dtypes it computes in (SUPPORTS_DTYPES); a test checks this against GPTQModel.
+KERNEL_SUPPORT = {
+    "torch": (None, ("float16", "bfloat16")),
+    "torch_fused": (("cpu", "xpu"), ("float32", "float16", "bfloat16")),
+    "torch_aten": (("cpu",), ("float16", "bfloat16")),
+    "triton": (("cuda",), ("float16", "bfloat16")),
+    "marlin": (("cuda",), ("float16", "bfloat16")),
+    "exllama_v2": (("cuda",), ("float16", "bfloat16")),
+}
+DEVICE_NAMES = {"cpu": "CPU", "xpu": "Intel XPU", "cuda": "CUDA GPU"}
+# GPTQModel warnings a qeval user cannot act on (message prefixes); see the module doc.
+UNACTIONABLE = (
+    "Python GIL is enabled",
+    "Calibration dataset size should be more than",
+    "The average length of input_ids of calibration_dataset should be greater than",
+)
 FOLDER_ATTRIBUTE = "qeval_gptq_folder"  # where quantize() left GPTQModel's files
 LOG_NAME = "gptqmodel.log"
 
@@ -121,16 +147,34 @@ class GptqQuantizer(Quantizer):
             final["act_group_aware"] = False
         return final
 
+    def load_kwargs(self, options: Mapping[str, Any], context: LoadContext) -> dict[str, Any]:
+        """No ``from_pretrained`` arguments (GPTQModel reads the checkpoint); refuses a
+        ``kernel`` the run's device or dtype cannot use, before anything is loaded."""
+        check_kernel(options["kernel"], context)
+        return {}
+
     def quantize(self, model: Any, options: Mapping[str, Any], context: LoadContext) -> Any:
         """GPTQ-quantize ``context.checkpoint`` on ``context.calibration``; the packed model.
 
         GPTQModel reads the checkpoint itself, layer by layer, so the unquantized ``model`` is
         not used: its weights are released here (moved to the meta device) so that the two models
         are never in memory together. Its generation config is kept on the returned model.
+        The work folder is removed if anything fails.
         """
+        check_kernel(options["kernel"], context)
         _check_context(context)
         _check_seqlen(model, context)
         work = _work_folder(context)
+        try:
+            return self._quantize_in(work, model, options, context)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+
+    def _quantize_in(
+        self, work: Path, model: Any, options: Mapping[str, Any], context: LoadContext
+    ) -> Any:
+        """:meth:`quantize` with GPTQModel's files in ``work`` (removed when the model is freed)."""
         started = time.perf_counter()
         with _gptqmodel_output(work) as gptqmodel:
             folder = work / "model"
@@ -165,6 +209,7 @@ class GptqQuantizer(Quantizer):
 
     def load_quantized(self, folder: Path, options: Mapping[str, Any], context: LoadContext) -> Any:
         """The model in ``folder`` (GPTQModel's format), on the kernel option ``kernel`` names."""
+        check_kernel(options["kernel"], context)
         with (
             tempfile.TemporaryDirectory(prefix="gptq-load-") as log_dir,
             _gptqmodel_output(Path(log_dir)) as gptqmodel,
@@ -177,7 +222,9 @@ class GptqQuantizer(Quantizer):
                     backend=_backend(options["kernel"]),
                 )
             except Exception as error:
-                raise QevalError(f"gptq: GPTQModel cannot load {folder}: {error}") from error
+                raise QevalError(
+                    f"gptq: GPTQModel cannot load the quantized model: {_one_line(error, folder)}"
+                ) from error
         model = loaded.model.eval()
         model.generation_config = _generation_config(Path(folder), model)
         return model
@@ -201,6 +248,36 @@ class GptqQuantizer(Quantizer):
         """
         bits, group = options["bits"], options["group_size"]
         return float(bits) + ((SCALE_BITS + bits) / group if group else 0.0)
+
+
+def check_kernel(kernel: str, context: LoadContext) -> None:
+    """Refuse a ``kernel`` whose GPTQModel class cannot run on the run's device or dtype."""
+    if kernel not in KERNEL_SUPPORT:
+        return
+    devices, dtypes = KERNEL_SUPPORT[kernel]
+    device = context.device.split(":")[0]
+    on_cpu = " or torch_fused on CPU" if device == "cpu" else ""
+    if devices is not None and device not in devices:
+        where = " or ".join(DEVICE_NAMES.get(d, d) for d in devices)
+        needs = "needs a CUDA GPU" if devices == ("cuda",) else f"runs on {where} only"
+        raise QevalError(
+            f"gptq: kernel={kernel} {needs} (this run is on {context.device}); "
+            f"use kernel=auto{on_cpu}."
+        )
+    dtype = str(_torch_dtype(context)).removeprefix("torch.")
+    if dtype not in dtypes:
+        raise QevalError(
+            f"gptq: kernel={kernel} computes in {' or '.join(dtypes)} only (this run is {dtype}); "
+            f"use dtype={dtypes[-1]}, or kernel=auto{on_cpu}."
+        )
+
+
+def _one_line(error: BaseException, *folders: Path) -> str:
+    """``error``'s text on one line, with qeval's internal folders left out."""
+    text = " ".join(str(error).split())
+    for folder in folders:
+        text = text.replace(str(folder), "<folder>")
+    return text
 
 
 def _check_context(context: LoadContext) -> None:
@@ -292,7 +369,7 @@ def _quantize_and_save(
     except QevalError:
         raise
     except Exception as error:
-        raise QevalError(f"gptq: GPTQModel failed: {error}") from error
+        raise QevalError(f"gptq: GPTQModel failed: {_one_line(error, folder.parent)}") from error
 
 
 def _keep_generation_config(checkpoint: str, folder: Path) -> None:
@@ -321,7 +398,8 @@ def _gptqmodel_output(work: Path):
 
     GPTQModel prints through a stdout logger (LogBar), shows tqdm bars on stderr and writes a
     per-layer log under ``./logs``: all go to ``work``. Its warnings are repeated once each
-    through logging.
+    through logging. Tokenicer's INFO lines are silenced meanwhile; the root logger's level (which
+    tokenicer's import sets to INFO) is restored after.
     """
     import os
     import sys
@@ -332,6 +410,7 @@ def _gptqmodel_output(work: Path):
     # ("requests 2 workers but parent 'cpu' only has 1"): at least 2, unless the user chose.
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, min(12, (os.cpu_count() or 1) // 2))))
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_quiet_loggers())
         log = stack.enter_context(open(log_path, "a", encoding="utf-8"))
         stack.enter_context(contextlib.redirect_stdout(log))
         stack.enter_context(contextlib.redirect_stderr(log))
@@ -350,6 +429,19 @@ def _gptqmodel_output(work: Path):
     _relay_warnings(log_path)
 
 
+@contextlib.contextmanager
+def _quiet_loggers():
+    """Tokenicer's logger at WARNING, and the root logger's level kept, for the ``with`` body."""
+    root, tokenicer = logging.getLogger(), logging.getLogger("tokenicer")
+    levels = root.level, tokenicer.level
+    tokenicer.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.setLevel(levels[0])
+        tokenicer.setLevel(levels[1])
+
+
 def _unbind_handlers(log: Any) -> None:
     """Point logging handlers created inside the redirect (a ``basicConfig`` run by an import)
     back at the real stderr, so they do not keep writing into the closed log file."""
@@ -366,11 +458,14 @@ _RELAYED: set[str] = set()
 
 
 def _relay_warnings(log_path: Path) -> None:
-    """Log each distinct ``WARN``/``ERROR`` line of GPTQModel's output once per process."""
+    """Log each distinct ``WARN``/``ERROR`` line of GPTQModel's output once per process, but
+    none that starts as an :data:`UNACTIONABLE` one."""
     for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
         level, _, message = line.strip().partition(" ")
         message = message.strip()
-        if level in ("WARN", "ERROR") and message and message not in _RELAYED:
+        if level not in ("WARN", "ERROR") or not message or message.startswith(UNACTIONABLE):
+            continue
+        if message not in _RELAYED:
             _RELAYED.add(message)
             logger.warning("gptq: GPTQModel: %s", message)
 

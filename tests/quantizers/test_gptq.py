@@ -329,3 +329,180 @@ def test_options_scheme_and_effective_bits():
     assert quantizer.scheme(act_order).weights == "int3 per-channel act-order asym"
     assert quantizer.scheme(act_order).kept == ("lm_head", "embeddings")
     assert quantizer.effective_bits(act_order) == 3.0
+
+
+def small_context(tmp_path, texts, tokenizer, checkpoint=MODEL, **given):
+    """Options and context of a 2 × 32-token calibration into ``tmp_path/cache``."""
+    calibration_file = tmp_path / "calibration.jsonl"
+    calibration_file.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[0]))
+    options = gptq_options(
+        calibration_file=str(calibration_file),
+        calibration_samples=2,
+        calibration_seqlen=32,
+        **given,
+    )
+    context = LoadContext(
+        dtype="float32",
+        checkpoint=str(checkpoint),
+        calibration=build_calibration(tokenizer, options),
+        cache_dir=str(tmp_path / "cache"),
+    )
+    return options, context
+
+
+def test_a_failure_after_quantizing_removes_the_work_folder(tmp_path, texts, tokenizer):
+    options, context = small_context(tmp_path, texts, tokenizer)
+    quantizer, seen = gptq.GptqQuantizer(), []
+
+    def failing_load(folder, options, context):  # the saved model is there, then loading fails
+        seen.append((Path(folder) / "model.safetensors").is_file())
+        raise KeyboardInterrupt
+
+    quantizer.load_quantized = failing_load
+    model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32)
+    with pytest.raises(KeyboardInterrupt):
+        quantizer.quantize(model, options, context)
+    assert seen == [True]
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_a_gptqmodel_failure_removes_the_work_folder(tmp_path, texts, tokenizer):
+    checkpoint = tmp_path / "broken"
+    checkpoint.mkdir()
+    for file in MODEL.iterdir():
+        if file.is_file():
+            (checkpoint / file.name).write_bytes(file.read_bytes())
+    (checkpoint / "model.safetensors").write_bytes(b"not a safetensors file")
+    options, context = small_context(tmp_path, texts, tokenizer, checkpoint)
+    model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32)
+    with pytest.raises(QevalError, match="gptq: GPTQModel failed") as caught:
+        gptq.GptqQuantizer().quantize(model, options, context)
+    assert "\n" not in str(caught.value) and "gptq-" not in str(caught.value)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+CPU_HINT = "use kernel=auto or torch_fused on CPU."
+HALF = "computes in float16 or bfloat16 only"
+
+
+@pytest.mark.parametrize(
+    ("kernel", "device", "dtype", "message"),
+    [
+        ("marlin", "cpu", "float32", f"needs a CUDA GPU (this run is on cpu); {CPU_HINT}"),
+        ("triton", "cpu", "bfloat16", f"needs a CUDA GPU (this run is on cpu); {CPU_HINT}"),
+        ("exllama_v2", "cpu", "float16", "needs a CUDA GPU"),
+        (
+            "torch_fused",
+            "cuda:0",
+            "bfloat16",
+            "runs on CPU or Intel XPU only (this run is on cuda:0)",
+        ),
+        (
+            "torch_aten",
+            "cuda",
+            "bfloat16",
+            "runs on CPU only (this run is on cuda); use kernel=auto.",
+        ),
+        (
+            "torch",
+            "cpu",
+            "float32",
+            f"{HALF} (this run is float32); use dtype=bfloat16, or kernel=",
+        ),
+        ("torch_aten", "cpu", "auto", f"{HALF} (this run is float32)"),  # auto on CPU: float32
+        (
+            "marlin",
+            "cuda",
+            "float32",
+            f"{HALF} (this run is float32); use dtype=bfloat16, or kernel=auto.",
+        ),
+    ],
+)
+def test_a_kernel_the_run_cannot_use_is_refused_before_loading(kernel, device, dtype, message):
+    context = LoadContext(device=device, dtype=dtype)
+    with pytest.raises(QevalError) as caught:
+        gptq.GptqQuantizer().load_kwargs(gptq_options(kernel=kernel), context)
+    assert str(caught.value).startswith(f"gptq: kernel={kernel} ")
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "device", "dtype"),
+    [
+        ("auto", "cpu", "float32"),
+        ("torch_fused", "cpu", "float32"),
+        ("torch", "cpu", "bfloat16"),
+        ("torch_aten", "cpu", "float16"),
+        ("marlin", "cuda:1", "bfloat16"),
+        ("torch", "cuda", "auto"),
+    ],
+)
+def test_a_kernel_the_run_can_use_is_accepted(kernel, device, dtype):
+    context = LoadContext(device=device, dtype=dtype)
+    assert gptq.GptqQuantizer().load_kwargs(gptq_options(kernel=kernel), context) == {}
+
+
+def test_kernel_support_table_matches_gptqmodel():
+    from gptqmodel.quantization import FORMAT, METHOD
+    from gptqmodel.utils.backend import BACKEND
+    from gptqmodel.utils.importer import get_kernel_for_backend
+
+    assert set(gptq.KERNEL_SUPPORT) == set(gptq.KERNELS) - {"auto"}
+    for kernel, (devices, dtypes) in gptq.KERNEL_SUPPORT.items():
+        cls = get_kernel_for_backend(BACKEND(f"gptq_{kernel}"), METHOD.GPTQ, FORMAT.GPTQ)
+        theirs = [device.value for device in cls.SUPPORTS_DEVICES]
+        assert (theirs == ["all"]) if devices is None else (tuple(theirs) == devices), kernel
+        assert {getattr(torch, d) for d in dtypes} == set(cls.SUPPORTS_DTYPES), kernel
+
+
+def test_quantize_and_cached_load_refuse_a_cuda_kernel_on_cpu_first(run, tmp_path):
+    options = dict(run["options"], kernel="marlin")
+    context = LoadContext(
+        device="cpu",
+        dtype="float32",
+        checkpoint=str(MODEL),
+        calibration=run["context"].calibration,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    unquantized = torch.nn.Linear(2, 2)
+    with pytest.raises(QevalError, match="kernel=marlin needs a CUDA GPU"):
+        gptq.GptqQuantizer().quantize(unquantized, options, context)
+    assert not (tmp_path / "cache").exists()  # refused before any work
+    assert unquantized.weight.device.type == "cpu"
+    folder = Path(getattr(run["model"], gptq.FOLDER_ATTRIBUTE))
+    with pytest.raises(QevalError, match="kernel=marlin needs a CUDA GPU") as caught:
+        gptq.GptqQuantizer().load_quantized(folder, options, context)
+    assert str(folder.parent) not in str(caught.value)
+
+
+def test_only_actionable_gptqmodel_warnings_reach_qevals_logger(run, tmp_path, monkeypatch, caplog):
+    import logging
+
+    monkeypatch.setattr(gptq, "_RELAYED", set())
+    work = Path(getattr(run["model"], gptq.FOLDER_ATTRIBUTE)).parent
+    real = (work / gptq.LOG_NAME).read_text()
+    assert "Calibration dataset size should be more than 256" in real  # 16 windows
+    log = tmp_path / gptq.LOG_NAME
+    log.write_text(
+        "WARN  Python GIL is enabled: Multi-gpu quant acceleration for MoE models is sub-optimal\n"
+        + real
+        + "WARN  Model config has no rope scaling: check it.\n"
+    )
+    with caplog.at_level(logging.WARNING):
+        gptq._relay_warnings(log)
+        gptq._relay_warnings(log)  # once per process
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        ("qeval", "gptq: GPTQModel: Model config has no rope scaling: check it.")
+    ]
+
+
+def test_tokenicer_info_is_silenced_during_gptqmodel_calls(run, caplog):
+    import logging
+
+    root, tokenicer = logging.getLogger(), logging.getLogger("tokenicer")
+    folder = Path(getattr(run["model"], gptq.FOLDER_ATTRIBUTE))
+    with caplog.at_level(logging.INFO):
+        levels = root.level, tokenicer.level
+        gptq.GptqQuantizer().load_quantized(folder, run["options"], run["context"])
+        assert (root.level, tokenicer.level) == levels  # restored
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("tokenicer")] == []
