@@ -156,6 +156,16 @@ def test_an_unchanged_entry_is_not_hashed_again(counting_rtn, monkeypatch):
     assert hashed == [] and len(calls(counting_rtn)) == 1
 
 
+def test_an_entry_without_its_metadata_is_warned_about_and_replaced(counting_rtn, caplog):
+    folder = Path(load().get_model_info()["qeval"]["quantized_cache"]["dir"])
+    folder.with_suffix(".json").unlink()
+    with caplog.at_level(logging.WARNING, logger="qeval"):
+        lm = load()
+    assert "has no valid metadata file" in caplog.text and len(calls(counting_rtn)) == 2
+    assert lm.get_model_info()["qeval"]["quantized_cache"]["reused"] is False
+    assert load().get_model_info()["qeval"]["quantized_cache"]["reused"] is True
+
+
 def test_an_extra_file_in_an_entry_makes_it_untrusted(counting_rtn, caplog):
     folder = Path(load().get_model_info()["qeval"]["quantized_cache"]["dir"])
     (folder / "modeling_evil.py").write_text("raise SystemExit('never run')\n")
