@@ -103,7 +103,7 @@ def plan_quantization(
         if name not in own and owners and name not in hf_params:
             valid = ", ".join(sorted(own)) or "none"
             raise QevalError(
-                f"option '{name}' belongs to quantizer {', '.join(owners)}, not "
+                f"option '{name}' belongs to {_quantizers(owners)}, not "
                 f"'{chosen.name}'; valid options of '{chosen.name}': {valid}."
             )
         if name not in own and not owners and name not in hf_params:
@@ -133,6 +133,13 @@ def plan_quantization(
     given_final = {name: options[name] for name in given}
     scheme = run_scheme(chosen, entry.plugin, options)  # a plugin's bad answer fails here, early
     return QuantizationPlan(requested, chosen, entry.plugin, options, given_final, scheme)
+
+
+def _quantizers(names: list[str]) -> str:
+    """``quantizer rtn``, ``quantizers gptq-sim and gptq``, ``quantizers a, b and c``."""
+    if len(names) == 1:
+        return f"quantizer {names[0]}"
+    return f"quantizers {', '.join(names[:-1])} and {names[-1]}"
 
 
 def refuse_near_miss(name: str, chosen: Quantizer, registry: Any) -> None:
