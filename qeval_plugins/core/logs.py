@@ -36,6 +36,9 @@ def quiet(noise: dict[str, tuple[str, int]]) -> None:
 # reports each CUDA-only extension it cannot load on this machine, and torch deprecates its enum
 # registration. Neither concerns a qeval run.
 MODEL_LOADING_NOISE = {
+    # bitsandbytes, imported by transformers for any bitsandbytes checkpoint, on AVX512-BF16 CPUs:
+    # an optional kernel from a hub (offline here)
+    "bitsandbytes.backends.cpu.ops": ("Failed to load CPU gemm_4bit_forward from kernels", 0),
     "torchao": ("Failed to load ", 0),
     "torch.utils._pytree": ("%s is an Enum subclass and is now natively supported", 0),
 }

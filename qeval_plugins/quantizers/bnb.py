@@ -33,8 +33,6 @@ def _compute_dtype(choice: str, context: LoadContext):
 
 # bitsandbytes log lines a qeval user cannot act on, by logger: (message prefix, times shown)
 _NOISE = {
-    # once per process, at import on AVX512-BF16 CPUs: an optional kernel from a hub (offline here)
-    "bitsandbytes.backends.cpu.ops": ("Failed to load CPU gemm_4bit_forward from kernels", 0),
     # once per int8 matmul (1,000+ lines per run): the first one says it all
     "bitsandbytes.autograd._functions": ("MatMul8bitLt: inputs will be cast", 1),
 }

@@ -429,6 +429,18 @@ def _gptqmodel_output(work: Path):
     _relay_warnings(log_path)
 
 
+def import_gptqmodel_quietly() -> None:
+    """Import gptqmodel with its banner and environment notes sent to a throw-away log, and its
+    console logger at WARNING: for checkpoints that transformers loads through GPTQModel
+    (``quantizer=prequantized``), whose kernel-selection and format notes are not a user's
+    concern. Its warnings still show; a ``gptq`` run sends all of its output to a log anyway."""
+    from logbar import LogBar
+
+    with tempfile.TemporaryDirectory() as work, _gptqmodel_output(Path(work)):
+        pass
+    LogBar.shared().setLevel(logging.WARNING)
+
+
 @contextlib.contextmanager
 def _quiet_loggers():
     """Tokenicer's logger at WARNING, and the root logger's level kept, for the ``with`` body."""

@@ -9,7 +9,13 @@ qeval records the config's method, bits and group size (the results' ``prequanti
 
 from __future__ import annotations
 
-from qeval_plugins import Quantizer, hookimpl
+import importlib.util
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from qeval_plugins import LoadContext, Quantizer, hookimpl
 
 
 class PrequantizedQuantizer(Quantizer):
@@ -18,6 +24,24 @@ class PrequantizedQuantizer(Quantizer):
     name = "prequantized"
     description = "a checkpoint saved already quantized (GPTQ, AWQ, bitsandbytes, ...), as it is"
     aliases = ("checkpoint",)
+
+    def load_kwargs(self, options: Mapping[str, Any], context: LoadContext) -> dict[str, Any]:
+        """Nothing to add; a GPTQ checkpoint's library is imported first, quietly (its banner
+        and kernel notes would otherwise fill the console)."""
+        if _quant_method(context.checkpoint) == "gptq" and importlib.util.find_spec("gptqmodel"):
+            from qeval_plugins.quantizers.gptq import import_gptqmodel_quietly
+
+            import_gptqmodel_quietly()
+        return {}
+
+
+def _quant_method(checkpoint: str | None) -> str | None:
+    """``quantization_config.quant_method`` of a local checkpoint's config.json, if readable."""
+    try:
+        config = json.loads((Path(checkpoint or "") / "config.json").read_text(encoding="utf-8"))
+        return config["quantization_config"]["quant_method"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @hookimpl

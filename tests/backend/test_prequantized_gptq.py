@@ -19,6 +19,7 @@ pytest.importorskip(
 pytest.importorskip("optimum", reason="transformers loads GPTQ checkpoints through optimum")
 
 CALIBRATION = "calibration_samples=16,calibration_seqlen=128"
+SMALL = {"calibration_samples": 16, "calibration_seqlen": 128}
 
 
 @pytest.mark.slow
@@ -56,3 +57,25 @@ def test_a_gptq_checkpoint_measures_what_quantizing_its_base_measured(tmp_path, 
     runs, _ = load_runs([str(tmp_path / "run")])
     assert [run.label for run in runs] == ["prequantized (gptq int4 g128 qeval-tiny-gptq)"]
     assert [run.model for run in runs] == ["qeval-tiny"]  # compared with its base model's runs
+
+
+@pytest.mark.slow
+def test_loading_a_gptq_checkpoint_keeps_gptqmodel_quiet(tmp_path):
+    """GPTQModel printed an ASCII-art banner, environment notes and kernel-selection lines."""
+    import subprocess
+    import sys
+
+    from qeval_plugins.backend.lm import QevalLM
+
+    lm = QevalLM(pretrained="qeval-tiny", quantizer="gptq", device="cpu", **SMALL)
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(lm.get_model_info()["qeval"]["quantized_cache"]["dir"], checkpoint)
+    code = (
+        "from qeval_plugins.backend.lm import QevalLM; "
+        f"QevalLM(pretrained={str(checkpoint)!r}, quantizer='prequantized', device='cpu')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = result.stdout + result.stderr
+    for noise in ("GPT-QModel", "Kernel: selected", "Python GIL", "Auto setting"):
+        assert noise not in printed, noise
