@@ -107,6 +107,33 @@ def evaluate(model_args: str, tasks: list[str], tasks_dir: Path, limit: int = 2)
     )
 
 
+def unpack_gptq_int4(folder: Path) -> dict[str, tuple]:
+    """A GPTQ (auto-gptq "v1") 4-bit checkpoint's layers, read without GPTQModel: per layer
+    ``(codes [in, out], zeros [G, out], scales [G, out] float64, g_idx [in])``.
+
+    ``qweight`` ``[in/8, out]`` and ``qzeros`` ``[G, out/8]`` hold 8 codes per int32, low bits
+    first; v1 stores zero points minus one (returned here plus one), so
+    ``W[o, i] = scales[g, o] · (codes[i, o] − zeros[g, o])`` with ``g = g_idx[i]``.
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(folder / "model.safetensors"))
+    shifts = torch.arange(8, dtype=torch.int64) * 4
+    layers = {}
+    for key in tensors:
+        if not key.endswith(".qweight"):
+            continue
+        name = key.removesuffix(".qweight")
+        qweight = tensors[key].to(torch.int64) & 0xFFFFFFFF
+        codes = ((qweight.unsqueeze(1) >> shifts.view(1, -1, 1)) & 15).reshape(-1, qweight.shape[1])
+        qzeros = tensors[f"{name}.qzeros"].to(torch.int64) & 0xFFFFFFFF
+        zeros = ((qzeros.unsqueeze(2) >> shifts.view(1, 1, -1)) & 15).reshape(qzeros.shape[0], -1)
+        scales = tensors[f"{name}.scales"].double()
+        layers[name] = (codes, zeros + 1, scales, tensors[f"{name}.g_idx"].long())
+    return layers
+
+
 def only_qeval_group(monkeypatch, points: list) -> None:
     """Answer ``entry_points(group="qeval")`` with ``points``; every other group as installed.
 

@@ -13,13 +13,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import unpack_gptq_int4
 
 pytest.importorskip(
     "gptqmodel", reason="the gptq quantizer needs GPTQModel: pip install 'qeval[gptq]'"
 )
 
 import torch
-from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from qeval_plugins import LoadContext, QevalError
@@ -197,22 +197,10 @@ def test_generation_config_of_the_checkpoint_is_kept(run, held_out):
 
 
 def independent_dense_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """``W[o, i] = scales[g, o] · (q[i, o] − (z[g, o] + 1))``, g = g_idx[i], from the saved
-    file (GPTQ "v1" layout: zero points stored minus one; 4-bit codes, 8 per int32, low first)."""
-    tensors = load_file(str(folder / "model.safetensors"))
+    """``W[o, i] = scales[g, o] · (q[i, o] − z[g, o])``, g = g_idx[i], from the saved file."""
     dense = {}
-    shifts = torch.arange(8, dtype=torch.int64) * 4
-    for key in tensors:
-        if not key.endswith(".qweight"):
-            continue
-        name = key.removesuffix(".qweight")
-        qweight = tensors[key].to(torch.int64) & 0xFFFFFFFF
-        codes = ((qweight.unsqueeze(1) >> shifts.view(1, -1, 1)) & 15).reshape(-1, qweight.shape[1])
-        qzeros = tensors[f"{name}.qzeros"].to(torch.int64) & 0xFFFFFFFF
-        zeros = ((qzeros.unsqueeze(2) >> shifts.view(1, 1, -1)) & 15).reshape(qzeros.shape[0], -1)
-        groups = tensors[f"{name}.g_idx"].long()
-        scales = tensors[f"{name}.scales"].double()
-        dense[name] = (scales[groups] * (codes - zeros[groups] - 1).double()).t()
+    for name, (codes, zeros, scales, groups) in unpack_gptq_int4(folder).items():
+        dense[name] = (scales[groups] * (codes - zeros[groups]).double()).t()
     return dense
 
 

@@ -37,13 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import unpack_gptq_int4
 
 pytest.importorskip(
     "gptqmodel", reason="comparing with GPTQModel needs it installed: pip install 'qeval[gptq]'"
 )
 
 import torch
-from safetensors.torch import load_file
 
 import qeval_plugins
 from qeval_plugins import LoadContext
@@ -154,22 +154,11 @@ def sim_run(base, context):
 
 
 def unpack(folder: Path) -> dict[str, Quantized]:
-    """GPTQModel's saved layers: 4-bit codes 8 per int32 (low bits first), ``qweight``
-    ``[in/8, out]``, ``qzeros`` ``[G, out/8]`` stored minus one (GPTQ "v1"), fp16 ``scales``
-    ``[G, out]``."""
-    tensors = load_file(str(folder / "model.safetensors"))
-    shifts = torch.arange(8, dtype=torch.int64) * 4
+    """GPTQModel's saved layers (:func:`conftest.unpack_gptq_int4`) in ``[out, in]`` layout,
+    with their dense float32 weights (no act-order here: ``g_idx`` is ``i // group``)."""
     layers = {}
-    for key in tensors:
-        if not key.endswith(".qweight"):
-            continue
-        name = key.removesuffix(".qweight")
-        qweight = tensors[key].to(torch.int64) & 0xFFFFFFFF
-        codes = ((qweight.unsqueeze(1) >> shifts.view(1, -1, 1)) & 15).reshape(-1, qweight.shape[1])
-        qzeros = tensors[f"{name}.qzeros"].to(torch.int64) & 0xFFFFFFFF
-        zeros = ((qzeros.unsqueeze(2) >> shifts.view(1, 1, -1)) & 15).reshape(qzeros.shape[0], -1)
-        scales = tensors[f"{name}.scales"].to(torch.float32).t()
-        codes, zeros = codes.t(), zeros.t() + 1
+    for name, (codes, zeros, scales, _) in unpack_gptq_int4(folder).items():
+        codes, zeros, scales = codes.t(), zeros.t(), scales.to(torch.float32).t()
         weight = (codes - per_column(zeros)).to(torch.float32) * per_column(scales)
         layers[name] = Quantized(weight, codes, zeros, scales)
     return layers
