@@ -55,13 +55,14 @@ def resolve_pretrained(pretrained: str) -> str:
     return name
 
 
-def local_folder(model: str, revision: str | None) -> str:
-    """A local folder as it is; a hub id's folder in the local hub cache (never downloads)."""
+def local_folder(model: str, revision: str | None, download: bool = False) -> str:
+    """A local folder as it is; a hub id's folder in the local hub cache (downloaded first only
+    with ``download``, and never when ``HF_HUB_OFFLINE`` is set)."""
     if Path(model).is_dir():
         return model
     from huggingface_hub import snapshot_download
 
-    return snapshot_download(model, revision=revision, local_files_only=True)
+    return snapshot_download(model, revision=revision, local_files_only=not download)
 
 
 def _tensor_headers(model_dir: str):

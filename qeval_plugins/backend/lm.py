@@ -287,7 +287,14 @@ class QevalLM(HFLM):
         """Local folder of the reference model's files (:attr:`reference_name`)."""
         if self._qeval_reference is None:
             return self.checkpoint_dir()
-        return local_folder(self._qeval_reference, None)
+        try:  # a hub id not loaded before: fetched (its weights are about to be loaded anyway)
+            return local_folder(self._qeval_reference, None, download=True)
+        except Exception as error:  # the hub library's errors have no common base
+            raise QevalError(
+                f"reference={self._qeval_reference}: its files cannot be found here or fetched "
+                f"({type(error).__name__}); give a local model folder, or a hub id with network "
+                f"access."
+            ) from None
 
     def get_model_info(self) -> dict:
         """lm-eval's model info plus the ``qeval`` block (quantizer, options, plugin, sizes)."""
