@@ -5,7 +5,8 @@ Public API for plugin authors:
 * :data:`hookimpl` — decorate your hook implementations with it;
 * :class:`Quantizer`, :class:`Option`, :class:`LoadContext`, :class:`Scheme` — the quantizer
   contract; :data:`CALIBRATION_OPTIONS` and :class:`CalibrationSet` for methods that calibrate,
-  :func:`decoder_layers` to walk a model's decoder blocks;
+  :func:`decoder_layers` to walk a model's decoder blocks, and qeval's number formats
+  (:data:`FORMATS`, :func:`quantize_dequantize`) for simulating them on any tensor;
 * :class:`QevalError` — the one error class users see.
 
 The names are resolved lazily: importing this package (which every interpreter of the
@@ -20,6 +21,8 @@ _PUBLIC = {
     "CalibrationSet": "qeval_plugins.core.calibration",
     "QevalError": "qeval_plugins.core.errors",
     "decoder_layers": "qeval_plugins.core.model_parts",
+    "FORMATS": "qeval_plugins.quantizers.rtn_formats",
+    "quantize_dequantize": "qeval_plugins.quantizers.rtn_formats",
     "Option": "qeval_plugins.core.options",
     "LoadContext": "qeval_plugins.core.quantizer",
     "Quantizer": "qeval_plugins.core.quantizer",

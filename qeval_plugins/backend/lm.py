@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
+from qeval_plugins.backend import kv_cache
 from qeval_plugins.backend.checkpoints import (
     DEFAULT_MODEL,
     checked_quantization,
@@ -70,6 +71,7 @@ class QevalLM(HFLM):
                 "--model qeval loads and quantizes the model itself: pass pretrained= a path or "
                 "hub id, not a model object."
             )
+        kv = kv_cache.take_kv_cache(kwargs)  # before the plan: it refuses model_args it misreads
         plan = plan_quantization(quantizer, kwargs, _HFLM_PARAMS, kwargs.get("device"))
         max_size()  # a bad QEVAL_CACHE_MAX_SIZE is one line now, not after quantizing
         self._qeval_plan = plan
@@ -79,6 +81,8 @@ class QevalLM(HFLM):
         prequantized = checked_quantization(pretrained, plan.quantizer.name, kwargs.get("revision"))
         plan.measured["prequantized"] = prequantized
         plan.measured["reference"] = self._qeval_reference
+        plan.measured["kv_cache"] = kv.record() if kv else None
+        self._qeval_kv = kv
         if prequantized:
             plan.scheme = checkpoint_scheme(prequantized).record()
         self._qeval_quantized = QuantizedCache(plan)
@@ -133,6 +137,7 @@ class QevalLM(HFLM):
         cached = self._qeval_quantized.load(context, lambda path: self._load_folder(path, dtype))
         if cached is not None:
             self._model = cached
+            kv_cache.attach(self._model, self._qeval_kv)
             if first:
                 loaded = time.perf_counter()
                 self._measure(pretrained, dtype, started, loaded, loaded)
@@ -150,6 +155,7 @@ class QevalLM(HFLM):
         self._model = run_quantize(plan.quantizer, plan.plugin, self._model, plan.options, context)
         done = time.perf_counter()
         self._qeval_quantized.save(self._model, context, done - started)
+        kv_cache.attach(self._model, self._qeval_kv)
         if first:
             self._measure(pretrained, dtype, started, loaded, done)
 
@@ -262,7 +268,8 @@ class QevalLM(HFLM):
         """
         self.require_reference()
         if self._qeval_plan.quantizer.name == "none" and self._qeval_reference is None:
-            return work(self.model)
+            with kv_cache.detached(self.model) as reference:
+                return work(reference)
         args = self._qeval_load_args
         # HFLM passes the checkpoint's own quantization_config on: never to the reference
         reference_kwargs = {**args["kwargs"], "quantization_config": None}

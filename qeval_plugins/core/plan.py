@@ -17,6 +17,11 @@ from qeval_plugins.core.registry import (
 )
 from qeval_plugins.core.specs import format_spec, parse_spec
 
+# model_args the qeval backend itself takes besides pretrained and quantizer: the unquantized
+# reference, and the KV-cache quantization of generations (qeval_plugins.backend.kv_cache)
+KV_CACHE_ARGS = ("kv_cache", "kv_bits", "kv_format", "kv_group_size", "kv_residual_length")
+BACKEND_ARGS = ("reference", *KV_CACHE_ARGS)
+
 # model_args of lm-eval's hf backend that quantize at load time; qeval does that through plugins.
 HF_QUANTIZATION_ARGS = (
     "load_in_4bit",
@@ -149,7 +154,7 @@ def refuse_near_miss(name: str, chosen: Quantizer, registry: Any) -> None:
     refused there only after the model loaded, or ignored, and the run would silently use the
     defaults. Near: :func:`~.errors.near_miss`.
     """
-    known = {"quantizer", "pretrained"} | {
+    known = {"quantizer", "pretrained", *BACKEND_ARGS} | {
         option.name for entry in registry.all() for option in entry.quantizer.options
     }
     intended = near_miss(name, known)

@@ -22,7 +22,7 @@ from qeval_plugins.report.values import as_mapping, is_given, scalar_text
 
 def run_label(run: Run) -> str:
     """``spec`` of the qeval block, else quantizer + given options, else backend + dtype; then
-    :func:`prequantized_note` (``none (prequantized bitsandbytes)``)."""
+    :func:`notes` (``none (prequantized bitsandbytes)``, ``rtn [kv int4 g64 r128 (sim)]``)."""
     args = model_args(run.config)
     if run.is_qeval:
         spec = run.qeval.get("spec")
@@ -30,9 +30,18 @@ def run_label(run: Run) -> str:
             options = as_mapping(run.qeval.get("options"))
             name = scalar_text(run.qeval.get("quantizer")) or scalar_text(args.get("quantizer"))
             spec = spec_text(name or "none", {key: args[key] for key in options if key in args})
-        return spec + prequantized_note(run)
+        return spec + notes(run)
     keys = ("dtype", *HF_QUANTIZATION_ARGS)
     return spec_text(run.backend, {key: args[key] for key in keys if is_given(args.get(key))})
+
+
+def notes(run: Run) -> str:
+    """What a qeval run's label adds to its spec: :func:`prequantized_note`, then the KV-cache
+    quantization of its generations (`` [kv int4 g64 r128 (sim)]``), which is set by model_args,
+    not by the spec."""
+    kv_cache = as_mapping(run.qeval.get("kv_cache")).get("describe")
+    kv = f" [kv {str(kv_cache)[:60]}]" if isinstance(kv_cache, str) and kv_cache else ""
+    return prequantized_note(run) + kv
 
 
 def prequantized_note(run: Run) -> str:
@@ -88,7 +97,7 @@ def matches_spec(run: Run, spec: str, any_options: bool = False) -> bool:
     """Whether ``spec`` names ``run``: its name is the label's, the quantizer or one of its
     aliases, and its options are the label's (in any order; any options if ``any_options``)."""
     name, options = _split_spec(spec)
-    label_name, label_options = _split_spec(run.label.removesuffix(prequantized_note(run)))
+    label_name, label_options = _split_spec(run.label.removesuffix(notes(run)))
     names = {label_name, run.quantizer, scalar_text(run.qeval.get("requested_as")), *aliases(run)}
     return name in names and (any_options or options == label_options)
 

@@ -1,0 +1,119 @@
+"""KV-cache quantization of generations (``kv_cache=sim|quanto|hqq`` model_args)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from qeval_plugins.core.errors import QevalError
+
+PROMPT = "The keeper of the lighthouse"
+
+
+def load(**model_args):
+    from qeval_plugins.backend.lm import QevalLM
+
+    return QevalLM(pretrained="qeval-tiny", quantizer="none", device="cpu", **model_args)
+
+
+def greedy(model, lm, tokens: int = 24) -> list[int]:
+    ids = torch.tensor([lm.tok_encode(PROMPT)])
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=tokens, do_sample=False)
+    return out[0, ids.shape[1] :].tolist()
+
+
+def test_the_simulated_cache_stores_what_rtn_int_rounding_gives():
+    """Independent check: symmetric per-token int4 over groups of the head dimension (32 here),
+    scale = absmax / 7, as written out by hand."""
+    from qeval_plugins.backend.kv_cache import KvCache, new_cache
+
+    settings = KvCache("sim", 4, "int", 64, residual_length=0)
+    lm = load()
+    cache = new_cache(settings, lm.model.config)
+    torch.manual_seed(0)
+    keys, values = torch.randn(1, 2, 10, 32), torch.randn(1, 2, 10, 32)
+    cache.layers[0].update(keys, values)  # the prompt: stored quantized, returned as it is
+    step_k, step_v = torch.randn(1, 2, 1, 32), torch.randn(1, 2, 1, 32)
+    got_k, got_v = cache.layers[0].update(step_k, step_v)
+
+    def by_hand(x):
+        scale = x.abs().amax(dim=-1, keepdim=True) / 7
+        return torch.clamp(torch.round(x / scale), -7, 7) * scale
+
+    torch.testing.assert_close(got_k[:, :, :10], by_hand(keys))
+    torch.testing.assert_close(got_v[:, :, :10], by_hand(values))
+    torch.testing.assert_close(got_k[:, :, 10:], step_k)  # the newest token stays exact
+
+
+def test_generations_change_with_the_kv_bits_and_the_reference_never_does():
+    plain = load()
+    expected = greedy(plain.model, plain)
+    # measured over 24 tokens: int8 keeps all, int4 25 of 40 with no full-precision window
+    assert greedy(load(kv_cache="sim", kv_bits=8).model, plain) == expected
+    coarse = load(kv_cache="sim", kv_bits=2, kv_residual_length=0)
+    assert greedy(coarse.model, coarse) != expected
+    assert coarse.on_reference_model(lambda model: greedy(model, coarse)) == expected
+    assert greedy(coarse.model, coarse) != expected  # still quantized after the reload
+    block = coarse.get_model_info()["qeval"]["kv_cache"]
+    assert (
+        block["describe"] == "int2 g64 r0 (sim)"
+        and plain.get_model_info()["qeval"]["kv_cache"] is None
+    )
+
+
+def test_scoring_is_unchanged():
+    """Loglikelihoods run without a cache: KV quantization must not touch them."""
+    ids = torch.tensor([[0, 5, 17, 99, 400]])
+    with torch.no_grad():
+        assert torch.equal(
+            load().model(ids).logits, load(kv_cache="sim", kv_bits=2).model(ids).logits
+        )
+
+
+@pytest.mark.parametrize(
+    ("model_args", "message"),
+    [
+        ({"kv_bits": 4}, "kv_bits needs kv_cache=sim, quanto or hqq"),
+        ({"kv_cache": "smi"}, "Did you mean 'sim'"),
+        ({"kv_cache": "sim", "kv_format": "fp9"}, "kv_format=fp9 is not an rtn format"),
+        ({"kv_cache": "sim", "kv_format": "mxfp4", "kv_bits": 4}, "has fixed bits; drop kv_bits"),
+        ({"kv_cache": "sim", "kv_bits": 9}, "kv_bits must be a whole number from 1 to 8"),
+        ({"kv_cache": "sim", "kv_group_size": 24}, "does not divide the model's head dimension 32"),
+        ({"kv_cache": "quanto", "kv_bits": 3}, "stores 2 or 4 bits"),
+        ({"kv_cahce": "sim"}, "Did you mean 'kv_cache'"),
+    ],
+)
+def test_bad_kv_settings_are_one_line(model_args, message):
+    with pytest.raises(QevalError, match=message) as error:
+        load(**model_args)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("optimum") is None
+    or importlib.util.find_spec("optimum.quanto") is None,
+    reason="kv_cache=quanto needs optimum-quanto: pip install optimum-quanto",
+)
+def test_transformers_quanto_cache_is_used_as_it_is():
+    lm = load(kv_cache="quanto", kv_bits=2, kv_residual_length=0)
+    assert len(greedy(lm.model, lm)) == 24
+
+
+def test_the_report_labels_runs_by_their_kv_cache(tmp_path):
+    from qeval_plugins.report.load import load_runs
+
+    data = {
+        "results": {"qeval_demo_facts": {"acc,none": 0.5, "acc_stderr,none": 0.1}},
+        "config": {
+            "model": "qeval",
+            "model_args": {"pretrained": "qeval-tiny", "quantizer": "rtn"},
+            "qeval": {"quantizer": "rtn", "spec": "rtn", "kv_cache": {"describe": "int4 g64"}},
+        },
+    }
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    runs, _ = load_runs([str(tmp_path)])
+    assert [run.label for run in runs] == ["rtn [kv int4 g64]"]
