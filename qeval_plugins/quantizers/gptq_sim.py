@@ -5,15 +5,23 @@ two compare at equal number format: each decoder block's linear weights are roun
 column with GPTQ (:mod:`~qeval_plugins.quantizers.gptq_solver`) on Hessians of the layers' own
 inputs over qeval's calibration windows (:mod:`~qeval_plugins.quantizers.layer_inputs`), and
 kept in the model's dtype. ``lm_head`` and the embeddings are left unquantized.
+
+Activation options (``act_format``, ``smooth``, ... as on ``rtn``): SmoothQuant is folded in
+before GPTQ (which then calibrates on the smoothed model), activations are quantized only after
+every weight is done, so GPTQ's Hessians see unquantized activations. The cached model holds the
+weights; its activation hooks (and static scales, measured again on the same windows) are put
+back when it is loaded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from qeval_plugins import LoadContext, Option, QevalError, Scheme, hookimpl
 from qeval_plugins.core.calibration import CALIBRATION_OPTIONS
+from qeval_plugins.quantizers.activations import ACT_OPTIONS
 from qeval_plugins.quantizers.rtn import FORMAT_OPTIONS, RtnQuantizer
 
 UNQUANTIZED = {"include_lm_head": False, "include_embeddings": False}
@@ -39,14 +47,17 @@ class GptqSimQuantizer(RtnQuantizer):
             maximum=1.0,
         ),
         Option("act_order", bool, False, "quantize columns by descending Hessian diagonal"),
+        *ACT_OPTIONS,
         *CALIBRATION_OPTIONS,
     )
 
     def quantize(self, model: Any, options: Mapping[str, Any], context: LoadContext) -> Any:
         from tqdm.auto import tqdm
 
+        from qeval_plugins.quantizers.activations import attach_activation_hooks
         from qeval_plugins.quantizers.layer_inputs import decoder_linears, quantize_blocks
         from qeval_plugins.quantizers.rtn_formats import group_length
+        from qeval_plugins.quantizers.smoothquant import smooth_model
 
         if context.calibration is None:
             raise QevalError(
@@ -64,6 +75,8 @@ class GptqSimQuantizer(RtnQuantizer):
                 group_length(options["format"], options["group_size"], module.in_features)
             except ValueError as error:
                 raise QevalError(f"{self.name}: layer '{name}': {error}") from error
+        if options["smooth"]:
+            smooth_model(model, dict(linears), context.calibration.input_ids, options["smooth"])
         quantize_blocks(
             model,
             context.calibration.input_ids,
@@ -75,6 +88,25 @@ class GptqSimQuantizer(RtnQuantizer):
                 disable=len(linears) < 64,
             ),
         )
+        attach_activation_hooks(model, dict(linears), options, context.calibration.input_ids)
+        return model
+
+    def load_quantized(self, folder: Path, options: Mapping[str, Any], context: LoadContext) -> Any:
+        """None (qeval loads the cached weights) without activation quantization; with it, the
+        cached model loaded here with its activation hooks put back (static scales measured
+        again on ``context.calibration``)."""
+        if options["act_format"] == "none":
+            return None
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from qeval_plugins.quantizers.activations import attach_activation_hooks
+        from qeval_plugins.quantizers.layer_inputs import decoder_linears
+
+        dtype = getattr(torch, context.dtype) if context.dtype != "auto" else "auto"
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(context.device).eval()
+        ids = context.calibration.input_ids if context.calibration is not None else None
+        attach_activation_hooks(model, dict(decoder_linears(model)), options, ids)
         return model
 
     def _solver(self, options: Mapping[str, Any]):

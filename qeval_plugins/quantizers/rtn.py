@@ -3,7 +3,11 @@
 Simulated ("fake") quantization: every selected weight is replaced by its quantized-then-
 dequantized value and kept in the model's dtype, so task scores are those of the quantized
 weights while memory and speed stay those of the original model. The formats, scales and
-rounding rules are in :mod:`qeval_plugins.quantizers.rtn_formats`.
+rounding rules are in :mod:`qeval_plugins.quantizers.rtn_formats`. The ``act_*`` options
+quantize the quantized linears' inputs too (:mod:`~qeval_plugins.quantizers.activations`), with
+SmoothQuant (``smooth``, :mod:`~qeval_plugins.quantizers.smoothquant`) folded in first; only
+they read the calibration options (rtn is not ``calibrated``: it builds the windows itself from
+the run's tokenizer when ``act_granularity=tensor`` or ``smooth`` asks for them).
 """
 
 from __future__ import annotations
@@ -12,6 +16,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from qeval_plugins import LoadContext, Option, QevalError, Quantizer, Scheme, hookimpl
+from qeval_plugins.core.calibration import CALIBRATION_OPTIONS
+from qeval_plugins.quantizers.activations import (
+    ACT_OPTIONS,
+    activation_scheme,
+    finalize_activation_options,
+)
 
 # Format name -> bits per element (None: set by the bits option). Kept in step with
 # rtn_formats.FORMATS (a test checks it); listed here so registering does not import torch.
@@ -57,10 +67,13 @@ class RtnQuantizer(Quantizer):
         *FORMAT_OPTIONS,
         Option("include_lm_head", bool, False, "also quantize the output projection"),
         Option("include_embeddings", bool, False, "also quantize the input embeddings"),
+        *ACT_OPTIONS,
+        *CALIBRATION_OPTIONS,  # read only by act_granularity=tensor and smooth=
     )
 
     def finalize_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        """Fixed formats imply their bits; MX formats imply blocks of 32."""
+        """Fixed formats imply their bits; MX formats imply blocks of 32 (weights and
+        activations alike)."""
         fmt = options["format"]
         if fmt != "int" and not options["symmetric"]:
             raise QevalError(f"{self.name}: symmetric=false applies to format=int only, not {fmt}.")
@@ -71,7 +84,7 @@ class RtnQuantizer(Quantizer):
                 f"{self.name}: MX formats use blocks of {MX_BLOCK}; "
                 f"drop group_size= for format={fmt}."
             )
-        final = dict(options)
+        final = finalize_activation_options(self.name, options)
         if fmt != "int":
             final["bits"] = FORMAT_BITS[fmt]
         if fmt.startswith("mx"):
@@ -86,6 +99,7 @@ class RtnQuantizer(Quantizer):
 
         fmt = options["format"]
         targets = list(_target_modules(model, options))
+        ids = _smooth(model, dict(targets), options, context, self.name)
         with torch.no_grad():
             for name, module in tqdm(
                 targets, desc=f"rtn {fmt}: quantizing", unit="layer", disable=len(targets) < 64
@@ -100,6 +114,7 @@ class RtnQuantizer(Quantizer):
                     )
                 except ValueError as error:
                     raise QevalError(f"rtn: layer '{name}': {error}") from error
+        _attach(model, dict(targets), options, ids)
         return model
 
     def scheme(self, options: Mapping[str, Any]) -> Scheme:
@@ -112,7 +127,7 @@ class RtnQuantizer(Quantizer):
         if not options["symmetric"]:
             weights += " asym"
         kept = [part for part in ("lm_head", "embeddings") if not options[f"include_{part}"]]
-        return Scheme(weights=weights, kept=tuple(kept))
+        return Scheme(weights=weights, activations=activation_scheme(options), kept=tuple(kept))
 
     def effective_bits(self, options: Mapping[str, Any]) -> float:
         from qeval_plugins.quantizers.rtn_formats import effective_bits
@@ -123,6 +138,29 @@ class RtnQuantizer(Quantizer):
             options["group_size"],
             symmetric=options["symmetric"],
         )
+
+
+def _smooth(model: Any, targets: dict, options: Mapping[str, Any], context, who: str):
+    """SmoothQuant on the targets when ``smooth`` > 0 (before any weight is rounded); the
+    calibration windows if the activation options read them, else None."""
+    from qeval_plugins.quantizers import activations
+
+    if not activations.needs_calibration(options):
+        return None
+    ids = activations.calibration_ids(model, context, options, who)
+    if options["smooth"]:
+        from qeval_plugins.quantizers.smoothquant import smooth_model
+
+        smooth_model(model, activations.linear_map(targets.items()), ids, options["smooth"])
+    return ids
+
+
+def _attach(model: Any, targets: dict, options: Mapping[str, Any], ids: Any) -> None:
+    """Quantize the target linears' inputs from now on (static scales measured on ``ids``)."""
+    from qeval_plugins.quantizers import activations
+
+    linears = activations.linear_map(targets.items())
+    activations.attach_activation_hooks(model, linears, options, ids)
 
 
 def _target_modules(model: Any, options: Mapping[str, Any]):
