@@ -38,6 +38,7 @@ BUILTIN_PLUGINS = (
     "qeval_plugins.quantizers.rtn",
     "qeval_plugins.quantizers.gptq_sim",
     "qeval_plugins.quantizers.gptq",
+    "qeval_plugins.quantizers.torchao",
     "qeval_plugins.quantizers.hqq",
 )
 
