@@ -123,25 +123,9 @@ def build_model(args, device: str, dtype):
 
 def random_calibration(args):
     """A CalibrationSet of ``samples`` × ``seqlen`` uniform random token ids (seed 0)."""
-    import hashlib
+    from qeval_plugins.core.calibration import random_windows
 
-    import torch
-
-    from qeval_plugins.core.calibration import CalibrationSet
-
-    generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, args.vocab, (args.samples, args.seqlen), generator=generator)
-    return CalibrationSet(
-        source="random",
-        file_sha256="",
-        tokens_sha256=hashlib.sha256(ids.numpy().astype("<i8").tobytes()).hexdigest(),
-        samples=args.samples,
-        seqlen=args.seqlen,
-        seed=0,
-        stream_tokens=ids.numel(),
-        texts=(),
-        input_ids=ids,
-    )
+    return random_windows(args.vocab, args.samples, args.seqlen)
 
 
 def final_options(quantizer, given: dict) -> dict:

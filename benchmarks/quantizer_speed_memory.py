@@ -28,6 +28,7 @@ import gc
 import json
 import math
 import resource
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -62,7 +63,9 @@ PRESETS = {
         vocab_size=4096,
     ),
 }
-DEFAULT_SPECS = "none,bnb-int8,bnb-nf4,bnb-nf4-dq,bnb-fp4,bnb-fp4-dq,rtn:bits=4"
+DEFAULT_SPECS = (
+    "none,bnb-int8,bnb-nf4,bnb-nf4-dq,bnb-fp4,bnb-fp4-dq,rtn:bits=4,gptq-sim:bits=4,gptq:bits=4"
+)
 
 
 def build_checkpoint(preset: str, directory: Path) -> Path:
@@ -73,6 +76,11 @@ def build_checkpoint(preset: str, directory: Path) -> Path:
     with torch.device("cpu"):
         model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(directory, safe_serialization=True)
+    # GPTQModel loads a tokenizer from the checkpoint (the windows are token ids, made here)
+    from qeval_plugins.backend.checkpoints import EMBEDDED_MODELS
+
+    for file in EMBEDDED_MODELS["qeval-tiny"].glob("tokenizer*"):
+        shutil.copy(file, directory / file.name)
     del model
     gc.collect()
     return directory
@@ -87,6 +95,26 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def load_context(plan, checkpoint: Path, device: str, args):
+    """What the backend gives a quantizer; calibrated ones get ``--calibration`` random windows
+    (a random-init model has no language to calibrate on) and a temporary cache folder."""
+    from qeval_plugins.core.calibration import random_windows
+    from qeval_plugins.core.quantizer import LoadContext
+
+    samples, seqlen = args.calibration
+    calibration = None
+    if plan.quantizer.calibrated:
+        vocab = json.loads((checkpoint / "config.json").read_text())["vocab_size"]
+        calibration = random_windows(vocab, samples, seqlen)
+    return LoadContext(
+        device=device,
+        dtype="bfloat16",
+        checkpoint=str(checkpoint),
+        calibration=calibration,
+        cache_dir=tempfile.mkdtemp(prefix="qeval-bench-"),
+    )
+
+
 def measure(spec: str, checkpoint: Path, device: str, args) -> dict:
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM
@@ -98,7 +126,7 @@ def measure(spec: str, checkpoint: Path, device: str, args) -> dict:
 
     plan = check_spec(spec, device)
     quantizer = plan.quantizer
-    context = plan.context(device, "bfloat16")
+    context = load_context(plan, checkpoint, device, args)
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -177,6 +205,14 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument(
+        "--calibration",
+        type=int,
+        nargs=2,
+        default=(32, 512),
+        metavar=("SAMPLES", "SEQLEN"),
+        help="random calibration windows for calibrated quantizers (default: 32 512)",
+    )
     args = parser.parse_args()
 
     rows = []

@@ -160,3 +160,23 @@ def build_calibration(tokenizer: Any, options: dict[str, Any]) -> CalibrationSet
         texts=tuple(passages),
         input_ids=windows,
     )
+
+
+def random_windows(vocab_size: int, samples: int, seqlen: int, seed: int = 0) -> CalibrationSet:
+    """``samples`` × ``seqlen`` uniform random token ids: calibration for benchmarks on random-init
+    models, which have no tokenizer and no language to calibrate on (source ``random``)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    windows = torch.randint(0, vocab_size, (samples, seqlen), generator=generator)
+    return CalibrationSet(
+        source="random",
+        file_sha256="",
+        tokens_sha256=hashlib.sha256(windows.numpy().astype("<i8").tobytes()).hexdigest(),
+        samples=samples,
+        seqlen=seqlen,
+        seed=seed,
+        stream_tokens=windows.numel(),
+        texts=(),
+        input_ids=windows,
+    )
