@@ -40,6 +40,7 @@ BUILTIN_PLUGINS = (
     "qeval_plugins.quantizers.gptq",
     "qeval_plugins.quantizers.torchao",
     "qeval_plugins.quantizers.hqq",
+    "qeval_plugins.quantizers.quanto",
 )
 
 
