@@ -18,7 +18,8 @@ def model_storage_bytes(model: Any) -> int:
     Read-only: a module whose class serializes itself (overrides ``_save_to_state_dict``) is asked
     on a copy, because such code may rewrite the live module — bitsandbytes >= 0.50 converts a
     4-bit weight its AVX512-BF16 CPU kernel repacked back in place, which changes the model's
-    outputs afterwards. Copies are made one module at a time.
+    outputs afterwards. Copies are made one module at a time; a module that cannot be copied
+    (optimum-quanto's quantized tensors refuse ``deepcopy``) is read as it is.
     """
     import torch
 
@@ -26,7 +27,7 @@ def model_storage_bytes(model: Any) -> int:
     total = 0
     for module in model.modules():
         serializes_itself = _serializes_itself(module)
-        source = copy.deepcopy(module) if serializes_itself else module
+        source = _copy_or_self(module) if serializes_itself else module
         state: dict[str, Any] = {}
         source._save_to_state_dict(state, "", keep_vars=False)
         for tensor in state.values():
@@ -44,3 +45,10 @@ def _serializes_itself(module: Any) -> bool:
     import torch
 
     return type(module)._save_to_state_dict is not torch.nn.Module._save_to_state_dict
+
+
+def _copy_or_self(module: Any) -> Any:
+    try:
+        return copy.deepcopy(module)
+    except (RuntimeError, TypeError):  # not copyable; its own serialization must be read-only
+        return module

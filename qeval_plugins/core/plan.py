@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -228,12 +229,26 @@ def _cuda_requested_and_present(device: str | None) -> bool:
     return not _cuda_missing() and (device is None or str(device).startswith("cuda"))
 
 
+def _no_nvidia_driver() -> bool:
+    """No NVIDIA driver on this machine: what a listing can tell without importing torch (a
+    CPU-only torch build next to a driver is found out when the quantizer is chosen)."""
+    import os
+    import shutil
+
+    if "torch" in sys.modules:
+        return _cuda_missing()
+    return not (os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi"))
+
+
 def availability(quantizer: Quantizer) -> str:
-    """``ok``, ``missing <module> → pip install ...`` or ``needs CUDA``: can it run here?"""
+    """``ok``, ``missing <module> → pip install ...`` or ``needs CUDA``: can it run here?
+
+    Listings call this for every quantizer: it never imports torch (see :func:`_no_nvidia_driver`).
+    """
     missing = quantizer.missing_requirement()
     if missing:
         return f"missing {missing} → {install_command(quantizer, missing)}"
-    if quantizer.needs_cuda and _cuda_missing():
+    if quantizer.needs_cuda and _no_nvidia_driver():
         return "needs CUDA"
     return "ok"
 

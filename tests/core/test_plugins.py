@@ -19,6 +19,8 @@ from qeval_plugins.core.registry import Registry
 BUILTIN_QUANTIZERS = {
     *("none", "bnb-int8", "bnb-nf4", "bnb-fp4", "bnb-nf4-dq", "bnb-fp4-dq", "rtn"),
     *("gptq-sim", "gptq", "prequantized"),
+    *("torchao-int8", "torchao-int4", "torchao-w8a8", "torchao-fp8"),
+    *("hqq", "quanto-int8", "quanto-int4", "quanto-int2", "quanto-fp8"),
 }
 
 
@@ -449,6 +451,22 @@ def test_listing_plugins_imports_no_heavy_dependency():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("driver", "expected"), [(False, "needs CUDA"), (True, "ok")])
+def test_a_cuda_only_quantizer_is_listed_without_importing_torch(monkeypatch, driver, expected):
+    """With torch not yet imported, a listing asks the system for an NVIDIA driver instead."""
+    import os
+    import shutil
+
+    from qeval_plugins.core import plan
+
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.setattr(os.path, "exists", lambda path: driver and "nvidia" in str(path))
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    entry = Registry().load().get("torchao-fp8")
+    assert plan.availability(entry.quantizer) == expected
+    assert "torch" not in sys.modules
 
 
 def test_qeval_quantizers_shows_option_help(monkeypatch, capsys, fresh_registry):
