@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -55,6 +56,38 @@ def example_plugin_path(tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("plugin-site")
     pip("install", "--no-build-isolation", "--target", str(target), str(EXAMPLE_PLUGIN))
     return target
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from qeval_plugins.backend.checkpoints import EMBEDDED_MODELS
+
+    return AutoTokenizer.from_pretrained(EMBEDDED_MODELS["qeval-tiny"])
+
+
+@pytest.fixture(scope="module")
+def base():
+    """The embedded (trained) model in float32, in eval mode (quantize copies of it)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from qeval_plugins.backend.checkpoints import EMBEDDED_MODELS
+
+    model = AutoModelForCausalLM.from_pretrained(EMBEDDED_MODELS["qeval-tiny"], dtype=torch.float32)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def held_out(tokenizer, tasks_dir):
+    """The first four ``qeval_sqnr`` passages, 256 tokens each: text to compare outputs on,
+    never calibrated on (calibration uses the bundled passages)."""
+    import torch
+
+    lines = (tasks_dir / "qeval_sqnr" / "passages.jsonl").read_text().splitlines()[:4]
+    texts = [json.loads(line)["text"] for line in lines]
+    return [torch.tensor(tokenizer(t, add_special_tokens=False)["input_ids"][:256]) for t in texts]
 
 
 def pip(command: str, *args: str) -> None:

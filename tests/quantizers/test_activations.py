@@ -7,7 +7,6 @@ of 128 tokens; evaluation: the first four ``qeval_sqnr`` passages (256 tokens ea
 from __future__ import annotations
 
 import copy
-import json
 import math
 from pathlib import Path
 
@@ -27,27 +26,6 @@ CALIBRATION = dict(
 )
 W8A8_STATIC = dict(bits=8, act_format="int", act_granularity="tensor", **CALIBRATION)
 OUTLIER_DIMS = [5, 40, 99]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(EMBEDDED)
-
-
-@pytest.fixture(scope="module")
-def base():
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(EMBEDDED, dtype=torch.float32).eval()
-
-
-@pytest.fixture(scope="module")
-def held_out(tokenizer, tasks_dir):
-    lines = (tasks_dir / "qeval_sqnr" / "passages.jsonl").read_text().splitlines()[:4]
-    texts = [json.loads(line)["text"] for line in lines]
-    return [torch.tensor(tokenizer(t, add_special_tokens=False)["input_ids"][:256]) for t in texts]
 
 
 def logits(model, texts):

@@ -95,13 +95,6 @@ def per_column(groups: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def base():
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(EMBEDDED, dtype=torch.float32).eval()
-
-
-@pytest.fixture(scope="module")
 def context(tmp_path_factory):
     from transformers import AutoTokenizer
 

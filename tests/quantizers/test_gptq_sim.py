@@ -7,7 +7,6 @@ Calibration: the bundled passages, 16 windows of 128 tokens. Evaluation: the fir
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import pytest
@@ -27,31 +26,10 @@ CALIBRATION = dict(
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(EMBEDDED)
-
-
-@pytest.fixture(scope="module")
-def base():
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(EMBEDDED, dtype=torch.float32).eval()
-
-
-@pytest.fixture(scope="module")
 def context(tokenizer):
     return LoadContext(
         device="cpu", dtype="float32", calibration=build_calibration(tokenizer, CALIBRATION)
     )
-
-
-@pytest.fixture(scope="module")
-def held_out(tokenizer, tasks_dir):
-    lines = (tasks_dir / "qeval_sqnr" / "passages.jsonl").read_text().splitlines()[:4]
-    texts = [json.loads(line)["text"] for line in lines]
-    return [torch.tensor(tokenizer(t, add_special_tokens=False)["input_ids"][:256]) for t in texts]
 
 
 def logits(model, texts):
