@@ -176,7 +176,7 @@ def _load_context(plan: Any, model_dir: Path, scratch: Path) -> Any:
     from qeval_plugins.core.quantizer import LoadContext
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    calibrated = plan.quantizer.calibrated
+    calibrated = plan.quantizer.needs_calibration(plan.options)
     return LoadContext(
         device="cpu",
         dtype="float32",

@@ -50,14 +50,15 @@ class QuantizedCache:
         windows longer than the model's ``context_length`` are a one-line QevalError)."""
         quantizer = self.plan.quantizer
         checkpoint = _local_folder(pretrained, revision)
+        needed = quantizer.needs_calibration(self.plan.options)
         seqlen = self.plan.options.get("calibration_seqlen")
-        if quantizer.calibrated and context_length and seqlen > context_length:
+        if needed and context_length and seqlen > context_length:
             raise QevalError(
                 f"{quantizer.name}: calibration_seqlen={seqlen} is longer than the model's "
                 f"context ({context_length} tokens); give calibration_seqlen={context_length} "
                 f"or less."
             )
-        if quantizer.calibrated and self.calibration is None:
+        if needed and self.calibration is None:
             self.calibration = build_calibration(tokenizer, dict(self.plan.options))
             self.plan.measured["calibration"] = self.calibration.record()
         context = LoadContext(

@@ -159,7 +159,7 @@ def run_settings(
     """The settings record of one run (see the module docstring)."""
     plan = check_spec(spec, device)
     calibration = {}
-    if plan.quantizer.calibrated:  # the bundled passages are keyed by qeval's version
+    if plan.quantizer.needs_calibration(plan.options):  # bundled: keyed by qeval's version
         _, _, digest = read_passages(plan.options["calibration_file"])
         calibration = {"calibration_file_sha256": digest}
     return _json_safe(

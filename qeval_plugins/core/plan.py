@@ -134,7 +134,7 @@ def plan_quantization(
             f"{'available' if _cuda_missing() else 'selected'}; run with --device cuda on a "
             f"machine with an NVIDIA GPU, or pick another quantizer."
         )
-    if chosen.calibrated:  # a missing or malformed file is one line now, not after loading
+    if chosen.needs_calibration(options):  # a bad file is one line now, not after loading
         read_passages(options["calibration_file"])
     given_final = {name: options[name] for name in given}
     scheme = run_scheme(chosen, entry.plugin, options)  # a plugin's bad answer fails here, early

@@ -164,6 +164,13 @@ class Quantizer:
         """
         return model
 
+    def needs_calibration(self, options: Mapping[str, Any]) -> bool:
+        """Whether quantizing with these options reads ``context.calibration``; qeval then builds
+        and records the windows. Default: ``calibrated``. A method that calibrates only for some
+        options (``rtn`` with static activation scales or SmoothQuant) says so here; it declares
+        the calibration options but is not ``calibrated``."""
+        return self.calibrated
+
     def save_quantized(
         self, model: Any, folder: Path, options: Mapping[str, Any], context: LoadContext
     ) -> None:

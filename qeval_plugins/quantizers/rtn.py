@@ -6,8 +6,9 @@ weights while memory and speed stay those of the original model. The formats, sc
 rounding rules are in :mod:`qeval_plugins.quantizers.rtn_formats`. The ``act_*`` options
 quantize the quantized linears' inputs too (:mod:`~qeval_plugins.quantizers.activations`), with
 SmoothQuant (``smooth``, :mod:`~qeval_plugins.quantizers.smoothquant`) folded in first; only
-they read the calibration options (rtn is not ``calibrated``: it builds the windows itself from
-the run's tokenizer when ``act_granularity=tensor`` or ``smooth`` asks for them).
+they read the calibration options: rtn is not ``calibrated``, but :meth:`needs_calibration` asks
+qeval for the windows (built, recorded and keyed like a calibrated quantizer's) when
+``act_granularity=tensor`` or ``smooth`` reads them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from qeval_plugins.quantizers.activations import (
     ACT_OPTIONS,
     activation_scheme,
     finalize_activation_options,
+    needs_calibration,
 )
 
 # Format name -> bits per element (None: set by the bits option). Kept in step with
@@ -70,6 +72,10 @@ class RtnQuantizer(Quantizer):
         *ACT_OPTIONS,
         *CALIBRATION_OPTIONS,  # read only by act_granularity=tensor and smooth=
     )
+
+    def needs_calibration(self, options: Mapping[str, Any]) -> bool:
+        """Static activation scales and SmoothQuant read calibration activations."""
+        return self.calibrated or needs_calibration(options)
 
     def finalize_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """Fixed formats imply their bits; MX formats imply blocks of 32 (weights and

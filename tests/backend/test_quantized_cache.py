@@ -231,3 +231,23 @@ def test_bad_calibration_files_are_one_line_errors(counting_rtn, tmp_path):
         load(calibration_file=str(short))
     with pytest.raises(QevalError, match="cannot be read"):
         load(calibration_file=str(tmp_path / "missing.txt"))
+
+
+def test_rtn_gets_and_records_calibration_only_when_its_options_read_it():
+    """Static activation scales and SmoothQuant calibrate; plain rtn builds no windows."""
+    from qeval_plugins.backend.lm import QevalLM
+
+    small = {"calibration_samples": 2, "calibration_seqlen": 32}
+    plain = QevalLM(pretrained="qeval-tiny", quantizer="rtn", device="cpu", **small)
+    assert "calibration" not in plain.get_model_info()["qeval"]
+    smoothed = QevalLM(
+        pretrained="qeval-tiny",
+        quantizer="rtn",
+        device="cpu",
+        act_format="int",
+        act_granularity="tensor",
+        smooth=0.5,
+        **small,
+    )
+    recorded = smoothed.get_model_info()["qeval"]["calibration"]
+    assert (recorded["samples"], recorded["seqlen"], recorded["source"]) == (2, 32, "bundled")
