@@ -34,6 +34,7 @@ CPU_BUILTINS = [
     ("quanto-int4", SMALL),
     ("quanto-int2", SMALL),
     ("quanto-fp8", SMALL),
+    ("autoround", {"iters": 2, **SMALL}),
     ("rtn", {"act_format": "int", "act_bits": 8}),
     ("rtn", {"act_format": "mxfp4"}),
     ("rtn", {"act_format": "int", "act_granularity": "tensor", "smooth": 0.5, **SMALL}),

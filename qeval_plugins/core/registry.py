@@ -41,6 +41,7 @@ BUILTIN_PLUGINS = (
     "qeval_plugins.quantizers.torchao",
     "qeval_plugins.quantizers.hqq",
     "qeval_plugins.quantizers.quanto",
+    "qeval_plugins.quantizers.autoround",
 )
 
 

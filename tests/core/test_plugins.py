@@ -21,6 +21,7 @@ BUILTIN_QUANTIZERS = {
     *("gptq-sim", "gptq", "prequantized"),
     *("torchao-int8", "torchao-int4", "torchao-w8a8", "torchao-fp8"),
     *("hqq", "quanto-int8", "quanto-int4", "quanto-int2", "quanto-fp8"),
+    "autoround",
 }
 
 
