@@ -67,7 +67,7 @@ class AutoRoundQuantizer(Quantizer):
 
         dtype = model.dtype
         ids = context.calibration.input_ids
-        with _autoround_output() as auto_round:
+        with _kept_random_state(), _autoround_output() as auto_round:
             config = auto_round.SignRoundConfig(
                 bits=options["bits"],
                 group_size=options["group_size"] or -1,
@@ -105,6 +105,24 @@ class AutoRoundQuantizer(Quantizer):
             return float(options["bits"])
         zero_bits = 0 if options["sym"] else options["bits"]
         return options["bits"] + (SCALE_BITS + zero_bits) / group
+
+
+@contextlib.contextmanager
+def _kept_random_state():
+    """Python's, numpy's and torch's random states as they were: AutoRound calls
+    ``transformers.set_seed(42)``, which would reseed the evaluation that follows."""
+    import random
+
+    import numpy
+    import torch
+
+    states = random.getstate(), numpy.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        numpy.random.set_state(states[1])
+        torch.set_rng_state(states[2])
 
 
 @contextlib.contextmanager

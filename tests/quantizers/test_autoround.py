@@ -132,3 +132,16 @@ def test_listing_names_the_extra_when_auto_round_is_missing(monkeypatch):
     )
     quantizer = get_registry().get("autoround").quantizer
     assert availability(quantizer) == "missing auto_round → pip install 'qeval[autoround]'"
+
+
+def test_quantizing_leaves_the_random_state_alone(base, tokenizer):
+    """AutoRound calls transformers.set_seed(42): the evaluation after it would be reseeded."""
+    import random
+
+    torch.manual_seed(1234)
+    random.seed(1234)
+    expected = torch.rand(3), random.random()
+    torch.manual_seed(1234)
+    random.seed(1234)
+    quantize("autoround", copy.deepcopy(base), tokenizer, **SMALL)
+    assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
