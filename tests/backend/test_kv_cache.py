@@ -93,14 +93,16 @@ def test_bad_kv_settings_are_one_line(model_args, message):
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("optimum") is None
-    or importlib.util.find_spec("optimum.quanto") is None,
-    reason="kv_cache=quanto needs optimum-quanto: pip install optimum-quanto",
-)
-def test_transformers_quanto_cache_is_used_as_it_is():
-    lm = load(kv_cache="quanto", kv_bits=2, kv_residual_length=0)
+@pytest.mark.parametrize(("backend", "module"), [("quanto", "optimum.quanto"), ("hqq", "hqq")])
+def test_transformers_library_caches_are_used_as_they_are(backend, module):
+    if (
+        importlib.util.find_spec(module.split(".")[0]) is None
+        or importlib.util.find_spec(module) is None
+    ):
+        pytest.skip(f"kv_cache={backend} needs {module}: pip install 'qeval[{backend}]'")
+    lm = load(kv_cache=backend, kv_bits=4, kv_residual_length=0)
     assert len(greedy(lm.model, lm)) == 24
+    assert lm.get_model_info()["qeval"]["kv_cache"]["describe"] == f"int4 g64 r0 ({backend})"
 
 
 def test_the_report_labels_runs_by_their_kv_cache(tmp_path):
