@@ -101,7 +101,7 @@ def test_transformers_library_caches_are_used_as_they_are(backend, module):
     ):
         pytest.skip(f"kv_cache={backend} needs {module}: pip install 'qeval[{backend}]'")
     lm = load(kv_cache=backend, kv_bits=4, kv_residual_length=0)
-    assert len(greedy(lm.model, lm)) == 24
+    assert 0 < len(greedy(lm.model, lm)) <= 24  # may stop early, at an end-of-text token
     assert lm.get_model_info()["qeval"]["kv_cache"]["describe"] == f"int4 g64 r0 ({backend})"
 
 
