@@ -125,18 +125,24 @@ def run_cli(
     )
 
 
-def evaluate(model_args: str, tasks: list[str], tasks_dir: Path, limit: int = 2) -> dict:
-    """``lm_eval.simple_evaluate`` of ``--model qeval`` with qeval's tasks, on the CPU."""
+def evaluate(
+    model_args: str, tasks: list[str], tasks_dir: Path, limit: int = 2, metadata: dict | None = None
+) -> dict:
+    """``lm_eval.simple_evaluate`` of ``--model qeval`` with qeval's tasks only, on the CPU;
+    ``metadata`` overrides the task YAMLs' (runtime task settings)."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
+    manager = TaskManager(
+        include_path=str(tasks_dir), include_defaults=False, metadata=metadata or None
+    )
     return lm_eval.simple_evaluate(
         model="qeval",
         model_args=model_args,
         tasks=tasks,
         device="cpu",
         limit=limit,
-        task_manager=TaskManager(include_path=str(tasks_dir)),
+        task_manager=manager,
     )
 
 

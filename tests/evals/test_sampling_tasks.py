@@ -13,22 +13,9 @@ from qeval_plugins.evals.sampling.engine import GenerationSettings, generate
 
 def sampling_run(tasks_dir, model_args: str, tasks: list[str], limit: int = 2, **meta) -> dict:
     """simple_evaluate with short generations (runtime metadata overrides the YAMLs')."""
-    import lm_eval
-    from lm_eval.tasks import TaskManager
+    from conftest import evaluate
 
-    manager = TaskManager(
-        include_path=str(tasks_dir),
-        include_defaults=False,
-        metadata={"max_new_tokens": 12, **meta},
-    )
-    return lm_eval.simple_evaluate(
-        model="qeval",
-        model_args=model_args,
-        tasks=tasks,
-        device="cpu",
-        limit=limit,
-        task_manager=manager,
-    )
+    return evaluate(model_args, tasks, tasks_dir, limit, {"max_new_tokens": 12, **meta})
 
 
 @pytest.fixture(scope="module")
