@@ -71,7 +71,7 @@ def test_plan_keeps_options_that_hflm_also_takes():
 
 
 def test_option_of_another_quantizer_is_named():
-    owners = "quantizers rtn, gptq-sim and gptq"
+    owners = "quantizers rtn, gptq-sim, gptq and autoround"
     with pytest.raises(QevalError, match=rf"option 'bits' belongs to {owners}, not 'bnb-nf4'"):
         plan_quantization("bnb-nf4", {"bits": 4}, set(), "cpu")
 
