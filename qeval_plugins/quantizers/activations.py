@@ -79,7 +79,8 @@ def finalize_activation_options(name: str, options: Mapping[str, Any]) -> dict[s
     fmt, bits = options["act_format"], options["act_bits"]
     granularity, smooth = options["act_granularity"], options["smooth"]
     if fmt != "int" and bits != DEFAULT_ACT_BITS:
-        raise QevalError(f"{name}: act_bits applies to act_format=int only, not {fmt}.")
+        hint = "add act_format=int" if fmt == "none" else "drop act_bits"
+        raise QevalError(f"{name}: act_bits applies to act_format=int only, not {fmt}; {hint}.")
     if fmt == "none" and granularity != "token":
         raise QevalError(f"{name}: act_granularity needs an act_format; drop it or add one.")
     if fmt == "none" and smooth:

@@ -198,7 +198,7 @@ def test_contract_with_activation_quantization(tiny_model_dir, name, options):
     "options,message",
     [
         (dict(act_format="fp8_e4m3", act_bits=4), "act_bits applies to act_format=int only"),
-        (dict(act_bits=4), "act_bits applies to act_format=int only, not none"),
+        (dict(act_bits=4), "act_bits applies to act_format=int only, not none; add act_format=int"),
         (dict(act_granularity="tensor"), "act_granularity needs an act_format"),
         (dict(smooth=0.5), "add act_format= or drop smooth="),
         (dict(act_format="mxfp4", act_granularity="tensor"), "scales blocks of 32"),
