@@ -173,6 +173,16 @@ def unpack_gptq_int4(folder: Path) -> dict[str, tuple]:
     return layers
 
 
+def hide_module(monkeypatch, name: str) -> None:
+    """Make ``importlib.util.find_spec(name)`` answer None: the package looks uninstalled."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda spec, *args: None if spec == name else real(spec, *args)
+    )
+
+
 def only_qeval_group(monkeypatch, points: list) -> None:
     """Answer ``entry_points(group="qeval")`` with ``points``; every other group as installed.
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.util
 
 import pytest
 import torch
+from conftest import hide_module
 
 from qeval_plugins import QevalError
 from qeval_plugins.core.calibration import build_calibration
@@ -124,12 +124,7 @@ def test_bad_options_are_one_line_errors(options, message):
 
 
 def test_listing_names_the_extra_when_auto_round_is_missing(monkeypatch):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name, *a: None if name == "auto_round" else real(name, *a),
-    )
+    hide_module(monkeypatch, "auto_round")
     quantizer = get_registry().get("autoround").quantizer
     assert availability(quantizer) == "missing auto_round → pip install 'qeval[autoround]'"
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
+from conftest import hide_module
 
 from qeval_plugins import QevalError
 from qeval_plugins.core.plan import plan_quantization
@@ -136,10 +135,7 @@ def test_qeval_lm_runs_hqq_and_records_its_scheme():
 def test_listing_names_the_extra_when_hqq_is_missing(monkeypatch, capsys):
     from qeval_plugins.cli.main import main
 
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "hqq" else real(name, *a)
-    )
+    hide_module(monkeypatch, "hqq")
     assert main(["quantizers"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "hqq" in text and "missing hqq → pip install 'qeval[hqq]'" in text

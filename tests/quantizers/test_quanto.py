@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
+from conftest import hide_module
 
 from qeval_plugins.core.plan import plan_quantization
 from qeval_plugins.core.registry import get_registry
@@ -150,11 +149,7 @@ def test_qeval_lm_runs_quanto_and_records_its_scheme():
 def test_listing_names_the_extra_when_quanto_is_missing(monkeypatch, capsys):
     from qeval_plugins.cli.main import main
 
-    real = importlib.util.find_spec
-    missing = "optimum.quanto"
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == missing else real(name, *a)
-    )
+    hide_module(monkeypatch, "optimum.quanto")
     assert main(["quantizers"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     for name in NAMES:
