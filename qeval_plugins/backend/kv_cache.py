@@ -25,7 +25,7 @@ from qeval_plugins.core.errors import QevalError, did_you_mean
 from qeval_plugins.core.plan import KV_CACHE_ARGS
 
 BACKENDS = ("sim", "quanto", "hqq")
-PACKAGES = {"quanto": ("optimum.quanto", "optimum-quanto"), "hqq": ("hqq", "hqq")}
+PACKAGES = {"quanto": "optimum.quanto", "hqq": "hqq"}  # backend -> module (and qeval extra)
 DEFAULTS = {"kv_bits": 4, "kv_format": "int", "kv_group_size": 64, "kv_residual_length": 128}
 
 
@@ -97,12 +97,21 @@ def _check(settings: KvCache, given: dict[str, Any]) -> None:
         raise QevalError("kv_cache=sim needs kv_bits of 2 or more (rtn's int formats).")
     if settings.backend == "quanto" and settings.bits not in (2, 4):
         raise QevalError(f"kv_cache=quanto stores 2 or 4 bits, not kv_bits={settings.bits}.")
-    module, distribution = PACKAGES.get(settings.backend, (None, None))
-    if module and importlib.util.find_spec(module.split(".")[0]) is None:
+    module = PACKAGES.get(settings.backend)
+    if module and not _installed(module):
         raise QevalError(
-            f"kv_cache={settings.backend} needs the package '{distribution}', which is not "
-            f"installed; run: pip install '{distribution}'"
+            f"kv_cache={settings.backend} needs {module}, which is not installed; run: "
+            f"pip install 'qeval[{settings.backend}]'"
         )
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` imports (``optimum`` may be there without ``optimum.quanto``)."""
+    parent = module.split(".")[0]
+    return (
+        importlib.util.find_spec(parent) is not None
+        and importlib.util.find_spec(module) is not None
+    )
 
 
 def new_cache(settings: KvCache, config: Any) -> Any:

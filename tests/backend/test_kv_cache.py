@@ -105,6 +105,18 @@ def test_transformers_library_caches_are_used_as_they_are(backend, module):
     assert lm.get_model_info()["qeval"]["kv_cache"]["describe"] == f"int4 g64 r0 ({backend})"
 
 
+def test_a_missing_cache_library_is_one_line_with_the_install_command(monkeypatch):
+    """optimum (installed with the gptq extra) without optimum-quanto passed the check before."""
+    from conftest import hide_module
+
+    hide_module(monkeypatch, "optimum.quanto")
+    with pytest.raises(
+        QevalError,
+        match=r"needs optimum\.quanto, which is not installed; run: pip install 'qeval\[quanto\]'",
+    ):
+        load(kv_cache="quanto", kv_bits=4)
+
+
 def test_the_report_labels_runs_by_their_kv_cache(tmp_path):
     from qeval_plugins.report.load import load_runs
 
