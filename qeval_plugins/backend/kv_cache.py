@@ -1,11 +1,12 @@
 """KV-cache quantization for generation, combinable with any weight quantizer.
 
-``kv_cache=sim|quanto|hqq`` (model_args) makes every ``generate`` of the quantized model store its
-keys and values quantized, as transformers' ``QuantizedCache`` does (KIVI-style): the prompt's
-keys and values and every ``kv_residual_length`` new tokens are quantized when stored, the newest
-tokens (fewer than ``kv_residual_length``) stay in full precision, and attention reads the
-dequantized values. Loglikelihood scoring does not use a cache and is unchanged; the unquantized
-reference of ``qeval_sqnr`` and the sampling tasks never uses it.
+The settings (:class:`~qeval_plugins.core.kv_settings.KvCache`, ``kv_backend=sim|quanto|hqq``)
+make every ``generate`` of the quantized model store its keys and values quantized, as
+transformers' ``QuantizedCache`` does (KIVI-style): the prompt's keys and values and every
+``kv_residual_length`` new tokens are quantized when stored, the newest tokens (fewer than
+``kv_residual_length``) stay in full precision, and attention reads the dequantized values.
+Loglikelihood scoring does not use a cache and is unchanged; the unquantized reference of
+``qeval_sqnr`` and the sampling tasks never uses it.
 
 Backends: ``sim`` simulates any ``rtn`` number format (``kv_format``, ``kv_bits`` for int) with
 groups of ``kv_group_size`` values along the head dimension (at most the head dimension), per
@@ -16,102 +17,11 @@ token, through :func:`~qeval_plugins.quantizers.rtn_formats.quantize_dequantize`
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import warnings
-from dataclasses import asdict, dataclass
 from typing import Any
 
-from qeval_plugins.core.errors import QevalError, did_you_mean
-from qeval_plugins.core.plan import KV_CACHE_ARGS
-
-BACKENDS = ("sim", "quanto", "hqq")
-PACKAGES = {"quanto": "optimum.quanto", "hqq": "hqq"}  # backend -> module (and qeval extra)
-DEFAULTS = {"kv_bits": 4, "kv_format": "int", "kv_group_size": 64, "kv_residual_length": 128}
-
-
-@dataclass(frozen=True)
-class KvCache:
-    """The KV-cache quantization of a run (see the module docstring)."""
-
-    backend: str
-    bits: int
-    format: str
-    group_size: int
-    residual_length: int
-
-    def describe(self) -> str:
-        """``int4 g64 r128 (sim)``: what the report shows next to the run's label."""
-        fmt = f"int{self.bits}" if self.format == "int" else self.format
-        return f"{fmt} g{self.group_size} r{self.residual_length} ({self.backend})"
-
-    def record(self) -> dict[str, Any]:
-        return {**asdict(self), "describe": self.describe()}
-
-
-def take_kv_cache(model_args: dict[str, Any]) -> KvCache | None:
-    """The ``kv_*`` model_args, removed from ``model_args`` and checked (one-line QevalError)."""
-    given = {name: model_args.pop(name) for name in KV_CACHE_ARGS if name in model_args}
-    backend = str(given.pop("kv_cache", "none")).strip().lower()
-    if backend in ("none", "", "false"):
-        if given:
-            raise QevalError(
-                f"model_arg {sorted(given)[0]} needs kv_cache=sim, quanto or hqq to take effect."
-            )
-        return None
-    if backend not in BACKENDS:
-        raise QevalError(
-            f"kv_cache={backend} is not a KV-cache backend.{did_you_mean(backend, BACKENDS)} "
-            f"Use sim, quanto or hqq."
-        )
-    values = {**DEFAULTS, **given}
-    settings = KvCache(
-        backend=backend,
-        bits=_integer(values["kv_bits"], "kv_bits", 1, 8),
-        format=str(values["kv_format"]),
-        group_size=_integer(values["kv_group_size"], "kv_group_size", 1, 1 << 16),
-        residual_length=_integer(values["kv_residual_length"], "kv_residual_length", 0, 1 << 20),
-    )
-    _check(settings, given)
-    return settings
-
-
-def _integer(value: Any, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise QevalError(f"{name} must be a whole number from {low} to {high}, got {value!r}.")
-    return value
-
-
-def _check(settings: KvCache, given: dict[str, Any]) -> None:
-    from qeval_plugins import FORMATS
-
-    if settings.backend != "sim" and "kv_format" in given:
-        raise QevalError(f"kv_format applies to kv_cache=sim; {settings.backend} stores integers.")
-    if settings.format not in FORMATS:
-        raise QevalError(
-            f"kv_format={settings.format} is not an rtn format."
-            f"{did_you_mean(settings.format, FORMATS)} ('qeval quantizers' lists them)"
-        )
-    if settings.format != "int" and "kv_bits" in given:
-        raise QevalError(f"kv_format={settings.format} has fixed bits; drop kv_bits.")
-    if settings.backend == "sim" and settings.format == "int" and settings.bits < 2:
-        raise QevalError("kv_cache=sim needs kv_bits of 2 or more (rtn's int formats).")
-    if settings.backend == "quanto" and settings.bits not in (2, 4):
-        raise QevalError(f"kv_cache=quanto stores 2 or 4 bits, not kv_bits={settings.bits}.")
-    module = PACKAGES.get(settings.backend)
-    if module and not _installed(module):
-        raise QevalError(
-            f"kv_cache={settings.backend} needs {module}, which is not installed; run: "
-            f"pip install 'qeval[{settings.backend}]'"
-        )
-
-
-def _installed(module: str) -> bool:
-    """Whether ``module`` imports (``optimum`` may be there without ``optimum.quanto``)."""
-    parent = module.split(".")[0]
-    return (
-        importlib.util.find_spec(parent) is not None
-        and importlib.util.find_spec(module) is not None
-    )
+from qeval_plugins.core.errors import QevalError
+from qeval_plugins.core.kv_settings import KvCache
 
 
 def new_cache(settings: KvCache, config: Any) -> Any:

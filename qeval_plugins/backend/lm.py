@@ -71,7 +71,6 @@ class QevalLM(HFLM):
                 "--model qeval loads and quantizes the model itself: pass pretrained= a path or "
                 "hub id, not a model object."
             )
-        kv = kv_cache.take_kv_cache(kwargs)  # before the plan: it refuses model_args it misreads
         plan = plan_quantization(quantizer, kwargs, _HFLM_PARAMS, kwargs.get("device"))
         max_size()  # a bad QEVAL_CACHE_MAX_SIZE is one line now, not after quantizing
         self._qeval_plan = plan
@@ -81,8 +80,6 @@ class QevalLM(HFLM):
         prequantized = checked_quantization(pretrained, plan.quantizer.name, kwargs.get("revision"))
         plan.measured["prequantized"] = prequantized
         plan.measured["reference"] = self._qeval_reference
-        plan.measured["kv_cache"] = kv.record() if kv else None
-        self._qeval_kv = kv
         if prequantized:
             plan.scheme = checkpoint_scheme(prequantized).record()
         self._qeval_quantized = QuantizedCache(plan)
@@ -137,7 +134,7 @@ class QevalLM(HFLM):
         cached = self._qeval_quantized.load(context, lambda path: self._load_folder(path, dtype))
         if cached is not None:
             self._model = cached
-            kv_cache.attach(self._model, self._qeval_kv)
+            kv_cache.attach(self._model, self._qeval_plan.kv)
             if first:
                 loaded = time.perf_counter()
                 self._measure(pretrained, dtype, started, loaded, loaded)
@@ -155,7 +152,7 @@ class QevalLM(HFLM):
         self._model = run_quantize(plan.quantizer, plan.plugin, self._model, plan.options, context)
         done = time.perf_counter()
         self._qeval_quantized.save(self._model, context, done - started)
-        kv_cache.attach(self._model, self._qeval_kv)
+        kv_cache.attach(self._model, self._qeval_plan.kv)
         if first:
             self._measure(pretrained, dtype, started, loaded, done)
 
@@ -221,6 +218,10 @@ class QevalLM(HFLM):
     def qeval_sample(self, requests: list) -> list[dict]:
         """Answer the sampling-sensitivity tasks' requests: matched quantized/reference samples."""
         return handler_for("qeval_sample")(self, requests)
+
+    def qeval_outliers(self, requests: list) -> list[dict]:
+        """Answer the ``qeval_outliers`` task's requests: outlier features of both models."""
+        return handler_for("qeval_outliers")(self, requests)
 
     # ---- what qeval's task engines may use (besides HFLM's model, tokenizer and tok_encode)
 

@@ -93,11 +93,11 @@ def plan_runs(models: list[str], specs: list[str], output: Path, device: str) ->
     for spec in specs:
         plan = check_spec(spec, device)
         quantizers[spec] = plan.quantizer.name
-        key = (plan.quantizer.name, tuple(sorted(plan.options.items())))
+        key = (plan.quantizer.name, tuple(sorted(plan.options.items())), plan.kv)
         if key in same_run:  # aliases, option order and defaults resolved
             raise QevalError(
                 f"quantizer specs '{same_run[key]}' and '{spec}' are the same run "
-                f"({plan.quantizer.name} with the same options); give it once."
+                f"({plan.quantizer.name} with the same options and KV cache); give it once."
             )
         same_run[key] = spec
     repeated = sorted({model for model in models if models.count(model) > 1})

@@ -8,6 +8,7 @@ from typing import Any
 
 from qeval_plugins.core.calibration import read_passages
 from qeval_plugins.core.errors import QevalError, did_you_mean, near_miss
+from qeval_plugins.core.kv_settings import KV_CACHE_ARGS, KvCache, take_kv_cache
 from qeval_plugins.core.options import resolve_options
 from qeval_plugins.core.quantizer import LoadContext, Quantizer
 from qeval_plugins.core.registry import (
@@ -19,8 +20,7 @@ from qeval_plugins.core.registry import (
 from qeval_plugins.core.specs import format_spec, parse_spec
 
 # model_args the qeval backend itself takes besides pretrained and quantizer: the unquantized
-# reference, and the KV-cache quantization of generations (qeval_plugins.backend.kv_cache)
-KV_CACHE_ARGS = ("kv_cache", "kv_bits", "kv_format", "kv_group_size", "kv_residual_length")
+# reference, and the KV-cache quantization of generations (qeval_plugins.core.kv_settings)
 BACKEND_ARGS = ("reference", *KV_CACHE_ARGS)
 
 # model_args of lm-eval's hf backend that quantize at load time; qeval does that through plugins.
@@ -43,6 +43,7 @@ class QuantizationPlan:
     options: dict[str, Any]
     given: dict[str, Any] = field(default_factory=dict)  # the options the user set
     scheme: dict[str, Any] | None = None  # Scheme.record() of the quantizer at these options
+    kv: KvCache | None = None  # the KV-cache quantization of generations, if any
     measured: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -71,6 +72,7 @@ class QuantizationPlan:
             "scheme": self.scheme,
             "simulated": self.quantizer.simulated,
             "effective_bits": self.quantizer.effective_bits(self.options),
+            "kv_cache": self.kv.record() if self.kv else None,
             "plugin": {
                 "name": self.plugin.name,
                 "distribution": self.plugin.source,
@@ -83,7 +85,8 @@ class QuantizationPlan:
 def plan_quantization(
     quantizer: Any, model_args: dict[str, Any], hf_params: set[str], device: str | None
 ) -> QuantizationPlan:
-    """Pick the quantizer named ``quantizer`` and take its options out of ``model_args``.
+    """Pick the quantizer named ``quantizer`` and take its options and the KV-cache settings
+    (:func:`~.kv_settings.take_kv_cache`) out of ``model_args``.
 
     ``model_args`` is changed in place: the quantizer's own options are removed, except those
     that are also parameters of lm-eval's HFLM (``hf_params``, e.g. ``dtype``), which stay so
@@ -98,6 +101,7 @@ def plan_quantization(
             )
     check_device(device)
     check_dtype(model_args.get("dtype"))
+    kv = take_kv_cache(model_args)
     registry = get_registry()
     requested = "none" if quantizer is None else str(quantizer)
     entry = registry.get(requested)
@@ -138,7 +142,7 @@ def plan_quantization(
         read_passages(options["calibration_file"])
     given_final = {name: options[name] for name in given}
     scheme = run_scheme(chosen, entry.plugin, options)  # a plugin's bad answer fails here, early
-    return QuantizationPlan(requested, chosen, entry.plugin, options, given_final, scheme)
+    return QuantizationPlan(requested, chosen, entry.plugin, options, given_final, scheme, kv)
 
 
 def _quantizers(names: list[str]) -> str:

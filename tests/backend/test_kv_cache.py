@@ -1,4 +1,4 @@
-"""KV-cache quantization of generations (``kv_cache=sim|quanto|hqq`` model_args)."""
+"""KV-cache quantization of generations (``kv_backend=sim|quanto|hqq``, model_args or spec)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def greedy(model, lm, tokens: int = 24) -> list[int]:
 def test_the_simulated_cache_stores_what_rtn_int_rounding_gives():
     """Independent check: symmetric per-token int4 over groups of the head dimension (32 here),
     scale = absmax / 7, as written out by hand."""
-    from qeval_plugins.backend.kv_cache import KvCache, new_cache
+    from qeval_plugins.backend.kv_cache import new_cache
+    from qeval_plugins.core.kv_settings import KvCache
 
     settings = KvCache("sim", 4, "int", 64, residual_length=0)
     lm = load()
@@ -53,8 +54,8 @@ def test_generations_change_with_the_kv_bits_and_the_reference_never_does():
     plain = load()
     expected = greedy(plain.model, plain)
     # measured over 24 tokens: int8 keeps all, int4 25 of 40 with no full-precision window
-    assert greedy(load(kv_cache="sim", kv_bits=8).model, plain) == expected
-    coarse = load(kv_cache="sim", kv_bits=2, kv_residual_length=0)
+    assert greedy(load(kv_bits=8).model, plain) == expected  # kv_backend=sim is implied
+    coarse = load(kv_backend="sim", kv_bits=2, kv_residual_length=0)
     assert greedy(coarse.model, coarse) != expected
     assert coarse.on_reference_model(lambda model: greedy(model, coarse)) == expected
     assert greedy(coarse.model, coarse) != expected  # still quantized after the reload
@@ -70,21 +71,25 @@ def test_scoring_is_unchanged():
     ids = torch.tensor([[0, 5, 17, 99, 400]])
     with torch.no_grad():
         assert torch.equal(
-            load().model(ids).logits, load(kv_cache="sim", kv_bits=2).model(ids).logits
+            load().model(ids).logits, load(kv_backend="sim", kv_bits=2).model(ids).logits
         )
 
 
 @pytest.mark.parametrize(
     ("model_args", "message"),
     [
-        ({"kv_bits": 4}, "kv_bits needs kv_cache=sim, quanto or hqq"),
-        ({"kv_cache": "smi"}, "Did you mean 'sim'"),
-        ({"kv_cache": "sim", "kv_format": "fp9"}, "kv_format=fp9 is not an rtn format"),
-        ({"kv_cache": "sim", "kv_format": "mxfp4", "kv_bits": 4}, "has fixed bits; drop kv_bits"),
-        ({"kv_cache": "sim", "kv_bits": 9}, "kv_bits must be a whole number from 1 to 8"),
-        ({"kv_cache": "sim", "kv_group_size": 24}, "does not divide the model's head dimension 32"),
-        ({"kv_cache": "quanto", "kv_bits": 3}, "stores 2 or 4 bits"),
-        ({"kv_cahce": "sim"}, "Did you mean 'kv_cache'"),
+        ({"kv_backend": "none", "kv_bits": 4}, "kv_bits has no effect with kv_backend=none"),
+        ({"kv_backend": "smi"}, "Did you mean 'sim'"),
+        ({"kv_bits": "four"}, "kv_bits must be a whole number from 1 to 8, got 'four'"),
+        ({"kv_backend": "sim", "kv_format": "fp9"}, "kv_format=fp9 is not an rtn format"),
+        ({"kv_backend": "sim", "kv_format": "mxfp4", "kv_bits": 4}, "has fixed bits; drop kv_bits"),
+        ({"kv_backend": "sim", "kv_bits": 9}, "kv_bits must be a whole number from 1 to 8"),
+        (
+            {"kv_backend": "sim", "kv_group_size": 24},
+            "does not divide the model's head dimension 32",
+        ),
+        ({"kv_backend": "quanto", "kv_bits": 3}, "stores 2 or 4 bits"),
+        ({"kv_backnd": "sim"}, "Did you mean 'kv_backend'"),
     ],
 )
 def test_bad_kv_settings_are_one_line(model_args, message):
@@ -99,8 +104,8 @@ def test_transformers_library_caches_are_used_as_they_are(backend, module):
         importlib.util.find_spec(module.split(".")[0]) is None
         or importlib.util.find_spec(module) is None
     ):
-        pytest.skip(f"kv_cache={backend} needs {module}: pip install 'qeval[{backend}]'")
-    lm = load(kv_cache=backend, kv_bits=4, kv_residual_length=0)
+        pytest.skip(f"kv_backend={backend} needs {module}: pip install 'qeval[{backend}]'")
+    lm = load(kv_backend=backend, kv_bits=4, kv_residual_length=0)
     assert 0 < len(greedy(lm.model, lm)) <= 24  # may stop early, at an end-of-text token
     assert lm.get_model_info()["qeval"]["kv_cache"]["describe"] == f"int4 g64 r0 ({backend})"
 
@@ -114,7 +119,7 @@ def test_a_missing_cache_library_is_one_line_with_the_install_command(monkeypatc
         QevalError,
         match=r"needs optimum\.quanto, which is not installed; run: pip install 'qeval\[quanto\]'",
     ):
-        load(kv_cache="quanto", kv_bits=4)
+        load(kv_backend="quanto", kv_bits=4)
 
 
 def test_the_report_labels_runs_by_their_kv_cache(tmp_path):
@@ -144,7 +149,25 @@ def test_a_sampling_task_sees_the_quantized_cache(tasks_dir):
         return results["results"]["qeval_temperature_0.0"]["agree_tokens,none"]
 
     plain = agreement("pretrained=qeval-tiny,quantizer=rtn")
-    with_kv = agreement(
-        "pretrained=qeval-tiny,quantizer=rtn,kv_cache=sim,kv_bits=2,kv_residual_length=0"
-    )
+    with_kv = agreement("pretrained=qeval-tiny,quantizer=rtn,kv_bits=2,kv_residual_length=0")
     assert with_kv < plain - 0.05
+
+
+def test_a_spec_may_set_the_kv_cache_and_qeval_run_keeps_such_runs_apart(tmp_path):
+    """``rtn:bits=4:kv_bits=2`` is a run of its own: checked, named and keyed by its KV cache."""
+    from qeval_plugins.cli.sweep import plan_runs
+    from qeval_plugins.core.plan import check_spec
+
+    plan = check_spec("rtn:bits=4:kv_bits=2:kv_residual_length=0")
+    assert (
+        plan.spec == "rtn:bits=4" and plan.record()["kv_cache"]["describe"] == "int2 g64 r0 (sim)"
+    )
+    with pytest.raises(QevalError, match=r"kv_bits must be a whole number from 1 to 8, got 9\."):
+        check_spec("rtn:kv_bits=9")
+    runs = plan_runs(["qeval-tiny"], ["rtn:bits=4", "rtn:bits=4:kv_bits=2"], tmp_path, "cpu")
+    assert [run.directory.name for run in runs] == [
+        "qeval-tiny__rtn_bits-4",
+        "qeval-tiny__rtn_bits-4_kv_bits-2",
+    ]
+    with pytest.raises(QevalError, match="are the same run"):
+        plan_runs(["qeval-tiny"], ["rtn:kv_bits=4", "rtn:kv_backend=sim"], tmp_path, "cpu")

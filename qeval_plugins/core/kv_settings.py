@@ -1,0 +1,123 @@
+"""The KV-cache quantization settings of a run: the ``kv_*`` model_args (or spec options).
+
+``kv_backend=sim|quanto|hqq`` with ``kv_bits``, ``kv_format``, ``kv_group_size`` and
+``kv_residual_length`` make every ``generate`` of the quantized model store its keys and values
+quantized (:mod:`qeval_plugins.backend.kv_cache` does it). Any ``kv_*`` option without
+``kv_backend`` means ``kv_backend=sim``. They belong to the run, not to the quantizer, so they
+combine with any quantizer and may be written in a spec (``rtn:bits=4:kv_bits=2``), where
+``qeval run`` keys and names the run by them. Checked here, before anything is loaded: one
+QevalError line per mistake.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from qeval_plugins.core.errors import QevalError, did_you_mean
+from qeval_plugins.core.registry import get_registry
+
+KV_CACHE_ARGS = ("kv_backend", "kv_bits", "kv_format", "kv_group_size", "kv_residual_length")
+BACKENDS = ("sim", "quanto", "hqq")
+PACKAGES = {"quanto": "optimum.quanto", "hqq": "hqq"}  # backend -> module (and qeval extra)
+DEFAULTS = {"kv_bits": 4, "kv_format": "int", "kv_group_size": 64, "kv_residual_length": 128}
+
+
+@dataclass(frozen=True)
+class KvCache:
+    """The KV-cache quantization of a run (see the module docstring)."""
+
+    backend: str
+    bits: int
+    format: str
+    group_size: int
+    residual_length: int
+
+    def describe(self) -> str:
+        """``int4 g64 r128 (sim)``: what the report shows next to the run's label."""
+        fmt = f"int{self.bits}" if self.format == "int" else self.format
+        return f"{fmt} g{self.group_size} r{self.residual_length} ({self.backend})"
+
+    def record(self) -> dict[str, Any]:
+        return {**asdict(self), "describe": self.describe()}
+
+
+def take_kv_cache(model_args: dict[str, Any]) -> KvCache | None:
+    """The ``kv_*`` settings, removed from ``model_args`` and checked (one-line QevalError).
+
+    Values may be numbers (lm-eval's model_args) or their text (a spec's options).
+    """
+    given = {name: model_args.pop(name) for name in KV_CACHE_ARGS if name in model_args}
+    backend = str(given.pop("kv_backend", "sim" if given else "none")).strip().lower()
+    if backend in ("none", "", "false"):
+        if given:
+            raise QevalError(
+                f"{sorted(given)[0]} has no effect with kv_backend={backend or 'none'}; drop it, "
+                f"or pick kv_backend=sim, quanto or hqq."
+            )
+        return None
+    if backend not in BACKENDS:
+        raise QevalError(
+            f"kv_backend={backend} is not a KV-cache backend.{did_you_mean(backend, BACKENDS)} "
+            f"Use sim, quanto or hqq."
+        )
+    values = {**DEFAULTS, **given}
+    settings = KvCache(
+        backend=backend,
+        bits=_integer(values["kv_bits"], "kv_bits", 1, 8),
+        format=str(values["kv_format"]).strip(),
+        group_size=_integer(values["kv_group_size"], "kv_group_size", 1, 1 << 16),
+        residual_length=_integer(values["kv_residual_length"], "kv_residual_length", 0, 1 << 20),
+    )
+    _check(settings, given)
+    return settings
+
+
+def _integer(value: Any, name: str, low: int, high: int) -> int:
+    """``value`` as a whole number in ``[low, high]``: an int, or its decimal text."""
+    if isinstance(value, str) and value.strip().isdecimal() and value.strip().isascii():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise QevalError(f"{name} must be a whole number from {low} to {high}, got {value!r}.")
+    return value
+
+
+def _rtn_formats() -> tuple[str, ...]:
+    """The number formats of the built-in ``rtn`` quantizer (its ``format`` option's choices)."""
+    rtn = get_registry().get("rtn").quantizer
+    return tuple(next(option.choices for option in rtn.options if option.name == "format"))
+
+
+def _check(settings: KvCache, given: dict[str, Any]) -> None:
+    formats = _rtn_formats()
+    if settings.backend != "sim" and "kv_format" in given:
+        raise QevalError(
+            f"kv_format applies to kv_backend=sim; {settings.backend} stores integers."
+        )
+    if settings.format not in formats:
+        raise QevalError(
+            f"kv_format={settings.format} is not an rtn format."
+            f"{did_you_mean(settings.format, formats)} ('qeval quantizers' lists them)"
+        )
+    if settings.format != "int" and "kv_bits" in given:
+        raise QevalError(f"kv_format={settings.format} has fixed bits; drop kv_bits.")
+    if settings.backend == "sim" and settings.format == "int" and settings.bits < 2:
+        raise QevalError("kv_backend=sim needs kv_bits of 2 or more (rtn's int formats).")
+    if settings.backend == "quanto" and settings.bits not in (2, 4):
+        raise QevalError(f"kv_backend=quanto stores 2 or 4 bits, not kv_bits={settings.bits}.")
+    module = PACKAGES.get(settings.backend)
+    if module and not _installed(module):
+        raise QevalError(
+            f"kv_backend={settings.backend} needs {module}, which is not installed; run: "
+            f"pip install 'qeval[{settings.backend}]'"
+        )
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` imports (``optimum`` may be there without ``optimum.quanto``)."""
+    parent = module.split(".")[0]
+    return (
+        importlib.util.find_spec(parent) is not None
+        and importlib.util.find_spec(module) is not None
+    )
