@@ -34,6 +34,29 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "logit_sqnr_db": True,
     "kl_mean": False,
     "kl_p99": False,
+    **dict.fromkeys(
+        (
+            "kl_max",
+            "kl_p999",
+            "kl_p95",
+            "kl_p90",
+            "kl_median",
+            "kl_p10",
+            "kl_p5",
+            "kl_p1",
+            "kl_p01",
+            "kl_min",
+            "kl_reverse_mean",
+            "kl_symmetric_mean",
+            "kl_mean_pos_early",
+            "kl_mean_pos_late",
+            "rms_dp",
+            "ppl_ratio",
+            "ln_ppl_ratio",
+        ),
+        False,
+    ),
+    "ln_ppl_corr": True,
     "top1_agreement": True,
     "ppl_reference": False,
     "ppl_quantized": False,
@@ -57,18 +80,37 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "rougeL_gap": False,
 }
 DECIBEL_SUFFIX = "_db"  # a metric in dB is an SQNR: higher is better
+# Metrics that describe a model and have no better direction (lm-eval gets None for them).
+NEUTRAL: frozenset[str] = frozenset(
+    {
+        # qeval_outliers: outlier features (LLM.int8()), activation and weight statistics
+        "outlier_features_quantized",
+        "outlier_features_reference",
+        "outliers_created",
+        "outliers_destroyed",
+        "act_absmax_quantized",
+        "act_absmax_reference",
+        "act_kurtosis_quantized",
+        "act_kurtosis_reference",
+        "weight_kurtosis_quantized",
+        "weight_kurtosis_reference",
+    }
+)
 
 
 def direction(metric: str) -> bool | None:
-    """Whether higher is better for ``metric``: :data:`HIGHER_IS_BETTER`, else True for a name
-    ending in ``_db`` (an SQNR), else None (unknown)."""
+    """Whether higher is better for ``metric``: :data:`HIGHER_IS_BETTER`, else None for a
+    :data:`NEUTRAL` one, else True for a name ending in ``_db`` (an SQNR), else None (unknown)."""
+    if metric in NEUTRAL:
+        return None
     known = HIGHER_IS_BETTER.get(metric)
     if known is None and metric.endswith(DECIBEL_SUFFIX):
         return True
     return known
 
 
-def directions(metrics: Iterable[str]) -> dict[str, bool]:
-    """``metrics`` -> their :data:`HIGHER_IS_BETTER` entries, as a task's ``higher_is_better()``;
-    a metric missing from the table is a KeyError (every metric a task reports belongs in it)."""
-    return {metric: HIGHER_IS_BETTER[metric] for metric in metrics}
+def directions(metrics: Iterable[str]) -> dict[str, bool | None]:
+    """``metrics`` -> their :data:`HIGHER_IS_BETTER` entries (None for :data:`NEUTRAL` ones), as
+    a task's ``higher_is_better()``; a metric in neither is a KeyError (every metric a task
+    reports belongs in one)."""
+    return {metric: None if metric in NEUTRAL else HIGHER_IS_BETTER[metric] for metric in metrics}

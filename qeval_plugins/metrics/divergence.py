@@ -170,23 +170,8 @@ def kl_from_topk(reference: dict, quantized_logits: torch.Tensor) -> torch.Tenso
     holds when the reference's tail mass is 0 (in particular when k == V), or when P and Q are
     proportional on the tail tokens. Extra keys in ``reference`` are ignored.
     """
-    _check_logits(quantized_logits)
-    indices = reference[TOPK_INDICES]
-    if indices.dim() != 2 or indices.shape[0] != quantized_logits.shape[0]:
-        raise ValueError(
-            f"reference covers {tuple(indices.shape)} positions x k, quantized logits are "
-            f"{tuple(quantized_logits.shape)}"
-        )
-    log_p = torch.cat(
-        [
-            reference[TOPK_LOGPROBS].to(torch.float64),
-            reference[TAIL_LOGPROB].to(torch.float64)[:, None],
-        ],
-        dim=-1,
-    )
-    log_p = log_p - torch.logsumexp(log_p, dim=-1, keepdim=True)
-    selected, tail = _selected_and_rest(quantized_logits, indices)
-    return _kl_terms(log_p, torch.cat([selected, tail[:, None]], dim=-1))
+    log_p, log_q = _coarse_pair(reference, quantized_logits)
+    return _kl_terms(log_p, log_q)
 
 
 def exact_kl(reference_logits: torch.Tensor, quantized_logits: torch.Tensor) -> torch.Tensor:
@@ -265,3 +250,145 @@ def percentile(values: torch.Tensor | list[float], q: float) -> float:
     if low == high:
         return low
     return low + (position - math.floor(position)) * (high - low)
+
+
+# ---------------------------------------------------------------- full distributions, compactly
+
+LOGPROB_CODES = "logprob_codes"
+LOGPROB_MIN = "logprob_min"
+LOGPROB_SCALE = "logprob_scale"
+CODE_LEVELS = 65534  # codes 1 … 65535 cover [min, max] of a row's finite log-probabilities
+_CODE_OFFSET = 32768  # uint16 codes are stored as int16 (code − 32768): torch.save-safe everywhere
+BYTES_PER_LOGPROB = 2
+BYTES_PER_POSITION = 16  # the float64 minimum and step of each row
+ROUNDING_MARGIN = 1e-12  # nats: float64 rounding of log-probabilities of magnitude < 1e3
+
+
+def encode_logprobs(logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The full next-token log-probabilities of ``logits`` ``[T, V]`` in 2 bytes per entry.
+
+    Per row, with ``ℓ = log_softmax(z)`` in float64, ``lo`` / ``hi`` the smallest and largest
+    finite ``ℓ`` and the step ``s = (hi − lo) / 65534``: the code of a finite ``ℓ_v`` is
+    ``1 + round((ℓ_v − lo) / s)`` (1 … 65535), of ``ℓ_v = −inf`` (a probability of exactly 0) 0.
+    Unlike llama.cpp's format (scale over the top 16 nats only, lower tokens dropped) every token
+    is kept, so :func:`kl_from_codes` can bound its error. Returns ``"logprob_codes"`` int16
+    ``[T, V]`` (the uint16 code − 32768), ``"logprob_min"`` (lo) and ``"logprob_scale"`` (s),
+    float64 ``[T]``: ``T·(2V + 16)`` bytes. Each decoded ``ℓ`` is within ``s / 2`` of the truth.
+    """
+    _check_logits(logits)
+    rows = _row_chunk(logits.shape[-1])
+    codes, lows, steps = [], [], []
+    for logit_rows in logits.detach().split(rows):
+        log_p = torch.log_softmax(logit_rows.to(torch.float64), dim=-1)
+        finite = torch.isfinite(log_p)
+        high = torch.where(finite, log_p, -math.inf).amax(dim=-1)
+        low = torch.where(finite, log_p, math.inf).amin(dim=-1)
+        step = (high - low) / CODE_LEVELS
+        safe = torch.where(step > 0, step, torch.ones_like(step))
+        level = torch.round(
+            (torch.where(finite, log_p, low[:, None]) - low[:, None]) / safe[:, None]
+        )
+        code = torch.where(finite, level + 1, torch.zeros_like(level))
+        codes.append((code - _CODE_OFFSET).to(torch.int16))
+        lows.append(low)
+        steps.append(step)
+    return {
+        LOGPROB_CODES: torch.cat(codes),
+        LOGPROB_MIN: torch.cat(lows),
+        LOGPROB_SCALE: torch.cat(steps),
+    }
+
+
+def decode_logprobs(entry: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Float64 ``[T, V]`` log-probabilities from :func:`encode_logprobs`, renormalized per row.
+
+    ``ℓ̃_v = lo + (code_v − 1)·s`` (``−inf`` for code 0), then ``ℓ̃ − logsumexp(ℓ̃)`` so that
+    the decoded distribution sums to 1: each ``ℓ̃_v`` is within ``s`` of the true ``ℓ_v`` (s / 2
+    of rounding, at most s / 2 more from the renormalization).
+    """
+    code = entry[LOGPROB_CODES].to(torch.float64) + _CODE_OFFSET
+    low = entry[LOGPROB_MIN].to(torch.float64)[:, None]
+    step = entry[LOGPROB_SCALE].to(torch.float64)[:, None]
+    log_p = torch.where(code > 0, low + (code - 1) * step, torch.full_like(code, -math.inf))
+    return log_p - torch.logsumexp(log_p, dim=-1, keepdim=True)
+
+
+def kl_from_codes(entry: dict[str, torch.Tensor], quantized_logits: torch.Tensor) -> dict:
+    """Exact-mode divergences from :func:`encode_logprobs` codes, per position, float64 ``[T]``.
+
+    With ``p̃`` the decoded reference (:func:`decode_logprobs`), ``q = softmax(quantized_logits)``
+    and ``c̃_v = log p̃_v − log q_v``:
+
+    - ``"kl"``: ``KL(P‖Q) ≈ Σ_v p̃_v c̃_v``; ``"kl_reverse"``: ``KL(Q‖P) ≈ Σ_v q_v (−c̃_v)``;
+    - ``"kl_bound"``: ``(e^η − 1)·e^η·(A + η) + (e^η − 1)²`` with ``η = s + 1e-12`` (the row's
+      step, the largest ``|log p̃_v − log p_v|``, plus float64 rounding) and
+      ``A = Σ_v p̃_v |c̃_v|``: a strict bound on ``|KL̃ − KL|``. Derivation:
+      ``KL̃ − KL = Σ (p̃ − p) c + KL(P̃‖P)``; the first term is at most
+      ``(e^η − 1)·Σ p|c| ≤ (e^η − 1)·e^η·(A + η)``, the second at most ``χ²(P̃‖P) ≤ (e^η − 1)²``;
+    - ``"kl_reverse_bound"``: ``η``, since ``|KL̃(Q‖P) − KL(Q‖P)| = |Σ q (log p − log p̃)| ≤ η``.
+
+    A probability of exactly 0 is stored exactly (code 0): where q > 0 there, the reverse KL is
+    ``inf``, as it truly is. Computed a chunk of rows at a time.
+    """
+    _check_logits(quantized_logits)
+    codes = entry[LOGPROB_CODES]
+    if tuple(codes.shape) != tuple(quantized_logits.shape):
+        raise ValueError(
+            f"reference codes are {tuple(codes.shape)}, quantized logits "
+            f"{tuple(quantized_logits.shape)}"
+        )
+    rows = _row_chunk(quantized_logits.shape[-1])
+    parts: dict[str, list[torch.Tensor]] = {"kl": [], "kl_reverse": [], "kl_bound": []}
+    for start in range(0, codes.shape[0], rows):
+        chunk = {
+            name: entry[name][start : start + rows].to(quantized_logits.device)
+            for name in (LOGPROB_CODES, LOGPROB_MIN, LOGPROB_SCALE)
+        }
+        log_p = decode_logprobs(chunk)
+        log_q = torch.log_softmax(
+            quantized_logits[start : start + rows].detach().to(torch.float64), dim=-1
+        )
+        p = log_p.exp()
+        contrast = torch.where(p > 0, log_p - log_q, torch.zeros_like(p))
+        parts["kl"].append((p * contrast).sum(dim=-1).clamp_min(0.0))
+        parts["kl_reverse"].append(_kl_terms(log_q, log_p))
+        eta = chunk[LOGPROB_SCALE].to(torch.float64) + ROUNDING_MARGIN
+        spread = (p * contrast.abs()).sum(dim=-1)
+        grow = torch.expm1(eta)
+        parts["kl_bound"].append(grow * eta.exp() * (spread + eta) + grow * grow)
+    result = {name: torch.cat(values) for name, values in parts.items()}
+    step = entry[LOGPROB_SCALE].to(device=result["kl"].device, dtype=torch.float64)
+    result["kl_reverse_bound"] = step + ROUNDING_MARGIN
+    return result
+
+
+def reverse_kl_from_topk(reference: dict, quantized_logits: torch.Tensor) -> torch.Tensor:
+    """Per-position ``KL(P_quant ‖ P_ref)`` over the top-k-plus-tail coarsening, nats, float64.
+
+    The same k + 1 categories as :func:`kl_from_topk`, with the roles swapped:
+    ``Σ_c q_c (log q_c − log p_c)``. By the data-processing inequality it is a lower bound of
+    the exact reverse KL over all V tokens, equal to it when the reference's tail is empty.
+    """
+    log_p, log_q = _coarse_pair(reference, quantized_logits)
+    return _kl_terms(log_q, log_p)
+
+
+def _coarse_pair(reference: dict, quantized_logits: torch.Tensor):
+    """``(log p, log q)`` float64 ``[T, k + 1]`` over the reference's top-k plus the tail."""
+    _check_logits(quantized_logits)
+    indices = reference[TOPK_INDICES]
+    if indices.dim() != 2 or indices.shape[0] != quantized_logits.shape[0]:
+        raise ValueError(
+            f"reference covers {tuple(indices.shape)} positions x k, quantized logits are "
+            f"{tuple(quantized_logits.shape)}"
+        )
+    log_p = torch.cat(
+        [
+            reference[TOPK_LOGPROBS].to(torch.float64),
+            reference[TAIL_LOGPROB].to(torch.float64)[:, None],
+        ],
+        dim=-1,
+    )
+    log_p = log_p - torch.logsumexp(log_p, dim=-1, keepdim=True)
+    selected, tail = _selected_and_rest(quantized_logits, indices)
+    return log_p, torch.cat([selected, tail[:, None]], dim=-1)

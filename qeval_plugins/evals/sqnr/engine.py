@@ -28,10 +28,14 @@ import torch
 from qeval_plugins.backend.requests import register_request_handler
 from qeval_plugins.core.errors import QevalError, refuse_near_misses
 from qeval_plugins.core.model_parts import decoder_layers
-from qeval_plugins.metrics import divergence
+from qeval_plugins.metrics import divergence, divergence_stats
 
 REQUEST_TYPE = "qeval_sqnr"
 TEXT_SETTINGS = ("text_file", "text_field")  # metadata read by the task's document loader
+KL_MODES = ("topk", "exact")
+DEFAULT_KL_CACHE_BUDGET = "2G"
+WORST_TOKENS = 10  # tokens with the highest KL named in the results
+CONTEXT_TOKENS = 12  # tokens of context shown before each of them
 logger = logging.getLogger("qeval")
 
 
@@ -45,6 +49,12 @@ class SqnrSettings:
         logit SQNR (each costs vocab_size × 4 bytes of cache).
     activation_tokens: token positions, over all texts, whose block outputs are compared.
     worst_layers: how many of the worst layers the results name.
+    kl: ``"topk"`` (KL over the reference's top-k plus one tail category: a lower bound, O(k)
+        cache per token) or ``"exact"`` (the reference's full log-probabilities cached in
+        2 bytes per vocabulary entry, :func:`~qeval_plugins.metrics.divergence.encode_logprobs`:
+        KL exact within the ``kl_error_bound`` the results state).
+    kl_cache_budget: the most bytes ``kl=exact`` may cache (a number, or a size such as
+        ``"2G"``); more is refused in one line before any model runs. Not part of the cache key.
     """
 
     max_tokens: int = 256
@@ -52,6 +62,8 @@ class SqnrSettings:
     logit_positions: int = 256
     activation_tokens: int = 256
     worst_layers: int = 5
+    kl: str = "topk"
+    kl_cache_budget: str = DEFAULT_KL_CACHE_BUDGET
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> SqnrSettings:
@@ -61,11 +73,54 @@ class SqnrSettings:
         )
         known = {name: values[name] for name in cls.__dataclass_fields__ if name in values}
         for name, value in known.items():
+            if name in ("kl", "kl_cache_budget"):
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise QevalError(
                     f"qeval_sqnr setting '{name}' must be a positive integer, got {value!r}."
                 )
-        return cls(**known)
+        if known.get("kl", "topk") not in KL_MODES:
+            raise QevalError(
+                f"qeval_sqnr setting 'kl' must be one of {', '.join(KL_MODES)}, "
+                f"got {known['kl']!r}."
+            )
+        if "kl_cache_budget" in known:
+            known["kl_cache_budget"] = str(known["kl_cache_budget"])
+        settings = cls(**known)
+        settings.budget_bytes()  # a malformed size is one line now, not after the passes
+        return settings
+
+    def budget_bytes(self) -> int:
+        """``kl_cache_budget`` in bytes (K, M, G, T are powers of 1024)."""
+        from qeval_plugins.storage.cache import parse_size
+
+        return parse_size(self.kl_cache_budget, "qeval_sqnr setting 'kl_cache_budget'")
+
+    def cache_settings(self) -> dict[str, Any]:
+        """The settings the cached reference depends on (all but ``kl_cache_budget``)."""
+        values = asdict(self)
+        del values["kl_cache_budget"]
+        return values
+
+
+def exact_cache_bytes(texts: list[torch.Tensor], vocabulary: int) -> int:
+    """Bytes the ``kl=exact`` codes of ``texts`` take: ``Σ (T − 1) · (2 V + 16)``."""
+    positions = sum(max(0, ids.shape[0] - 1) for ids in texts)
+    return positions * (divergence.BYTES_PER_LOGPROB * vocabulary + divergence.BYTES_PER_POSITION)
+
+
+def check_exact_budget(texts: list[torch.Tensor], vocabulary: int, settings: SqnrSettings):
+    """QevalError (one line, what to do) when ``kl=exact`` would cache more than the budget."""
+    needed = exact_cache_bytes(texts, vocabulary)
+    if settings.kl == "exact" and needed > settings.budget_bytes():
+        raise QevalError(
+            f"qeval_sqnr kl=exact needs {needed / 2**30:.2f} GiB of reference cache for "
+            f"{len(texts)} texts x {settings.max_tokens} tokens x {vocabulary} vocabulary "
+            f"entries, over kl_cache_budget={settings.kl_cache_budget}; raise it with "
+            f'--metadata \'{{"kl": "exact", "kl_cache_budget": '
+            f'"{math.ceil(needed / 2**30)}G"}}\', score fewer tokens (max_tokens, --limit), '
+            f"or use kl=topk."
+        )
 
 
 # ---------------------------------------------------------------- model plumbing
@@ -98,7 +153,11 @@ def _logits(model: Any, ids: torch.Tensor) -> torch.Tensor:
 
 
 def compute_reference(model: Any, texts: list[torch.Tensor], settings: SqnrSettings) -> dict:
-    """What the metrics need from the reference model, per text (CPU tensors, bounded size)."""
+    """What the metrics need from the reference model, per text (CPU tensors, bounded size).
+
+    With ``kl=exact`` also the full log-probabilities, 2 bytes per entry
+    (:func:`~qeval_plugins.metrics.divergence.encode_logprobs`), within ``kl_cache_budget``.
+    """
     entries = []
     logit_budget, activation_budget = settings.logit_positions, settings.activation_tokens
     with captured_blocks(model) as blocks:
@@ -109,6 +168,9 @@ def compute_reference(model: Any, texts: list[torch.Tensor], settings: SqnrSetti
                 k: v.cpu() for k, v in divergence.topk_reference(logits, settings.top_k).items()
             }
             entry["nll"] = divergence.token_nll(logits, ids[1:].to(logits.device)).cpu()
+            if settings.kl == "exact":
+                check_exact_budget(texts, logits.shape[1], settings)
+                entry.update({k: v.cpu() for k, v in divergence.encode_logprobs(logits).items()})
             keep_logits = min(logit_budget, logits.shape[0])
             # a copy: a slice (even an empty one) would keep, and save, the whole [T, V] tensor
             entry["logits"] = logits[:keep_logits].to("cpu", copy=True)
@@ -131,7 +193,8 @@ def check_reference(reference: Any, texts: list[torch.Tensor], settings: SqnrSet
     (ids >= 0, and < V when logits are kept), tail log-mass float32 ``[T-1]``, NLL float64
     ``[T-1]``, full logits float32 ``[n, V]`` and block outputs float32 ``[L, m, H]`` (or empty),
     where n and m are what is left of the ``logit_positions`` and ``activation_tokens`` budgets,
-    spent text by text. A cached reference is checked with it before use.
+    spent text by text. With ``kl=exact`` also int16 codes ``[T-1, V]`` and float64 finite
+    minimum and non-negative step ``[T-1]``. A cached reference is checked with it before use.
     """
     entries = reference.get("texts") if isinstance(reference, dict) else None
     if not isinstance(entries, list) or len(entries) != len(texts):
@@ -159,9 +222,22 @@ def check_reference(reference: Any, texts: list[torch.Tensor], settings: SqnrSet
         vocab = logits.shape[1] if rows else None
         if indices.numel() and (indices.min() < 0 or (vocab and indices.max() >= vocab)):
             raise ValueError(f"text {number}: token ids out of range")
+        if settings.kl == "exact":
+            _check_codes(entry, number, positions, logits.shape[1])
         _check_tensor(blocks, f"text {number} blocks", torch.float32, None)
         if blocks.numel() and (blocks.dim() != 3 or blocks.shape[1] != tokens):
             raise ValueError(f"text {number} blocks: shape {tuple(blocks.shape)}, {tokens} tokens")
+
+
+def _check_codes(entry: dict, number: int, positions: int, vocab: int) -> None:
+    """Raise ValueError unless ``entry`` holds well-formed ``kl=exact`` codes."""
+    codes = entry.get(divergence.LOGPROB_CODES)
+    _check_tensor(codes, f"text {number} codes", torch.int16, (positions, vocab))
+    low, step = entry.get(divergence.LOGPROB_MIN), entry.get(divergence.LOGPROB_SCALE)
+    _check_tensor(low, f"text {number} minimum", torch.float64, (positions,))
+    _check_tensor(step, f"text {number} step", torch.float64, (positions,))
+    if not (torch.isfinite(low).all() and torch.isfinite(step).all() and (step >= 0).all()):
+        raise ValueError(f"text {number}: log-probability minimum or step not finite")
 
 
 def _check_tensor(value: Any, name: str, dtype: torch.dtype, shape: tuple | None) -> None:
@@ -173,14 +249,18 @@ def _check_tensor(value: Any, name: str, dtype: torch.dtype, shape: tuple | None
 
 
 def compare(model: Any, texts: list[torch.Tensor], reference: dict) -> list[dict[str, Any]]:
-    """Per text: sums and per-token values the task aggregates into its metrics."""
+    """Per text: sums and per-token values the task aggregates into its metrics.
+
+    The KL is exact (within ``kl_bound``) when the reference holds ``kl=exact`` codes, else over
+    the top-k plus tail (a lower bound). Per token: ``kl``, ``kl_reverse``, the NLL of the
+    correct token under each model, whether the argmaxes agree and the quantized argmax.
+    """
     results = []
     with captured_blocks(model) as blocks:
         for ids, ref in zip(texts, reference["texts"], strict=True):
             blocks.clear()
             logits = _logits(model, ids)
             ref_device = {k: v.to(logits.device) for k, v in ref.items() if k != "blocks"}
-            kl = divergence.kl_from_topk(ref_device, logits)
             agree = divergence.top1_agreement(ref_device, logits)
             nll = divergence.token_nll(logits, ids[1:].to(logits.device))
             kept = ref["logits"].shape[0]
@@ -198,15 +278,30 @@ def compare(model: Any, texts: list[torch.Tensor], reference: dict) -> list[dict
             results.append(
                 {
                     "tokens": int(logits.shape[0]),
-                    "kl": kl.tolist(),
+                    **_divergences(ref_device, logits),
                     "top1_agree": int(agree.sum()),
+                    "agree_tokens": agree.tolist(),
+                    "quantized_top1": logits.argmax(dim=-1).tolist(),
                     "nll_reference": float(ref["nll"].double().sum()),
                     "nll_quantized": float(nll.sum()),
+                    "nll_reference_tokens": ref["nll"].double().tolist(),
+                    "nll_quantized_tokens": nll.tolist(),
                     "logit_energy": logit_energy,
                     "block_energy": block_energy,
                 }
             )
     return results
+
+
+def _divergences(reference: dict, logits: torch.Tensor) -> dict[str, list[float]]:
+    """Per-token ``kl`` and ``kl_reverse`` (and, in exact mode, their error bounds)."""
+    if divergence.LOGPROB_CODES in reference:
+        exact = divergence.kl_from_codes(reference, logits)
+        return {name: values.tolist() for name, values in exact.items()}
+    return {
+        "kl": divergence.kl_from_topk(reference, logits).tolist(),
+        "kl_reverse": divergence.reverse_kl_from_topk(reference, logits).tolist(),
+    }
 
 
 def weight_energies(
@@ -386,13 +481,16 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
         torch.tensor(prefix + lm.tok_encode(request.args[0])[: settings.max_tokens])
         for request in requests
     ]
+    vocabulary = getattr(lm.model.config, "vocab_size", None)
+    if isinstance(vocabulary, int):
+        check_exact_budget(texts, vocabulary, settings)  # before any pass; rechecked on logits
     lm.require_reference()
     checkpoint = lm.reference_dir()
     dtype = lm.dtype_name
     key = reference_cache.reference_key(
         reference_cache.checkpoint_identity(checkpoint),
         [t.tolist() for t in texts],
-        asdict(settings),
+        settings.cache_settings(),
         dtype,
     )
     run_dtype = getattr(torch, dtype) if dtype in ("float16", "bfloat16", "float32") else None
@@ -405,11 +503,12 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
     reused = reference is not None
     if reference is None:
         reference = lm.on_reference_model(lambda model: compute_reference(model, texts, settings))
-        meta = {"kind": "qeval_sqnr", "settings": asdict(settings), "texts": len(texts)}
+        meta = {"kind": "qeval_sqnr", "settings": settings.cache_settings(), "texts": len(texts)}
         meta.update(model=lm.reference_name, dtype=dtype)
         reference_cache.save(key, reference, meta=meta)
     results = compare(lm.model, texts, reference)
     blocks = summarize_blocks(results)
+    mode = divergence_mode(settings, results)
     lm.record(
         "sqnr",
         {
@@ -421,9 +520,15 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
             },
             "weights": weights,
             "activation_blocks_db": blocks,
+            "divergence": {
+                **mode,
+                "worst_tokens": worst_tokens(results, texts, reference, lm.tok_decode),
+            },
         },
     )
     summary = {
+        **{name: divergence_stats.json_safe(value) for name, value in statistics(results).items()},
+        "kl_error_bound": mode["kl_error_bound"],
         "weight_sqnr_mean_db": weights["mean_db"],
         "weight_sqnr_min_db": weights["min_db"],
         "weight_sqnr_global_db": weights["global_db"],
@@ -433,6 +538,98 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
     for result in results:
         result["model"] = summary
     return results
+
+
+def _pooled(results: list[dict[str, Any]], name: str) -> torch.Tensor:
+    """The per-token list ``name`` of every text, concatenated: float64 ``[n]``."""
+    return torch.tensor([v for result in results for v in result[name]], dtype=torch.float64)
+
+
+def statistics(results: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The run's divergence statistics (:mod:`~qeval_plugins.metrics.divergence_stats`) over
+    every scored token of every text."""
+    positions = torch.tensor([t for result in results for t in range(result["tokens"])])
+    return {
+        **divergence_stats.kl_statistics(
+            _pooled(results, "kl"), _pooled(results, "kl_reverse"), positions
+        ),
+        **divergence_stats.probability_statistics(
+            _pooled(results, "nll_reference_tokens"), _pooled(results, "nll_quantized_tokens")
+        ),
+        **divergence_stats.agreement_statistics(_pooled(results, "agree_tokens")),
+    }
+
+
+def divergence_mode(settings: SqnrSettings, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which KL ran and how exact it is, for the results.
+
+    ``kl_error_bound``: in exact mode the mean over tokens of the per-token bound on |KL̃ − KL| (so a
+    bound on the error of ``kl_mean``); ``bound_max`` bounds every per-token KL, hence every
+    KL percentile; ``reverse_bound_max`` the same for the reverse KL. In topk mode the KL
+    (forward, reverse, symmetric) is a lower bound with no finite upper bound: ``inf``.
+    """
+    if settings.kl == "topk":
+        return {
+            "kl_mode": "topk",
+            "kl_is": "lower bound: top-k plus one lumped tail category",
+            "top_k": settings.top_k,
+            "kl_error_bound": "inf",
+            "bound_max": "inf",
+            "reverse_bound_max": "inf",
+        }
+    forward, reverse = _pooled(results, "kl_bound"), _pooled(results, "kl_reverse_bound")
+    return {
+        "kl_mode": "exact",
+        "kl_is": "exact within the bound: full reference log-probabilities, uint16 per entry",
+        "kl_error_bound": divergence_stats.json_safe(
+            divergence_stats.mean_and_error(forward)[0] or 0.0
+        ),
+        "bound_max": divergence_stats.json_safe(float(forward.max()) if forward.numel() else 0.0),
+        "reverse_bound_max": divergence_stats.json_safe(
+            float(reverse.max()) if reverse.numel() else 0.0
+        ),
+    }
+
+
+def worst_tokens(
+    results: list[dict[str, Any]], texts: list[torch.Tensor], reference: dict, decode
+) -> list[dict[str, Any]]:
+    """The :data:`WORST_TOKENS` tokens with the highest KL, highest first, for inspection.
+
+    Each: ``text`` (index) and ``position`` (of the predicted token in the scored ids, 0 = the
+    first predicted), ``kl`` / ``kl_reverse`` (nats), ``context`` (the up to
+    :data:`CONTEXT_TOKENS` tokens before it, decoded), ``token`` (the correct next token),
+    ``reference_top1`` / ``quantized_top1`` (each model's most likely token), ``p_reference`` /
+    ``p_quantized`` (each model's probability of the correct token). Text is raw decoded
+    model output: pass it through ``core.text.printable`` before showing it.
+    """
+    ranked = sorted(
+        (
+            (kl, number, position)
+            for number, r in enumerate(results)
+            for position, kl in enumerate(r["kl"])
+        ),
+        key=lambda item: (-item[0] if not math.isnan(item[0]) else math.inf, item[1], item[2]),
+    )[:WORST_TOKENS]
+    worst = []
+    for kl, number, position in ranked:
+        ids, result = texts[number].tolist(), results[number]
+        top1 = int(reference["texts"][number][divergence.TOPK_INDICES][position, 0])
+        worst.append(
+            {
+                "text": number,
+                "position": position,
+                "kl": divergence_stats.json_safe(kl),
+                "kl_reverse": divergence_stats.json_safe(result["kl_reverse"][position]),
+                "context": decode(ids[max(0, position + 1 - CONTEXT_TOKENS) : position + 1]),
+                "token": decode([ids[position + 1]]),
+                "reference_top1": decode([top1]),
+                "quantized_top1": decode([result["quantized_top1"][position]]),
+                "p_reference": math.exp(-result["nll_reference_tokens"][position]),
+                "p_quantized": math.exp(-result["nll_quantized_tokens"][position]),
+            }
+        )
+    return worst
 
 
 def _worst(values: list[float | str]) -> float | str | None:

@@ -35,6 +35,7 @@ from qeval_plugins.core.errors import QevalError
 from qeval_plugins.evals.base import QevalTask
 from qeval_plugins.evals.sqnr.engine import REQUEST_TYPE, SqnrSettings
 from qeval_plugins.metrics.directions import directions
+from qeval_plugins.metrics.divergence_stats import DP_PERCENTILES, KL_PERCENTILES
 
 
 def load_texts(text_file: str | None = None, text_field: str = "text", **_: Any):
@@ -113,6 +114,33 @@ def _first(values: list[Any]) -> Any:
     return values[0] if values else None
 
 
+# run-level divergence statistics (qeval_plugins.metrics.divergence_stats), same for every text
+DIVERGENCE_METRICS = (
+    "kl_mean_err",
+    *(f"kl_{name}" for name in KL_PERCENTILES if name != "p99"),
+    "kl_reverse_mean",
+    "kl_reverse_mean_err",
+    "kl_symmetric_mean",
+    "kl_symmetric_mean_err",
+    "kl_mean_pos_early",
+    "kl_mean_pos_late",
+    "kl_error_bound",
+    "dp_mean",
+    "dp_mean_err",
+    *(f"dp_{name}" for name in DP_PERCENTILES),
+    "rms_dp",
+    "rms_dp_err",
+    "top1_agreement_err",
+    "ppl_quantized_err",
+    "ppl_reference_err",
+    "ppl_ratio",
+    "ppl_ratio_err",
+    "ln_ppl_ratio",
+    "ln_ppl_ratio_err",
+    "ln_ppl_corr",
+)
+
+
 AGGREGATIONS = {
     "logit_sqnr_db": _sqnr,
     "kl_mean": _mean_of_lists,
@@ -126,8 +154,21 @@ AGGREGATIONS = {
     "weight_sqnr_global_db": _first,
     "activation_sqnr_last_db": _first,
     "activation_sqnr_min_db": _first,
+    **dict.fromkeys(DIVERGENCE_METRICS, _first),
 }
-HIGHER_IS_BETTER = directions(AGGREGATIONS)  # from the one table of metric directions
+# uncertainties, error bounds and signed differences have no better direction
+UNDIRECTED = tuple(
+    name
+    for name in AGGREGATIONS
+    if name.endswith("_err") or name.startswith("dp_") or name == "kl_error_bound"
+)
+HIGHER_IS_BETTER = {  # from the one table of metric directions
+    **directions(name for name in AGGREGATIONS if name not in UNDIRECTED),
+    **dict.fromkeys(UNDIRECTED),
+}
+SUMMARY_METRICS = tuple(
+    name for name, how in AGGREGATIONS.items() if how is _first
+)  # run-level values, the same for every text: computed by the engine over all texts
 
 
 class SqnrTask(QevalTask):
@@ -158,7 +199,7 @@ class SqnrTask(QevalTask):
             "ppl_reference": (result["nll_reference"], tokens),
             "ppl_quantized": (result["nll_quantized"], tokens),
             "ppl_delta": (result["nll_reference"], result["nll_quantized"], tokens),
-            **{name: model[name] for name in AGGREGATIONS if name.startswith(("weight", "activ"))},
+            **{name: model[name] for name in SUMMARY_METRICS},
         }
 
     def aggregation(self) -> dict:
