@@ -1,4 +1,4 @@
-"""The ``qeval`` command: plugins, quantizers, tasks-path, demo, run and report.
+"""The ``qeval`` command: plugins, quantizers, tasks-path, demo, run, scan and report.
 
 User errors print one line (``qeval: error: ...``) and exit with status 2; ``QEVAL_DEBUG=1``
 shows the traceback.
@@ -90,6 +90,13 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return run(args, _console())
 
 
+def cmd_scan(args: argparse.Namespace) -> int:
+    """Layer-sensitivity scan, mixed-precision recommendation and its verification."""
+    from qeval_plugins.cli.scan import run
+
+    return run(args, _console())
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """Compare runs: rich table, optional export and plots.
 
@@ -107,6 +114,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     from qeval_plugins.report.export import export, format_for
     from qeval_plugins.report.output import destination, is_stdout
     from qeval_plugins.report.plot import plot
+    from qeval_plugins.report.scan import (
+        find_scans,
+        has_results,
+        is_scan_file,
+        plot_scans,
+        render_scans,
+    )
 
     missing = [path for path in args.paths if not Path(path).exists()]
     if missing:
@@ -121,15 +135,23 @@ def cmd_report(args: argparse.Namespace) -> int:
         out = destination(f"qeval-report.{_EXTENSIONS.get(fmt, fmt)}")
     to_stdout = out is not None and is_stdout(out)
     console = Console(stderr=True) if to_stdout else _console()
-    report = _print_report(args.paths, args.baseline, console, empty_is_error=True)
+    scans, scan_warnings = find_scans(args.paths)  # qeval scan's "Layer sensitivity" section
+    run_paths = [path for path in args.paths if not is_scan_file(path)] or args.paths
+    if scans and not has_results(run_paths):
+        render_scans(scans, scan_warnings, console)
+        for path in plot_scans(scans, args.plot) if args.plot else []:
+            print(f"wrote {printable(str(path))}", file=sys.stderr)
+        return 0
+    report = _print_report(run_paths, args.baseline, console, empty_is_error=True)
     if report is None:
         return 1
+    render_scans(scans, scan_warnings, console)
     if fmt:
         written = export(report, fmt, out)
         if not to_stdout:
             print(f"wrote {printable(str(written))}", file=sys.stderr)
     if args.plot:
-        for path in plot(report, args.plot):
+        for path in [*plot(report, args.plot), *plot_scans(scans, args.plot)]:
             print(f"wrote {printable(str(path))}", file=sys.stderr)
     return 0
 
@@ -170,6 +192,7 @@ def _default_device() -> str:
 def build_parser() -> argparse.ArgumentParser:
     from qeval_plugins.cli.cache import add_arguments as add_cache_arguments
     from qeval_plugins.cli.demo import DEFAULT_DEMO_QUANTIZERS
+    from qeval_plugins.cli.scan import add_arguments as add_scan_arguments
     from qeval_plugins.core.version import qeval_version
 
     parser = OneLineErrorParser(
@@ -231,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="recompute runs that already exist, replacing results made with other settings",
     )
     run.set_defaults(run=cmd_run, passthrough=True)
+
+    scan = commands.add_parser(
+        "scan", help="rank layers by sensitivity to a quantizer; recommend which to keep"
+    )
+    add_scan_arguments(scan)
+    scan.set_defaults(run=cmd_scan)
 
     cache = commands.add_parser("cache", help="list, prune or clear the reference cache")
     add_cache_arguments(cache)

@@ -12,6 +12,7 @@ from typing import Any
 
 from qeval_plugins import LoadContext, Option, QevalError, Quantizer, Scheme, hookimpl
 from qeval_plugins.core.logs import quiet
+from qeval_plugins.quantizers.skip import SKIP_OPTION, kept_parts, skip_patterns, skipped_names
 
 COMPUTE_DTYPES = ("auto", "float32", "float16", "bfloat16")
 STORAGE_DTYPES = ("uint8", "float16", "bfloat16", "float32")
@@ -50,13 +51,43 @@ class BnbQuantizer(Quantizer):
     def config_kwargs(self, options: Mapping[str, Any], context: LoadContext) -> dict[str, Any]:
         raise NotImplementedError
 
+    def finalize_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        skip_patterns(options, self.name)  # a malformed pattern fails before loading
+        return options
+
+    def skip_kwargs(self, options: Mapping[str, Any], context: LoadContext) -> dict[str, Any]:
+        """``llm_int8_skip_modules`` for ``skip=``: the matched linears' exact names (as anchored
+        regular expressions, the form transformers matches them in) plus the output projection,
+        which transformers keeps by default only when no list is given. Names are read from
+        the checkpoint's config on the meta device (no weights are loaded)."""
+        if not skip_patterns(options, self.name):
+            return {}
+        import re
+
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        if context.checkpoint is None:
+            raise QevalError(f"{self.name}: skip= needs the checkpoint's local folder.")
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(
+                AutoConfig.from_pretrained(context.checkpoint)
+            )
+        output = skeleton.get_output_embeddings()
+        linears = {n: m for n, m in skeleton.named_modules() if isinstance(m, torch.nn.Linear)}
+        names = [name for name, module in linears.items() if module is not output]
+        kept = skipped_names(names, options, self.name)
+        kept |= {name for name, module in linears.items() if module is output}
+        return {"llm_int8_skip_modules": [re.escape(name) + "$" for name in sorted(kept)]}
+
     def load_kwargs(self, options: Mapping[str, Any], context: LoadContext) -> dict[str, Any]:
         try:
             from transformers import BitsAndBytesConfig
         except ImportError as error:  # pragma: no cover - transformers is a hard dependency
             raise QevalError(f"transformers cannot import BitsAndBytesConfig: {error}") from error
         quiet_bitsandbytes()
-        return {"quantization_config": BitsAndBytesConfig(**self.config_kwargs(options, context))}
+        config = {**self.config_kwargs(options, context), **self.skip_kwargs(options, context)}
+        return {"quantization_config": BitsAndBytesConfig(**config)}
 
 
 class BnbInt8(BnbQuantizer):
@@ -73,6 +104,7 @@ class BnbInt8(BnbQuantizer):
             "outlier threshold: activations above it run in 16 bit (0 disables)",
             minimum=0.0,
         ),
+        SKIP_OPTION,
     )
 
     def config_kwargs(self, options, context):
@@ -85,7 +117,7 @@ class BnbInt8(BnbQuantizer):
         return Scheme(
             weights="int8 per-row",
             activations=f"int8 per-row{outliers}",
-            kept=("lm_head", "embeddings"),
+            kept=("lm_head", "embeddings", *kept_parts(options)),
         )
 
 
@@ -99,6 +131,7 @@ class Bnb4bit(BnbQuantizer):
         Option(
             "storage", str, "uint8", "dtype the packed 4-bit weights are stored in", STORAGE_DTYPES
         ),
+        SKIP_OPTION,
     )
 
     def config_kwargs(self, options, context):
@@ -115,7 +148,7 @@ class Bnb4bit(BnbQuantizer):
     def scheme(self, options):
         """``nf4 b64`` (blocks of 64 with an absmax scale), ``dq`` with double-quantized scales."""
         weights = f"{self.quant_type} b64" + (" dq" if self.double_quant else "")
-        return Scheme(weights=weights, kept=("lm_head", "embeddings"))
+        return Scheme(weights=weights, kept=("lm_head", "embeddings", *kept_parts(options)))
 
 
 class BnbNf4(Bnb4bit):

@@ -23,6 +23,7 @@ from qeval_plugins import LoadContext, Option, QevalError, Scheme, hookimpl
 from qeval_plugins.core.calibration import CALIBRATION_OPTIONS
 from qeval_plugins.quantizers.activations import ACT_OPTIONS
 from qeval_plugins.quantizers.rtn import FORMAT_OPTIONS, RtnQuantizer
+from qeval_plugins.quantizers.skip import SKIP_OPTION, skipped_names
 
 UNQUANTIZED = {"include_lm_head": False, "include_embeddings": False}
 
@@ -47,6 +48,7 @@ class GptqSimQuantizer(RtnQuantizer):
             maximum=1.0,
         ),
         Option("act_order", bool, False, "quantize columns by descending Hessian diagonal"),
+        SKIP_OPTION,
         *ACT_OPTIONS,
         *CALIBRATION_OPTIONS,
     )
@@ -70,6 +72,7 @@ class GptqSimQuantizer(RtnQuantizer):
                 f"{self.name}: cannot find this model's decoder blocks (a ModuleList of "
                 f"config.num_hidden_layers modules); use quantizer=rtn for it."
             )
+        skipped = skipped_names([name for name, _ in linears], options, self.name)
         for name, module in linears:  # groups that do not fit fail before any calibration pass
             try:
                 group_length(options["format"], options["group_size"], module.in_features)
@@ -80,7 +83,7 @@ class GptqSimQuantizer(RtnQuantizer):
         quantize_blocks(
             model,
             context.calibration.input_ids,
-            self._solver(options),
+            self._solver(options, skipped),
             progress=lambda blocks: tqdm(
                 blocks,
                 desc=f"{self.name} {options['format']}",
@@ -88,7 +91,8 @@ class GptqSimQuantizer(RtnQuantizer):
                 disable=len(linears) < 64,
             ),
         )
-        attach_activation_hooks(model, dict(linears), options, context.calibration.input_ids)
+        kept = dict(item for item in linears if item[0] not in skipped)
+        attach_activation_hooks(model, kept, options, context.calibration.input_ids)
         return model
 
     def load_quantized(self, folder: Path, options: Mapping[str, Any], context: LoadContext) -> Any:
@@ -106,14 +110,20 @@ class GptqSimQuantizer(RtnQuantizer):
         dtype = getattr(torch, context.dtype) if context.dtype != "auto" else "auto"
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(context.device).eval()
         ids = context.calibration.input_ids if context.calibration is not None else None
-        attach_activation_hooks(model, dict(decoder_linears(model)), options, ids)
+        linears = decoder_linears(model)
+        skipped = skipped_names([name for name, _ in linears], options, self.name)
+        kept = dict(item for item in linears if item[0] not in skipped)
+        attach_activation_hooks(model, kept, options, ids)
         return model
 
-    def _solver(self, options: Mapping[str, Any]):
-        """``solve(name, linear, H)``: the linear's GPTQ-quantized weight under ``options``."""
+    def _solver(self, options: Mapping[str, Any], skipped: set[str]):
+        """``solve(name, linear, H)``: the linear's GPTQ-quantized weight under ``options``
+        (its own weight, unchanged, for the ``skipped`` layers)."""
         from qeval_plugins.quantizers.gptq_solver import gptq_quantize
 
         def solve(name, module, hessian):
+            if name in skipped:
+                return module.weight.data
             try:
                 return gptq_quantize(
                     module.weight.data,

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from qeval_plugins import LoadContext, Option, QevalError, Quantizer, Scheme, hookimpl
+from qeval_plugins.quantizers.skip import SKIP_OPTION, kept_parts, skip_patterns, skipped_names
 
 NBITS = (1, 2, 3, 4, 8)
 # bits one code occupies once packed: HQQ packs 3-bit codes ten to an int32 ("3bit_32")
@@ -47,6 +48,7 @@ class HqqQuantizer(Quantizer):
             "fast kernels); 0: along the output dimension",
             (0, 1),
         ),
+        SKIP_OPTION,
     )
 
     def finalize_options(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +58,7 @@ class HqqQuantizer(Quantizer):
                 f"hqq: group_size must be a multiple of 8, got {options['group_size']}; "
                 "try group_size=64."
             )
+        skip_patterns(options, self.name)  # a malformed pattern fails before loading
         return options
 
     def quantize(self, model: Any, options: Mapping[str, Any], context: LoadContext) -> Any:
@@ -65,8 +68,10 @@ class HqqQuantizer(Quantizer):
         config = BaseQuantizeConfig(
             nbits=options["nbits"], group_size=options["group_size"], axis=options["axis"]
         )
+        targets = _target_linears(model)
+        skipped = skipped_names([name for name, _ in targets], options, self.name)
         with torch.no_grad():
-            for name, linear in _target_linears(model):
+            for name, linear in [item for item in targets if item[0] not in skipped]:
                 _check_groups(name, linear, options["group_size"], options["axis"])
                 weight = linear.weight
                 layer = HQQLinear(
@@ -81,7 +86,7 @@ class HqqQuantizer(Quantizer):
     def scheme(self, options: Mapping[str, Any]) -> Scheme:
         """``int4 g64 asym axis1 hqq``: integer codes, per-group scale and optimised zero."""
         weights = f"int{options['nbits']} g{options['group_size']} asym axis{options['axis']} hqq"
-        return Scheme(weights=weights, kept=("lm_head", "embeddings"))
+        return Scheme(weights=weights, kept=("lm_head", "embeddings", *kept_parts(options)))
 
     def effective_bits(self, options: Mapping[str, Any]) -> float:
         """``packed bits + 2 · 16 / group_size``: the codes as HQQ packs them (3-bit: ten codes per

@@ -24,6 +24,7 @@ from qeval_plugins.quantizers.activations import (
     finalize_activation_options,
     needs_calibration,
 )
+from qeval_plugins.quantizers.skip import SKIP_OPTION, kept_parts, skip_patterns, skipped_names
 
 # Format name -> bits per element (None: set by the bits option). Kept in step with
 # rtn_formats.FORMATS (a test checks it); listed here so registering does not import torch.
@@ -69,6 +70,7 @@ class RtnQuantizer(Quantizer):
         *FORMAT_OPTIONS,
         Option("include_lm_head", bool, False, "also quantize the output projection"),
         Option("include_embeddings", bool, False, "also quantize the input embeddings"),
+        SKIP_OPTION,
         *ACT_OPTIONS,
         *CALIBRATION_OPTIONS,  # read only by act_granularity=tensor and smooth=
     )
@@ -90,6 +92,7 @@ class RtnQuantizer(Quantizer):
                 f"{self.name}: MX formats use blocks of {MX_BLOCK}; "
                 f"drop group_size= for format={fmt}."
             )
+        skip_patterns(options, self.name)  # a malformed pattern fails before loading
         final = finalize_activation_options(self.name, options)
         if fmt != "int":
             final["bits"] = FORMAT_BITS[fmt]
@@ -104,8 +107,10 @@ class RtnQuantizer(Quantizer):
         from qeval_plugins.quantizers.rtn_formats import quantize_dequantize
 
         fmt = options["format"]
-        targets = list(_target_modules(model, options))
-        ids = _smooth(model, dict(targets), options, context, self.name)
+        every = list(_target_modules(model, options))
+        skipped = skipped_names([name for name, _ in every], options, self.name)
+        ids = _smooth(model, dict(every), options, context, self.name)
+        targets = [(name, module) for name, module in every if name not in skipped]
         with torch.no_grad():
             for name, module in tqdm(
                 targets, desc=f"rtn {fmt}: quantizing", unit="layer", disable=len(targets) < 64
@@ -133,6 +138,7 @@ class RtnQuantizer(Quantizer):
         if not options["symmetric"]:
             weights += " asym"
         kept = [part for part in ("lm_head", "embeddings") if not options[f"include_{part}"]]
+        kept += kept_parts(options)
         return Scheme(weights=weights, activations=activation_scheme(options), kept=tuple(kept))
 
     def effective_bits(self, options: Mapping[str, Any]) -> float:

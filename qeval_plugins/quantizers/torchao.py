@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from qeval_plugins import LoadContext, Option, QevalError, Quantizer, Scheme, hookimpl
+from qeval_plugins.quantizers.skip import SKIP_OPTION, kept_parts, skip_patterns, skipped_names
 
 GROUP_SIZES = (32, 64, 128, 256)
 SUPPORTED_DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -53,6 +54,7 @@ class TorchaoQuantizer(Quantizer):
     version = "1"
     options: tuple[Option, ...] = (
         Option("include_lm_head", bool, False, "also quantize the output projection (lm_head)"),
+        SKIP_OPTION,
     )
 
     def config(self, options: Mapping[str, Any]) -> Any:
@@ -67,6 +69,10 @@ class TorchaoQuantizer(Quantizer):
                 f"models, not {context.dtype}; pass dtype=float32 or dtype=bfloat16."
             )
 
+    def finalize_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        skip_patterns(options, self.name)  # a malformed pattern fails before loading
+        return options
+
     def load_kwargs(self, options: Mapping[str, Any], context: LoadContext) -> dict[str, Any]:
         self.check_context(context)
         return {}
@@ -76,11 +82,19 @@ class TorchaoQuantizer(Quantizer):
         import_torchao()
         from torchao.quantization import quantize_
 
-        quantize_(model, self.config(options), filter_fn=linear_filter(model, options))
+        chosen = linear_filter(model, options)
+        names = [name for name, module in model.named_modules() if chosen(module, name)]
+        skipped = skipped_names(names, options, self.name)
+        quantize_(
+            model,
+            self.config(options),
+            filter_fn=lambda module, fqn: chosen(module, fqn) and fqn not in skipped,
+        )
         return model
 
     def kept(self, options: Mapping[str, Any]) -> tuple[str, ...]:
-        return ("embeddings",) if options["include_lm_head"] else ("lm_head", "embeddings")
+        parts = ("embeddings",) if options["include_lm_head"] else ("lm_head", "embeddings")
+        return parts + kept_parts(options)
 
 
 def import_torchao() -> None:

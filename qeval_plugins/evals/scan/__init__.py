@@ -1,0 +1,1 @@
+"""``qeval scan``: layer-wise sensitivity to quantization and a mixed-precision recommendation."""

@@ -1,0 +1,98 @@
+"""Which scanned units to keep unquantized: the recommendation rule and its bits per parameter.
+
+Bits per parameter are counted over the scanned (quantized) weight matrices only — embeddings
+and ``lm_head`` that the quantizer leaves alone are out of both numerator and denominator::
+
+    bits/param = (Σ_kept n_u · b_kept + Σ_quantized n_u · b_q) / Σ n_u
+
+with ``n_u`` a unit's weight count, ``b_q`` the quantizer's ``effective_bits`` (codes plus
+scales) and ``b_kept`` the model dtype's bits (16 for bfloat16, 32 for float32).
+
+The rule, over the units ranked by single-unit KL (most sensitive first):
+
+* with a target ``B`` (``--target-bits``): walk the ranking and keep each unit whose keeping
+  still leaves bits/param ≤ ``B`` (a unit too large for what is left is passed over, a smaller
+  one further down may still fit);
+* without one: keep the smallest number ``k`` of top units whose single-unit KLs add up to at
+  least half the sum over all units (``HALF``) — an additive estimate of "half the KL that
+  quantizing costs"; the verification run measures the real effect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from qeval_plugins.core.errors import QevalError
+
+HALF = 0.5
+
+
+def bits_per_param(
+    params: dict[str, int], kept: Sequence[str], quantized_bits: float, kept_bits: float
+) -> float:
+    """The formula of the module docstring over units ``params`` (name -> weight count)."""
+    total = sum(params.values())
+    held = sum(params[name] for name in kept)
+    return (held * kept_bits + (total - held) * quantized_bits) / total
+
+
+def recommend(
+    ranking: Sequence[dict[str, Any]],
+    quantized_bits: float | None,
+    kept_bits: float,
+    target_bits: float | None = None,
+) -> dict[str, Any]:
+    """The recommendation over ``ranking`` (dicts with ``name``, ``params``, ``kl_mean``, most
+    sensitive first): the rule used, the units to keep and the resulting bits/param."""
+    params = {unit["name"]: unit["params"] for unit in ranking}
+    if target_bits is not None:
+        if quantized_bits is None:
+            raise QevalError(
+                "--target-bits needs the quantizer's bits per weight, and this quantizer does not "
+                "state them (effective_bits); leave --target-bits out."
+            )
+        kept = _within_budget(ranking, params, quantized_bits, kept_bits, target_bits)
+        rule = f"most sensitive units first while bits/param <= {target_bits:g}"
+    else:
+        kept = _half_of_kl(ranking)
+        rule = f"fewest most-sensitive units whose single-unit KLs sum to >= {HALF:g} of the total"
+    bits = (
+        bits_per_param(params, kept, quantized_bits, kept_bits)
+        if quantized_bits is not None and params
+        else None
+    )
+    return {
+        "rule": rule,
+        "target_bits": target_bits,
+        "units": kept,
+        "quantized_bits": quantized_bits,
+        "kept_bits": kept_bits,
+        "bits_per_param": bits,
+        "all_quantized_bits_per_param": quantized_bits if params else None,
+    }
+
+
+def _within_budget(ranking, params, quantized_bits, kept_bits, target_bits) -> list[str]:
+    if quantized_bits > target_bits:
+        raise QevalError(
+            f"--target-bits {target_bits:g} is below the quantizer's own {quantized_bits:g} "
+            f"bits per weight; give at least {quantized_bits:g}."
+        )
+    kept: list[str] = []
+    for unit in ranking:
+        trial = [*kept, unit["name"]]
+        if bits_per_param(params, trial, quantized_bits, kept_bits) <= target_bits:
+            kept = trial
+    return kept
+
+
+def _half_of_kl(ranking) -> list[str]:
+    total = sum(max(unit["kl_mean"], 0.0) for unit in ranking)
+    kept, reached = [], 0.0
+    for unit in ranking:
+        if total <= 0 or reached >= HALF * total:
+            break
+        kept.append(unit["name"])
+        reached += max(unit["kl_mean"], 0.0)
+    return kept

@@ -1,0 +1,93 @@
+"""The ``skip=`` option shared by the quantizers that can leave chosen modules unquantized.
+
+Syntax: ``skip=PATTERN[+PATTERN...]``. ``+`` separates patterns because specs split on ``:``
+and lm-eval's ``--model_args`` on ``,``: ``rtn:skip=layers.0+layers.3.mlp.down_proj`` and
+``--model_args quantizer=rtn,skip=layers.0+layers.3.mlp.down_proj`` say the same. A pattern is a
+shell-style glob (``*``, ``?``, ``[0-3]``, matched case-sensitively) over dotted module names; it
+matches a module whose whole name matches it or whose name *ends* with ``.`` + a match (so
+``layers.0`` matches ``model.layers.0``, and ``down_proj`` every ``mlp.down_proj``). A module is
+skipped when it or one of its parents matches: ``layers.0`` skips every linear of block 0.
+Skipped modules keep their weights, bit for bit, in the model's dtype (with SmoothQuant,
+``smooth=``, they are smoothed like their neighbours, which leaves their outputs unchanged, but
+neither rounded nor given activation quantization). A pattern that matches
+none of the modules the quantizer would quantize is one :class:`QevalError` line, before any
+weight is changed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from qeval_plugins import Option, QevalError
+
+SEPARATOR = "+"
+SKIP_OPTION = Option(
+    "skip",
+    str,
+    "",
+    "modules left unquantized: glob patterns over module names joined by '+', e.g. "
+    "layers.0+layers.3.mlp.down_proj (a pattern matches a name or its dotted tail; parents skip "
+    "their children)",
+)
+
+
+def skip_patterns(options: Mapping[str, Any], who: str) -> tuple[str, ...]:
+    """The patterns of ``options["skip"]`` (empty tuple when nothing is skipped).
+
+    ``none`` (lm-eval turns the word into None, the option back into ``"none"``) and the empty
+    string skip nothing; an empty pattern (``a++b``), whitespace or a non-printable character is
+    one QevalError line naming the quantizer ``who``.
+    """
+    text = options.get("skip", "")
+    if text in ("", "none"):
+        return ()
+    patterns = tuple(text.split(SEPARATOR))
+    for pattern in patterns:
+        if not pattern or not pattern.isprintable() or any(c.isspace() for c in pattern):
+            raise QevalError(
+                f"{who}: bad skip pattern {pattern!r} in skip={text!r}; write module-name globs "
+                f"joined by '{SEPARATOR}', e.g. skip=layers.0+layers.3.mlp.down_proj."
+            )
+    return patterns
+
+
+def name_matches(name: str, pattern: str) -> bool:
+    """Whether the dotted module ``name`` or one of its parents matches ``pattern``: the whole
+    name or any tail after a dot (``a.b.c`` is tried as ``a.b.c``, ``b.c``, ``c`` and as each
+    parent ``a.b``, ``b``, ``a``)."""
+    parts = name.split(".")
+    for end in range(len(parts), 0, -1):
+        for start in range(end):
+            if fnmatch.fnmatchcase(".".join(parts[start:end]), pattern):
+                return True
+    return False
+
+
+def skipped_names(names: Iterable[str], options: Mapping[str, Any], who: str) -> set[str]:
+    """The members of ``names`` (the modules the quantizer would quantize) that ``skip`` keeps.
+
+    Every pattern must match at least one of ``names``; the first that matches none is one
+    QevalError line listing a few of the names it could match.
+    """
+    patterns = skip_patterns(options, who)
+    names = list(names)
+    if not patterns:
+        return set()
+    skipped = set()
+    for pattern in patterns:
+        hits = {name for name in names if name_matches(name, pattern)}
+        if not hits:
+            sample = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            raise QevalError(
+                f"{who}: skip pattern {pattern!r} matches none of the {len(names)} modules it "
+                f"would quantize ({sample}); check the name with a model's named_modules()."
+            )
+        skipped |= hits
+    return skipped
+
+
+def kept_parts(options: Mapping[str, Any]) -> tuple[str, ...]:
+    """The skip patterns, as a scheme lists them among its ``kept`` parts."""
+    return skip_patterns(options, "skip")

@@ -1,0 +1,292 @@
+"""The "Layer sensitivity" section of ``qeval report``: ``scan.json`` files of ``qeval scan``.
+
+:func:`find_scans` reads every ``scan.json`` (given, or under given folders, hidden folders
+skipped) into a :class:`ScanSummary`; a file that cannot be one — unreadable, too large, not
+UTF-8 JSON, another format version, a field of the wrong type — is one warning line and is
+skipped, never a crash. :func:`scan_grid_rows` gives the table rows (texts made
+:func:`printable`), :func:`render_scans` prints the section with rich (no markup is parsed) and
+:func:`scan_chart` draws the ranking as a bar chart. No torch import.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qeval_plugins.core.text import printable
+
+SCAN_FILE = "scan.json"
+FORMAT_VERSION = 1
+MAX_BYTES = 50_000_000  # a scan of a 1,000-layer model is well under 1 MB
+TOP = 10  # units shown per scan in the terminal and the chart
+NAME_LIMIT = 60  # characters of a unit name shown
+
+
+@dataclass(frozen=True)
+class UnitRow:
+    """One ranked unit: rank, name, weight count, KL mean (nats), ΔNLL (nats/token)."""
+
+    rank: int
+    name: str
+    params: int
+    kl_mean: float
+    delta_nll: float
+
+
+@dataclass(frozen=True)
+class ScanSummary:
+    """What the report shows of one scan file."""
+
+    path: str
+    model: str
+    spec: str
+    unit: str
+    units: tuple[UnitRow, ...]
+    recommended: tuple[str, ...]
+    bits_per_param: float | None
+    checks: dict[str, float | None]  # all_quantized / recommended / least_sensitive KL means
+    improves: bool | None
+    beats_least_sensitive: bool | None
+
+
+def is_scan_file(path: str | Path) -> bool:
+    """Whether ``path`` is a file named ``scan.json``."""
+    return Path(path).name == SCAN_FILE and Path(path).is_file()
+
+
+def find_scans(paths: list[str | Path]) -> tuple[list[ScanSummary], list[str]]:
+    """Every readable scan in ``paths`` and one warning line per unreadable one."""
+    found, warnings, seen = [], [], set()
+    for given in map(Path, paths):
+        if given.is_dir():
+            files = sorted(
+                path
+                for path in given.rglob(SCAN_FILE)
+                if not any(part.startswith(".") for part in path.relative_to(given).parts)
+            )
+        else:
+            files = [given] if is_scan_file(given) else []
+        for path in files:
+            key = str(path.resolve())
+            if key in seen:
+                continue
+            seen.add(key)
+            summary, problem = read_scan(path)
+            if summary is not None:
+                found.append(summary)
+            else:
+                warnings.append(f"{printable(str(path))}: {problem}; skipped")
+    return found, warnings
+
+
+def read_scan(path: Path) -> tuple[ScanSummary | None, str | None]:
+    """The scan in ``path``, or None and why not (one line)."""
+    try:
+        if path.stat().st_size > MAX_BYTES:
+            return None, f"larger than {MAX_BYTES} bytes, not a qeval scan"
+        text = path.read_bytes().decode("utf-8")
+        data = json.loads(text, parse_constant=lambda name: name)  # NaN stays the text "NaN"
+    except OSError as error:
+        return None, f"cannot read ({printable(error.strerror or str(error))})"
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    except RecursionError:
+        return None, "JSON nested too deeply"
+    except ValueError as error:
+        return None, f"not JSON ({printable(str(error))[:120]})"
+    try:
+        return summarize(data, str(path)), None
+    except (ArithmeticError, TypeError, ValueError, KeyError) as error:
+        return None, f"not a qeval scan ({printable(str(error))[:160]})"
+
+
+def summarize(data: Any, path: str) -> ScanSummary:
+    """:class:`ScanSummary` of a parsed ``scan.json``; TypeError/ValueError/KeyError naming the
+    first field that is missing or of the wrong type."""
+    if not isinstance(data, dict):
+        raise TypeError("the file is not a JSON object")
+    if data.get("qeval_scan") != FORMAT_VERSION:
+        raise ValueError(f"qeval_scan must be {FORMAT_VERSION}")
+    units = _field(data, "units", list)
+    rows = tuple(_unit_row(entry, number) for number, entry in enumerate(units))
+    advice = _field(data, "recommendation", dict)
+    recommended = _field(advice, "units", list)
+    if not all(isinstance(name, str) for name in recommended):
+        raise TypeError("recommendation.units must be a list of names")
+    checks = data.get("verification") if isinstance(data.get("verification"), dict) else {}
+    return ScanSummary(
+        path=path,
+        model=_field(data, "model", str),
+        spec=_field(data, "spec", str),
+        unit=_field(data, "unit", str),
+        units=rows,
+        recommended=tuple(recommended),
+        bits_per_param=_number_or_none(advice.get("bits_per_param")),
+        checks={key: _check_kl(checks.get(key)) for key in CHECKS},
+        improves=_bool_or_none(checks.get("improves")),
+        beats_least_sensitive=_bool_or_none(checks.get("beats_least_sensitive")),
+    )
+
+
+CHECKS = ("all_quantized", "recommended", "least_sensitive")
+
+
+def _field(data: dict, key: str, kind: type) -> Any:
+    value = data[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise TypeError(f"'{key}' must be a {kind.__name__}")
+    return value
+
+
+def _unit_row(entry: Any, number: int) -> UnitRow:
+    if not isinstance(entry, dict):
+        raise TypeError(f"units[{number}] must be an object")
+    params = _field(entry, "params", int)
+    rank = _field(entry, "rank", int)
+    kl, delta = _number(entry.get("kl_mean")), _number(entry.get("delta_nll"))
+    if kl is None or delta is None:
+        raise TypeError(f"units[{number}]: kl_mean and delta_nll must be numbers")
+    return UnitRow(rank, _field(entry, "name", str), params, kl, delta)
+
+
+def _number(value: Any) -> float | None:
+    """A JSON number, or ``"NaN"``/``"Infinity"`` (as Python writes non-finite floats)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        try:
+            return float(value)
+        except OverflowError:  # an integer of more than 308 digits
+            return None
+    if value in ("NaN", "Infinity", "-Infinity", "nan", "inf", "-inf"):
+        return float(value.replace("Infinity", "inf"))
+    return None
+
+
+def _number_or_none(value: Any) -> float | None:
+    return _number(value) if value is not None else None
+
+
+def _bool_or_none(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _check_kl(entry: Any) -> float | None:
+    return _number(entry.get("kl_mean")) if isinstance(entry, dict) else None
+
+
+def _fmt(value: float | None, spec: str = ".4g") -> str:
+    if value is None:
+        return "—"
+    return format(value, spec) if math.isfinite(value) else str(value)
+
+
+def _name(text: str) -> str:
+    text = printable(text)
+    return text if len(text) <= NAME_LIMIT else "…" + text[-(NAME_LIMIT - 1) :]
+
+
+def scan_grid_rows(summary: ScanSummary, top: int = TOP) -> list[tuple[str, ...]]:
+    """Rows (rank, unit, params, KL, ΔNLL, kept) of the ``top`` most sensitive units."""
+    chosen = set(summary.recommended)
+    return [
+        (
+            str(row.rank),
+            _name(row.name),
+            f"{row.params:,}",
+            _fmt(row.kl_mean),
+            _fmt(row.delta_nll, "+.4g"),
+            "keep" if row.name in chosen else "",
+        )
+        for row in sorted(summary.units, key=lambda r: r.rank)[:top]
+    ]
+
+
+def verdict_lines(summary: ScanSummary) -> list[str]:
+    """The recommendation and its verification, one line each (printable text)."""
+    names = ", ".join(_name(name) for name in summary.recommended) or "none"
+    bits = f" → {_fmt(summary.bits_per_param)} bits/param" if summary.bits_per_param else ""
+    lines = [f"keep unquantized: {names}{bits}"]
+    checks = summary.checks
+    if checks["recommended"] is not None:
+        lines.append(
+            f"verified KL mean (nats): all quantized {_fmt(checks['all_quantized'])}, "
+            f"recommended skip {_fmt(checks['recommended'])}, same number of least-sensitive "
+            f"skipped {_fmt(checks['least_sensitive'])}"
+        )
+        better = "better" if summary.improves else "NOT better"
+        control = "beats" if summary.beats_least_sensitive else "does NOT beat"
+        lines.append(f"recommendation is {better} than all-quantized and {control} the control")
+    return lines
+
+
+def render_scans(scans: list[ScanSummary], warnings: list[str], console: Any) -> None:
+    """Print the "Layer sensitivity" section: per scan a table of the top units and the
+    verdict lines; then the warnings (one line each)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    for summary in scans:
+        title = f"Layer sensitivity — {printable(summary.model)} · {printable(summary.spec)}"
+        table = Table(title=Text(title), title_justify="left")
+        for header in ("#", summary.unit, "params", "KL mean", "ΔNLL", ""):
+            table.add_column(Text(header), overflow="fold")
+        for row in scan_grid_rows(summary):
+            table.add_row(*(Text(cell) for cell in row))
+        console.print(table)
+        more = len(summary.units) - TOP
+        if more > 0:
+            console.print(Text(f"… {more} more units in {printable(summary.path)}", style="dim"))
+        for line in verdict_lines(summary):
+            console.print(Text(line))
+    for warning in warnings:
+        console.print(Text.assemble(("warning: ", "yellow"), warning))
+
+
+def scan_chart(figure_class: Any, summary: ScanSummary, top: int = TOP) -> Any:
+    """Horizontal bars of the ``top`` units' KL mean, most sensitive on top; recommended units
+    in a second colour."""
+    rows = sorted(summary.units, key=lambda r: r.rank)[:top]
+    figure = figure_class(figsize=(8, 1.2 + 0.35 * max(len(rows), 1)), layout="constrained")
+    axes = figure.add_subplot()
+    chosen = set(summary.recommended)
+    values = [row.kl_mean if math.isfinite(row.kl_mean) else 0.0 for row in rows]
+    colours = ["tab:red" if row.name in chosen else "tab:blue" for row in rows]
+    axes.barh(range(len(rows)), values, color=colours)
+    axes.set_yticks(range(len(rows)), [_name(row.name)[-40:] for row in rows], fontsize=8)
+    axes.invert_yaxis()
+    axes.set_xlabel("KL mean vs unquantized (nats/token), one unit quantized")
+    axes.set_title(
+        printable(f"{summary.model} · {summary.spec}")[:90] + "\nred: recommended to keep",
+        fontsize=9,
+    )
+    return figure
+
+
+def plot_scans(scans: list[ScanSummary], directory: str | Path) -> list[Path]:
+    """One ranking chart per scan in ``directory`` (created if missing):
+    ``scan_<model>_<unit>-<8 hex of the file's path>.png``. Returns the files written."""
+    from qeval_plugins.core.errors import QevalError
+    from qeval_plugins.report.output import make_folder
+    from qeval_plugins.report.plot import _digest, _save, _slug
+
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise QevalError("plots need matplotlib; run: pip install 'qeval[plot]'") from error
+    folder = make_folder(Path(directory))
+    written = []
+    for summary in scans:
+        name = f"scan_{_slug(summary.model)}_{_slug(summary.unit, 16)}-{_digest(summary.path)}.png"
+        written.append(_save(scan_chart(Figure, summary), folder / name))
+    return written
+
+
+def has_results(paths: list[str | Path]) -> bool:
+    """Whether ``paths`` hold any lm-eval results file (``results*.json``) for the run tables."""
+    from qeval_plugins.report.load import no_runs_message
+
+    return bool(paths) and no_runs_message(paths)[1]
