@@ -11,6 +11,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from qeval_plugins.core.text import printable
+from qeval_plugins.report.outliers import outlier_data
 from qeval_plugins.report.values import HugeInteger, as_mapping
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ def _comparison_dict(comparison: Comparison) -> dict[str, Any]:
             for summary in comparison.sqnr
         ],
         "sensitivity": [_sweep_dict(sweep) for sweep in comparison.sensitivity],
+        "outliers": outlier_data(comparison),
     }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from qeval_plugins.core.text import printable
 from qeval_plugins.report.compare import Report
 from qeval_plugins.report.grid import Cell, Grid, Line
+from qeval_plugins.report.outliers import outlier_grids
 from qeval_plugins.report.tables import LEGEND, grids
 
 GAP = "  "  # between table columns
@@ -35,7 +36,7 @@ def render(report: Report, console: Any, empty_note: bool = True) -> None:
     if not report.comparisons and empty_note:
         console.print("No runs to report.", style="yellow")
     for comparison in report.comparisons:
-        for grid in grids(comparison):
+        for grid in [*grids(comparison), *outlier_grids(comparison)]:
             segments = []
             for line in grid_lines(grid, console.width):
                 segments += [Segment(text, styles.get(style)) for text, style in line]
