@@ -245,16 +245,32 @@ def _no_nvidia_driver() -> bool:
 
 
 def availability(quantizer: Quantizer) -> str:
-    """``ok``, ``missing <module> → pip install ...`` or ``needs CUDA``: can it run here?
+    """``ok``, ``missing <module> → pip install ...``, ``needs CUDA`` or ``needs CUDA sm89+``
+    (with ``(GPU 0 is sm80)`` when torch is loaded and its first GPU is older): can it run here?
 
     Listings call this for every quantizer: it never imports torch (see :func:`_no_nvidia_driver`).
     """
     missing = quantizer.missing_requirement()
     if missing:
         return f"missing {missing} → {install_command(quantizer, missing)}"
-    if quantizer.needs_cuda and _no_nvidia_driver():
-        return "needs CUDA"
+    if not quantizer.needs_cuda:
+        return "ok"
+    needed = quantizer.cuda_capability
+    needs = "needs CUDA" + (f" sm{needed[0]}{needed[1]}+" if needed else "")
+    if _no_nvidia_driver():
+        return needs
+    found = _first_gpu_capability()
+    if needed and found and tuple(found) < tuple(needed):
+        return f"{needs} (GPU 0 is sm{found[0]}{found[1]})"
     return "ok"
+
+
+def _first_gpu_capability() -> tuple[int, int] | None:
+    """GPU 0's compute capability when torch is already loaded and sees a GPU, else None."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return tuple(torch.cuda.get_device_capability(0))
 
 
 def install_command(quantizer: Quantizer, missing: str) -> str:

@@ -103,6 +103,8 @@ class Quantizer:
         extra: the pip extra of the plugin's own distribution that installs ``requires``
             (the install hint is ``pip install 'DISTRIBUTION[extra]'``).
         needs_cuda: True when the method cannot run without a CUDA device.
+        cuda_capability: the lowest CUDA compute capability it runs on, ``(major, minor)``
+            (``(8, 9)`` for float8 kernels), or None for any; only with ``needs_cuda``.
         simulated: True when weights are replaced by their quantized values but kept in the
             original dtype ("fake" quantization): accuracy is exact, memory and speed are not.
         identity: True only for a method that leaves the model unchanged (the ``none``
@@ -126,6 +128,7 @@ class Quantizer:
     requires: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str | None] = None
     needs_cuda: ClassVar[bool] = False
+    cuda_capability: ClassVar[tuple[int, int] | None] = None
     simulated: ClassVar[bool] = False
     identity: ClassVar[bool] = False
     version: ClassVar[str] = "1"
@@ -263,7 +266,21 @@ def _declaration_problems(quantizer: Quantizer) -> list[str]:
     for flag in ("needs_cuda", "simulated", "identity", "calibrated", "cache_quantized"):
         if not isinstance(getattr(quantizer, flag), bool):
             problems.append(f"{flag} must be True or False, got {getattr(quantizer, flag)!r}")
+    capability = getattr(quantizer, "cuda_capability", None)
+    if capability is not None and not _is_capability(capability):
+        problems.append(f"cuda_capability must be (major, minor) or None, got {capability!r}")
+    elif capability is not None and quantizer.needs_cuda is not True:
+        problems.append("cuda_capability is set, so needs_cuda must be True")
     return problems
+
+
+def _is_capability(value: Any) -> bool:
+    """``(major, minor)``: a tuple of two non-negative ints."""
+    return (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(type(part) is int and part >= 0 for part in value)
+    )
 
 
 def resolve_dtype(dtype: Any, pretrained: str | None = None, revision: str | None = None) -> str:

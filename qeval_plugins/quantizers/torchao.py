@@ -41,7 +41,6 @@ from qeval_plugins.quantizers.skip import SKIP_OPTION, kept_parts, skip_patterns
 
 GROUP_SIZES = (32, 64, 128, 256)
 SUPPORTED_DTYPES = ("auto", "float32", "bfloat16", "float16")
-FP8_CAPABILITY = (8, 9)  # torchao's minimum for float8 dynamic quantization on CUDA
 # torchao's weight subclasses (torchao.quantization) that have a dequantize() to the dense weight
 DEQUANTIZABLE = ("Int8Tensor", "IntxUnpackedToInt8Tensor", "Float8Tensor")
 
@@ -204,6 +203,7 @@ class TorchaoFp8(TorchaoQuantizer):
     name = "torchao-fp8"
     description = "torchao float8 e4m3 dynamic activations + weights, per row (CUDA sm89+)"
     needs_cuda = True
+    cuda_capability = (8, 9)  # torchao's minimum for float8 dynamic quantization on CUDA
 
     def check_context(self, context):
         super().check_context(context)
@@ -220,7 +220,7 @@ class TorchaoFp8(TorchaoQuantizer):
                 f"{context.dtype}; pass dtype=bfloat16."
             )
         capability = torch.cuda.get_device_capability(context.device)
-        if tuple(capability) < FP8_CAPABILITY:
+        if tuple(capability) < self.cuda_capability:
             raise QevalError(
                 f"quantizer '{self.name}' needs CUDA compute capability 8.9 or newer (Ada, "
                 f"Hopper); {context.device} has {capability[0]}.{capability[1]}. Use "

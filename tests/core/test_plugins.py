@@ -354,6 +354,8 @@ def test_an_entry_point_named_like_a_builtin_plugin_is_reported(monkeypatch, tmp
         ('requires = "hqq"', r"requires must be a tuple of module names"),
         ('extra = "my extra"', r"extra must be None or a pip extra name"),
         ("identity = 1", r"identity must be True or False"),
+        ("cuda_capability = (8, 9)", r"cuda_capability is set, so needs_cuda must be True"),
+        ("needs_cuda = True; cuda_capability = 89", r"cuda_capability must be \(major, minor\)"),
     ],
 )
 def test_declarations_are_validated_at_registration(monkeypatch, tmp_path, attributes, rule):
@@ -454,7 +456,7 @@ def test_listing_plugins_imports_no_heavy_dependency():
     assert result.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize(("driver", "expected"), [(False, "needs CUDA"), (True, "ok")])
+@pytest.mark.parametrize(("driver", "expected"), [(False, "needs CUDA sm89+"), (True, "ok")])
 def test_a_cuda_only_quantizer_is_listed_without_importing_torch(monkeypatch, driver, expected):
     """With torch not yet imported, a listing asks the system for an NVIDIA driver instead."""
     import os
@@ -468,6 +470,23 @@ def test_a_cuda_only_quantizer_is_listed_without_importing_torch(monkeypatch, dr
     entry = Registry().load().get("torchao-fp8")
     assert plan.availability(entry.quantizer) == expected
     assert "torch" not in sys.modules
+
+
+@pytest.mark.parametrize(
+    ("gpu", "expected"), [((8, 0), "needs CUDA sm89+ (GPU 0 is sm80)"), ((9, 0), "ok")]
+)
+def test_a_gpu_below_the_quantizers_compute_capability_is_named(monkeypatch, gpu, expected):
+    """With torch loaded and a GPU present, the listing compares GPU 0 with the quantizer's
+    ``cuda_capability`` (torchao-fp8: 8.9)."""
+    import types
+
+    from qeval_plugins.core import plan
+
+    cuda = types.SimpleNamespace(is_available=lambda: True, get_device_capability=lambda i: gpu)
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    monkeypatch.setattr(plan, "_no_nvidia_driver", lambda: False)
+    entry = Registry().load().get("torchao-fp8")
+    assert plan.availability(entry.quantizer) == expected
 
 
 def test_qeval_quantizers_shows_option_help(monkeypatch, capsys, fresh_registry):

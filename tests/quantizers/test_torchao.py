@@ -184,7 +184,7 @@ def test_float64_is_refused_in_one_line():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a CPU-only machine")
 def test_fp8_needs_cuda():
     quantizer = get_registry().get("torchao-fp8").quantizer
-    assert availability(quantizer) == "needs CUDA"
+    assert availability(quantizer) == "needs CUDA sm89+"
     assert "CUDA sm89+" in quantizer.description
     with pytest.raises(QevalError) as error:
         check_spec("torchao-fp8")
