@@ -8,8 +8,8 @@ does) and is measured for:
 * parameter bytes as stored (MB = 2**20 bytes) and bits per parameter = 8 · bytes / #params;
 * load + quantize wall time (s);
 * peak memory while loading and running (CUDA: ``torch.cuda.max_memory_allocated``, GiB; CPU:
-  growth of the process's peak RSS, GiB — only meaningful for the first runs, since RSS peaks
-  never go down);
+  the peak RSS over the RSS before loading, GiB, the peak reset before each quantizer through
+  Linux's ``/proc/self/clear_refs`` — the mapped checkpoint's pages count too);
 * prefill throughput: tokens/s of a forward pass over ``batch × prompt_len`` tokens (what
   loglikelihood requests cost);
 * decode throughput: new tokens/s of greedy generation of ``new_tokens`` tokens, batch 1;
@@ -27,7 +27,7 @@ import argparse
 import gc
 import json
 import math
-import resource
+import re
 import shutil
 import tempfile
 import time
@@ -86,8 +86,21 @@ def build_checkpoint(preset: str, directory: Path) -> Path:
     return directory
 
 
+def _status_gib(field: str) -> float:
+    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``: kB) in GiB."""
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(rf"{field}:\s+(\d+)", status).group(1)) / 2**20
+
+
+def reset_peak_rss() -> float:
+    """Reset the process's peak RSS to its current RSS (Linux); returns that RSS in GiB."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_gib("VmRSS")
+
+
 def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    """The peak RSS since the last :func:`reset_peak_rss`, GiB."""
+    return _status_gib("VmHWM")
 
 
 def sync(device: str) -> None:
@@ -130,7 +143,7 @@ def measure(spec: str, checkpoint: Path, device: str, args) -> dict:
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    rss_before = peak_rss_gib()
+    rss_before = 0.0 if device.startswith("cuda") else reset_peak_rss()
     started = time.perf_counter()
     extra = quantizer.load_kwargs(plan.options, context)
     extra.setdefault("dtype", torch.bfloat16)
@@ -238,7 +251,7 @@ def main() -> None:
     for row in rows:
         print(
             f"{row['spec']:<14}{row['stored_MB']:>9.1f}{row['bits_per_param']:>8.2f}"
-            f"{row['load_quantize_s']:>8.2f}{row['peak_GiB']:>9.2f}{row['prefill_tok_s']:>15.0f}"
+            f"{row['load_quantize_s']:>8.2f}{row['peak_GiB']:>9.3f}{row['prefill_tok_s']:>15.0f}"
             f"{row['decode_tok_s']:>13.1f}{row['decode_tok_s'] / base['decode_tok_s']:>9.2f}"
             f"{row['weight_sqnr_dB']:>10.2f}"
         )
