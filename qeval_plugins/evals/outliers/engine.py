@@ -3,12 +3,14 @@
 What is measured, per decoder layer l, on the task's texts (every token position, the prefix
 token included), for the unquantized reference and for the quantized model alike:
 
-* the layer's **projection inputs** X_l: the hidden states the linear layers of the block read
-  whose input width is the model's hidden size — in Llama-like blocks the normalised residual
-  stream entering the attention projections (q/k/v) and the one entering the MLP (gate/up);
-  one tensor read by several linears counts once. They are taken before any input
-  quantization a quantizer adds to those linears (a forward pre-hook that runs first), so they
-  are the hidden states the model computes, as in LLM.int8();
+* the layer's **projection inputs** X_l: the hidden states the block hands to its sublayers
+  (attention, MLP) that their linear layers read — in pre-norm (Llama-like) blocks the
+  normalised residual stream read by q/k/v and the one read by gate/up. A linear reading a
+  tensor computed inside a sublayer (o_proj: the attention output; down_proj: the MLP's
+  intermediate) is left out, as are linears whose input width is not the hidden size; a tensor
+  read by several linears counts once. They are taken before any input quantization a quantizer
+  adds to those linears (forward pre-hooks that run first): the hidden states the model
+  computes, as in LLM.int8();
 * ``absmax``: max |x| over X_l;
 * ``kurtosis``: excess (Fisher) kurtosis of all elements of X_l pooled (normal = 0);
 * ``dims_above_share``: the share of the hidden dimensions i with |X_l[t, i]| ≥ threshold at
@@ -125,23 +127,42 @@ def projection_modules(layer: Any, hidden: int) -> list[Any]:
 @contextlib.contextmanager
 def measured_inputs(model: Any, accumulator: _Accumulator, threshold: float):
     """While open, each forward pass adds every decoder block's projection inputs to
-    ``accumulator`` (absmax, moments, hits of ``threshold``), each distinct tensor once."""
+    ``accumulator`` (absmax, moments, hits of ``threshold``), each distinct tensor once.
+
+    A block's projection input is a tensor of hidden-size width that the block passed to one of
+    its direct children (positionally or by keyword) and that one of its
+    :func:`projection_modules` reads; tensors are recognised by identity (weak references, so
+    nothing is kept alive).
+    """
     hidden = accumulator.position_hits.shape[0]
     handles = []
     for index, layer in enumerate(decoder_layers(model)):
-        last: list[Any] = [None]  # a weak reference to the tensor this block's last linear read
+        handed: list[weakref.ref] = []  # tensors the block passed to its children in this pass
+        read: list[weakref.ref] = []  # projection inputs already added in this pass
 
-        def hook(module, args, index=index, last=last):
+        def start(module, args, handed=handed, read=read):
+            handed.clear()
+            read.clear()
+
+        def enter(module, args, kwargs, handed=handed):
+            for value in (*args, *kwargs.values()):
+                if isinstance(value, torch.Tensor) and value.dim() and value.shape[-1] == hidden:
+                    handed.append(weakref.ref(value))
+
+        def reads(module, args, index=index, handed=handed, read=read):
             x = args[0] if args else None
-            if not isinstance(x, torch.Tensor) or x.shape[-1] != hidden:
+            if not isinstance(x, torch.Tensor) or not any(ref() is x for ref in handed):
                 return
-            if last[0] is not None and last[0]() is x:  # q, k and v read one tensor
+            if any(ref() is x for ref in read):  # q, k and v read one tensor
                 return
-            last[0] = weakref.ref(x)
+            read.append(weakref.ref(x))
             _add(accumulator, index, x.detach().reshape(-1, hidden), threshold)
 
+        handles.append(layer.register_forward_pre_hook(start))
         for module in projection_modules(layer, hidden):
-            handles.append(module.register_forward_pre_hook(hook, prepend=True))
+            handles.append(module.register_forward_pre_hook(reads, prepend=True))
+        for child in layer.children():  # after: a linear child records its input, then reads
+            handles.append(child.register_forward_pre_hook(enter, with_kwargs=True, prepend=True))
     try:
         yield
     finally:
@@ -216,7 +237,9 @@ def weight_kurtosis(layers: list[Any], dequantize) -> torch.Tensor:
                 kurtosis = stats.excess_kurtosis(stats.moments(dense))
                 values += [] if kurtosis is None else [kurtosis]
         if values:
-            figures[index] = torch.tensor([sum(values) / len(values), max(values)])
+            figures[index] = torch.tensor(
+                [sum(values) / len(values), max(values)], dtype=torch.float64
+            )
     return figures
 
 
