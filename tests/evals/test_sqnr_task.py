@@ -63,6 +63,10 @@ def test_unquantized_is_infinite_sqnr_zero_kl_full_agreement(tiny_model_dir, tas
     assert metrics["top1_agreement"] == 1.0
     assert metrics["ppl_delta"] == pytest.approx(0.0, abs=1e-9)
     assert metrics["ppl_reference"] == metrics["ppl_quantized"] > 1.0
+    for name in ("kl_max", "kl_median", "kl_reverse_mean", "kl_symmetric_mean", "rms_dp"):
+        assert metrics[name] == pytest.approx(0.0, abs=1e-9), name
+    assert metrics["ppl_ratio"] == 1.0 and metrics["ln_ppl_ratio"] == 0.0
+    assert metrics["top1_agreement_err"] == 0.0 and metrics["ln_ppl_corr"] == pytest.approx(1.0)
 
 
 def test_sqnr_rises_with_bits(rtn_runs):
@@ -237,6 +241,13 @@ def test_cache_entry_is_small(tiny_model_dir):
     # per token: top-k float32 log-probs and int32 ids, float32 tail, float64 nll
     held = 127 * (4 * 8 + 4 * 8 + 4 + 8) + 4 * (10 * vocabulary + 16 * blocks * hidden)
     assert written.tell() < held + 64_000  # + torch.save's per-tensor overhead
+
+    # kl=exact adds 2 bytes per vocabulary entry and 16 per position: T·(2V + 16)
+    exact = compute_reference(model, texts, SqnrSettings(**{**settings.__dict__, "kl": "exact"}))
+    written_exact = io.BytesIO()
+    torch.save(exact, written_exact)
+    codes = 4 * 127 * (2 * vocabulary + 16)
+    assert held + codes < written_exact.tell() < held + codes + 96_000
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])

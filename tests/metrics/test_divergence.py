@@ -12,11 +12,15 @@ import torch.nn.functional as F
 from torch.ao.ns.fx.utils import compute_sqnr
 
 from qeval_plugins.metrics.divergence import (
+    decode_logprobs,
+    encode_logprobs,
     energies,
     exact_kl,
+    kl_from_codes,
     kl_from_topk,
     percentile,
     perplexity,
+    reverse_kl_from_topk,
     sqnr_db,
     tensor_sqnr_db,
     token_nll,
@@ -402,3 +406,70 @@ def test_kl_from_topk_bound_is_loose_for_flat_distributions():
     bound = kl_from_topk(topk_reference(reference, 32), quantized)
     ratio = float(bound.sum() / exact_kl(reference, quantized).sum())
     assert ratio < 0.2
+
+
+# ---------------------------------------------------------------- exact mode: uint16 log-probs
+
+
+def numpy_divergences(reference_logits, quantized_logits):
+    """Forward and reverse KL per row, float64 numpy, written without torch."""
+    z, y = reference_logits.double().numpy(), quantized_logits.double().numpy()
+    log_p = z - z.max(1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+    log_q = y - y.max(1, keepdims=True)
+    log_q -= np.log(np.exp(log_q).sum(1, keepdims=True))
+    p, q = np.exp(log_p), np.exp(log_q)
+    return (p * (log_p - log_q)).sum(1), (q * (log_q - log_p)).sum(1)
+
+
+@pytest.mark.parametrize("scale", [0.5, 3.0, 12.0])
+def test_encoded_logprobs_decode_within_half_a_step_before_renormalizing(scale):
+    logits, _ = random_pair(0, 40, 300, scale, 0.1)
+    entry = encode_logprobs(logits)
+    assert entry["logprob_codes"].dtype == torch.int16 and entry["logprob_codes"].shape == (40, 300)
+    assert entry["logprob_min"].dtype == entry["logprob_scale"].dtype == torch.float64
+    log_p = torch.log_softmax(logits.double(), dim=-1)
+    step = entry["logprob_scale"][:, None]
+    assert torch.allclose(step[:, 0], (log_p.amax(1) - log_p.amin(1)) / 65534)
+    raw = entry["logprob_min"][:, None] + (entry["logprob_codes"].double() + 32767) * step
+    assert ((raw - log_p).abs() <= step / 2 + 1e-12).all()
+    assert ((decode_logprobs(entry) - log_p).abs() <= step + 1e-12).all()  # renormalized
+    assert torch.allclose(decode_logprobs(entry).exp().sum(1), torch.ones(40, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(("seed", "scale", "noise"), [(0, 1.0, 0.05), (1, 4.0, 0.5), (2, 8.0, 2.0)])
+def test_kl_from_codes_is_within_its_stated_bound_of_the_float64_truth(seed, scale, noise):
+    reference_logits, quantized_logits = random_pair(seed, 64, 500, scale, noise)
+    result = kl_from_codes(encode_logprobs(reference_logits), quantized_logits)
+    forward, reverse = numpy_divergences(reference_logits, quantized_logits)
+    forward_error = np.abs(result["kl"].numpy() - forward)
+    reverse_error = np.abs(result["kl_reverse"].numpy() - reverse)
+    assert (forward_error <= result["kl_bound"].numpy()).all()
+    assert (reverse_error <= result["kl_reverse_bound"].numpy()).all()
+    # a worst case over roundings: 15-50x the typical error, a few % of the KL at most
+    assert result["kl_bound"].mean() < 100 * forward_error.mean()
+    assert (result["kl_bound"].numpy() < 0.05 * forward).all()
+
+
+def test_topk_kl_both_ways_are_lower_bounds_of_the_exact_values():
+    reference_logits, quantized_logits = random_pair(3, 50, 400, 1.0, 0.4)  # flat: a loose bound
+    forward, reverse = numpy_divergences(reference_logits, quantized_logits)
+    cache = topk_reference(reference_logits, 8)
+    assert (kl_from_topk(cache, quantized_logits).numpy() <= forward + 1e-12).all()
+    assert (reverse_kl_from_topk(cache, quantized_logits).numpy() <= reverse + 1e-12).all()
+    assert reverse_kl_from_topk(cache, quantized_logits).mean() < 0.9 * reverse.mean()
+    full = topk_reference(reference_logits, 400)
+    assert np.allclose(reverse_kl_from_topk(full, quantized_logits).numpy(), reverse, atol=1e-6)
+
+
+def test_codes_keep_impossible_tokens_exactly_and_constant_rows():
+    logits = torch.tensor([[0.0, 1.0, -math.inf], [2.0, 2.0, 2.0]])
+    entry = encode_logprobs(logits)
+    assert int(entry["logprob_codes"][0, 2]) + 32768 == 0  # probability exactly 0: code 0
+    assert entry["logprob_scale"][1] == 0.0  # a flat row: one level, decoded exactly
+    assert torch.allclose(decode_logprobs(entry)[1].exp(), torch.full((3,), 1 / 3).double())
+    result = kl_from_codes(entry, torch.tensor([[0.0, 1.0, 0.5], [2.0, 2.0, 2.0]]))
+    assert math.isfinite(result["kl"][0]) and result["kl_reverse"][0] == math.inf
+    assert result["kl"][1] == 0.0 and result["kl_reverse"][1] == 0.0
+    with pytest.raises(ValueError, match="reference codes"):
+        kl_from_codes(entry, torch.zeros(2, 4))

@@ -1,0 +1,239 @@
+"""qeval_sqnr's divergence statistics against a direct full-vocabulary float64 computation.
+
+The reference is the embedded qeval-tiny model, the "quantized" model the same with every decoder
+linear weight rounded to 3-bit integers (RTN, per channel). The expected values are computed here
+with numpy in float64 from both models' full logits, independently of qeval's code.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_sqnr_task import sqnr_run
+
+KL_NAMES = ["kl_max", "kl_p999", "kl_p99", "kl_p95", "kl_p90", "kl_median"]
+KL_NAMES += ["kl_p10", "kl_p5", "kl_p1", "kl_p01", "kl_min"]
+QUANTILES = {"max": 100, "p999": 99.9, "p99": 99, "p95": 95, "p90": 90, "p75": 75, "median": 50}
+QUANTILES.update({"p25": 25, "p10": 10, "p5": 5, "p1": 1, "p01": 0.1, "min": 0})
+
+
+@pytest.fixture(scope="module")
+def models(base):
+    from qeval_plugins.quantizers.rtn_formats import quantize_dequantize
+
+    quantized = copy.deepcopy(base)
+    with torch.no_grad():
+        for module in quantized.model.layers.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.copy_(quantize_dequantize(module.weight, "int", bits=3))
+    return base, quantized
+
+
+@pytest.fixture(scope="module")
+def texts(held_out):
+    return [ids[:64] for ids in held_out[:3]]
+
+
+def log_softmax64(model, ids) -> np.ndarray:
+    with torch.no_grad():
+        z = model(ids[None]).logits[0, :-1].double().numpy()
+    z = z - z.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
+@pytest.fixture(scope="module")
+def truth(models, texts):
+    """Per-token float64 values pooled over the texts: KL both ways, NLLs, agreement."""
+    reference, quantized = models
+    pooled = {name: [] for name in ("kl", "reverse", "nll_base", "nll_q", "agree", "position")}
+    for ids in texts:
+        log_p, log_q = log_softmax64(reference, ids), log_softmax64(quantized, ids)
+        p, q = np.exp(log_p), np.exp(log_q)
+        rows, targets = np.arange(len(ids) - 1), ids[1:].numpy()
+        pooled["kl"].append((p * (log_p - log_q)).sum(1))
+        pooled["reverse"].append((q * (log_q - log_p)).sum(1))
+        pooled["nll_base"].append(-log_p[rows, targets])
+        pooled["nll_q"].append(-log_q[rows, targets])
+        pooled["agree"].append(log_p.argmax(1) == log_q.argmax(1))
+        pooled["position"].append(rows)
+    return {name: np.concatenate(values) for name, values in pooled.items()}
+
+
+def engine_statistics(models, texts, mode: str):
+    from qeval_plugins.evals.sqnr import engine
+
+    reference, quantized = models
+    settings = engine.SqnrSettings(
+        max_tokens=64, top_k=8, logit_positions=1, activation_tokens=1, kl=mode
+    )
+    cached = engine.compute_reference(reference, texts, settings)
+    engine.check_reference(cached, texts, settings)
+    results = engine.compare(quantized, texts, cached)
+    return results, engine.statistics(results), engine.divergence_mode(settings, results)
+
+
+def se(values: np.ndarray) -> float:
+    return values.std(ddof=1) / math.sqrt(len(values))
+
+
+def assert_probability_statistics_exact(stats: dict, truth: dict) -> None:
+    """Δp, perplexity and agreement statistics need p_base(correct) only: exact in both modes."""
+    n = len(truth["kl"])
+    dp = np.exp(-truth["nll_q"]) - np.exp(-truth["nll_base"])
+    close = {"rel": 1e-9, "abs": 1e-12}
+    assert stats["dp_mean"] == pytest.approx(dp.mean(), **close)
+    assert stats["dp_mean_err"] == pytest.approx(se(dp), **close)
+    for name, q in QUANTILES.items():
+        assert stats[f"dp_{name}"] == pytest.approx(np.percentile(dp, q), **close), name
+    rms = math.sqrt((dp**2).mean())
+    assert stats["rms_dp"] == pytest.approx(rms, **close)
+    assert stats["rms_dp_err"] == pytest.approx(0.5 * se(dp**2) / rms, **close)
+    ln_ratio = truth["nll_q"].mean() - truth["nll_base"].mean()
+    assert stats["ln_ppl_ratio"] == pytest.approx(ln_ratio, **close)
+    assert stats["ln_ppl_ratio_err"] == pytest.approx(se(truth["nll_q"] - truth["nll_base"]))
+    assert stats["ppl_ratio"] == pytest.approx(math.exp(ln_ratio), **close)
+    corr = np.corrcoef(truth["nll_q"], truth["nll_base"])[0, 1]
+    assert stats["ln_ppl_corr"] == pytest.approx(corr, **close)
+    assert stats["ppl_quantized_err"] == pytest.approx(
+        math.exp(truth["nll_q"].mean()) * se(truth["nll_q"]), **close
+    )
+    share = truth["agree"].mean()
+    assert stats["top1_agreement_err"] == pytest.approx(math.sqrt(share * (1 - share) / (n - 1)))
+
+
+def test_exact_mode_matches_float64_within_its_stated_bound(models, texts, truth):
+    results, stats, mode = engine_statistics(models, texts, "exact")
+    assert mode["kl_mode"] == "exact"
+    bound, bound_max = mode["kl_error_bound"], mode["bound_max"]
+    assert 0 < bound <= bound_max and bound < 1e-3 * stats["kl_mean"]  # 0.03 % on qeval-tiny
+    kl = np.concatenate([r["kl"] for r in results])
+    per_token = np.concatenate([r["kl_bound"] for r in results])
+    assert (np.abs(kl - truth["kl"]) <= per_token).all()
+    assert stats["kl_mean"] == pytest.approx(truth["kl"].mean(), abs=bound)
+    assert stats["kl_mean_err"] == pytest.approx(se(truth["kl"]), abs=bound_max)
+    for name in KL_NAMES:
+        assert stats[name] == pytest.approx(
+            np.percentile(truth["kl"], percent(name)), abs=bound_max
+        ), name
+    reverse_bound = mode["reverse_bound_max"]
+    assert stats["kl_reverse_mean"] == pytest.approx(truth["reverse"].mean(), abs=reverse_bound)
+    symmetric = truth["kl"] + truth["reverse"]
+    assert stats["kl_symmetric_mean"] == pytest.approx(
+        symmetric.mean(), abs=bound_max + reverse_bound
+    )
+    early = truth["position"] < 32
+    assert stats["kl_mean_pos_early"] == pytest.approx(truth["kl"][early].mean(), abs=bound_max)
+    assert stats["kl_mean_pos_late"] == pytest.approx(truth["kl"][~early].mean(), abs=bound_max)
+    assert_probability_statistics_exact(stats, truth)
+
+
+def percent(name: str) -> float:
+    """kl_p999 -> 99.9, kl_p01 -> 0.1, kl_p5 -> 5, kl_median -> 50, kl_max -> 100."""
+    return QUANTILES[name.split("_", 1)[1]]
+
+
+def test_topk_mode_is_a_lower_bound_and_the_rest_is_exact(models, texts, truth):
+    results, stats, mode = engine_statistics(models, texts, "topk")
+    assert mode["kl_mode"] == "topk" and mode["kl_error_bound"] == "inf"
+    kl = np.concatenate([r["kl"] for r in results])
+    reverse = np.concatenate([r["kl_reverse"] for r in results])
+    assert (kl <= truth["kl"] + 1e-9).all() and (reverse <= truth["reverse"] + 1e-9).all()
+    assert stats["kl_mean"] <= truth["kl"].mean()
+    assert stats["kl_reverse_mean"] <= truth["reverse"].mean()
+    for name in KL_NAMES:  # order statistics of a pointwise lower bound are lower bounds
+        assert stats[name] <= np.percentile(truth["kl"], percent(name)) + 1e-9, name
+    assert_probability_statistics_exact(stats, truth)
+
+
+def test_the_results_carry_every_statistic_the_mode_and_the_worst_tokens(
+    tiny_model_dir, tasks_dir, monkeypatch, tmp_path
+):
+    from qeval_plugins.evals.sqnr.task import AGGREGATIONS, HIGHER_IS_BETTER
+
+    monkeypatch.setenv("QEVAL_CACHE_DIR", str(tmp_path / "cache"))
+    runs = {
+        mode: sqnr_run(tiny_model_dir, tasks_dir, "quantizer=rtn,bits=3", limit=3, kl=mode)
+        for mode in ("topk", "exact")
+    }
+    # one cache entry per mode: a top-k entry is never read as an exact one
+    assert len(list((tmp_path / "cache" / "reference").glob("*.pt"))) == 2
+    for mode, run in runs.items():
+        metrics, divergence = run["metrics"], run["block"]["sqnr"]["divergence"]
+        assert set(AGGREGATIONS) <= set(metrics)
+        assert divergence["kl_mode"] == mode
+        worst = divergence["worst_tokens"]
+        assert len(worst) == 10 and worst[0]["kl"] == metrics["kl_max"]
+        assert [w["kl"] for w in worst] == sorted((w["kl"] for w in worst), reverse=True)
+        assert all(isinstance(w["context"], str) and isinstance(w["token"], str) for w in worst)
+        assert metrics["ppl_ratio"] == pytest.approx(
+            metrics["ppl_quantized"] / metrics["ppl_reference"]
+        )
+        json.dumps(run["block"], allow_nan=False)  # strict JSON
+    assert runs["topk"]["metrics"]["kl_error_bound"] == "inf"
+    assert 0 < runs["exact"]["metrics"]["kl_error_bound"] < 1e-3
+    assert runs["exact"]["metrics"]["kl_mean"] > runs["topk"]["metrics"]["kl_mean"]
+    # uncertainties and signed differences have no direction: never a degradation
+    assert HIGHER_IS_BETTER["kl_mean_err"] is None and HIGHER_IS_BETTER["dp_mean"] is None
+    assert HIGHER_IS_BETTER["kl_median"] is False and HIGHER_IS_BETTER["ln_ppl_corr"] is True
+
+
+def test_cache_key_separates_the_modes_and_ignores_the_budget():
+    from qeval_plugins.evals.sqnr.engine import SqnrSettings
+    from qeval_plugins.storage.cache import reference_key
+
+    def key(**settings):
+        return reference_key(["m"], [[1, 2, 3]], SqnrSettings(**settings).cache_settings(), "f32")
+
+    assert key(kl="topk") != key(kl="exact")
+    assert key(kl="exact", kl_cache_budget="1G") == key(kl="exact", kl_cache_budget="9G")
+
+
+def test_a_topk_cache_entry_fails_the_exact_structure_check(models, texts):
+    from qeval_plugins.evals.sqnr import engine
+
+    topk = engine.SqnrSettings(max_tokens=64, top_k=8, logit_positions=1, activation_tokens=1)
+    cached = engine.compute_reference(models[0], texts, topk)
+    exact = engine.SqnrSettings(**{**topk.__dict__, "kl": "exact"})
+    with pytest.raises(ValueError, match="codes"):
+        engine.check_reference(cached, texts, exact)
+
+
+def test_over_budget_is_one_line_before_any_pass(tiny_model_dir, tasks_dir, monkeypatch, tmp_path):
+    from qeval_plugins import QevalError
+    from qeval_plugins.evals.sqnr import engine
+
+    monkeypatch.setenv("QEVAL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(engine, "compute_reference", lambda *a: pytest.fail("reference ran"))
+    with pytest.raises(QevalError) as refused:
+        sqnr_run(
+            tiny_model_dir,
+            tasks_dir,
+            "quantizer=rtn,bits=3",
+            limit=2,
+            kl="exact",
+            kl_cache_budget="10K",
+        )
+    message = str(refused.value)
+    assert "\n" not in message and "kl_cache_budget" in message and "kl=topk" in message
+    assert '"kl_cache_budget": "1G"' in message
+
+
+@pytest.mark.parametrize(
+    ("settings", "error"),
+    [
+        ({"kl": "fast"}, "'kl' must be one of topk, exact, got 'fast'"),
+        ({"kl_cache_budget": "lots"}, "'kl_cache_budget' 'lots' is not a size"),
+    ],
+)
+def test_kl_settings_are_validated(settings, error):
+    from qeval_plugins import QevalError
+    from qeval_plugins.evals.sqnr.engine import SqnrSettings
+
+    with pytest.raises(QevalError, match=error):
+        SqnrSettings.from_mapping(settings)
+    assert SqnrSettings.from_mapping({"kl_cache_budget": 4096}).budget_bytes() == 4096
