@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from qeval_plugins.core.text import printable
 from qeval_plugins.report.grid import SCIENTIFIC_FROM, Cell, Grid, number
 from qeval_plugins.report.runs import Run
 from qeval_plugins.report.values import as_mapping, as_value
@@ -32,12 +33,13 @@ COLUMNS = (  # metric, header: the table's numeric columns
     ("act_kurtosis_quantized", "kurtosis\nquant"),
 )
 INDEXED = {"outliers_created": "created", "outliers_destroyed": "destroyed"}
+COUNTS = {"outlier_features_reference", "outlier_features_quantized", *INDEXED}
+DEFAULT_SETTINGS = {"threshold": 6.0, "layer_share": 0.25, "position_share": 0.06}
 CAPTION = (
-    "features = hidden dimensions with |x| ≥ threshold in ≥ layer_share of the decoder layers and "
-    "at ≥ position_share of the token positions (LLM.int8(); defaults 6.0, 25 %, 6 %), on the "
-    "inputs of each layer's projections; created / destroyed = features of the quantized model "
-    "that the unquantized reference lacks / of the reference it lacks; absmax = max |x| over "
-    "the layers; kurtosis = excess kurtosis (normal = 0), mean over the layers."
+    "features: hidden dimensions with |x| ≥ threshold in ≥ layer_share of the layers and at ≥ "
+    "position_share of the positions (LLM.int8(): 6.0, 25 %, 6 %) in the hidden states the "
+    "attention and MLP projections read; created / destroyed: features only the quantized model / "
+    "only the reference has; absmax: max |x|; kurtosis: excess (normal = 0), mean over layers."
 )
 
 
@@ -106,14 +108,26 @@ def dimensions_text(dimensions: list[int]) -> str:
 
 
 def _count_cell(summary: OutlierRun, metric: str) -> Cell:
-    """A metric's value; for created / destroyed the dimensions dimmed beneath it."""
+    """A metric's value (a count as a whole number); for created / destroyed the dimensions
+    dimmed beneath it."""
     value = summary.metrics.get(metric)
-    whole = value is not None and value.is_integer() and abs(value) < SCIENTIFIC_FROM
+    whole = metric in COUNTS and value is not None and value.is_integer()
+    whole = whole and abs(value) < SCIENTIFIC_FROM
     cell: Cell = [(f"{value:,.0f}" if whole else number(value), "")]
     side = INDEXED.get(metric)
     if side and summary.dimensions[side]:
         cell.append((dimensions_text(summary.dimensions[side]), "dim"))
     return cell
+
+
+def settings_note(summary: OutlierRun) -> str:
+    """``label: threshold 4, ...`` for a run whose settings differ from the defaults, else ""."""
+    changed = {k: v for k, v in summary.settings.items() if DEFAULT_SETTINGS.get(k) != v}
+    if not changed:
+        return ""
+    return f"{printable(summary.label)}: " + ", ".join(
+        f"{k} {number(v)}" for k, v in changed.items()
+    )
 
 
 def outlier_grids(comparison: Comparison) -> list[Grid]:
@@ -124,8 +138,8 @@ def outlier_grids(comparison: Comparison) -> list[Grid]:
         return []
     grid = Grid(
         title=f"{comparison.name}: outlier features, unquantized reference vs quantized",
-        caption=CAPTION,
-        headers=["run", *(title for _, title in COLUMNS), "quantized model's\nfeature dims"],
+        caption="\n".join([CAPTION, *filter(None, map(settings_note, summaries))]),
+        headers=["run", *(title for _, title in COLUMNS), "feature dims\n(quantized)"],
         right=[False] + [True] * len(COLUMNS) + [False],
     )
     for summary in summaries:
