@@ -24,6 +24,7 @@ def test_wheel_contents(wheel):
     assert "qeval_lm_eval.pth" in names  # start-up hook at the top of site-packages
     assert "qeval_plugins/tasks/qeval_demo/qeval_demo_facts.yaml" in names
     assert "qeval_plugins/tasks/qeval_demo/facts.jsonl" in names
+    assert "qeval_plugins/tasks/qeval_outliers/qeval_outliers.yaml" in names
     assert "qeval_plugins/embedded/qeval-tiny/config.json" in names
     assert "qeval_plugins/embedded/qeval-tiny/model.safetensors" in names
     entry_points = (

@@ -284,3 +284,21 @@ def test_lm_eval_run_with_rtn_3_bits(tasks_dir, base, tokenizer, tmp_path):
     console = Console(width=160, record=True, color_system=None)
     render(report, console)
     assert "outlier features, unquantized reference vs quantized" in console.export_text()
+
+
+def test_the_metrics_have_no_direction():
+    """Descriptive figures: lm-eval gets None, and the report never calls a change worse."""
+    from qeval_plugins.evals.outliers import task
+    from qeval_plugins.metrics.directions import direction
+
+    assert dict.fromkeys(task.METRICS) == task.HIGHER_IS_BETTER
+    assert set(task.AGGREGATIONS) == set(task.METRICS)
+    assert all(direction(metric) is None for metric in task.METRICS)
+
+
+def test_a_missing_text_file_names_this_task(tmp_path):
+    from qeval_plugins.evals.outliers.task import load_texts
+
+    with pytest.raises(QevalError, match=r"^qeval_outliers text_file .* does not exist"):
+        load_texts(text_file=str(tmp_path / "missing.jsonl"))
+    assert len(load_texts()["test"]) == 40
