@@ -23,6 +23,7 @@ FORMAT_VERSION = 1
 MAX_BYTES = 50_000_000  # a scan of a 1,000-layer model is well under 1 MB
 TOP = 10  # units shown per scan in the terminal and the chart
 NAME_LIMIT = 60  # characters of a unit name shown
+MAX_COUNT = 10**15  # no unit has more weights (or a lower rank) than this
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,9 @@ def read_scan(path: Path) -> tuple[ScanSummary | None, str | None]:
         return None, f"not JSON ({printable(str(error))[:120]})"
     try:
         return summarize(data, str(path)), None
-    except (ArithmeticError, TypeError, ValueError, KeyError) as error:
+    except KeyError as error:
+        return None, f"not a qeval scan (no {printable(str(error))[:80]} field)"
+    except (ArithmeticError, TypeError, ValueError) as error:
         return None, f"not a qeval scan ({printable(str(error))[:160]})"
 
 
@@ -146,6 +149,8 @@ def _unit_row(entry: Any, number: int) -> UnitRow:
         raise TypeError(f"units[{number}] must be an object")
     params = _field(entry, "params", int)
     rank = _field(entry, "rank", int)
+    if not 0 <= params <= MAX_COUNT or not 1 <= rank <= MAX_COUNT:
+        raise ValueError(f"units[{number}]: rank and params must be counts up to {MAX_COUNT:.0e}")
     kl, delta = _number(entry.get("kl_mean")), _number(entry.get("delta_nll"))
     if kl is None or delta is None:
         raise TypeError(f"units[{number}]: kl_mean and delta_nll must be numbers")

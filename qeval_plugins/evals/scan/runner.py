@@ -49,8 +49,8 @@ def checked_plan(spec: str, device: str) -> Any:
         raise QevalError("qeval scan chooses skip= itself; drop skip= from --quantizer.")
     if not any(option.name == "skip" for option in plan.quantizer.options):
         able = sorted(
-            entry.name
-            for entry in get_registry().entries()
+            entry.quantizer.name
+            for entry in get_registry().all()
             if any(option.name == "skip" for option in entry.quantizer.options)
         )
         raise QevalError(

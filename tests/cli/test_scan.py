@@ -1,0 +1,135 @@
+"""``qeval scan`` end to end on qeval-tiny, its ``scan.json``, and ``qeval report``'s "Layer
+sensitivity" section and chart, with hostile scan files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli
+
+from qeval_plugins.cli.main import main
+
+SCAN = [
+    "qeval",
+    "scan",
+    "--model",
+    "qeval-tiny",
+    "--quantizer",
+    "rtn:bits=3:group_size=0",
+    "--unit",
+    "block",
+    "--limit",
+    "2",
+    "--max-tokens",
+    "64",
+]
+
+
+@pytest.fixture(scope="module")
+def scanned(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("scan")
+    result = run_cli([*SCAN, "--output", str(folder / "out")])
+    return folder / "out", result
+
+
+def test_scan_writes_scan_json_and_the_recommendation_verifies(scanned):
+    folder, result = scanned
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[1/4] model.layers.0: KL" in result.stderr  # progress, one line per unit
+    assert "[4/4] model.layers.3: KL" in result.stderr
+    assert "Layer sensitivity" in result.stdout and "keep" in result.stdout
+    data = json.loads((folder / "scan.json").read_text())
+    assert data["qeval_scan"] == 1 and data["unit"] == "block"
+    assert data["spec"] == "rtn:bits=3:group_size=0"
+    assert data["reference"]["texts"] == 2 and data["reference"]["top_k"] == 32
+    kls = [unit["kl_mean"] for unit in data["units"]]
+    assert kls == sorted(kls, reverse=True) and len(kls) == 4
+    checks = data["verification"]
+    assert checks["recommended"]["skip"] == data["recommendation"]["skip"]
+    assert checks["recommended"]["kl_mean"] < checks["all_quantized"]["kl_mean"]
+    assert checks["improves"] is True
+    assert [p.name for p in folder.iterdir()] == ["scan.json"]  # no temporary left
+
+
+def test_report_shows_the_section_and_writes_the_chart(scanned, tmp_path):
+    folder, _ = scanned
+    result = run_cli(["qeval", "report", str(folder), "--plot", str(tmp_path / "plots")])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Layer sensitivity — qeval-tiny · rtn:bits=3:group_size=0" in result.stdout
+    assert "recommendation is better than all-quantized" in result.stdout
+    [chart] = (tmp_path / "plots").glob("scan_qeval-tiny_block-*.png")
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _good(name: str = "model.layers.0") -> dict:
+    unit = {"rank": 1, "name": name, "params": 10, "kl_mean": 0.5, "delta_nll": 0.1}
+    return {
+        "qeval_scan": 1,
+        "model": "m",
+        "spec": "rtn",
+        "unit": "block",
+        "units": [unit],
+        "recommendation": {"units": [name], "bits_per_param": 5.0},
+        "verification": {
+            "all_quantized": {"kl_mean": 0.9},
+            "recommended": {"kl_mean": 0.2},
+            "least_sensitive": {"kl_mean": 0.8},
+            "improves": True,
+            "beats_least_sensitive": True,
+        },
+    }
+
+
+HOSTILE = {
+    "binary": b"\x00\xff\xfe",
+    "not-json": b"{units: [",
+    "list": b"[1, 2]",
+    "version": json.dumps({**_good(), "qeval_scan": 99}).encode(),
+    "units-text": json.dumps({**_good(), "units": "many"}).encode(),
+    "kl-text": json.dumps({**_good(), "units": [{**_good()["units"][0], "kl_mean": "x"}]}).encode(),
+    "huge-int": json.dumps(_good()).replace('"params": 10', '"params": ' + "9" * 400).encode(),
+    "deep": b"[" * 100_000 + b"]" * 100_000,
+    "missing": json.dumps({k: v for k, v in _good().items() if k != "spec"}).encode(),
+}
+
+
+def test_hostile_scan_files_are_one_warning_each_and_never_crash(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # one warning per line, however long the paths
+    for name, data in HOSTILE.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "scan.json").write_bytes(data)
+    (tmp_path / "good").mkdir()
+    evil = "model.layers.0\x1b]0;pwned\x07\x1b[2J"
+    good = _good(evil)
+    good["units"][0]["kl_mean"] = "NaN"  # as json_ready writes a non-finite number
+    (tmp_path / "good" / "scan.json").write_text(json.dumps(good))
+    assert main(["report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Layer sensitivity" in out and "\x1b" not in out
+    assert "model.layers.0\\x1b]0;pwned\\x07" in out.replace("\n", "")
+    warnings = [line for line in out.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == len(HOSTILE)
+    assert all(line.endswith("; skipped") for line in warnings)
+    for name in HOSTILE:
+        assert any(f"/{name}/scan.json: " in line for line in warnings)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--quantizer", "none"], "quantizer 'none' has no skip= option"),
+        (["--quantizer", "rtn:skip=layers.0"], "qeval scan chooses skip= itself"),
+        (["--target-bits", "-1"], "argument --target-bits: must be a positive number"),
+        (["--unit", "row"], "argument --unit: invalid choice"),
+    ],
+)
+def test_scan_mistakes_are_one_line(extra, message, capsys):
+    argv = ["scan", "--model", "qeval-tiny", "--quantizer", "rtn", *extra]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's one-line usage errors
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err
+    assert err.startswith("qeval: error:") and err.count("\n") == 1
