@@ -302,3 +302,12 @@ def test_a_missing_text_file_names_this_task(tmp_path):
     with pytest.raises(QevalError, match=r"^qeval_outliers text_file .* does not exist"):
         load_texts(text_file=str(tmp_path / "missing.jsonl"))
     assert len(load_texts()["test"]) == 40
+
+
+def test_linears_it_cannot_recognise_are_one_line_not_empty_figures(base, texts):
+    model = copy.deepcopy(base)
+    for module in model.model.layers[1].modules():
+        if isinstance(module, torch.nn.Linear):
+            del module.in_features
+    with pytest.raises(QevalError, match=r"read no hidden state in decoder layer 1: .*Linear"):
+        measure(model, texts[:1])

@@ -207,6 +207,8 @@ def measure(
             accumulator.text_hits = torch.zeros(ids.shape[0], hidden, dtype=torch.bool)
             model(ids.to(device)[None])
             accumulator.position_hits += accumulator.text_hits.sum(0)
+    if texts:
+        _check_read(layers, accumulator.moments[:, 0], hidden)
     return {
         "format": FORMAT,
         "absmax": accumulator.absmax,
@@ -216,6 +218,21 @@ def measure(
         "positions": sum(int(ids.shape[0]) for ids in texts),
         "weight_kurtosis": weight_kurtosis(layers, dequantize),
     }
+
+
+def _check_read(layers: list[Any], counts: torch.Tensor, hidden: int) -> None:
+    """A one-line QevalError when some decoder block had no projection input read (``counts``:
+    elements read per block): its linears could not be recognised, and its figures would be
+    silently empty."""
+    for index, (layer, count) in enumerate(zip(layers, counts.tolist(), strict=True)):
+        if count == 0:
+            kinds = sorted({type(m).__name__ for m in layer.modules() if not list(m.children())})
+            raise QevalError(
+                f"qeval_outliers read no hidden state in decoder layer {index}: none of its "
+                f"layers ({', '.join(kinds)}) has in_features = {hidden} (the hidden size) and "
+                f"reads what the layer passes to its attention or MLP; a quantized linear layer "
+                f"needs an in_features attribute, as torch.nn.Linear has."
+            )
 
 
 def weight_kurtosis(layers: list[Any], dequantize) -> torch.Tensor:
