@@ -1,7 +1,9 @@
 """A run's ``qeval_sqnr`` figures: the task's metrics, weight SQNR per layer, activation SQNR.
 
 The task's metrics come from the results; the per-layer and per-block values and the number of
-worst layers to show from the qeval block's ``sqnr`` entry (``config.qeval.sqnr``).
+worst layers to show from the qeval block's ``sqnr`` entry (``config.qeval.sqnr``); the KL mode
+and the most divergent token from its ``divergence`` entry. :func:`divergence_grid` is the
+output-divergence table (KL distribution, Δp, perplexity ratio), drawn when a run has them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import heapq
 from dataclasses import dataclass
 from operator import itemgetter
 
+from qeval_plugins.core.text import printable
+from qeval_plugins.report.grid import Grid, small_number
 from qeval_plugins.report.runs import Run
 from qeval_plugins.report.values import as_mapping, as_value
 
@@ -26,6 +30,8 @@ class SqnrRun:
     layers: dict[str, float]  # weight SQNR (dB) per layer, checkpoint order
     worst: list[tuple[str, float]]
     activation_blocks_db: list[float]
+    kl_mode: str = ""  # "exact", "topk" (a lower bound), or "" when the file does not say
+    worst_token: str = ""  # the most divergent token in its context, as "…context⟨token⟩"
 
 
 def sqnr_summary(run: Run) -> SqnrRun | None:
@@ -42,6 +48,8 @@ def sqnr_summary(run: Run) -> SqnrRun | None:
     }
     count = as_mapping(block.get("settings")).get("worst_layers")
     blocks = block.get("activation_blocks_db")
+    divergence = as_mapping(block.get("divergence"))
+    mode = divergence.get("kl_mode")
     return SqnrRun(
         label=run.label,
         metrics=metrics,
@@ -56,4 +64,57 @@ def sqnr_summary(run: Run) -> SqnrRun | None:
             for raw in (blocks if isinstance(blocks, list) else [])
             if (value := as_value(raw)) is not None
         ],
+        kl_mode=mode if mode in KL_MODES else "",
+        worst_token=_worst_token(divergence.get("worst_tokens")),
     )
+
+
+KL_MODES = ("exact", "topk")
+TOKEN_CONTEXT = 24  # characters of context shown before the most divergent token
+# (metric, header, metric holding its uncertainty or None); shown when a run has kl_median
+DIVERGENCE_COLUMNS = (
+    ("kl_mean", "KL mean\nnats", "kl_mean_err"),
+    ("kl_median", "KL median\nnats", None),
+    ("kl_p99", "KL p99\nnats", None),
+    ("kl_max", "KL max\nnats", None),
+    ("kl_reverse_mean", "KL(Q‖P)\nnats", None),
+    ("rms_dp", "Δp RMS", "rms_dp_err"),
+    ("top1_agreement", "top-1\nagree", "top1_agreement_err"),
+    ("ppl_ratio", "PPL\nratio", "ppl_ratio_err"),
+    ("ln_ppl_corr", "ln PPL\ncorr", None),
+)
+
+
+def _worst_token(raw: object) -> str:
+    """The first of ``worst_tokens`` as ``…context⟨token⟩`` (printable), or ""."""
+    first = as_mapping(raw[0]) if isinstance(raw, list) and raw else {}
+    context, token = first.get("context"), first.get("token")
+    if not isinstance(context, str) or not isinstance(token, str):
+        return ""
+    cut = "…" if len(context) > TOKEN_CONTEXT else ""
+    return printable(f"{cut}{context[-TOKEN_CONTEXT:]}⟨{token}⟩")
+
+
+def divergence_grid(name: str, runs: list[SqnrRun]) -> Grid | None:
+    """Output divergence per run: KL distribution, Δp RMS, top-1, PPL ratio (value ±err), the
+    KL mode (``exact``, or ``≥`` for top-k: a lower bound) and the most divergent token; None
+    when no run has the statistics (results from before they existed)."""
+    shown = [run for run in runs if "kl_median" in run.metrics]
+    if not shown:
+        return None
+    grid = Grid(
+        title=f"{name}: output divergence vs the unquantized model (lower KL = closer)",
+        caption="KL in nats; ≥: top-k mode, a lower bound; Δp = p_Q(correct) − p_ref(correct)",
+        headers=["run", *(header for _, header, _ in DIVERGENCE_COLUMNS), "KL", "worst token"],
+        right=[False] + [True] * len(DIVERGENCE_COLUMNS) + [False, False],
+    )
+    for run in shown:
+        cells = [[(run.label, "bold")]]
+        for metric, _, error in DIVERGENCE_COLUMNS:
+            value, spread = run.metrics.get(metric), run.metrics.get(error) if error else None
+            text = "—" if value is None else small_number(value)
+            cells.append([(text + (f" ±{small_number(spread)}" if spread is not None else ""), "")])
+        mode = {"exact": "exact", "topk": "≥"}.get(run.kl_mode, "")
+        cells += [[(mode, "dim")], [(run.worst_token, "")]]
+        grid.rows.append(cells)
+    return grid

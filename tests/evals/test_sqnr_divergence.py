@@ -237,3 +237,35 @@ def test_kl_settings_are_validated(settings, error):
     with pytest.raises(QevalError, match=error):
         SqnrSettings.from_mapping(settings)
     assert SqnrSettings.from_mapping({"kl_cache_budget": 4096}).budget_bytes() == 4096
+
+
+def sqnr_report_run(metrics: dict, divergence: dict):
+    from pathlib import Path
+
+    from qeval_plugins.report.runs import Metric, Run
+
+    return Run(
+        path=Path("r.json"),
+        model="m",
+        label="rtn:bits=3",
+        config={},
+        metrics={"qeval_sqnr": {k: Metric(v, None, None) for k, v in metrics.items()}},
+        qeval={"sqnr": {"divergence": divergence}},
+    )
+
+
+def test_report_shows_the_divergence_grid_with_mode_and_a_printable_worst_token():
+    from qeval_plugins.report.sqnr import divergence_grid, sqnr_summary
+
+    metrics = {"kl_mean": 0.25, "kl_mean_err": 0.01, "kl_median": 0.125, "kl_max": 3.5}
+    metrics.update(rms_dp=0.004, rms_dp_err=0.0005, ppl_ratio=1.0625, ln_ppl_corr=0.98)
+    worst = [{"context": "x" * 40 + "the \x1b[2Jclear", "token": "\u202eevil"}]
+    exact = sqnr_summary(sqnr_report_run(metrics, {"kl_mode": "exact", "worst_tokens": worst}))
+    topk = sqnr_summary(sqnr_report_run(metrics, {"kl_mode": "topk", "worst_tokens": "junk"}))
+    grid = divergence_grid("m", [exact, topk])
+    [first, second] = [[" ".join(t for t, _ in cell) for cell in row] for row in grid.rows]
+    assert first[1:3] == ["0.250 ±0.010", "0.125"] and first[3] == "—"  # no kl_p99: a dash
+    assert first[6] == "0.004 ±0.0005" and first[-2] == "exact" and second[-2] == "≥"
+    assert first[-1] == "…" + "x" * 11 + "the \\x1b[2Jclear⟨\\u202eevil⟩" and second[-1] == ""
+    old = sqnr_summary(sqnr_report_run({"kl_mean": 0.25}, {}))
+    assert divergence_grid("m", [old]) is None  # results from before these statistics
