@@ -76,6 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         extra=args.lm_eval_args,
         force=args.force,
         console=console,
+        log_samples=not args.no_log_samples,
     )
     _print_report([args.output], None, console)
     for line in failures:
@@ -252,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--force",
         action="store_true",
         help="recompute runs that already exist, replacing results made with other settings",
+    )
+    run.add_argument(
+        "--no-log-samples",
+        action="store_true",
+        help="do not pass --log_samples to lm_eval (per-document scores, ~1-5 kB a document, "
+        "that qeval report's paired significance test needs)",
     )
     run.set_defaults(run=cmd_run, passthrough=True)
 

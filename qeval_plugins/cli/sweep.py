@@ -289,10 +289,13 @@ def _failure(run: PlannedRun, log_path: Path, code: int) -> QevalError:
 
 
 def _install(directory: Path, raw: bytes, settings: dict, partial: Path) -> None:
-    """Settings record first (naming the new results' checksum), samples, then the results."""
+    """Settings record first (naming the new results' checksum), samples (an older attempt's
+    removed: they belong to the results replaced), then the results."""
     import hashlib
 
     write_atomic(directory / SETTINGS_FILE, record_bytes(settings, hashlib.sha256(raw).hexdigest()))
+    for stale in directory.glob("samples_*.jsonl"):
+        stale.unlink(missing_ok=True)
     for samples in partial.rglob("samples_*.jsonl"):
         os.replace(samples, directory / samples.name)
     write_atomic(directory / RESULTS_FILE, raw)
@@ -399,11 +402,16 @@ def sweep(
     extra: list[str],
     force: bool,
     console,
+    log_samples: bool = True,
 ) -> list[str]:
-    """Run the sweep with a progress display; returns one line per failed run."""
+    """Run the sweep with a progress display; returns one line per failed run.
+
+    lm_eval also writes each document's scores (``--log_samples``: the report's paired test
+    needs them) unless ``log_samples`` is false; the option is not a setting of the results."""
     from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    extra = [*extra, "--log_samples"] if log_samples else extra
     runs, settings, expected = prepare(models, specs, tasks, output, device, extra, force)
     failures: list[str] = []
     columns = (

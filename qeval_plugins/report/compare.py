@@ -8,8 +8,12 @@ baseline's, se their standard errors:
 * delta Δ = q − b;
 * relative degradation (Ahmadian et al.) = 100·(b − q)/|b| % when higher is better and
   100·(q − b)/|b| % when lower is better, so a positive value always means worse;
-* significant = |Δ| > √(se_b² + se_q²) — a one-standard-error screen, not a formal test; unknown
-  (None) when either standard error is missing.
+* significant, when both runs logged per-document samples of the metric (lm-eval
+  ``--log_samples``; :mod:`.samples`): the paired bootstrap interval of Δ over the documents both
+  scored excludes 0 (:mod:`.paired`, which also gives McNemar's exact p for 0/1 metrics); the
+  score's ``significance_method`` is then ``"paired"``;
+* otherwise (``"screen"``): |Δ| > √(se_b² + se_q²) — a one-standard-error screen, not a formal
+  test; unknown (None) when either standard error is missing.
 
 Different task sets, duplicates and differing settings (:mod:`.settings`) each become one warning
 line, and everything else is still compared. Text read from a file may be hostile:
@@ -31,7 +35,9 @@ from qeval_plugins.report.labels import (
     is_prequantized,
     matches_spec,
 )
+from qeval_plugins.report.paired import Paired
 from qeval_plugins.report.runs import Metric, Run
+from qeval_plugins.report.samples import SamplesReader, paired_metric
 from qeval_plugins.report.sensitivity import (
     SWEEP_SUMMARY,
     SWEEP_TASK,
@@ -76,7 +82,11 @@ MIB = 2**20
 
 @dataclass(frozen=True)
 class Score:
-    """A run's main metric on one task, compared with the baseline (None where not defined)."""
+    """A run's main metric on one task, compared with the baseline (None where not defined).
+
+    ``significance_method`` says how ``significant`` was decided: "paired" (the interval
+    ``delta_ci_low``..``delta_ci_high`` at ``ci_level`` over ``paired_docs`` documents excludes
+    0; McNemar's exact ``mcnemar_p`` for 0/1 metrics) or "screen" (the unpaired screen)."""
 
     metric: str
     value: float
@@ -85,6 +95,12 @@ class Score:
     delta: float | None = None
     relative_degradation_pct: float | None = None
     significant: bool | None = None
+    significance_method: str | None = None
+    delta_ci_low: float | None = None
+    delta_ci_high: float | None = None
+    ci_level: float | None = None
+    mcnemar_p: float | None = None
+    paired_docs: int | None = None
 
 
 @dataclass
@@ -235,6 +251,8 @@ def compare_model(
         (make_row(run, base, scored) for run in runs),
         key=lambda row: (not row.is_baseline, -(row.bits_per_param or 0.0), row.run.label),
     )
+    if base is not None:
+        pair_rows(rows, base, notes)
     missing = [
         f"{row.run.label} lacks {listing(lacks, 8)}"
         for row in rows
@@ -254,6 +272,38 @@ def compare_model(
     tasks = {task: metric for task, metric in scored.items() if not is_sweep_point(task)}
     sweeps = sensitivity([row.run for row in rows], base, name, notes)
     return Comparison(model, name, base, reason, tasks, rows, sqnr, sweeps)
+
+
+def pair_rows(rows: list[Row], base: Run, notes: list[str]) -> None:
+    """Decide significance by the paired test in every compared score whose runs both logged
+    samples of it (:func:`~.samples.paired_metric`); each problem with samples becomes one
+    warning line in ``notes`` (a baseline's only once)."""
+    reader = SamplesReader()
+    seen = set(notes)
+    for row in rows:
+        for task, found in row.scores.items():
+            if row.is_baseline or found.delta is None:
+                continue
+            stats, warning = paired_metric(reader, base, row.run, task, found.metric)
+            if stats is not None:
+                row.scores[task] = paired_score(found, stats)
+            elif warning is not None and warning not in seen:
+                seen.add(warning)
+                notes.append(warning)
+
+
+def paired_score(found: Score, stats: Paired) -> Score:
+    """``found`` with its significance decided by the paired statistics ``stats``."""
+    return replace(
+        found,
+        significant=stats.significant,
+        significance_method="paired",
+        delta_ci_low=stats.low,
+        delta_ci_high=stats.high,
+        ci_level=stats.confidence,
+        mcnemar_p=stats.mcnemar_p,
+        paired_docs=stats.docs,
+    )
 
 
 def _lacks(row: Row, task: str, metric: str) -> bool:
@@ -419,6 +469,7 @@ def score(name: str, metric: Metric, base: Metric | None) -> Score:
         delta,
         relative_degradation_pct(base.value, metric.value, metric.higher_is_better),
         significant(delta, base.stderr, metric.stderr),
+        "screen",
     )
 
 

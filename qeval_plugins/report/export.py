@@ -85,6 +85,12 @@ CSV_COLUMNS = (
     "delta",
     "relative_degradation_pct",
     "significant",
+    "significance_method",
+    "delta_ci_low",
+    "delta_ci_high",
+    "ci_level",
+    "mcnemar_p",
+    "paired_docs",
     "limit",
     "num_fewshot",
 )

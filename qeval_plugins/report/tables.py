@@ -2,8 +2,9 @@
 
 * summary: one row per run — bits/param, size (MiB = bytes/2²⁰), quantization time, tokens/s,
   peak memory, and per task its main metric ± stderr, Δ versus the baseline and the relative
-  degradation in % (positive = worse), green ≤ 1 %, yellow ≤ 5 %, red > 5 %, dim when |Δ| is
-  within the combined stderr (``ns``);
+  degradation in % (positive = worse), green ≤ 1 %, yellow ≤ 5 %, red > 5 %, dim when Δ is
+  not significant (``ns``), and under it the paired interval ``[lo, hi]`` of Δ with McNemar's
+  ``p`` when both runs logged samples (:mod:`.compare` says which test decided);
 * SQNR per run (when ``qeval_sqnr`` ran) with a one-character-per-layer bar view of the weight
   SQNR (▁ = the model's worst layer, █ = its best; the worst layer of a bucket when the layers
   outnumber the width), and the worst layers with proportional bars (0 dB → empty);
@@ -25,6 +26,7 @@ from qeval_plugins.core.text import printable
 from qeval_plugins.metrics.directions import direction
 from qeval_plugins.report.compare import Comparison, Row, Score
 from qeval_plugins.report.grid import Cell, Grid, arrow, fixed, number, small_number
+from qeval_plugins.report.paired import CONFIDENCE, RESAMPLES, SEED
 from qeval_plugins.report.runs import Metric, Run
 from qeval_plugins.report.sensitivity import SWEEP_SUMMARY_METRICS, TEMPERATURE_BAND, Sweep
 
@@ -38,8 +40,11 @@ PEAK_KINDS = {"cuda_max_allocated": "cuda", "cpu_peak_rss": "rss"}
 LEGEND = (
     "Δ = run − baseline. % = relative degradation, 100·(base − q)/|base| for ↑ metrics and "
     "100·(q − base)/|base| for ↓ ones: positive = worse (green ≤ 1 %, yellow ≤ 5 %, red > 5 %). "
-    "ns = |Δ| within √(se_base² + se_run²), not significant. sim = simulated quantization: "
-    "effective bits, stored unquantized."
+    f"[lo, hi] = paired bootstrap {CONFIDENCE:.0%} interval of Δ over the documents both runs "
+    f"scored ({RESAMPLES:,} resamples, seed {SEED}), p = McNemar's exact test (0/1 metrics); ns = "
+    "the interval contains 0. Without an interval (no lm-eval --log_samples files, or a metric "
+    "not averaged over documents): ns = |Δ| within √(se_base² + se_run²), an unpaired screen. "
+    "sim = simulated quantization: effective bits, stored unquantized."
 )
 
 
@@ -65,7 +70,24 @@ def score_cell(score: Score | None) -> Cell:
         second += f" {fixed(score.relative_degradation_pct, 1, signed=True)}%"
     if score.significant is False:
         second += " ns"
-    return [(first, ""), (second, degradation_style(score))]
+    return [(first, ""), (second, degradation_style(score)), *interval_line(score)]
+
+
+def interval_line(score: Score) -> Cell:
+    """A paired score's ``[lo, hi]`` interval of Δ and McNemar's ``p=`` (0/1 metrics), dimmed;
+    nothing for a score of the unpaired screen."""
+    if score.delta_ci_low is None or score.delta_ci_high is None:
+        return []
+    low, high = (number(end, signed=True) for end in (score.delta_ci_low, score.delta_ci_high))
+    text = f"[{low}, {high}]"
+    if score.mcnemar_p is not None:
+        text += f" p={p_value(score.mcnemar_p)}"
+    return [(text, "dim")]
+
+
+def p_value(p: float) -> str:
+    """A p-value in two significant digits (``0.043``, ``1``), ``<1e-04`` below 10⁻⁴."""
+    return "<1e-04" if p < 1e-4 else f"{p:.2g}"
 
 
 def summary_grid(comparison: Comparison) -> Grid:

@@ -1,0 +1,257 @@
+"""Per-document scores from lm-eval's ``--log_samples`` files, read defensively, and paired.
+
+lm-eval writes ``samples_<task>_<date>.jsonl`` next to ``results_<date>.json`` (the same date);
+``qeval run`` moves them next to its ``results.json``. Each line is one document under one filter:
+``doc_id``, ``doc_hash`` (newer lm-eval), ``filter`` and the document's value of each metric
+(``"acc": 1.0``). A run's samples of a task are the file of its results file's date, else (a
+``results.json``) the newest one; for a run merged from several files, the first file's folder
+that has them, newest first.
+
+A metric is paired (:mod:`.paired`) only when, in both runs, every document's value is a finite
+number whose mean is the results file's value (so the metric is a mean over documents and the
+samples belong to those results), and both runs scored the same documents (the same ``doc_id``
+set, the same ``doc_hash`` of each). Metrics whose per-document values are not numbers
+(perplexities, BLEU, F1: pairs and lists aggregated otherwise) are silently left to the
+unpaired screen. Anything else amiss — a file too large, a line over :data:`MAX_LINE_BYTES`,
+text that is not UTF-8 or not JSON, a truncated file, a doc_id given twice, a value that is not
+finite, documents that differ, means that disagree — is one warning line, and the screen is used.
+Files are read line by line and each file at most once per report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qeval_plugins.report.paired import Paired, paired
+from qeval_plugins.report.runs import Run
+
+DATE = r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?"
+SAMPLES_NAME = re.compile(rf"samples_(?P<task>.+)_(?P<date>{DATE})\.jsonl")
+RESULTS_NAME = re.compile(rf"results_(?P<date>{DATE})\.json")
+MAX_FILE_BYTES = 1 << 30  # 1 GiB: a larger samples file is not read
+MAX_LINE_BYTES = 16 << 20  # 16 MiB per document line
+MAX_LINES = 2_000_000
+MAX_HASH_CHARS = 128
+MAX_DOC_ID = 2**53
+MEAN_TOLERANCE = 1e-9  # |mean − results value| ≤ tolerance · max(1, |value|)
+
+
+class SamplesProblem(Exception):
+    """A samples file that cannot be paired; its message is the warning's reason."""
+
+
+class NotPerDocument(Exception):
+    """A metric whose per-document values are not numbers (not a mean over documents)."""
+
+
+@dataclass(frozen=True)
+class DocScores:
+    """One metric of one samples file: doc_id -> value, and doc_id -> doc_hash where given."""
+
+    path: Path
+    values: dict[int, float]
+    hashes: dict[int, str]
+
+
+@dataclass
+class SamplesReader:
+    """Finds and reads samples files for one report, each folder listed and each file read at
+    most once (errors remembered too)."""
+
+    listings: dict[Path, dict[str, list[tuple[str, str]]]] = field(default_factory=dict)
+    read: dict[tuple[Path, str, str], DocScores | Exception] = field(default_factory=dict)
+
+    def samples_path(self, run: Run, task: str) -> Path | None:
+        """The samples file of ``task`` for ``run`` (module docstring), None when there is none."""
+        for results in [run.path, *reversed(run.merged)]:
+            found = self._listing(results.parent).get(task)
+            if not found:
+                continue
+            dated = RESULTS_NAME.fullmatch(results.name)
+            if dated:
+                names = [name for date, name in found if date == dated["date"]]
+                if names:
+                    return results.parent / names[0]
+                continue
+            return results.parent / max(found)[1]
+        return None
+
+    def _listing(self, folder: Path) -> dict[str, list[tuple[str, str]]]:
+        """Task -> [(date, file name)] of the samples files in ``folder`` (empty if unreadable)."""
+        if folder not in self.listings:
+            found: dict[str, list[tuple[str, str]]] = {}
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        match = SAMPLES_NAME.fullmatch(entry.name)
+                        if match:
+                            found.setdefault(match["task"], []).append((match["date"], entry.name))
+            except OSError:
+                pass
+            self.listings[folder] = found
+        return self.listings[folder]
+
+    def scores(self, path: Path, metric: str) -> DocScores:
+        """``metric`` (``name`` or ``name,filter``) of every document in ``path``; raises
+        :class:`SamplesProblem` or :class:`NotPerDocument` (remembered, raised again)."""
+        name, _, kind = metric.partition(",")
+        key = (path, name, kind or "none")
+        if key not in self.read:
+            try:
+                self.read[key] = read_scores(path, name, kind or "none")
+            except (SamplesProblem, NotPerDocument) as error:
+                self.read[key] = error
+        found = self.read[key]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+
+def read_scores(path: Path, metric: str, kind: str) -> DocScores:
+    """The value of ``metric`` under filter ``kind`` of each document in the samples file
+    ``path``, streamed line by line within :data:`MAX_FILE_BYTES`, :data:`MAX_LINE_BYTES` and
+    :data:`MAX_LINES`; raises :class:`SamplesProblem` (the reason) or :class:`NotPerDocument`."""
+    values: dict[int, float] = {}
+    hashes: dict[int, str] = {}
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise SamplesProblem(f"over {_size(MAX_FILE_BYTES)} ({_size(size)}); not read")
+        with open(path, "rb") as handle:
+            for number in range(1, MAX_LINES + 2):
+                raw = handle.readline(MAX_LINE_BYTES + 1)
+                if not raw:
+                    break
+                if number > MAX_LINES:
+                    raise SamplesProblem(f"more than {MAX_LINES:,} lines")
+                if len(raw) > MAX_LINE_BYTES:
+                    raise SamplesProblem(f"line {number} is over {_size(MAX_LINE_BYTES)}")
+                if raw.strip():
+                    _add_line(_parse(raw, number), number, metric, kind, values, hashes)
+    except OSError as error:
+        raise SamplesProblem(f"cannot be read ({error.strerror or error})") from None
+    if not values:
+        raise SamplesProblem(f"no documents under filter {kind!r}")
+    return DocScores(path, values, hashes)
+
+
+def _size(count: int) -> str:
+    """A byte count as ``16 MiB`` when a whole number of MiB, else ``4,096 bytes``."""
+    return f"{count >> 20} MiB" if count and count % (1 << 20) == 0 else f"{count:,} bytes"
+
+
+def _parse(raw: bytes, number: int) -> dict:
+    """One line as a JSON object; :class:`SamplesProblem` naming the line otherwise."""
+    truncated = not raw.endswith(b"\n")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise SamplesProblem(f"line {number} is not UTF-8 text") from None
+    except RecursionError:
+        raise SamplesProblem(f"line {number} is nested too deeply") from None
+    except ValueError as error:  # JSONDecodeError, or an integer too long to read
+        what = "cut off (truncated file)" if truncated else "not valid JSON"
+        raise SamplesProblem(f"line {number} is {what}: {str(error)[:80]}") from None
+    if not isinstance(data, dict):
+        raise SamplesProblem(f"line {number} is not a JSON object")
+    return data
+
+
+def _add_line(data: dict, number: int, metric: str, kind: str, values: dict, hashes: dict) -> None:
+    """Check one document line and add its ``metric`` value (when under filter ``kind``)."""
+    line_filter = data.get("filter", "none")
+    if not isinstance(line_filter, str):
+        raise SamplesProblem(f"line {number}: filter is not text")
+    if line_filter != kind:
+        return
+    doc_id = data.get("doc_id")
+    if type(doc_id) is not int or not 0 <= doc_id < MAX_DOC_ID:
+        raise SamplesProblem(f"line {number}: doc_id is not a document number")
+    if doc_id in values:
+        raise SamplesProblem(f"line {number}: doc_id {doc_id} appears twice")
+    doc_hash = data.get("doc_hash")
+    if doc_hash is not None:
+        if not isinstance(doc_hash, str) or len(doc_hash) > MAX_HASH_CHARS:
+            raise SamplesProblem(f"line {number}: doc_hash is not a hash")
+        hashes[doc_id] = doc_hash
+    value = data.get(metric)
+    if value is None or isinstance(value, list | dict):
+        raise NotPerDocument(metric)
+    if type(value) not in (int, float):
+        raise SamplesProblem(f"line {number}: {metric} is not a number")
+    if not math.isfinite(value):
+        raise SamplesProblem(f"line {number}: {metric} is not finite")
+    values[doc_id] = float(value)
+
+
+def matched(base: DocScores, run: DocScores) -> tuple[list[float], list[float]]:
+    """Both runs' values in one document order; :class:`SamplesProblem` unless they scored the
+    same documents (the same doc_id set; the same doc_hash wherever both give one)."""
+    if base.values.keys() != run.values.keys():
+        only_base = len(base.values.keys() - run.values.keys())
+        only_run = len(run.values.keys() - base.values.keys())
+        raise SamplesProblem(
+            f"documents differ from the baseline's ({only_run} only in this run, {only_base} "
+            "only in the baseline: another --limit or dataset?)"
+        )
+    changed = sum(
+        1
+        for doc_id, doc_hash in run.hashes.items()
+        if base.hashes.get(doc_id, doc_hash) != doc_hash
+    )
+    if changed:
+        raise SamplesProblem(
+            f"{changed} of {len(run.values)} documents differ from the baseline's (doc_hash)"
+        )
+    order = sorted(run.values)
+    return [base.values[i] for i in order], [run.values[i] for i in order]
+
+
+def check_mean(scores: DocScores, value: float) -> None:
+    """:class:`SamplesProblem` unless the mean of ``scores`` is the results file's ``value``
+    (within :data:`MEAN_TOLERANCE`)."""
+    mean = math.fsum(scores.values.values()) / len(scores.values)
+    if abs(mean - value) > MEAN_TOLERANCE * max(1.0, abs(value)):
+        raise SamplesProblem(
+            f"per-document values average {mean:.6g}, the results file says {value:.6g} (not a "
+            "mean over documents, or samples of another evaluation)"
+        )
+
+
+def paired_metric(
+    reader: SamplesReader, base: Run, run: Run, task: str, metric: str
+) -> tuple[Paired | None, str | None]:
+    """The paired statistics of ``task``'s ``metric``, ``run`` against ``base``:
+    ``(Paired, None)``; ``(None, None)`` when either run has no samples of it or its values are
+    not per-document numbers; ``(None, warning)`` when samples exist but cannot be paired."""
+    base_path, run_path = reader.samples_path(base, task), reader.samples_path(run, task)
+    if base_path is None or run_path is None:
+        return None, None
+    try:
+        base_scores = _checked(reader, base_path, base, task, metric)
+        run_scores = _checked(reader, run_path, run, task, metric)
+        try:
+            base_values, run_values = matched(base_scores, run_scores)
+        except SamplesProblem as error:
+            raise SamplesProblem(f"{run_path}: {task}/{metric}: {error}") from None
+    except NotPerDocument:
+        return None, None
+    except SamplesProblem as error:
+        return None, f"{error}; unpaired screen used"
+    return paired(base_values, run_values), None
+
+
+def _checked(reader: SamplesReader, path: Path, run: Run, task: str, metric: str) -> DocScores:
+    """``run``'s scores of ``task``'s ``metric`` from ``path``, their mean checked against the
+    results; a :class:`SamplesProblem` names the file and the metric."""
+    try:
+        scores = reader.scores(path, metric)
+        check_mean(scores, run.metrics[task][metric].value)
+    except SamplesProblem as error:
+        raise SamplesProblem(f"{path}: {task}/{metric}: {error}") from None
+    return scores

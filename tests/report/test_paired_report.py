@@ -1,0 +1,293 @@
+"""``qeval report``'s paired significance: samples files found, read defensively and paired.
+
+``tests/data/report-paired/synthetic`` is written by :func:`write_synthetic` (a test checks the
+committed files are its output): two runs of one model on 400 documents of
+``qeval_demo_facts`` — the baseline right on the first 200, the run wrong on 10 of those too —
+so Δ = −0.025 is within the unpaired screen's √(se_b² + se_q²) = 0.035 ("ns") while the paired
+test finds it (McNemar p = 2/2¹⁰, the interval below 0); their ``qeval_demo_cloze`` has samples
+in the baseline only (the screen, said so). ``tests/data/report-paired/lm-eval`` is real
+``lm_eval --log_samples`` output on qeval-tiny (quantizer none and rtn bits=3; the samples of
+``qeval_demo_cloze`` kept, those of ``qeval_demo_facts`` left out).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from qeval_plugins.report import samples as samples_module
+from qeval_plugins.report.compare import compare
+from qeval_plugins.report.export import to_csv, to_html, to_json, to_markdown
+from qeval_plugins.report.load import load_runs
+from qeval_plugins.report.render import render
+from qeval_plugins.report.tables import LEGEND
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "report-paired"
+SYNTHETIC = DATA / "synthetic"
+DOCS = 400
+DATES = {"none": "2026-11-24T09-00-00.000000", "rtn-bits4": "2026-11-24T09-10-00.000000"}
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def facts_scores(run: str) -> list[float]:
+    """Per-document acc: the baseline right on documents 0–199, the run also wrong on 0–9."""
+    return [float(i < 200 and not (run != "none" and i < 10)) for i in range(DOCS)]
+
+
+def sample_line(doc_id: int, value: float, metric: str = "acc") -> str:
+    """One document's line, with the fields the report reads (lm-eval's also hold the document,
+    its prompts and responses: see the lm-eval folder)."""
+    doc = {"id": doc_id, "context": f"Fact {doc_id} is"}
+    line = {
+        "doc_id": doc_id,
+        "target": "0",
+        "filter": "none",
+        "doc_hash": sha(json.dumps(doc, indent=2)),
+        metric: value,
+    }
+    return json.dumps(line) + "\n"
+
+
+def results_data(run: str) -> dict:
+    """An lm-eval results file of ``run`` (acc and its sample stderr √(p(1−p)/(n−1)))."""
+    acc = sum(facts_scores(run)) / DOCS
+    cloze = 0.85 if run == "none" else 0.8
+    quantizer, options = ("none", {}) if run == "none" else ("rtn", {"bits": 4})
+    return {
+        "results": {
+            "qeval_demo_facts": {
+                "alias": "qeval_demo_facts",
+                "acc,none": acc,
+                "acc_stderr,none": math.sqrt(acc * (1 - acc) / (DOCS - 1)),
+            },
+            "qeval_demo_cloze": {
+                "alias": "qeval_demo_cloze",
+                "exact_match,none": cloze,
+                "exact_match_stderr,none": math.sqrt(cloze * (1 - cloze) / 39),
+            },
+        },
+        "higher_is_better": {
+            "qeval_demo_facts": {"acc": True},
+            "qeval_demo_cloze": {"exact_match": True},
+        },
+        "n-shot": {"qeval_demo_facts": 0, "qeval_demo_cloze": 0},
+        "config": {
+            "model": "qeval",
+            "model_args": {"pretrained": "qeval-tiny", "quantizer": quantizer, **options},
+            "limit": None,
+            "qeval": {"spec": "none" if run == "none" else "rtn:bits=4", "quantizer": quantizer},
+        },
+        "date": 1795510800.0 + (0 if run == "none" else 600),
+    }
+
+
+def write_synthetic(folder: Path) -> None:
+    """The two runs' results and samples files (module docstring)."""
+    for run, date in DATES.items():
+        (folder / run).mkdir(parents=True, exist_ok=True)
+        text = json.dumps(results_data(run), indent=2) + "\n"
+        (folder / run / f"results_{date}.json").write_text(text)
+        lines = [sample_line(i, v) for i, v in enumerate(facts_scores(run))]
+        (folder / run / f"samples_qeval_demo_facts_{date}.jsonl").write_text("".join(lines))
+    cloze = [sample_line(i, float(i < 34), "exact_match") for i in range(40)]  # 34/40 = 0.85
+    (folder / "none" / f"samples_qeval_demo_cloze_{DATES['none']}.jsonl").write_text("".join(cloze))
+
+
+def test_committed_synthetic_runs_are_the_generators_output(tmp_path):
+    write_synthetic(tmp_path)
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    committed = sorted(p.relative_to(SYNTHETIC) for p in SYNTHETIC.rglob("*") if p.is_file())
+    assert written == committed
+    for name in written:
+        assert (tmp_path / name).read_bytes() == (SYNTHETIC / name).read_bytes(), name
+
+
+def report_of(*paths: Path):
+    runs, warnings = load_runs(list(paths))
+    return compare(runs, warnings=warnings)
+
+
+def scores_of(report, run_label: str):
+    [comparison] = report.comparisons
+    [row] = [row for row in comparison.rows if row.run.label == run_label]
+    return row.scores
+
+
+def test_paired_test_finds_what_the_screen_calls_not_significant(tmp_path):
+    report = report_of(SYNTHETIC)
+    assert report.warnings == []
+    facts = scores_of(report, "rtn:bits=4")["qeval_demo_facts"]
+    screen = math.hypot(*(math.sqrt(p * (1 - p) / (DOCS - 1)) for p in (0.5, 0.475)))
+    assert abs(facts.delta) == pytest.approx(0.025) and abs(facts.delta) < screen  # screen: ns
+    assert facts.significance_method == "paired" and facts.significant is True
+    assert facts.paired_docs == DOCS and facts.ci_level == 0.95
+    assert facts.mcnemar_p == pytest.approx(2 / 2**10)
+    assert facts.delta_ci_low < facts.delta < facts.delta_ci_high < 0
+    # the same files without samples: today's screen, which calls it not significant
+    for run in DATES:
+        shutil.copytree(SYNTHETIC / run, tmp_path / run, ignore=shutil.ignore_patterns("samp*"))
+    unpaired = scores_of(report_of(tmp_path), "rtn:bits=4")["qeval_demo_facts"]
+    assert (unpaired.significance_method, unpaired.significant) == ("screen", False)
+    assert unpaired.delta_ci_low is None and unpaired.mcnemar_p is None
+
+
+def test_a_task_without_samples_in_one_run_falls_back_to_the_screen_and_says_so():
+    report = report_of(SYNTHETIC)
+    cloze = scores_of(report, "rtn:bits=4")["qeval_demo_cloze"]
+    assert cloze.significance_method == "screen" and cloze.significant is False
+    assert cloze.delta_ci_low is None and cloze.paired_docs is None
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    render(report, console)
+    text = console.file.getvalue()
+    assert "[-0.043, -0.010] p=0.002" in text  # the facts cell's interval line
+    assert text.count("p=") == 1  # the cloze cell has none
+    assert "Without an interval" in LEGEND and "an unpaired screen" in text
+    assert "95% interval" in LEGEND and "10,000 resamples, seed 0" in LEGEND
+
+
+def test_exports_carry_the_interval_and_the_method():
+    report = report_of(SYNTHETIC)
+    rows = {(row["run"], row["task"]): row for row in csv.DictReader(io.StringIO(to_csv(report)))}
+    facts = rows[("rtn:bits=4", "qeval_demo_facts")]
+    assert facts["significance_method"] == "paired" and facts["significant"] == "True"
+    assert float(facts["delta_ci_low"]) < float(facts["delta_ci_high"]) < 0
+    assert float(facts["mcnemar_p"]) == pytest.approx(2 / 2**10)
+    assert facts["paired_docs"] == "400" and facts["ci_level"] == "0.95"
+    cloze = rows[("rtn:bits=4", "qeval_demo_cloze")]
+    assert (cloze["significance_method"], cloze["delta_ci_low"]) == ("screen", "")
+    data = json.loads(to_json(report))
+    score = data["models"][0]["runs"][1]["scores"]["qeval_demo_facts"]
+    assert score["significance_method"] == "paired" and score["paired_docs"] == DOCS
+    assert "\\[-0.043, -0.010\\] p=0.002" in to_markdown(report)  # Markdown-escaped
+    assert "[-0.043, -0.010] p=0.002" in to_html(report)
+
+
+def test_real_lm_eval_samples_are_paired():
+    """lm_eval --log_samples output of qeval-tiny: cloze (samples in both) is paired over its 40
+    documents; facts (samples left out of the test data) falls back to the screen."""
+    report = report_of(DATA / "lm-eval")
+    assert report.warnings == []
+    scores = scores_of(report, "rtn:bits=3")
+    cloze, facts = scores["qeval_demo_cloze"], scores["qeval_demo_facts"]
+    assert cloze.significance_method == "paired" and cloze.paired_docs == 40
+    assert cloze.delta_ci_low <= cloze.delta <= cloze.delta_ci_high
+    assert cloze.mcnemar_p is not None and facts.significance_method == "screen"
+
+
+# ---------------------------------------------------------------- hostile samples files
+
+
+def run_samples(folder: Path) -> Path:
+    return folder / "rtn-bits4" / f"samples_qeval_demo_facts_{DATES['rtn-bits4']}.jsonl"
+
+
+def lines_of(folder: Path) -> list[str]:
+    return run_samples(folder).read_text().splitlines(keepends=True)
+
+
+def changed(lines: list[str], index: int, **fields) -> list[str]:
+    data = json.loads(lines[index])
+    data.update(fields)
+    return [*lines[:index], json.dumps(data) + "\n", *lines[index + 1 :]]
+
+
+HOSTILE = {
+    "bad JSON": (lambda lines: [*lines[:5], "{not json\n", *lines[5:]], "line 6 is not valid"),
+    "truncated": (lambda lines: [*lines[:-1], lines[-1][:40]], "cut off (truncated file)"),
+    "binary": (lambda lines: [*lines[:3], "\udcff\n", *lines[3:]], "line 4 is not UTF-8"),
+    "not an object": (lambda lines: ["[1, 2]\n", *lines], "line 1 is not a JSON object"),
+    "nested": (lambda lines: ["[" * 100_000 + "\n", *lines], "line 1 is nested too deeply"),
+    "huge integer": (lambda lines: ['{"doc_id": ' + "9" * 5000 + "}\n", *lines], "line 1 is not"),
+    "doc_id text": (lambda lines: changed(lines, 2, doc_id="2"), "line 3: doc_id is not a"),
+    "doc_id twice": (lambda lines: changed(lines, 2, doc_id=1), "doc_id 1 appears twice"),
+    "NaN": (lambda lines: changed(lines, 0, acc=math.nan), "line 1: acc is not finite"),
+    "text value": (lambda lines: changed(lines, 0, acc="0"), "line 1: acc is not a number"),
+    "hash": (lambda lines: changed(lines, 0, doc_hash=["x"]), "line 1: doc_hash is not a hash"),
+    "other document": (
+        lambda lines: changed(lines, 7, doc_hash=sha("another")),
+        "1 of 400 documents differ from the baseline's (doc_hash)",
+    ),
+    "other doc_ids": (
+        lambda lines: changed(lines, 399, doc_id=1000),
+        "documents differ from the baseline's (1 only in this run, 1 only in the baseline",
+    ),
+    "other results": (
+        lambda lines: changed(lines, 300, acc=1.0),
+        "per-document values average 0.4775, the results file says 0.475",
+    ),
+    "empty": (lambda lines: [], "no documents under filter 'none'"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_a_hostile_samples_file_is_one_warning_and_the_screen(tmp_path, case):
+    shutil.copytree(SYNTHETIC, tmp_path, dirs_exist_ok=True)
+    make, reason = HOSTILE[case]
+    lines = make(lines_of(tmp_path))
+    run_samples(tmp_path).write_bytes("".join(lines).encode("utf-8", "surrogateescape"))
+    report = report_of(tmp_path)
+    facts = scores_of(report, "rtn:bits=4")["qeval_demo_facts"]
+    assert (facts.significance_method, facts.significant) == ("screen", False)
+    [warning] = report.warnings
+    assert warning.startswith(f"{run_samples(tmp_path)}: qeval_demo_facts/acc: ")
+    assert reason in warning and warning.endswith("; unpaired screen used")
+
+
+def test_size_limits_are_warnings(tmp_path, monkeypatch):
+    shutil.copytree(SYNTHETIC, tmp_path, dirs_exist_ok=True)
+    monkeypatch.setattr(samples_module, "MAX_LINE_BYTES", 300)
+    lines = lines_of(tmp_path)
+    lines[3] = lines[3].replace('"target": "0"', '"target": "' + "x" * 400 + '"')
+    run_samples(tmp_path).write_text("".join(lines))
+    [warning] = report_of(tmp_path).warnings
+    assert "line 4 is over 300 bytes" in warning
+    monkeypatch.setattr(samples_module, "MAX_FILE_BYTES", 4096)
+    [warning] = report_of(tmp_path).warnings
+    assert "over 4,096 bytes (56,290 bytes); not read" in warning
+    monkeypatch.setattr(samples_module, "MAX_FILE_BYTES", 1 << 30)
+    monkeypatch.setattr(samples_module, "MAX_LINE_BYTES", 1 << 20)
+    monkeypatch.setattr(samples_module, "MAX_LINES", 100)
+    [warning] = report_of(tmp_path).warnings
+    assert "more than 100 lines" in warning
+
+
+def test_a_hostile_baseline_file_warns_once_and_a_folder_in_its_place(tmp_path):
+    shutil.copytree(SYNTHETIC, tmp_path, dirs_exist_ok=True)
+    base = tmp_path / "none" / f"samples_qeval_demo_facts_{DATES['none']}.jsonl"
+    base.unlink()
+    base.mkdir()  # a folder with a samples file's name
+    report = report_of(tmp_path)
+    [warning] = report.warnings
+    assert warning.startswith(f"{base}: qeval_demo_facts/acc: cannot be read")
+
+
+def test_values_that_are_not_numbers_are_left_to_the_screen_silently(tmp_path):
+    """Per-document values that are lists (perplexity-style pairs) are not a mean over
+    documents: the screen, without a warning."""
+    shutil.copytree(SYNTHETIC, tmp_path, dirs_exist_ok=True)
+    lines = [json.loads(line) for line in lines_of(tmp_path)]
+    text = "".join(json.dumps({**line, "acc": [line["acc"], 1]}) + "\n" for line in lines)
+    run_samples(tmp_path).write_text(text)
+    report = report_of(tmp_path)
+    assert report.warnings == []
+    assert scores_of(report, "rtn:bits=4")["qeval_demo_facts"].significance_method == "screen"
+
+
+def test_samples_of_another_date_are_not_used(tmp_path):
+    """lm-eval's results_<date>.json pairs with the samples of its own date only."""
+    shutil.copytree(SYNTHETIC, tmp_path, dirs_exist_ok=True)
+    samples = run_samples(tmp_path)
+    samples.rename(samples.with_name("samples_qeval_demo_facts_2026-11-24T08-00-00.000000.jsonl"))
+    facts = scores_of(report_of(tmp_path), "rtn:bits=4")["qeval_demo_facts"]
+    assert facts.significance_method == "screen"
