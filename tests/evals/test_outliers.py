@@ -311,3 +311,10 @@ def test_linears_it_cannot_recognise_are_one_line_not_empty_figures(base, texts)
             del module.in_features
     with pytest.raises(QevalError, match=r"read no hidden state in decoder layer 1: .*Linear"):
         measure(model, texts[:1])
+
+
+def test_a_model_without_decoder_layers_is_one_line(base, texts):
+    model = copy.deepcopy(base)
+    model.config.num_hidden_layers = 99  # no ModuleList of that length
+    with pytest.raises(QevalError, match="found no decoder layers in LlamaForCausalLM"):
+        measure(model, texts[:1])

@@ -194,6 +194,12 @@ def measure(
     and max over the block's linears; NaN without any) and ``format``.
     """
     layers = decoder_layers(model)
+    if not layers:
+        raise QevalError(
+            f"qeval_outliers found no decoder layers in {type(model).__name__}: it looks for the "
+            f"ModuleList of config.num_hidden_layers blocks (model.model.layers in Llama-like "
+            f"models)."
+        )
     hidden = hidden_size(model)
     accumulator = _Accumulator(
         absmax=torch.zeros(len(layers), dtype=torch.float64),
