@@ -22,6 +22,7 @@ from qeval_plugins.core.text import printable
 from qeval_plugins.report.compare import Report
 from qeval_plugins.report.data import report_data
 from qeval_plugins.report.grid import Cell, Grid, one_line
+from qeval_plugins.report.outliers import outlier_grids
 from qeval_plugins.report.output import (
     STDOUT,
     make_folder,
@@ -140,7 +141,7 @@ def to_markdown(report: Report) -> str:
     parts = ["# qeval report", ""]
     for comparison in report.comparisons:
         parts += [f"## {_md(printable(comparison.name))}", ""]
-        for grid in grids(comparison):
+        for grid in [*grids(comparison), *outlier_grids(comparison)]:
             own = grid.title != printable(comparison.name)  # the summary's heads the section
             caption = [_md(line) + "\n" for line in grid.caption.split("\n") if line]
             parts += [f"**{_md(grid.title)}**", ""] if own else caption
@@ -187,7 +188,7 @@ def to_html(report: Report) -> str:
     body = ["<h1>qeval report</h1>"]
     for comparison in report.comparisons:
         body.append(f"<h2>{_html(comparison.name)}</h2>")
-        for grid in grids(comparison):
+        for grid in [*grids(comparison), *outlier_grids(comparison)]:
             if grid.title != printable(comparison.name):
                 body.append(f"<h3>{html.escape(grid.title)}</h3>")
             body.append(_html_table(grid))
