@@ -114,9 +114,10 @@ def hidden_size(model: Any) -> int:
 
 
 def projection_modules(layer: Any, hidden: int) -> list[Any]:
-    """The modules of a decoder block that read the hidden state: modules without children whose
-    ``in_features`` is the hidden size (``nn.Linear`` and the quantized linears of every
-    library qeval supports)."""
+    """The modules of a decoder block that may read the hidden state: modules without children
+    whose ``in_features`` is the hidden size (``nn.Linear`` and the quantized linears of every
+    library qeval supports). o_proj qualifies when heads × head_dim is the hidden size;
+    :func:`measured_inputs` keeps only the inputs the block handed to a sublayer."""
     return [
         module
         for module in layer.modules()
