@@ -157,7 +157,9 @@ def test_the_results_carry_every_statistic_the_mode_and_the_worst_tokens(
 
     monkeypatch.setenv("QEVAL_CACHE_DIR", str(tmp_path / "cache"))
     runs = {
-        mode: sqnr_run(tiny_model_dir, tasks_dir, "quantizer=rtn,bits=3", limit=3, kl=mode)
+        mode: sqnr_run(
+            tiny_model_dir, tasks_dir, "quantizer=rtn,bits=3", limit=3, kl=mode, log_samples=True
+        )
         for mode in ("topk", "exact")
     }
     # one cache entry per mode: a top-k entry is never read as an exact one
@@ -174,6 +176,10 @@ def test_the_results_carry_every_statistic_the_mode_and_the_worst_tokens(
             metrics["ppl_quantized"] / metrics["ppl_reference"]
         )
         json.dumps(run["block"], allow_nan=False)  # strict JSON
+        # the sample log never shows a run-level value as a per-document number
+        assert all(
+            sample["kl_median"] == {"run": metrics["kl_median"]} for sample in run["samples"]
+        )
     assert runs["topk"]["metrics"]["kl_error_bound"] == "inf"
     assert 0 < runs["exact"]["metrics"]["kl_error_bound"] < 1e-3
     assert runs["exact"]["metrics"]["kl_mean"] > runs["topk"]["metrics"]["kl_mean"]

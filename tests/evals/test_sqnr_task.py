@@ -14,9 +14,16 @@ SETTINGS = {"max_tokens": 48, "logit_positions": 64, "activation_tokens": 64}
 
 
 def sqnr_run(
-    model_dir, tasks_dir, quantizer_args: str, limit: int = 6, tasks=("qeval_sqnr",), **settings
+    model_dir,
+    tasks_dir,
+    quantizer_args: str,
+    limit: int = 6,
+    tasks=("qeval_sqnr",),
+    log_samples: bool = False,
+    **settings,
 ) -> dict:
-    """simple_evaluate of ``tasks``; qeval_sqnr's {"metrics": ..., "block": config.qeval}."""
+    """simple_evaluate of ``tasks``; qeval_sqnr's {"metrics": ..., "block": config.qeval} (and
+    "samples", lm-eval's per-document log, with ``log_samples``)."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -30,13 +37,15 @@ def sqnr_run(
         device="cpu",
         limit=limit,
         task_manager=manager,
+        log_samples=log_samples,
     )
     metrics = {
         k.split(",")[0]: v
         for k, v in results["results"]["qeval_sqnr"].items()
         if k.endswith(",none")
     }
-    return {"metrics": metrics, "block": results["config"]["qeval"]}
+    samples = results.get("samples", {}).get("qeval_sqnr")
+    return {"metrics": metrics, "block": results["config"]["qeval"], "samples": samples}
 
 
 @pytest.fixture(scope="module")

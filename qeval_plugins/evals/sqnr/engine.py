@@ -4,8 +4,10 @@ Three comparisons, all against the unquantized model in the run's dtype (the "re
 
 * **weights** — every layer's effective dense weight (through the ``qeval_dequantize_weight``
   hook, so any quantizer works) against the checkpoint's tensor, read one tensor at a time;
-* **outputs** — on the task's texts: logit SQNR, KL(P_ref‖P_quant) per token, top-1 agreement and
-  the perplexity of both models;
+* **outputs** — on the task's texts: logit SQNR, KL both ways per token (top-k plus tail, a lower
+  bound, or exact from the full cached log-probabilities: setting ``kl``), Δp of the correct
+  token, top-1 agreement and the perplexity of both models, summarized over all tokens
+  (:mod:`qeval_plugins.metrics.divergence_stats`), and the tokens with the highest KL;
 * **activations** — the hidden state after each decoder block, over a bounded number of tokens.
 
 The reference's outputs are computed once per model + texts + settings and cached on disk

@@ -6,18 +6,34 @@ backend (``backend.lm.QevalLM.qeval_sqnr``), which returns per-text sums. The me
 * ``logit_sqnr_db`` — 10·log10(Σx²/Σ(x−x̂)²) over the reference's full logits x and the quantized
   logits x̂ at the first ``logit_positions`` token positions (dB; ``"inf"`` when identical,
   ``"-inf"`` when the reference is all zeros and the quantized model's is not);
-* ``kl_mean``, ``kl_p99`` — KL(P_ref‖P_quant) per token in nats, mean and 99th percentile, over
-  the reference's top-k tokens plus one lumped tail category (a lower bound of the exact KL, equal
-  to it when the reference's tail mass is zero);
+* ``kl_mean``, ``kl_p99`` — KL(P_ref‖P_quant) per token in nats, mean and 99th percentile. With
+  ``kl=topk`` (default) over the reference's top-k tokens plus one lumped tail category (a lower
+  bound of the exact KL, equal to it when the reference's tail mass is zero); with ``kl=exact``
+  over every token, from the reference's full log-probabilities cached in 2 bytes per entry,
+  within ``kl_error_bound``;
 * ``top1_agreement`` — fraction of tokens whose argmax agrees;
 * ``ppl_reference``, ``ppl_quantized``, ``ppl_delta`` — token perplexity exp(mean NLL) of both
   models on the texts, and quantized minus reference;
 * ``weight_sqnr_mean_db``, ``weight_sqnr_min_db``, ``weight_sqnr_global_db`` — weight SQNR, mean
   over the layers that changed, worst layer and over all weights together;
 * ``activation_sqnr_last_db``, ``activation_sqnr_min_db`` — SQNR of the hidden state after the last
-  decoder block and after the worst block.
+  decoder block and after the worst block;
+* the statistics of llama.cpp's ``llama-perplexity --kl-divergence`` and more, over every scored
+  token of every text (:mod:`qeval_plugins.metrics.divergence_stats` defines each): KL
+  ``kl_mean_err``, ``kl_max``, ``kl_p999``, ``kl_p95``, ``kl_p90``, ``kl_median``, ``kl_p10``,
+  ``kl_p5``, ``kl_p1``, ``kl_p01``, ``kl_min``; ``kl_reverse_mean`` (KL(P_quant‖P_ref)),
+  ``kl_symmetric_mean`` (their sum), each ``_err``; ``kl_mean_pos_early`` / ``kl_mean_pos_late``
+  (tokens at position < / >= 32 of their text); ``kl_error_bound`` (exact mode: a bound on the
+  error of ``kl_mean``; top-k mode: ``"inf"``, the KL being a lower bound); Δp = p_quant(correct)
+  − p_ref(correct): ``dp_mean(_err)``, ``dp_max`` … ``dp_min`` (with ``dp_p75``, ``dp_p25``),
+  ``rms_dp(_err)``; ``top1_agreement_err``; ``ppl_quantized_err``, ``ppl_reference_err``,
+  ``ppl_ratio(_err)``, ``ln_ppl_ratio(_err)``, ``ln_ppl_corr``. Δp, perplexity and agreement
+  statistics are exact in both modes (they need only p_ref of the correct token).
 
-Per-layer and per-block values, the names of the worst layers and the cache key go into the
+The ``_err`` metrics are standard errors (lm-eval's own ``_stderr`` of these metrics is "N/A":
+they are not means over documents). Run-level values reach lm-eval as ``{"run": value}`` per
+document (:func:`_first`). Per-layer and per-block values, the names of the worst layers, the
+cache key, the KL mode with its bound and the tokens where the models disagree most go into the
 results JSON's ``config.qeval.sqnr`` block.
 """
 
@@ -110,8 +126,16 @@ def _perplexity_delta(triples: list[tuple[float, float, float]]) -> float:
     return quantized - reference if math.isfinite(quantized - reference) else math.inf
 
 
+RUN_LEVEL = "run"  # key of the per-document wrapper of a run-level value
+
+
 def _first(values: list[Any]) -> Any:
-    return values[0] if values else None
+    """The run-level value every document carries as ``{"run": value}``; None without any.
+
+    Wrapped so that a sample log (``--log_samples``) never shows it as a per-document number:
+    it is one value over all texts, and a paired test over documents must not read it as a
+    mean over documents."""
+    return values[0][RUN_LEVEL] if values else None
 
 
 # run-level divergence statistics (qeval_plugins.metrics.divergence_stats), same for every text
@@ -199,7 +223,7 @@ class SqnrTask(QevalTask):
             "ppl_reference": (result["nll_reference"], tokens),
             "ppl_quantized": (result["nll_quantized"], tokens),
             "ppl_delta": (result["nll_reference"], result["nll_quantized"], tokens),
-            **{name: model[name] for name in SUMMARY_METRICS},
+            **{name: {RUN_LEVEL: model[name]} for name in SUMMARY_METRICS},
         }
 
     def aggregation(self) -> dict:
