@@ -54,6 +54,7 @@ from typing import Any
 
 from qeval_plugins import LoadContext, Option, QevalError, Quantizer, Scheme, hookimpl
 from qeval_plugins.core.calibration import CALIBRATION_OPTIONS
+from qeval_plugins.quantizers.skip import SKIP_OPTION, kept_parts, skip_patterns, skipped_names
 
 logger = logging.getLogger("qeval")
 
@@ -137,11 +138,13 @@ class GptqQuantizer(Quantizer):
             "GPTQModel kernel of the packed layers ('auto': GPTQModel's pick for the device)",
             choices=KERNELS,
         ),
+        SKIP_OPTION,
         *CALIBRATION_OPTIONS,
     )
 
     def finalize_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """``desc_act`` turns ``act_group_aware`` off (GPTQModel allows only one ordering)."""
+        skip_patterns(options, self.name)  # a malformed pattern fails before loading
         final = dict(options)
         if final["desc_act"]:
             final["act_group_aware"] = False
@@ -164,21 +167,28 @@ class GptqQuantizer(Quantizer):
         check_kernel(options["kernel"], context)
         _check_context(context)
         _check_seqlen(model, context)
+        skipped = _skipped(model, options, self.name)
         work = _work_folder(context)
         try:
-            return self._quantize_in(work, model, options, context)
+            return self._quantize_in(work, model, options, context, skipped)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
 
     def _quantize_in(
-        self, work: Path, model: Any, options: Mapping[str, Any], context: LoadContext
+        self,
+        work: Path,
+        model: Any,
+        options: Mapping[str, Any],
+        context: LoadContext,
+        skipped: set[str],
     ) -> Any:
-        """:meth:`quantize` with GPTQModel's files in ``work`` (removed when the model is freed)."""
+        """:meth:`quantize` with GPTQModel's files in ``work`` (removed when the model is freed);
+        the ``skipped`` layers stay unquantized."""
         started = time.perf_counter()
         with _gptqmodel_output(work) as gptqmodel:
             folder = work / "model"
-            _quantize_and_save(gptqmodel, options, context, folder)
+            _quantize_and_save(gptqmodel, options, context, folder, skipped)
         _keep_generation_config(context.checkpoint, folder)
         if hasattr(model, "to"):
             model.to("meta")
@@ -237,7 +247,7 @@ class GptqQuantizer(Quantizer):
             weights += " act-order"
         if not options["sym"]:
             weights += " asym"
-        return Scheme(weights=weights, kept=("lm_head", "embeddings"))
+        return Scheme(weights=weights, kept=("lm_head", "embeddings", *kept_parts(options)))
 
     def effective_bits(self, options: Mapping[str, Any]) -> float:
         """``bits + (16 + bits) / G``: per group of ``G`` weights one fp16 scale and one packed
@@ -321,10 +331,29 @@ def _backend(kernel: str) -> str:
     return kernel if kernel == "auto" else f"gptq_{kernel}"
 
 
-def _quantize_config(gptqmodel: Any, options: Mapping[str, Any]) -> Any:
-    """GPTQModel's config with every default that changes the result pinned (module doc)."""
+def _skipped(model: Any, options: Mapping[str, Any], who: str) -> set[str]:
+    """The decoder linears of ``model`` (all but the output projection) that ``skip`` keeps."""
+    import torch
+
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and module is not output
+    ]
+    return skipped_names(names, options, who)
+
+
+def _quantize_config(gptqmodel: Any, options: Mapping[str, Any], skipped: set[str]) -> Any:
+    """GPTQModel's config with every default that changes the result pinned (module doc); the
+    ``skipped`` layers as GPTQModel's negative ``dynamic`` rules (``-:`` + an anchored regular
+    expression of the exact module name), which it records in the saved checkpoint too."""
+    import re
+
     group = options["group_size"]
+    dynamic = {f"-:^{re.escape(name)}$": {} for name in sorted(skipped)} or None
     return gptqmodel.QuantizeConfig(
+        dynamic=dynamic,
         bits=options["bits"],
         group_size=group if group else -1,
         desc_act=options["desc_act"],
@@ -350,12 +379,16 @@ def calibration_batches(input_ids: Any) -> list[dict[str, Any]]:
 
 
 def _quantize_and_save(
-    gptqmodel: Any, options: Mapping[str, Any], context: LoadContext, folder: Path
+    gptqmodel: Any,
+    options: Mapping[str, Any],
+    context: LoadContext,
+    folder: Path,
+    skipped: set[str] = frozenset(),
 ) -> None:
     try:
         wrapper = gptqmodel.GPTQModel.load(
             context.checkpoint,
-            _quantize_config(gptqmodel, options),
+            _quantize_config(gptqmodel, options, skipped),
             device=context.device,
             dtype=_torch_dtype(context),
         )

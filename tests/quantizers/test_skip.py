@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from qeval_plugins import LoadContext, QevalError
+from qeval_plugins.backend.checkpoints import EMBEDDED_MODELS
 from qeval_plugins.core.calibration import build_calibration
 from qeval_plugins.core.plan import check_spec
 from qeval_plugins.core.registry import run_load_kwargs, run_quantize
@@ -138,8 +139,6 @@ def test_library_quantizers_leave_skipped_linears_plain(base, spec):
 def test_bnb_skip_is_passed_as_exact_names_and_keeps_lm_head():
     from transformers import AutoModelForCausalLM
 
-    from qeval_plugins.backend.checkpoints import EMBEDDED_MODELS
-
     folder = str(EMBEDDED_MODELS["qeval-tiny"])
     plan = check_spec("bnb-nf4:skip=layers.2.mlp", "cpu")
     context = LoadContext(device="cpu", dtype="float32", checkpoint=folder)
@@ -147,3 +146,21 @@ def test_bnb_skip_is_passed_as_exact_names_and_keeps_lm_head():
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **extra)
     plain = {n for n, m in model.named_modules() if type(m) is torch.nn.Linear}
     assert plain == {n for n in LINEARS if ".layers.2.mlp." in n} | {"lm_head"}
+
+
+def test_gptq_skip_becomes_gptqmodel_dynamic_exclusions(base, tokenizer, tmp_path):
+    from qeval_plugins.quantizers.gptq import packed_layers
+
+    plan = check_spec(
+        "gptq:calibration_samples=2:calibration_seqlen=32:skip=layers.3+layers.0.mlp.up_proj", "cpu"
+    )
+    context = LoadContext(
+        dtype="float32",
+        checkpoint=str(EMBEDDED_MODELS["qeval-tiny"]),
+        calibration=build_calibration(tokenizer, plan.options),
+        cache_dir=str(tmp_path / "cache"),
+    )
+    model = run_quantize(plan.quantizer, plan.plugin, copy.deepcopy(base), plan.options, context)
+    kept = {n for n in LINEARS if ".layers.3." in n} | {"model.layers.0.mlp.up_proj"}
+    assert _unchanged(base, model) == kept | {"lm_head"}
+    assert {name for name, _ in packed_layers(model)} == set(LINEARS) - kept
