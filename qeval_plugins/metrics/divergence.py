@@ -255,77 +255,104 @@ def percentile(values: torch.Tensor | list[float], q: float) -> float:
 # ---------------------------------------------------------------- full distributions, compactly
 
 LOGPROB_CODES = "logprob_codes"
-LOGPROB_MIN = "logprob_min"
-LOGPROB_SCALE = "logprob_scale"
-CODE_LEVELS = 65534  # codes 1 … 65535 cover [min, max] of a row's finite log-probabilities
+LOGPROB_MIN = "logprob_min"  # lo: the row's smallest finite log-probability
+LOGPROB_LOW_STEP = "logprob_low_step"  # step of the low segment [lo, split)
+LOGPROB_SPLIT = "logprob_split"  # split = max(lo, hi − HIGH_SEGMENT_NATS)
+LOGPROB_HIGH_STEP = "logprob_high_step"  # step of the high segment [split, hi]
+CODE_ROWS = (LOGPROB_MIN, LOGPROB_LOW_STEP, LOGPROB_SPLIT, LOGPROB_HIGH_STEP)
+HIGH_SEGMENT_NATS = 12.0  # tokens within 12 nats of the most likely one get the fine step
+LOW_LEVELS = 8192  # codes 1 … 8192 for [lo, split)
+HIGH_LEVELS = 57343  # codes 8193 … 65535 for [split, hi]: a step of at most 12/57342 nats
 _CODE_OFFSET = 32768  # uint16 codes are stored as int16 (code − 32768): torch.save-safe everywhere
 BYTES_PER_LOGPROB = 2
-BYTES_PER_POSITION = 16  # the float64 minimum and step of each row
+BYTES_PER_POSITION = 8 * len(CODE_ROWS)
 ROUNDING_MARGIN = 1e-12  # nats: float64 rounding of log-probabilities of magnitude < 1e3
 
 
 def encode_logprobs(logits: torch.Tensor) -> dict[str, torch.Tensor]:
     """The full next-token log-probabilities of ``logits`` ``[T, V]`` in 2 bytes per entry.
 
-    Per row, with ``ℓ = log_softmax(z)`` in float64, ``lo`` / ``hi`` the smallest and largest
-    finite ``ℓ`` and the step ``s = (hi − lo) / 65534``: the code of a finite ``ℓ_v`` is
-    ``1 + round((ℓ_v − lo) / s)`` (1 … 65535), of ``ℓ_v = −inf`` (a probability of exactly 0) 0.
-    Unlike llama.cpp's format (scale over the top 16 nats only, lower tokens dropped) every token
-    is kept, so :func:`kl_from_codes` can bound its error. Returns ``"logprob_codes"`` int16
-    ``[T, V]`` (the uint16 code − 32768), ``"logprob_min"`` (lo) and ``"logprob_scale"`` (s),
-    float64 ``[T]``: ``T·(2V + 16)`` bytes. Each decoded ``ℓ`` is within ``s / 2`` of the truth.
+    Per row, with ``ℓ = log_softmax(z)`` in float64, ``hi`` / ``lo`` the largest and smallest
+    finite ``ℓ`` and ``split = max(lo, hi − 12)``, a two-segment uint16 code:
+
+    - ``ℓ_v >= split`` (the tokens within 12 nats of the top, which carry the probability mass):
+      ``8193 + round((ℓ_v − split) / s_hi)``, ``s_hi = (hi − split) / 57342 <= 2.1e-4`` nats;
+    - ``lo <= ℓ_v < split``: ``1 + round((ℓ_v − lo) / s_lo)``, ``s_lo = (split − lo) / 8191``;
+    - ``ℓ_v = −inf`` (probability exactly 0): 0.
+
+    llama.cpp stores ``[hi − 16, hi]`` in 65535 steps (2.4e-4 nats) and drops every lower token;
+    here every token is kept, so :func:`kl_from_codes` can bound its error. Returns
+    ``"logprob_codes"`` int16 ``[T, V]`` (the code − 32768) and float64 ``[T]`` ``"logprob_min"``
+    (lo), ``"logprob_low_step"``, ``"logprob_split"``, ``"logprob_high_step"``:
+    ``T·(2V + 32)`` bytes. Each decoded ``ℓ`` is within half its segment's step of the truth.
     """
     _check_logits(logits)
     rows = _row_chunk(logits.shape[-1])
-    codes, lows, steps = [], [], []
+    codes: list[torch.Tensor] = []
+    scalars: dict[str, list[torch.Tensor]] = {name: [] for name in CODE_ROWS}
     for logit_rows in logits.detach().split(rows):
         log_p = torch.log_softmax(logit_rows.to(torch.float64), dim=-1)
         finite = torch.isfinite(log_p)
         high = torch.where(finite, log_p, -math.inf).amax(dim=-1)
         low = torch.where(finite, log_p, math.inf).amin(dim=-1)
-        step = (high - low) / CODE_LEVELS
-        safe = torch.where(step > 0, step, torch.ones_like(step))
-        level = torch.round(
-            (torch.where(finite, log_p, low[:, None]) - low[:, None]) / safe[:, None]
+        split = torch.maximum(low, high - HIGH_SEGMENT_NATS)
+        low_step, high_step = (split - low) / (LOW_LEVELS - 1), (high - split) / (HIGH_LEVELS - 1)
+        value = torch.where(finite, log_p, high[:, None])
+        upper = value >= split[:, None]
+        code = torch.where(
+            upper,
+            LOW_LEVELS + 1 + _levels(value - split[:, None], high_step),
+            1 + _levels(value - low[:, None], low_step),
         )
-        code = torch.where(finite, level + 1, torch.zeros_like(level))
-        codes.append((code - _CODE_OFFSET).to(torch.int16))
-        lows.append(low)
-        steps.append(step)
-    return {
-        LOGPROB_CODES: torch.cat(codes),
-        LOGPROB_MIN: torch.cat(lows),
-        LOGPROB_SCALE: torch.cat(steps),
-    }
+        codes.append((torch.where(finite, code, 0.0) - _CODE_OFFSET).to(torch.int16))
+        for name, part in zip(CODE_ROWS, (low, low_step, split, high_step), strict=True):
+            scalars[name].append(part)
+    return {LOGPROB_CODES: torch.cat(codes), **{k: torch.cat(v) for k, v in scalars.items()}}
+
+
+def _levels(offset: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """``round(offset / step)`` per row (``step`` ``[rows]``); 0 where the step is 0."""
+    safe = torch.where(step > 0, step, torch.ones_like(step))[:, None]
+    return torch.where(step[:, None] > 0, torch.round(offset / safe), torch.zeros_like(offset))
+
+
+def _decode(entry: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ℓ̃, e)`` float64 ``[T, V]``: decoded (renormalized) log-probabilities and each entry's
+    rounding bound, half its segment's step (0 for a probability of exactly 0)."""
+    code = entry[LOGPROB_CODES].to(torch.float64) + _CODE_OFFSET
+    low, low_step, split, high_step = (entry[n].to(torch.float64)[:, None] for n in CODE_ROWS)
+    upper = code > LOW_LEVELS
+    log_p = torch.where(
+        upper, split + (code - LOW_LEVELS - 1) * high_step, low + (code - 1) * low_step
+    )
+    log_p = torch.where(code > 0, log_p, torch.full_like(code, -math.inf))
+    half = torch.where(upper, high_step, low_step).expand_as(code) / 2
+    return log_p - torch.logsumexp(log_p, dim=-1, keepdim=True), torch.where(code > 0, half, 0.0)
 
 
 def decode_logprobs(entry: dict[str, torch.Tensor]) -> torch.Tensor:
     """Float64 ``[T, V]`` log-probabilities from :func:`encode_logprobs`, renormalized per row.
 
-    ``ℓ̃_v = lo + (code_v − 1)·s`` (``−inf`` for code 0), then ``ℓ̃ − logsumexp(ℓ̃)`` so that
-    the decoded distribution sums to 1: each ``ℓ̃_v`` is within ``s`` of the true ``ℓ_v`` (s / 2
-    of rounding, at most s / 2 more from the renormalization).
+    ``ℓ̃_v`` is the code's value (``−inf`` for code 0) minus the row's logsumexp, so that the
+    decoded distribution sums to 1; :func:`kl_from_codes` bounds ``|ℓ̃_v − ℓ_v|``.
     """
-    code = entry[LOGPROB_CODES].to(torch.float64) + _CODE_OFFSET
-    low = entry[LOGPROB_MIN].to(torch.float64)[:, None]
-    step = entry[LOGPROB_SCALE].to(torch.float64)[:, None]
-    log_p = torch.where(code > 0, low + (code - 1) * step, torch.full_like(code, -math.inf))
-    return log_p - torch.logsumexp(log_p, dim=-1, keepdim=True)
+    return _decode(entry)[0]
 
 
 def kl_from_codes(entry: dict[str, torch.Tensor], quantized_logits: torch.Tensor) -> dict:
     """Exact-mode divergences from :func:`encode_logprobs` codes, per position, float64 ``[T]``.
 
-    With ``p̃`` the decoded reference (:func:`decode_logprobs`), ``q = softmax(quantized_logits)``
-    and ``c̃_v = log p̃_v − log q_v``:
+    With ``p̃`` the decoded reference, ``q = softmax(quantized_logits)``, ``c̃_v = log p̃_v −
+    log q_v``, ``e_v`` each entry's rounding bound (half its step) and the renormalization's
+    ``L = log Σ_v p̃_v e^(e_v)`` (``1/Z = Σ p̃ e^(−δ)`` bounds ``|log Z| <= L``), every decoded
+    log-probability is within ``η_v = e_v + L + 1e-12`` of the truth, and:
 
     - ``"kl"``: ``KL(P‖Q) ≈ Σ_v p̃_v c̃_v``; ``"kl_reverse"``: ``KL(Q‖P) ≈ Σ_v q_v (−c̃_v)``;
-    - ``"kl_bound"``: ``(e^η − 1)·e^η·(A + η) + (e^η − 1)²`` with ``η = s + 1e-12`` (the row's
-      step, the largest ``|log p̃_v − log p_v|``, plus float64 rounding) and
-      ``A = Σ_v p̃_v |c̃_v|``: a strict bound on ``|KL̃ − KL|``. Derivation:
-      ``KL̃ − KL = Σ (p̃ − p) c + KL(P̃‖P)``; the first term is at most
-      ``(e^η − 1)·Σ p|c| ≤ (e^η − 1)·e^η·(A + η)``, the second at most ``χ²(P̃‖P) ≤ (e^η − 1)²``;
-    - ``"kl_reverse_bound"``: ``η``, since ``|KL̃(Q‖P) − KL(Q‖P)| = |Σ q (log p − log p̃)| ≤ η``.
+    - ``"kl_bound"`` on ``|KL̃ − KL|``: ``Σ_v p̃_v (e^(η_v) − 1)(|c̃_v| + η_v) + Σ_v p̃_v
+      (2 cosh η_v − 2)``. Derivation: ``KL̃ − KL = Σ (p̃ − p) c + KL(P̃‖P)``, ``|p̃_v − p_v| <=
+      p̃_v (e^(η_v) − 1)``, ``|c_v| <= |c̃_v| + η_v``, and ``KL(P̃‖P) <= χ²(P̃‖P) = Σ p̃ (2 cosh
+      η' − 2)`` (using ``Σ p = 1``), second order in η;
+    - ``"kl_reverse_bound"``: ``Σ_v q_v η_v``, since ``KL̃(Q‖P) − KL(Q‖P) = Σ q (log p − log p̃)``.
 
     A probability of exactly 0 is stored exactly (code 0): where q > 0 there, the reverse KL is
     ``inf``, as it truly is. Computed a chunk of rows at a time.
@@ -338,28 +365,27 @@ def kl_from_codes(entry: dict[str, torch.Tensor], quantized_logits: torch.Tensor
             f"{tuple(quantized_logits.shape)}"
         )
     rows = _row_chunk(quantized_logits.shape[-1])
-    parts: dict[str, list[torch.Tensor]] = {"kl": [], "kl_reverse": [], "kl_bound": []}
+    names = ("kl", "kl_reverse", "kl_bound", "kl_reverse_bound")
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    device = quantized_logits.device
     for start in range(0, codes.shape[0], rows):
-        chunk = {
-            name: entry[name][start : start + rows].to(quantized_logits.device)
-            for name in (LOGPROB_CODES, LOGPROB_MIN, LOGPROB_SCALE)
-        }
-        log_p = decode_logprobs(chunk)
+        chunk = {n: entry[n][start : start + rows].to(device) for n in (LOGPROB_CODES, *CODE_ROWS)}
+        log_p, half = _decode(chunk)
         log_q = torch.log_softmax(
             quantized_logits[start : start + rows].detach().to(torch.float64), dim=-1
         )
-        p = log_p.exp()
+        p, q = log_p.exp(), log_q.exp()
         contrast = torch.where(p > 0, log_p - log_q, torch.zeros_like(p))
+        renormalization = torch.logsumexp(log_p + half, dim=-1, keepdim=True)
+        # decoded exactly where the probability is exactly 0 (code 0, ℓ̃ = −inf)
+        eta = torch.where(log_p > -math.inf, half + renormalization + ROUNDING_MARGIN, 0.0)
         parts["kl"].append((p * contrast).sum(dim=-1).clamp_min(0.0))
         parts["kl_reverse"].append(_kl_terms(log_q, log_p))
-        eta = chunk[LOGPROB_SCALE].to(torch.float64) + ROUNDING_MARGIN
-        spread = (p * contrast.abs()).sum(dim=-1)
-        grow = torch.expm1(eta)
-        parts["kl_bound"].append(grow * eta.exp() * (spread + eta) + grow * grow)
-    result = {name: torch.cat(values) for name, values in parts.items()}
-    step = entry[LOGPROB_SCALE].to(device=result["kl"].device, dtype=torch.float64)
-    result["kl_reverse_bound"] = step + ROUNDING_MARGIN
-    return result
+        first = p * torch.expm1(eta) * (contrast.abs() + eta)
+        second = p * 2 * (torch.cosh(eta) - 1)
+        parts["kl_bound"].append((first + second).sum(dim=-1))
+        parts["kl_reverse_bound"].append(torch.where(q > 0, q * eta, 0.0).sum(dim=-1))
+    return {name: torch.cat(values) for name, values in parts.items()}
 
 
 def reverse_kl_from_topk(reference: dict, quantized_logits: torch.Tensor) -> torch.Tensor:

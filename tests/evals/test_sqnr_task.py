@@ -251,11 +251,11 @@ def test_cache_entry_is_small(tiny_model_dir):
     held = 127 * (4 * 8 + 4 * 8 + 4 + 8) + 4 * (10 * vocabulary + 16 * blocks * hidden)
     assert written.tell() < held + 64_000  # + torch.save's per-tensor overhead
 
-    # kl=exact adds 2 bytes per vocabulary entry and 16 per position: T·(2V + 16)
+    # kl=exact adds 2 bytes per vocabulary entry and 32 per position: T·(2V + 32)
     exact = compute_reference(model, texts, SqnrSettings(**{**settings.__dict__, "kl": "exact"}))
     written_exact = io.BytesIO()
     torch.save(exact, written_exact)
-    codes = 4 * 127 * (2 * vocabulary + 16)
+    codes = 4 * 127 * (2 * vocabulary + 32)
     assert held + codes < written_exact.tell() < held + codes + 96_000
 
 

@@ -423,18 +423,28 @@ def numpy_divergences(reference_logits, quantized_logits):
 
 
 @pytest.mark.parametrize("scale", [0.5, 3.0, 12.0])
-def test_encoded_logprobs_decode_within_half_a_step_before_renormalizing(scale):
+def test_encoded_logprobs_decode_within_half_a_step_of_their_segment(scale):
+    """Independent decoder: codes 8193 … 65535 step over [hi − 12, hi], 1 … 8192 below."""
     logits, _ = random_pair(0, 40, 300, scale, 0.1)
     entry = encode_logprobs(logits)
-    assert entry["logprob_codes"].dtype == torch.int16 and entry["logprob_codes"].shape == (40, 300)
-    assert entry["logprob_min"].dtype == entry["logprob_scale"].dtype == torch.float64
+    codes = entry["logprob_codes"]
+    assert codes.dtype == torch.int16 and codes.shape == (40, 300)
     log_p = torch.log_softmax(logits.double(), dim=-1)
-    step = entry["logprob_scale"][:, None]
-    assert torch.allclose(step[:, 0], (log_p.amax(1) - log_p.amin(1)) / 65534)
-    raw = entry["logprob_min"][:, None] + (entry["logprob_codes"].double() + 32767) * step
-    assert ((raw - log_p).abs() <= step / 2 + 1e-12).all()
-    assert ((decode_logprobs(entry) - log_p).abs() <= step + 1e-12).all()  # renormalized
-    assert torch.allclose(decode_logprobs(entry).exp().sum(1), torch.ones(40, dtype=torch.float64))
+    hi, lo = log_p.amax(1, keepdim=True), log_p.amin(1, keepdim=True)
+    split = torch.maximum(lo, hi - 12)
+    high_step, low_step = (hi - split) / 57342, (split - lo) / 8191
+    assert torch.equal(entry["logprob_split"], split[:, 0])
+    assert torch.allclose(entry["logprob_high_step"], high_step[:, 0], rtol=1e-15, atol=0)
+    assert (entry["logprob_high_step"] <= 12 / 57342).all()
+    code = codes.double() + 32768
+    upper = code >= 8193
+    assert torch.equal(upper, log_p >= split)
+    raw = torch.where(upper, split + (code - 8193) * high_step, lo + (code - 1) * low_step)
+    half = torch.where(upper, high_step, low_step) / 2
+    assert ((raw - log_p).abs() <= half + 1e-12).all()
+    decoded = decode_logprobs(entry)
+    assert torch.allclose(decoded.exp().sum(1), torch.ones(40, dtype=torch.float64))
+    assert ((decoded - log_p).abs() <= half.amax(1, keepdim=True) * 2 + 1e-12).all()
 
 
 @pytest.mark.parametrize(("seed", "scale", "noise"), [(0, 1.0, 0.05), (1, 4.0, 0.5), (2, 8.0, 2.0)])
@@ -466,7 +476,7 @@ def test_codes_keep_impossible_tokens_exactly_and_constant_rows():
     logits = torch.tensor([[0.0, 1.0, -math.inf], [2.0, 2.0, 2.0]])
     entry = encode_logprobs(logits)
     assert int(entry["logprob_codes"][0, 2]) + 32768 == 0  # probability exactly 0: code 0
-    assert entry["logprob_scale"][1] == 0.0  # a flat row: one level, decoded exactly
+    assert entry["logprob_high_step"][1] == entry["logprob_low_step"][1] == 0.0  # a flat row
     assert torch.allclose(decode_logprobs(entry)[1].exp(), torch.full((3,), 1 / 3).double())
     result = kl_from_codes(entry, torch.tensor([[0.0, 1.0, 0.5], [2.0, 2.0, 2.0]]))
     assert math.isfinite(result["kl"][0]) and result["kl_reverse"][0] == math.inf

@@ -106,7 +106,7 @@ class SqnrSettings:
 
 
 def exact_cache_bytes(texts: list[torch.Tensor], vocabulary: int) -> int:
-    """Bytes the ``kl=exact`` codes of ``texts`` take: ``Σ (T − 1) · (2 V + 16)``."""
+    """Bytes the ``kl=exact`` codes of ``texts`` take: ``Σ (T − 1) · (2 V + 32)``."""
     positions = sum(max(0, ids.shape[0] - 1) for ids in texts)
     return positions * (divergence.BYTES_PER_LOGPROB * vocabulary + divergence.BYTES_PER_POSITION)
 
@@ -196,7 +196,8 @@ def check_reference(reference: Any, texts: list[torch.Tensor], settings: SqnrSet
     ``[T-1]``, full logits float32 ``[n, V]`` and block outputs float32 ``[L, m, H]`` (or empty),
     where n and m are what is left of the ``logit_positions`` and ``activation_tokens`` budgets,
     spent text by text. With ``kl=exact`` also int16 codes ``[T-1, V]`` and float64 finite
-    minimum and non-negative step ``[T-1]``. A cached reference is checked with it before use.
+    minimum, split and non-negative steps ``[T-1]``. A cached reference is checked with it
+    before use.
     """
     entries = reference.get("texts") if isinstance(reference, dict) else None
     if not isinstance(entries, list) or len(entries) != len(texts):
@@ -235,11 +236,13 @@ def _check_codes(entry: dict, number: int, positions: int, vocab: int) -> None:
     """Raise ValueError unless ``entry`` holds well-formed ``kl=exact`` codes."""
     codes = entry.get(divergence.LOGPROB_CODES)
     _check_tensor(codes, f"text {number} codes", torch.int16, (positions, vocab))
-    low, step = entry.get(divergence.LOGPROB_MIN), entry.get(divergence.LOGPROB_SCALE)
-    _check_tensor(low, f"text {number} minimum", torch.float64, (positions,))
-    _check_tensor(step, f"text {number} step", torch.float64, (positions,))
-    if not (torch.isfinite(low).all() and torch.isfinite(step).all() and (step >= 0).all()):
-        raise ValueError(f"text {number}: log-probability minimum or step not finite")
+    for name in divergence.CODE_ROWS:
+        _check_tensor(entry.get(name), f"text {number} {name}", torch.float64, (positions,))
+        if not torch.isfinite(entry[name]).all():
+            raise ValueError(f"text {number} {name}: not finite")
+    for name in (divergence.LOGPROB_LOW_STEP, divergence.LOGPROB_HIGH_STEP):
+        if (entry[name] < 0).any():
+            raise ValueError(f"text {number} {name}: negative")
 
 
 def _check_tensor(value: Any, name: str, dtype: torch.dtype, shape: tuple | None) -> None:
