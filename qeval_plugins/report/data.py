@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from qeval_plugins.core.text import printable
 from qeval_plugins.report.outliers import outlier_data
+from qeval_plugins.report.paired import SETTINGS as PAIRED_SETTINGS
 from qeval_plugins.report.values import HugeInteger, as_mapping
 
 if TYPE_CHECKING:
@@ -20,10 +21,12 @@ if TYPE_CHECKING:
 
 
 def report_data(report: Report) -> dict[str, Any]:
-    """``report`` as strict-JSON-safe data: ``{"models": [...], "warnings": [...]}``."""
+    """``report`` as strict-JSON-safe data: ``{"models": [...], "significance": {...},
+    "warnings": [...]}`` (``significance``: the paired test's settings, :mod:`.paired`)."""
     return _json_safe(
         {
             "models": [_comparison_dict(comparison) for comparison in report.comparisons],
+            "significance": PAIRED_SETTINGS,
             "warnings": report.warnings,
         }
     )

@@ -28,6 +28,14 @@ RESAMPLES = 10_000
 SEED = 0
 FEW_VALUES = 16  # at most this many distinct differences: resample their counts
 BATCH_VALUES = 1 << 22  # document indices drawn per batch (32 MiB of int64)
+# What the JSON export states about the test (each score's significance_method says which ran).
+SETTINGS = {
+    "rule": "paired: the bootstrap percentile interval of delta excludes 0; screen (no "
+    "samples): |delta| > sqrt(se_base^2 + se_run^2)",
+    "confidence": CONFIDENCE,
+    "resamples": RESAMPLES,
+    "seed": SEED,
+}
 
 
 @dataclass(frozen=True)

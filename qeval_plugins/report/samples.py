@@ -24,6 +24,7 @@ import json
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,12 +115,16 @@ class SamplesReader:
 
 def read_scores(path: Path, metric: str, kind: str) -> DocScores:
     """The value of ``metric`` under filter ``kind`` of each document in the samples file
-    ``path``, streamed line by line within :data:`MAX_FILE_BYTES`, :data:`MAX_LINE_BYTES` and
-    :data:`MAX_LINES`; raises :class:`SamplesProblem` (the reason) or :class:`NotPerDocument`."""
+    ``path`` (a regular file: never a pipe or device), streamed line by line within
+    :data:`MAX_FILE_BYTES`, :data:`MAX_LINE_BYTES` and :data:`MAX_LINES`; raises
+    :class:`SamplesProblem` (the reason) or :class:`NotPerDocument`."""
     values: dict[int, float] = {}
     hashes: dict[int, str] = {}
     try:
-        size = path.stat().st_size
+        status = path.stat()
+        if not stat.S_ISREG(status.st_mode):  # a pipe or device would block or never end
+            raise SamplesProblem("not a regular file; not read")
+        size = status.st_size
         if size > MAX_FILE_BYTES:
             raise SamplesProblem(f"over {_size(MAX_FILE_BYTES)} ({_size(size)}); not read")
         with open(path, "rb") as handle:

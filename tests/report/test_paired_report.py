@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -169,6 +170,13 @@ def test_exports_carry_the_interval_and_the_method():
     data = json.loads(to_json(report))
     score = data["models"][0]["runs"][1]["scores"]["qeval_demo_facts"]
     assert score["significance_method"] == "paired" and score["paired_docs"] == DOCS
+    assert data["significance"] == {
+        "rule": "paired: the bootstrap percentile interval of delta excludes 0; screen (no "
+        "samples): |delta| > sqrt(se_base^2 + se_run^2)",
+        "confidence": 0.95,
+        "resamples": 10_000,
+        "seed": 0,
+    }
     assert "\\[-0.043, -0.010\\] p=0.002" in to_markdown(report)  # Markdown-escaped
     assert "[-0.043, -0.010] p=0.002" in to_html(report)
 
@@ -262,14 +270,24 @@ def test_size_limits_are_warnings(tmp_path, monkeypatch):
     assert "more than 100 lines" in warning
 
 
-def test_a_hostile_baseline_file_warns_once_and_a_folder_in_its_place(tmp_path):
+@pytest.mark.parametrize("kind", ["folder", "pipe", "device"])
+def test_a_baseline_samples_name_on_no_regular_file_warns_once(tmp_path, kind):
+    """A folder, a named pipe (reading it would block) or a link to /dev/zero (it never ends)
+    with a samples file's name: one warning, not repeated per run, and the report finishes."""
     shutil.copytree(SYNTHETIC, tmp_path, dirs_exist_ok=True)
     base = tmp_path / "none" / f"samples_qeval_demo_facts_{DATES['none']}.jsonl"
     base.unlink()
-    base.mkdir()  # a folder with a samples file's name
+    {
+        "folder": base.mkdir,
+        "pipe": lambda: os.mkfifo(base),
+        "device": lambda: base.symlink_to("/dev/zero"),
+    }[kind]()
     report = report_of(tmp_path)
     [warning] = report.warnings
-    assert warning.startswith(f"{base}: qeval_demo_facts/acc: cannot be read")
+    assert (
+        warning
+        == f"{base}: qeval_demo_facts/acc: not a regular file; not read; unpaired screen used"
+    )
 
 
 def test_values_that_are_not_numbers_are_left_to_the_screen_silently(tmp_path):

@@ -38,6 +38,7 @@ from qeval_plugins.report.compare import compare, relative_degradation_pct, sign
 from qeval_plugins.report.data import report_data
 from qeval_plugins.report.export import FORMATS, export
 from qeval_plugins.report.load import load_runs, read_run
+from qeval_plugins.report.paired import SETTINGS
 from qeval_plugins.report.plot import plot
 from qeval_plugins.report.render import render
 from qeval_plugins.report.sensitivity import setting_label, sweep_setting
@@ -439,7 +440,7 @@ def test_empty_report_renders():
     console = Console(width=80, record=True, color_system=None)
     render(compare([]), console)
     assert "No runs to report." in console.export_text()
-    assert report_data(compare([])) == {"models": [], "warnings": []}
+    assert report_data(compare([])) == {"models": [], "significance": SETTINGS, "warnings": []}
 
 
 # ---------------------------------------------------------------- sampling sensitivity
