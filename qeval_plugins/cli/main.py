@@ -137,14 +137,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     to_stdout = out is not None and is_stdout(out)
     console = Console(stderr=True) if to_stdout else _console()
     scans, scan_warnings = find_scans(args.paths)  # qeval scan's "Layer sensitivity" section
-    run_paths = [path for path in args.paths if not is_scan_file(path)] or args.paths
+    run_paths = [path for path in args.paths if not is_scan_file(path)]
     if scans and not has_results(run_paths):
         render_scans(scans, scan_warnings, console)
         for path in plot_scans(scans, args.plot) if args.plot else []:
             print(f"wrote {printable(str(path))}", file=sys.stderr)
         return 0
-    report = _print_report(run_paths, args.baseline, console, empty_is_error=True)
+    report = _print_report(run_paths or args.paths, args.baseline, console, empty_is_error=True)
     if report is None:
+        render_scans([], scan_warnings, console)
         return 1
     render_scans(scans, scan_warnings, console)
     if fmt:

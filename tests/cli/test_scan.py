@@ -133,3 +133,19 @@ def test_scan_mistakes_are_one_line(extra, message, capsys):
     err = capsys.readouterr().err
     assert code == 2 and message in err
     assert err.startswith("qeval: error:") and err.count("\n") == 1
+
+
+def test_report_shows_scans_after_runs_and_takes_a_scan_file_itself(scanned, tmp_path, capsys):
+    import shutil
+    from pathlib import Path
+
+    folder, _ = scanned
+    data = Path(__file__).resolve().parent.parent / "data" / "report" / "qeval-tiny"
+    shutil.copytree(data, tmp_path / "runs")
+    shutil.copy(folder / "scan.json", tmp_path / "runs" / "scan.json")
+    assert main(["report", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert out.index("rtn:bits=4") < out.index("Layer sensitivity")
+    assert main(["report", str(folder / "scan.json")]) == 0
+    out = capsys.readouterr().out
+    assert "Layer sensitivity" in out and "warning" not in out
