@@ -83,6 +83,21 @@ DECIBEL_SUFFIX = "_db"  # a metric in dB is an SQNR: higher is better
 # Metrics that describe a model and have no better direction (lm-eval gets None for them).
 NEUTRAL: frozenset[str] = frozenset(
     {
+        # qeval_sqnr: uncertainties, the KL error bound and signed differences Δp (no better way)
+        "kl_mean_err",
+        "kl_reverse_mean_err",
+        "kl_symmetric_mean_err",
+        "kl_error_bound",
+        "dp_mean",
+        "dp_mean_err",
+        *(f"dp_{name}" for name in ("max", "p999", "p99", "p95", "p90", "p75", "median")),
+        *(f"dp_{name}" for name in ("p25", "p10", "p5", "p1", "p01", "min")),
+        "rms_dp_err",
+        "top1_agreement_err",
+        "ppl_quantized_err",
+        "ppl_reference_err",
+        "ppl_ratio_err",
+        "ln_ppl_ratio_err",
         # qeval_outliers: outlier features (LLM.int8()), activation and weight statistics
         "outlier_features_quantized",
         "outlier_features_reference",

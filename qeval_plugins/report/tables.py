@@ -29,6 +29,7 @@ from qeval_plugins.report.grid import Cell, Grid, arrow, fixed, number, small_nu
 from qeval_plugins.report.paired import CONFIDENCE, RESAMPLES, SEED
 from qeval_plugins.report.runs import Metric, Run
 from qeval_plugins.report.sensitivity import SWEEP_SUMMARY_METRICS, TEMPERATURE_BAND, Sweep
+from qeval_plugins.report.sqnr import divergence_grid
 
 GREEN_MAX_PCT = 1.0
 YELLOW_MAX_PCT = 5.0
@@ -231,7 +232,8 @@ def sqnr_grids(comparison: Comparison) -> list[Grid]:
                 worst.rows.append(
                     [[(run.label, "bold")], [(layer, "")], [(number(value), "")], [(bar, "")]]
                 )
-    return [summary] + ([worst] if worst.rows else [])
+    divergence = divergence_grid(comparison.name, comparison.sqnr)
+    return [summary] + ([worst] if worst.rows else []) + ([divergence] if divergence else [])
 
 
 def sparkline(values: list[float], low: float, high: float, width: int = SPARK_WIDTH) -> str:

@@ -42,7 +42,7 @@ def test_the_task_classes_read_the_table():
 
     declared = {**sqnr.HIGHER_IS_BETTER, **sampling.METRICS, **sampling.SUMMARY}
     assert set(sqnr.HIGHER_IS_BETTER) == set(sqnr.AGGREGATIONS)  # every metric has a direction
-    assert declared == {metric: HIGHER_IS_BETTER[metric] for metric in declared}
+    assert declared == {metric: direction(metric) for metric in declared}
 
 
 def test_the_report_falls_back_on_the_table(tmp_path):

@@ -180,16 +180,7 @@ AGGREGATIONS = {
     "activation_sqnr_min_db": _first,
     **dict.fromkeys(DIVERGENCE_METRICS, _first),
 }
-# uncertainties, error bounds and signed differences have no better direction
-UNDIRECTED = tuple(
-    name
-    for name in AGGREGATIONS
-    if name.endswith("_err") or name.startswith("dp_") or name == "kl_error_bound"
-)
-HIGHER_IS_BETTER = {  # from the one table of metric directions
-    **directions(name for name in AGGREGATIONS if name not in UNDIRECTED),
-    **dict.fromkeys(UNDIRECTED),
-}
+HIGHER_IS_BETTER = directions(AGGREGATIONS)  # from the one table of metric directions
 SUMMARY_METRICS = tuple(
     name for name, how in AGGREGATIONS.items() if how is _first
 )  # run-level values, the same for every text: computed by the engine over all texts
