@@ -145,3 +145,14 @@ def test_specs_the_scan_cannot_verify_are_one_line(spec, message):
     with pytest.raises(QevalError, match=message) as caught:
         checked_plan(spec, "cpu")
     assert "\n" not in str(caught.value)
+
+
+def test_a_unit_that_breaks_the_numbers_ranks_first_and_is_kept():
+    from qeval_plugins.evals.scan.runner import rank
+
+    rows = [{**unit, "delta_nll": 0.0} for unit in RANKING]
+    rows[3] = {**rows[3], "kl_mean": float("nan")}
+    ranked = rank(rows)
+    assert [row["name"] for row in ranked] == ["d", "a", "b", "c"]
+    assert [row["rank"] for row in ranked] == [1, 2, 3, 4]
+    assert recommend(ranked, 4.0, 16.0)["units"] == ["d", "a"]  # then a: 0.6 >= half of 1.1

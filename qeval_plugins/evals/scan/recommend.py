@@ -15,11 +15,13 @@ The rule, over the units ranked by single-unit KL (most sensitive first):
   one further down may still fit);
 * without one: keep the smallest number ``k`` of top units whose single-unit KLs add up to at
   least half the sum over all units (``HALF``) — an additive estimate of "half the KL that
-  quantizing costs"; the verification run measures the real effect.
+  quantizing costs"; the verification run measures the real effect. A unit whose KL is not
+  finite is always kept.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -88,9 +90,13 @@ def _within_budget(ranking, params, quantized_bits, kept_bits, target_bits) -> l
 
 
 def _half_of_kl(ranking) -> list[str]:
-    total = sum(max(unit["kl_mean"], 0.0) for unit in ranking)
-    kept, reached = [], 0.0
-    for unit in ranking:
+    """The default rule; a unit whose KL is not finite (it broke the model's numbers) is
+    always kept, and the half is taken of the finite KLs."""
+    kept = [unit["name"] for unit in ranking if not math.isfinite(unit["kl_mean"])]
+    finite = [unit for unit in ranking if math.isfinite(unit["kl_mean"])]
+    total = sum(max(unit["kl_mean"], 0.0) for unit in finite)
+    reached = 0.0
+    for unit in finite:
         if total <= 0 or reached >= HALF * total:
             break
         kept.append(unit["name"])

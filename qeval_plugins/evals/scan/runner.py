@@ -9,6 +9,7 @@ against the same reference pass. ``improves`` says the recommendation beats all-
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -174,8 +175,15 @@ def run_scan(request: ScanRequest, progress: Callable[[str], None] = lambda line
 
 
 def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows sorted most sensitive first (KL, then ΔNLL, both descending; then name), numbered."""
-    ordered = sorted(rows, key=lambda r: (-r["kl_mean"], -r["delta_nll"], r["name"]))
+    """Rows sorted most sensitive first (KL, then ΔNLL, both descending, NaN as +∞: a unit
+    that breaks the model's numbers ranks first; then name), numbered from 1."""
+
+    def worse_first(value: float) -> float:
+        return -math.inf if math.isnan(value) else -value
+
+    ordered = sorted(
+        rows, key=lambda r: (worse_first(r["kl_mean"]), worse_first(r["delta_nll"]), r["name"])
+    )
     return [{"rank": number, **row} for number, row in enumerate(ordered, 1)]
 
 
