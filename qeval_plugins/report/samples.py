@@ -189,9 +189,13 @@ def _add_line(data: dict, number: int, metric: str, kind: str, values: dict, has
         raise NotPerDocument(metric)
     if type(value) not in (int, float):
         raise SamplesProblem(f"line {number}: {metric} is not a number")
-    if not math.isfinite(value):
+    try:
+        number_value = float(value)
+    except OverflowError:  # an integer beyond 1.8e308
+        number_value = math.inf
+    if not math.isfinite(number_value):
         raise SamplesProblem(f"line {number}: {metric} is not finite")
-    values[doc_id] = float(value)
+    values[doc_id] = number_value
 
 
 def matched(base: DocScores, run: DocScores) -> tuple[list[float], list[float]]:
@@ -220,7 +224,10 @@ def matched(base: DocScores, run: DocScores) -> tuple[list[float], list[float]]:
 def check_mean(scores: DocScores, value: float) -> None:
     """:class:`SamplesProblem` unless the mean of ``scores`` is the results file's ``value``
     (within :data:`MEAN_TOLERANCE`)."""
-    mean = math.fsum(scores.values.values()) / len(scores.values)
+    try:
+        mean = math.fsum(scores.values.values()) / len(scores.values)
+    except OverflowError:
+        raise SamplesProblem("per-document values too large to average") from None
     if abs(mean - value) > MEAN_TOLERANCE * max(1.0, abs(value)):
         raise SamplesProblem(
             f"per-document values average {mean:.6g}, the results file says {value:.6g} (not a "
@@ -240,15 +247,28 @@ def paired_metric(
     try:
         base_scores = _checked(reader, base_path, base, task, metric)
         run_scores = _checked(reader, run_path, run, task, metric)
-        try:
-            base_values, run_values = matched(base_scores, run_scores)
-        except SamplesProblem as error:
-            raise SamplesProblem(f"{run_path}: {task}/{metric}: {error}") from None
+        base_values, run_values = _matched(base_scores, run_scores, f"{run_path}: {task}/{metric}")
+        return paired(base_values, run_values), None
     except NotPerDocument:
         return None, None
     except SamplesProblem as error:
         return None, f"{error}; unpaired screen used"
-    return paired(base_values, run_values), None
+    except (ArithmeticError, LookupError, TypeError, ValueError, RecursionError) as error:
+        # the net under the checks: content of a shape no check foresaw
+        problem = f"{type(error).__name__}: {error}"[:200]
+        where = f"{run_path}: {task}/{metric}"
+        return None, f"{where}: unexpected content ({problem}); unpaired screen used"
+
+
+def _matched(base: DocScores, run: DocScores, where: str) -> tuple[list[float], list[float]]:
+    """:func:`matched`, their differences finite; a :class:`SamplesProblem` starts ``where``."""
+    try:
+        base_values, run_values = matched(base, run)
+        if not all(math.isfinite(q - b) for b, q in zip(base_values, run_values, strict=True)):
+            raise SamplesProblem("differences from the baseline too large for a float")
+    except SamplesProblem as error:
+        raise SamplesProblem(f"{where}: {error}") from None
+    return base_values, run_values
 
 
 def _checked(reader: SamplesReader, path: Path, run: Run, task: str, metric: str) -> DocScores:

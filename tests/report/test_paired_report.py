@@ -220,6 +220,7 @@ HOSTILE = {
     "doc_id text": (lambda lines: changed(lines, 2, doc_id="2"), "line 3: doc_id is not a"),
     "doc_id twice": (lambda lines: changed(lines, 2, doc_id=1), "doc_id 1 appears twice"),
     "NaN": (lambda lines: changed(lines, 0, acc=math.nan), "line 1: acc is not finite"),
+    "beyond float": (lambda lines: changed(lines, 0, acc=10**400), "line 1: acc is not finite"),
     "text value": (lambda lines: changed(lines, 0, acc="0"), "line 1: acc is not a number"),
     "hash": (lambda lines: changed(lines, 0, doc_hash=["x"]), "line 1: doc_hash is not a hash"),
     "other document": (
@@ -233,6 +234,10 @@ HOSTILE = {
     "other results": (
         lambda lines: changed(lines, 300, acc=1.0),
         "per-document values average 0.4775, the results file says 0.475",
+    ),
+    "too large to average": (
+        lambda lines: changed(changed(lines, 0, acc=1e308), 1, acc=1e308),
+        "per-document values too large to average",
     ),
     "empty": (lambda lines: [], "no documents under filter 'none'"),
 }
@@ -288,6 +293,30 @@ def test_a_baseline_samples_name_on_no_regular_file_warns_once(tmp_path, kind):
         warning
         == f"{base}: qeval_demo_facts/acc: not a regular file; not read; unpaired screen used"
     )
+
+
+def test_differences_beyond_a_float_are_refused():
+    base = samples_module.DocScores(Path("b"), {0: -1e308, 1: 0.0}, {})
+    run = samples_module.DocScores(Path("q"), {0: 1e308, 1: 0.0}, {})
+    with pytest.raises(
+        samples_module.SamplesProblem,
+        match=r"^q: differences from the baseline too large for a float$",
+    ):
+        samples_module._matched(base, run, "q")
+
+
+def test_an_unforeseen_error_while_pairing_is_one_warning(monkeypatch):
+    def broken(base, run):
+        raise ValueError("no such shape")
+
+    monkeypatch.setattr(samples_module, "paired", broken)
+    report = report_of(SYNTHETIC)
+    [warning] = report.warnings
+    assert warning.endswith(
+        "qeval_demo_facts/acc: unexpected content (ValueError: no such shape); unpaired screen used"
+    )
+    facts = scores_of(report, "rtn:bits=4")["qeval_demo_facts"]
+    assert facts.significance_method == "screen"
 
 
 def test_values_that_are_not_numbers_are_left_to_the_screen_silently(tmp_path):
