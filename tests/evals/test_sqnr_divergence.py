@@ -226,7 +226,9 @@ def test_over_budget_is_one_line_before_any_pass(tiny_model_dir, tasks_dir, monk
         )
     message = str(refused.value)
     assert "\n" not in message and "kl_cache_budget" in message and "kl=topk" in message
-    assert '"kl_cache_budget": "1G"' in message
+    # 2 texts x 48 scored tokens x (2 x 384 + 32) bytes = 76,800 bytes
+    assert "needs 0.1 MiB of reference cache (96 scored tokens of 2 texts x 384" in message
+    assert '"kl_cache_budget": "1M"' in message
 
 
 @pytest.mark.parametrize(

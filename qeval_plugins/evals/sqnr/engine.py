@@ -115,12 +115,14 @@ def check_exact_budget(texts: list[torch.Tensor], vocabulary: int, settings: Sqn
     """QevalError (one line, what to do) when ``kl=exact`` would cache more than the budget."""
     needed = exact_cache_bytes(texts, vocabulary)
     if settings.kl == "exact" and needed > settings.budget_bytes():
+        positions = sum(max(0, ids.shape[0] - 1) for ids in texts)
+        unit, size = ("G", 2**30) if needed >= 2**30 else ("M", 2**20)
         raise QevalError(
-            f"qeval_sqnr kl=exact needs {needed / 2**30:.2f} GiB of reference cache for "
-            f"{len(texts)} texts x {settings.max_tokens} tokens x {vocabulary} vocabulary "
-            f"entries, over kl_cache_budget={settings.kl_cache_budget}; raise it with "
+            f"qeval_sqnr kl=exact needs {needed / size:.1f} {unit}iB of reference cache "
+            f"({positions} scored tokens of {len(texts)} texts x {vocabulary} vocabulary entries "
+            f"x 2 bytes), over kl_cache_budget={settings.kl_cache_budget}; raise it with "
             f'--metadata \'{{"kl": "exact", "kl_cache_budget": '
-            f'"{math.ceil(needed / 2**30)}G"}}\', score fewer tokens (max_tokens, --limit), '
+            f'"{math.ceil(needed / size)}{unit}"}}\', score fewer tokens (max_tokens, --limit), '
             f"or use kl=topk."
         )
 
