@@ -21,6 +21,7 @@ from qeval_plugins.core.text import printable
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``qeval scan`` options."""
     from qeval_plugins.cli.main import positive_int
+    from qeval_plugins.core.plan import MODEL_DTYPES
 
     parser.add_argument("--model", required=True, help="model path, hub id or qeval-tiny")
     parser.add_argument(
@@ -36,7 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     parser.add_argument(
-        "--dtype", default="auto", help="model dtype (default: the checkpoint's own)"
+        "--dtype",
+        default="auto",
+        choices=MODEL_DTYPES,
+        help="model dtype (default: auto, the checkpoint's own)",
     )
     parser.add_argument(
         "--limit", type=positive_int, default=None, help="bundled passages used (default: all 40)"

@@ -122,10 +122,12 @@ def test_hostile_scan_files_are_one_warning_each_and_never_crash(tmp_path, capsy
         (["--quantizer", "rtn:skip=layers.0"], "qeval scan chooses skip= itself"),
         (["--target-bits", "-1"], "argument --target-bits: must be a positive number"),
         (["--unit", "row"], "argument --unit: invalid choice"),
+        (["--dtype", "float17"], "argument --dtype: invalid choice"),
+        (["--model", "someorg/no-such-model"], "could not load model 'someorg/no-such-model'"),
     ],
 )
 def test_scan_mistakes_are_one_line(extra, message, capsys):
-    argv = ["scan", "--model", "qeval-tiny", "--quantizer", "rtn", *extra]
+    argv = ["scan", "--model", "qeval-tiny", "--quantizer", "rtn", *extra]  # a later --model wins
     try:
         code = main(argv)
     except SystemExit as exit_:  # argparse's one-line usage errors

@@ -78,8 +78,16 @@ def run_scan(request: ScanRequest, progress: Callable[[str], None] = lambda line
     pretrained = resolve_pretrained(request.model)
     dtype_name = resolve_dtype(request.dtype, pretrained, None)
     dtype = getattr(torch, dtype_name) if dtype_name != "auto" else "auto"
-    tokenizer = AutoTokenizer.from_pretrained(pretrained)
-    model = AutoModelForCausalLM.from_pretrained(pretrained, dtype=dtype).to(request.device).eval()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(pretrained)
+        model = AutoModelForCausalLM.from_pretrained(pretrained, dtype=dtype)
+    except OSError as error:  # transformers' "not a local folder and not a valid hub id"
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise QevalError(
+            f"could not load model '{request.model}': {first} Give a local model directory (or "
+            f"a hub id with network access)."
+        ) from error
+    model = model.to(request.device).eval()
     load_seconds = time.perf_counter() - started
     kept_bits = float(next(model.parameters()).element_size() * 8)
     texts = engine.load_texts(tokenizer, request.limit, request.max_tokens)
