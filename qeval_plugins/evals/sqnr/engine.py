@@ -35,7 +35,7 @@ from qeval_plugins.metrics import divergence, divergence_stats
 REQUEST_TYPE = "qeval_sqnr"
 TEXT_SETTINGS = ("text_file", "text_field")  # metadata read by the task's document loader
 KL_MODES = ("topk", "exact")
-DEFAULT_KL_CACHE_BUDGET = "2G"
+DEFAULT_KL_CACHE_BUDGET = "4G"
 WORST_TOKENS = 10  # tokens with the highest KL named in the results
 CONTEXT_TOKENS = 12  # tokens of context shown before each of them
 logger = logging.getLogger("qeval")
@@ -568,34 +568,45 @@ def statistics(results: list[dict[str, Any]]) -> dict[str, float | None]:
 
 
 def divergence_mode(settings: SqnrSettings, results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Which KL ran and how exact it is, for the results.
+    """Which KL ran and how exact it is, for the results (JSON-safe).
 
-    ``kl_error_bound``: in exact mode the mean over tokens of the per-token bound on |KL̃ − KL| (so a
-    bound on the error of ``kl_mean``); ``bound_max`` bounds every per-token KL, hence every
-    KL percentile; ``reverse_bound_max`` the same for the reverse KL. In topk mode the KL
-    (forward, reverse, symmetric) is a lower bound with no finite upper bound: ``inf``.
+    ``kl_error_bound`` / ``kl_reverse_error_bound``: in exact mode the mean over tokens of the
+    per-token bound on |KL̃ − KL| (a bound on the error of ``kl_mean`` / ``kl_reverse_mean``);
+    ``..._max``: the largest per-token bound, which bounds the error of every per-token KL and
+    so of every KL percentile. In topk mode the KL (forward, reverse, symmetric) is a lower
+    bound with no finite upper bound: ``"inf"``.
     """
     if settings.kl == "topk":
         return {
             "kl_mode": "topk",
-            "kl_is": "lower bound: top-k plus one lumped tail category",
+            "kl_is": "a lower bound: the reference's top-k tokens plus one lumped tail category",
             "top_k": settings.top_k,
-            "kl_error_bound": "inf",
-            "bound_max": "inf",
-            "reverse_bound_max": "inf",
+            **dict.fromkeys(BOUND_FIELDS, "inf"),
         }
     forward, reverse = _pooled(results, "kl_bound"), _pooled(results, "kl_reverse_bound")
+    values = [float(part.mean()) if part.numel() else 0.0 for part in (forward, reverse)] + [
+        float(part.max()) if part.numel() else 0.0 for part in (forward, reverse)
+    ]
     return {
         "kl_mode": "exact",
-        "kl_is": "exact within the bound: full reference log-probabilities, uint16 per entry",
-        "kl_error_bound": divergence_stats.json_safe(
-            divergence_stats.mean_and_error(forward)[0] or 0.0
+        "kl_is": (
+            "exact within kl_error_bound: every reference log-probability cached as a uint16 "
+            f"code, step <= {divergence.HIGH_SEGMENT_NATS / (divergence.HIGH_LEVELS - 1):.2g} "
+            f"nats within {divergence.HIGH_SEGMENT_NATS:g} nats of the top token"
         ),
-        "bound_max": divergence_stats.json_safe(float(forward.max()) if forward.numel() else 0.0),
-        "reverse_bound_max": divergence_stats.json_safe(
-            float(reverse.max()) if reverse.numel() else 0.0
-        ),
+        **{
+            name: divergence_stats.json_safe(value)
+            for name, value in zip(BOUND_FIELDS, values, strict=True)
+        },
     }
+
+
+BOUND_FIELDS = (
+    "kl_error_bound",
+    "kl_reverse_error_bound",
+    "kl_error_bound_max",
+    "kl_reverse_error_bound_max",
+)
 
 
 def worst_tokens(
