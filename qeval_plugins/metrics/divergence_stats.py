@@ -32,7 +32,7 @@ KL_PERCENTILES = {
     "min": 0.0,
 }
 DP_PERCENTILES = {**KL_PERCENTILES, "p75": 75.0, "p25": 25.0}
-EARLY_POSITIONS = 32  # kl_mean_pos_early: tokens predicted from fewer than 32 tokens of context
+EARLY_POSITIONS = 32  # kl_mean_pos_early: tokens predicted from at most 32 tokens of context
 
 
 def mean_and_error(values: torch.Tensor) -> tuple[float | None, float | None]:
@@ -81,9 +81,9 @@ def _with_error(name: str, values: torch.Tensor) -> dict:
 def kl_statistics(kl: torch.Tensor, kl_reverse: torch.Tensor, positions: torch.Tensor) -> dict:
     """KL statistics: ``kl_mean(_err)``, ``kl_max`` … ``kl_min`` (:data:`KL_PERCENTILES`),
     ``kl_reverse_mean(_err)``, ``kl_symmetric_mean(_err)`` (per token ``KL(P‖Q) + KL(Q‖P)``, the
-    Jeffreys divergence), ``kl_mean_pos_early`` / ``kl_mean_pos_late`` (mean KL of tokens at
-    position < / >= :data:`EARLY_POSITIONS` in their text, position 0 being the first predicted
-    token)."""
+    Jeffreys divergence), ``kl_mean_pos_early`` / ``kl_mean_pos_late`` (mean KL of the tokens
+    at position t < / >= :data:`EARLY_POSITIONS` of their text, where position t is predicted
+    from the t + 1 tokens before it, the prefix token included)."""
     early = positions < EARLY_POSITIONS
     return {
         **_with_error("kl_mean", kl),
