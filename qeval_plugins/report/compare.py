@@ -35,6 +35,7 @@ from qeval_plugins.report.labels import (
     is_prequantized,
     matches_spec,
 )
+from qeval_plugins.report.outliers import OUTLIERS_TASK
 from qeval_plugins.report.paired import Paired
 from qeval_plugins.report.runs import Metric, Run
 from qeval_plugins.report.samples import SamplesReader, paired_metric
@@ -314,9 +315,10 @@ def _lacks(row: Row, task: str, metric: str) -> bool:
 
 
 def _expected(row: Row, task: str) -> bool:
-    """Whether ``row``'s run could have run ``task`` (qeval_sqnr and the sampling tasks need
-    ``--model qeval``)."""
-    return row.run.is_qeval or not (task == SQNR_TASK or SWEEP_TASK.fullmatch(task))
+    """Whether ``row``'s run could have run ``task`` (qeval_sqnr, qeval_outliers and the
+    sampling tasks need ``--model qeval``)."""
+    qeval_only = task in (SQNR_TASK, OUTLIERS_TASK) or SWEEP_TASK.fullmatch(task)
+    return row.run.is_qeval or not qeval_only
 
 
 def choose_baseline(runs: list[Run], spec: str | None) -> tuple[Run | None, str]:

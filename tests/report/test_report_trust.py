@@ -559,3 +559,21 @@ def test_a_prequantized_run_is_labelled_by_its_method_and_format(tmp_path):
         ("none", True),
         ("prequantized (gptq int4 g128 tiny-gptq)", False),
     ]
+
+
+def test_a_plain_hf_run_is_not_said_to_lack_the_qeval_only_tasks(tmp_path):
+    """qeval_outliers, like qeval_sqnr, needs --model qeval: an hf run cannot have run it."""
+    quantized = fixture()
+    quantized["results"]["qeval_outliers"] = {
+        "outlier_features_quantized,none": 0,
+        "outlier_features_quantized_stderr,none": "N/A",  # as lm-eval writes it
+    }
+    plain = fixture()
+    plain["config"] = {"model": "hf", "model_args": {"pretrained": "qeval-tiny"}}
+    plain["results"].pop("qeval_outliers", None)
+    runs, warnings = load_runs(
+        [put(tmp_path, "q/results.json", quantized), put(tmp_path, "hf/results.json", plain)]
+    )
+    report = compare(runs, warnings=warnings)
+    assert [row.run.label for row in report.comparisons[0].rows] == ["none", "hf"]
+    assert not any("qeval_outliers" in warning for warning in report.warnings), report.warnings
