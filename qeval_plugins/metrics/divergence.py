@@ -293,41 +293,45 @@ def encode_logprobs(logits: torch.Tensor) -> dict[str, torch.Tensor]:
     for logit_rows in logits.detach().split(rows):
         log_p = torch.log_softmax(logit_rows.to(torch.float64), dim=-1)
         finite = torch.isfinite(log_p)
-        high = torch.where(finite, log_p, -math.inf).amax(dim=-1)
-        low = torch.where(finite, log_p, math.inf).amin(dim=-1)
+        all_finite = bool(finite.all())
+        value = log_p if all_finite else torch.where(finite, log_p, -math.inf)
+        high = value.amax(dim=-1, keepdim=True)
+        if not all_finite:
+            value = torch.where(finite, log_p, high)  # code 0 below; any value in range here
+        low = value.amin(dim=-1, keepdim=True)
         split = torch.maximum(low, high - HIGH_SEGMENT_NATS)
         low_step, high_step = (split - low) / (LOW_LEVELS - 1), (high - split) / (HIGH_LEVELS - 1)
-        value = torch.where(finite, log_p, high[:, None])
-        upper = value >= split[:, None]
-        code = torch.where(
-            upper,
-            LOW_LEVELS + 1 + _levels(value - split[:, None], high_step),
-            1 + _levels(value - low[:, None], low_step),
+        upper = value >= split
+        level = torch.round(
+            (value - torch.where(upper, split, low))
+            * torch.where(upper, _inverse(high_step), _inverse(low_step))
         )
-        codes.append((torch.where(finite, code, 0.0) - _CODE_OFFSET).to(torch.int16))
+        code = level + 1 + LOW_LEVELS * upper
+        if not all_finite:
+            code = torch.where(finite, code, 0.0)
+        codes.append((code - _CODE_OFFSET).to(torch.int16))
         for name, part in zip(CODE_ROWS, (low, low_step, split, high_step), strict=True):
-            scalars[name].append(part)
+            scalars[name].append(part[:, 0])
     return {LOGPROB_CODES: torch.cat(codes), **{k: torch.cat(v) for k, v in scalars.items()}}
 
 
-def _levels(offset: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-    """``round(offset / step)`` per row (``step`` ``[rows]``); 0 where the step is 0."""
-    safe = torch.where(step > 0, step, torch.ones_like(step))[:, None]
-    return torch.where(step[:, None] > 0, torch.round(offset / safe), torch.zeros_like(offset))
+def _inverse(step: torch.Tensor) -> torch.Tensor:
+    """``1 / step``, and 0 where the step is 0 (a segment of one value: every offset is 0)."""
+    return torch.where(step > 0, 1 / torch.where(step > 0, step, 1.0), 0.0)
 
 
-def _decode(entry: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(ℓ̃, e)`` float64 ``[T, V]``: decoded (renormalized) log-probabilities and each entry's
-    rounding bound, half its segment's step (0 for a probability of exactly 0)."""
+def _decode(entry: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(ℓ̃, high, low)``: decoded (renormalized) log-probabilities, float64 ``[T, V]``, and
+    the bool masks of the entries in the high and in the low segment (neither: code 0)."""
     code = entry[LOGPROB_CODES].to(torch.float64) + _CODE_OFFSET
     low, low_step, split, high_step = (entry[n].to(torch.float64)[:, None] for n in CODE_ROWS)
-    upper = code > LOW_LEVELS
+    high_segment, finite = code > LOW_LEVELS, code > 0
     log_p = torch.where(
-        upper, split + (code - LOW_LEVELS - 1) * high_step, low + (code - 1) * low_step
+        high_segment, split + (code - LOW_LEVELS - 1) * high_step, low + (code - 1) * low_step
     )
-    log_p = torch.where(code > 0, log_p, torch.full_like(code, -math.inf))
-    half = torch.where(upper, high_step, low_step).expand_as(code) / 2
-    return log_p - torch.logsumexp(log_p, dim=-1, keepdim=True), torch.where(code > 0, half, 0.0)
+    log_p = torch.where(finite, log_p, -math.inf)
+    log_p = log_p - torch.logsumexp(log_p, dim=-1, keepdim=True)
+    return log_p, high_segment, finite & ~high_segment
 
 
 def decode_logprobs(entry: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -370,22 +374,36 @@ def kl_from_codes(entry: dict[str, torch.Tensor], quantized_logits: torch.Tensor
     device = quantized_logits.device
     for start in range(0, codes.shape[0], rows):
         chunk = {n: entry[n][start : start + rows].to(device) for n in (LOGPROB_CODES, *CODE_ROWS)}
-        log_p, half = _decode(chunk)
+        log_p, high, low = _decode(chunk)
         log_q = torch.log_softmax(
             quantized_logits[start : start + rows].detach().to(torch.float64), dim=-1
         )
         p, q = log_p.exp(), log_q.exp()
         contrast = torch.where(p > 0, log_p - log_q, torch.zeros_like(p))
-        renormalization = torch.logsumexp(log_p + half, dim=-1, keepdim=True)
-        # decoded exactly where the probability is exactly 0 (code 0, ℓ̃ = −inf)
-        eta = torch.where(log_p > -math.inf, half + renormalization + ROUNDING_MARGIN, 0.0)
         parts["kl"].append((p * contrast).sum(dim=-1).clamp_min(0.0))
         parts["kl_reverse"].append(_kl_terms(log_q, log_p))
-        first = p * torch.expm1(eta) * (contrast.abs() + eta)
-        second = p * 2 * (torch.cosh(eta) - 1)
-        parts["kl_bound"].append((first + second).sum(dim=-1))
-        parts["kl_reverse_bound"].append(torch.where(q > 0, q * eta, 0.0).sum(dim=-1))
+        forward, reverse = _segment_bounds(chunk, p, q, (p * contrast).abs(), (high, low))
+        parts["kl_bound"].append(forward)
+        parts["kl_reverse_bound"].append(reverse)
     return {name: torch.cat(values) for name, values in parts.items()}
+
+
+def _segment_bounds(chunk: dict, p, q, spread, segments) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`kl_from_codes`'s two bounds per row. Within a segment every entry has the same
+    ``e_v`` (half the segment's step), hence the same ``η_v``: the sums over entries are sums
+    over the two segments of ``Σ p̃``, ``Σ p̃ |c̃|`` and ``Σ q`` (code-0 entries, decoded
+    exactly, are in neither)."""
+    halves = (chunk[LOGPROB_HIGH_STEP] / 2, chunk[LOGPROB_LOW_STEP] / 2)
+    mass = [(p * mask).sum(dim=-1) for mask in segments]
+    renormalization = torch.log(sum(m * h.exp() for m, h in zip(mass, halves, strict=True)))
+    forward = torch.zeros_like(mass[0])
+    reverse = torch.zeros_like(mass[0])
+    for mask, share, half in zip(segments, mass, halves, strict=True):
+        eta = half.to(torch.float64) + renormalization + ROUNDING_MARGIN
+        first = torch.expm1(eta) * ((spread * mask).sum(dim=-1) + eta * share)
+        forward += first + 2 * (torch.cosh(eta) - 1) * share
+        reverse += eta * (q * mask).sum(dim=-1)
+    return forward, reverse
 
 
 def reverse_kl_from_topk(reference: dict, quantized_logits: torch.Tensor) -> torch.Tensor:
