@@ -579,7 +579,10 @@ def divergence_mode(settings: SqnrSettings, results: list[dict[str, Any]]) -> di
     if settings.kl == "topk":
         return {
             "kl_mode": "topk",
-            "kl_is": "a lower bound: the reference's top-k tokens plus one lumped tail category",
+            "kl_is": (
+                "a lower bound (forward, reverse and symmetric KL): the reference's top-k tokens "
+                "plus one lumped tail category; Δp, perplexities and top-1 agreement are exact"
+            ),
             "top_k": settings.top_k,
             **dict.fromkeys(BOUND_FIELDS, "inf"),
         }
