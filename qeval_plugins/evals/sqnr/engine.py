@@ -476,8 +476,11 @@ def summarize_blocks(results: list[dict[str, Any]]) -> list[float | str]:
 def run(lm: Any, requests: list) -> list[dict[str, Any]]:
     """Answer ``qeval_sqnr`` requests on ``lm`` (a QevalLM): reference (cached), compare, summarize.
 
-    Returns one dict per request (per text) for the task's ``process_results``; the per-layer and
-    per-block figures go to the run's ``qeval`` block under ``sqnr``.
+    Returns one dict per request (per text) for the task's ``process_results``, each carrying the
+    run-level summary (divergence statistics over all texts, weight and activation SQNR) under
+    ``"model"``; the per-layer and per-block figures, the KL mode with its error bounds and the
+    most divergent tokens go to the run's ``qeval`` block under ``sqnr``. With ``kl=exact`` the
+    cache budget is checked before any pass.
     """
     from qeval_plugins.core.registry import get_registry
     from qeval_plugins.storage import cache as reference_cache
