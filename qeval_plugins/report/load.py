@@ -289,11 +289,14 @@ def parse_metrics(data: dict[str, Any], notes: MetricNotes) -> dict[str, dict[st
                 notes.infinite.append(f"{task}/{name}")
             stderr_key = f"{base}_stderr,{kind}" if kind else f"{base}_stderr"
             stderr = as_number(entry.get(stderr_key))
-            if stderr_key not in entry:
+            stated_error = _stated_error(entry, base, kind)
+            if stderr_key not in entry and stated_error is None:
                 notes.no_stderr.append(f"{task}/{name}")
             elif stderr is not None and not (math.isfinite(stderr) and stderr >= 0):
                 notes.bad_stderr.append(f"{task}/{name}")
                 stderr = None
+            if stderr is None:
+                stderr = stated_error
             stated = task_directions.get(base)
             found[name] = Metric(
                 value,
@@ -303,6 +306,13 @@ def parse_metrics(data: dict[str, Any], notes: MetricNotes) -> dict[str, dict[st
         if found:
             metrics[task] = found
     return metrics
+
+
+def _stated_error(entry: dict[str, Any], base: str, kind: str) -> float | None:
+    """The task's own standard error of ``base`` (``kl_mean_err`` for ``kl_mean``: qeval_sqnr's
+    run-level figures, for which lm-eval writes ``_stderr`` "N/A"), when finite and >= 0."""
+    value = as_number(entry.get(f"{base}_err,{kind}" if kind else f"{base}_err"))
+    return value if value is not None and math.isfinite(value) and value >= 0 else None
 
 
 def _folded_subtasks(data: dict[str, Any]) -> set[str]:

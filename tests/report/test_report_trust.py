@@ -577,3 +577,23 @@ def test_a_plain_hf_run_is_not_said_to_lack_the_qeval_only_tasks(tmp_path):
     report = compare(runs, warnings=warnings)
     assert [row.run.label for row in report.comparisons[0].rows] == ["none", "hf"]
     assert not any("qeval_outliers" in warning for warning in report.warnings), report.warnings
+
+
+def test_a_metrics_own_error_stands_in_for_lm_evals_missing_stderr(tmp_path):
+    """qeval_sqnr's kl_mean has stderr "N/A" from lm-eval and its error as kl_mean_err."""
+    data = fixture()
+    data["results"]["qeval_sqnr"].update(
+        {
+            "kl_mean,none": 0.2,
+            "kl_mean_stderr,none": "N/A",
+            "kl_mean_err,none": 0.01,
+            "kl_p99,none": 0.9,
+            "kl_p99_stderr,none": "N/A",
+            "kl_median,none": 0.1,
+            "kl_median_err,none": -1,  # not a standard error: ignored
+        }
+    )
+    runs, _ = load_runs([put(tmp_path, "results.json", data)])
+    metrics = runs[0].metrics["qeval_sqnr"]
+    assert metrics["kl_mean"].stderr == 0.01
+    assert metrics["kl_p99"].stderr is None and metrics["kl_median"].stderr is None
