@@ -26,9 +26,11 @@ What this script does
 4. **Saves** model (float32 safetensors), tokenizer and generation config to
    ``qeval_plugins/embedded/qeval-tiny/``.
 5. **Writes the demo task data** (``tasks/qeval_demo/*.jsonl``) from the same
-   world: multiple-choice fact questions, held-out cloze prompts and held-out
-   passages for perplexity. Cloze prompts and passages are checked not to occur
-   verbatim in the training corpus.
+   world: multiple-choice fact questions, held-out cloze prompts, held-out
+   passages for perplexity and held-out story openings with their continuations
+   (the prompts of the demo's temperature sweep). Cloze and story prompts are
+   checked not to occur verbatim in the training corpus, passages and stories not
+   to be training documents.
 
 Everything is seeded (``--seed``, default 1234); the world itself is fixed by
 ``WORLD_SEED`` so that the model and the task data always describe the same
@@ -54,6 +56,7 @@ import argparse
 import json
 import math
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -877,6 +880,66 @@ def make_ppl_task(world: World, seed: int, train_docs: set[str], n: int = 30) ->
     return rows
 
 
+#: (story kind, how many): the sampling prompts' documents; single-piece stories whose
+#: continuation the world fixes in part (names, towns, pets, colours) and leaves open in part
+SAMPLING_KINDS = (
+    ("gift_story", 3),
+    ("pet_story", 3),
+    ("work_day", 2),
+    ("market_story", 3),
+    ("travel_story", 3),
+    ("dialogue", 2),
+)
+#: a sentence ends at . ? ! (or a closing quote after one) followed by a capital or a quote
+SENTENCE_END = re.compile(r'(?<=[.?!"])\s+(?=[A-Z"])')
+MAX_PROMPT_SENTENCES = 3
+MAX_REFERENCE_WORDS = 32  # about 40 tokens: the demo sweep generates at most 48
+
+
+def make_sampling_task(world: World, seed: int, corpus_text: str, train_docs: set[str]) -> list:
+    """Held-out story openings and the world's own continuations, for the sampling sweep.
+
+    Each row is one fresh single-piece story (:data:`SAMPLING_KINDS`, from a generator seeded
+    apart from the corpus and from ppl.jsonl): ``prompt`` is its shortest opening of whole
+    sentences (at most :data:`MAX_PROMPT_SENTENCES`) that occurs nowhere in the training corpus
+    (asserted, as for the cloze prompts), ``reference`` the rest of the story (at most
+    :data:`MAX_REFERENCE_WORDS` words). A story that is itself a training document is skipped.
+    """
+    gen = CorpusGenerator(world, random.Random(seed + 4243))
+    rows: list[dict] = []
+    for kind, count in SAMPLING_KINDS:
+        found = 0
+        while found < count:
+            story = getattr(gen, kind)()
+            parts = SENTENCE_END.split(story)
+            cut = next(
+                (
+                    n
+                    for n in range(1, MAX_PROMPT_SENTENCES + 1)
+                    if " ".join(parts[:n]) not in corpus_text
+                ),
+                None,
+            )
+            if cut is None or cut >= len(parts) or story in train_docs:
+                continue
+            prompt, reference = " ".join(parts[:cut]), " ".join(parts[cut:])
+            if len(reference.split()) > MAX_REFERENCE_WORDS:
+                continue
+            assert prompt not in corpus_text, (
+                f"sampling prompt occurs in training corpus: {prompt!r}"
+            )
+            rows.append(
+                {
+                    "id": f"w{len(rows) + 1:02d}",
+                    "kind": kind,
+                    "prompt": prompt,
+                    "reference": reference,
+                }
+            )
+            found += 1
+    return rows
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     """Write ``rows`` as JSON Lines."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -886,12 +949,14 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def write_tasks(world: World, train_docs: list[str], tasks_dir: Path, seed: int) -> None:
-    """Write facts.jsonl, cloze.jsonl and ppl.jsonl into ``tasks_dir``."""
+    """Write facts.jsonl, cloze.jsonl, ppl.jsonl and sampling.jsonl into ``tasks_dir``."""
     rng = random.Random(seed + 31337)
     corpus_text = "\n".join(train_docs)
     write_jsonl(tasks_dir / "facts.jsonl", make_facts_task(world, rng))
     write_jsonl(tasks_dir / "cloze.jsonl", make_cloze_task(world, rng, corpus_text))
     write_jsonl(tasks_dir / "ppl.jsonl", make_ppl_task(world, seed, set(train_docs)))
+    sampling = make_sampling_task(world, seed, corpus_text, set(train_docs))
+    write_jsonl(tasks_dir / "sampling.jsonl", sampling)
     print(f"wrote demo task data to {tasks_dir}")
 
 

@@ -1,8 +1,13 @@
 """``qeval demo``: the main job end to end on the embedded model, offline, in a few minutes.
 
 Evaluates the unquantized baseline and several quantizers with lm-eval's ``simple_evaluate``
-through the ``qeval`` backend on the ``qeval_demo`` task group, then prints one table: each
-task's main metric per quantizer, its change versus the baseline, model size and load time.
+through the ``qeval`` backend on :data:`DEMO_TASKS` — the ``qeval_demo`` group (facts, cloze,
+perplexity on the model's world), the ``qeval_demo_temperature`` sweep (greedy and sampled
+continuations of held-out stories of that world) and ``qeval_sqnr`` (divergence from the
+unquantized model) — then prints one table (:mod:`qeval_plugins.report.demo_table`): per
+quantizer the tasks' chosen metrics, their change versus the baseline, model size and load time.
+The reference outputs of the sweep and of ``qeval_sqnr`` are computed with the first spec and
+read from the cache by the others.
 """
 
 from __future__ import annotations
@@ -34,19 +39,21 @@ DEFAULT_DEMO_QUANTIZERS = (
     "rtn:bits=3",
     "rtn:bits=2",
 )
-DEMO_TASK = "qeval_demo"
+# task groups and tasks of every demo run; the table's columns: demo_table.COLUMNS
+DEMO_TASKS = ("qeval_demo", "qeval_demo_temperature", "qeval_demo_divergence")
 
 
 def evaluate_spec(
     spec: str, model: str, device: str, limit: int | None, task_manager: Any
 ) -> dict[str, Any]:
-    """One lm-eval run of ``spec`` on ``model`` over the demo tasks; returns lm-eval's results."""
+    """One lm-eval run of ``spec`` on ``model`` over :data:`DEMO_TASKS`; returns lm-eval's
+    results."""
     import lm_eval
 
     return lm_eval.simple_evaluate(
         model="qeval",
         model_args=f"pretrained={model},{spec_model_args(spec)}",
-        tasks=[DEMO_TASK],
+        tasks=list(DEMO_TASKS),
         device=device,
         batch_size=8,
         limit=limit,
@@ -126,4 +133,5 @@ def run_demo(
         runs.append(demo_run(spec, results))
         console.print(f"[{index}/{len(quantizers)}] {spec} done")
     print_demo(demo_grid(runs), console)
+    # further sections of the demo (e.g. the layer-sensitivity scan's top layers) print here
     return runs

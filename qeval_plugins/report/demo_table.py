@@ -1,42 +1,87 @@
 """The ``qeval demo`` table, built from the report's parts and drawn as one rich table.
 
 Each demo run's lm-eval results are read as the report reads a results file
-(:func:`~.load.results_run`, through JSON), named by the spec the user gave, and scored against
-the ``none`` run by :func:`~.compare.make_row`: per task the report's main metric
-(:func:`~.compare.main_metrics`), its direction (the file's ``higher_is_better``, else
-:mod:`qeval_plugins.metrics.directions`) and Δ = run − baseline. The :class:`~.grid.Grid` has a
-row per run in the order run: each task's value with three decimals and its Δ (red when worse,
-green otherwise), the weights as stored in MiB (bytes / 2²⁰, headed "MB") and the load +
-quantize time in seconds. Warnings of the reading (no stderr for a perplexity) are not shown.
+(:func:`~.load.results_run`, through JSON), named by the spec the user gave, and compared with
+the ``none`` run. The table has a column per entry of :data:`COLUMNS`: a task and the metric it
+shows, the first of the column's candidate names that any run reports (so the KL columns follow
+qeval_sqnr's metric names, listed once in :data:`KL_METRICS`). A cell is the value with three
+decimals (a KL by :func:`kl_figure`) and, where the column compares, Δ = run − baseline by
+:func:`~.compare.score` (red when worse by the metric's direction — the file's
+``higher_is_better``, else :mod:`qeval_plugins.metrics.directions` — green otherwise). The KL
+columns do not compare: the baseline's KL to itself is 0, so Δ would repeat the value. Then the
+weights as stored in MiB (bytes / 2²⁰, headed "MB") and the load + quantize time in seconds. A
+row per run in the order run. Warnings of the reading (no stderr for a perplexity) are not
+shown.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from qeval_plugins.core.errors import QevalError
-from qeval_plugins.report.compare import Row, Score, main_metrics, make_row
-from qeval_plugins.report.grid import Cell, Grid, arrow, fixed
+from qeval_plugins.report.compare import Score, make_row
+from qeval_plugins.report.compare import score as compare_score
+from qeval_plugins.report.grid import Cell, Grid, arrow, fixed, small_number
 from qeval_plugins.report.labels import display_names
 from qeval_plugins.report.load import results_run
 from qeval_plugins.report.runs import Run
 
 BASELINE = "none"
-DEMO_GROUP = "qeval_demo"
-# short column titles of the demo tasks (their main metric named); other tasks show their names
-COLUMN_TITLES = {
-    "qeval_demo_facts": "facts acc",
-    "qeval_demo_cloze": "cloze EM",
-    "qeval_demo_ppl": "word ppl",
-}
+SQNR_TASK = "qeval_sqnr"
+#: the KL columns, each the first of its qeval_sqnr metric names that the runs report (nats)
+KL_METRICS = (("kl_median", "kl_mean"), ("kl_p99",))
 DIGITS = 3  # decimals of a metric and its change
 MISSING = "-"
+KL_ZERO = 1e-9  # nats: a KL below it is float rounding (the baseline's own KL is ~1e-16)
+
+
+def three_decimals(value: float) -> str:
+    """``value`` with :data:`DIGITS` decimals (:func:`~.grid.fixed`)."""
+    return fixed(value, DIGITS)
+
+
+def kl_figure(value: float) -> str:
+    """A KL in nats: ``0`` below :data:`KL_ZERO`, two significant digits below 0.01 (``0.00041``,
+    ``6.3e-07``: small is not shown as 0), else three decimals (:func:`~.grid.small_number`)."""
+    return "0" if abs(value) < KL_ZERO else small_number(value)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the demo table: ``task``'s first metric of ``metrics`` that a run reports,
+    headed ``title`` (``{}``: that metric's name without its ``kl_`` prefix), its value written
+    by ``figure``; ``changes``: show Δ against the baseline."""
+
+    title: str
+    task: str
+    metrics: tuple[str, ...]
+    changes: bool = True
+    figure: Callable[[float], str] = three_decimals
+
+
+COLUMNS = (
+    Column("facts acc", "qeval_demo_facts", ("acc",)),
+    Column("cloze EM", "qeval_demo_cloze", ("exact_match",)),
+    Column("word ppl", "qeval_demo_ppl", ("word_perplexity",)),
+    Column("ROUGE-L T=0", "qeval_demo_temperature_0.0", ("rougeL",)),
+    Column("ROUGE-L T=1", "qeval_demo_temperature_1.0", ("rougeL",)),
+    *(Column("KL {}", SQNR_TASK, names, False, kl_figure) for names in KL_METRICS),
+)
 NOTE = (
-    "MB: weights as stored (bitsandbytes: packed, scales included). rtn is simulated "
-    "quantization, stored unquantized. load s: load + quantize wall time."
+    "facts, cloze, ppl: questions and held-out text of the model's world. ROUGE-L T=0 / T=1: "
+    "greedy / temperature-1 continuations of held-out story openings of that world scored "
+    "against the story's own ending (0-1): sampling lowers even the unquantized model's score, "
+    "Δ is what quantization costs on top at each temperature (a few hundredths is noise of the "
+    "few prompts). KL: per-token KL(unquantized ‖ quantized) in nats on held-out passages of "
+    "the world (qeval_sqnr), at the statistic named (0: below 1e-9, float rounding): the median"
+    " shows the typical token, p99 the tail where quantization does its damage. MB: weights as "
+    "stored (bitsandbytes: packed, scales included). rtn is simulated quantization, stored "
+    "unquantized. load s: load + quantize wall time."
 )
 
 
@@ -56,56 +101,69 @@ def demo_grid(runs: list[Run]) -> Grid:
     """The demo table of ``runs`` (:func:`demo_run`), compared with the run labelled
     :data:`BASELINE` when there is one."""
     base = next((run for run in runs if run.label == BASELINE), None)
-    found = main_metrics(runs, base)
-    tasks = {task: found[task] for task in sorted(found, key=_column_order)}
-    rows = [make_row(run, base, tasks) for run in runs]
+    shown = [(column, _metric(column, runs)) for column in COLUMNS]
     names = display_names([run.model for run in runs])
     model = names[runs[0].model] if runs else "?"
     grid = Grid(
-        title=f"qeval demo: {model} on {DEMO_GROUP} "
+        title=f"qeval demo: {model} "
         + (f"(change vs {BASELINE})" if base is not None else f"(no {BASELINE} run: no changes)"),
         caption=NOTE,
         headers=[
             "quantizer",
             *(
-                f"{_title(task, metric)} {arrow(_direction(rows, task))}".rstrip()
-                for task, metric in tasks.items()
+                f"{_title(column, metric)} {arrow(_direction(runs, column, metric))}".rstrip()
+                for column, metric in shown
             ),
             "MB",
             "load s",
         ],
-        right=[False] + [True] * (len(tasks) + 2),
+        right=[False] + [True] * (len(shown) + 2),
     )
-    for row in rows:
+    for run in runs:
+        row = make_row(run, base, {})
         grid.rows.append(
-            [[(row.run.label, "")]]
-            + [_score_cell(row.scores.get(task)) for task in tasks]
+            [[(run.label, "")]]
+            + [_score_cell(_score(run, base, column, metric), column) for column, metric in shown]
             + [_figure(row.size_mib), _figure(row.quantize_seconds)]
         )
     return grid.printable()
 
 
-def _column_order(task: str) -> tuple[int, str]:
-    """The demo tasks in :data:`COLUMN_TITLES` order, then any others by name."""
-    order = list(COLUMN_TITLES)
-    return (order.index(task) if task in order else len(order), task)
+def _metric(column: Column, runs: list[Run]) -> str:
+    """The first of the column's metric names that any run reports for its task, else the
+    first name (a column of dashes)."""
+    reported = {name for run in runs for name in run.metrics.get(column.task, {})}
+    return next((name for name in column.metrics if name in reported), column.metrics[0])
 
 
-def _title(task: str, metric: str) -> str:
-    return COLUMN_TITLES.get(task, f"{task} {metric}")
+def _title(column: Column, metric: str) -> str:
+    return column.title.format(metric.removeprefix("kl_"))
 
 
-def _direction(rows: list[Row], task: str) -> bool | None:
-    """Whether higher is better for ``task``'s main metric, as its first score says."""
-    return next((row.scores[task].higher_is_better for row in rows if task in row.scores), None)
+def _score(run: Run, base: Run | None, column: Column, metric: str) -> Score | None:
+    """``run``'s ``metric`` of the column's task, with Δ against ``base`` where the column
+    compares (never for the baseline itself); None when the run lacks it."""
+    found = run.metrics.get(column.task, {}).get(metric)
+    if found is None:
+        return None
+    reference = None
+    if column.changes and base is not None and base is not run:
+        reference = base.metrics.get(column.task, {}).get(metric)
+    return compare_score(metric, found, reference)
 
 
-def _score_cell(score: Score | None) -> Cell:
-    """``value`` and, against the baseline, ``(Δ)``: red when worse (beyond rounding noise),
-    green otherwise."""
+def _direction(runs: list[Run], column: Column, metric: str) -> bool | None:
+    """Whether higher is better for the column's metric, as the first run with it says."""
+    found = (run.metrics.get(column.task, {}).get(metric) for run in runs)
+    return next((m.higher_is_better for m in found if m is not None), None)
+
+
+def _score_cell(score: Score | None, column: Column) -> Cell:
+    """``value`` (the column's ``figure``) and, against the baseline, ``(Δ)``: red when worse
+    (beyond rounding noise), green otherwise."""
     if score is None:
         return [(MISSING, "")]
-    cell = [(fixed(score.value, DIGITS), "")]
+    cell = [(column.figure(score.value), "")]
     if score.delta is not None:
         cell.append((f"({fixed(score.delta, DIGITS, signed=True)})", _change_style(score)))
     return cell

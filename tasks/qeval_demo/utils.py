@@ -8,6 +8,9 @@ lm-eval calls it as ``fn(**metadata, **dataset_kwargs)``, so every loader
 accepts and ignores arbitrary keyword arguments. Paths are resolved from this
 file, so the tasks load offline and from any working directory (including an
 installed copy of the package).
+
+``load_sampling`` feeds the ``qeval_demo_temperature`` tasks (qeval_sampling's task classes):
+it hands ``sampling.jsonl`` to qeval_sampling's own loader, which validates it.
 """
 
 from __future__ import annotations
@@ -45,3 +48,21 @@ def load_cloze(**kwargs: Any) -> datasets.DatasetDict:
 def load_ppl(**kwargs: Any) -> datasets.DatasetDict:
     """Held-out passages for rolling perplexity: ``id``, ``text``."""
     return _as_test_split("ppl.jsonl")
+
+
+def load_sampling(prompt_file: str | None = None, **kwargs: Any) -> datasets.DatasetDict:
+    """Held-out story openings (``prompt``) and the world's continuations (``reference``) of
+    ``sampling.jsonl``, through :func:`qeval_plugins.evals.sampling.task.load_prompts`; a user's
+    ``--metadata '{"prompt_file": PATH}'`` replaces them there as in qeval_sampling."""
+    from qeval_plugins.evals.sampling.task import load_prompts
+
+    return load_prompts(prompt_file=prompt_file or str(DATA_DIR / "sampling.jsonl"), **kwargs)
+
+
+def load_divergence_texts(text_file: str | None = None, **kwargs: Any) -> datasets.DatasetDict:
+    """The held-out passages of ``ppl.jsonl`` as ``qeval_sqnr``'s texts, through
+    :func:`qeval_plugins.evals.sqnr.task.load_texts`; a user's ``--metadata
+    '{"text_file": PATH}'`` replaces them there as in qeval_sqnr."""
+    from qeval_plugins.evals.sqnr.task import load_texts
+
+    return load_texts(text_file=text_file or str(DATA_DIR / "ppl.jsonl"), **kwargs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -153,27 +154,109 @@ def test_demo_data_loads_with_expected_fields(demo_utils):
     assert all(len(doc["text"].split()) >= 40 for doc in ppl)
 
 
-def test_demo_yaml_files_describe_the_group():
+def test_demo_yaml_files_describe_the_groups():
     import yaml
 
     class _Loader(yaml.SafeLoader):
         """SafeLoader that keeps lm-eval's ``!function`` tags as plain strings."""
 
     _Loader.add_constructor("!function", lambda loader, node: f"!function {node.value}")
-    configs = {p.name: yaml.load(p.read_text(), Loader=_Loader) for p in DEMO_DIR.glob("*.yaml")}
-    group = configs.pop("_qeval_demo.yaml")
-    assert group["group"] == "qeval_demo"
-    assert sorted(group["task"]) == sorted(c["task"] for c in configs.values())
+    configs = [yaml.load(p.read_text(), Loader=_Loader) for p in DEMO_DIR.glob("*.yaml")]
+    groups = {c["group"]: c["task"] for c in configs if "group" in c}
+    tasks = {c["task"]: c for c in configs if "group" not in c}
+    assert sorted(groups) == ["qeval_demo", "qeval_demo_divergence", "qeval_demo_temperature"]
     expected = {
         "qeval_demo_facts": "multiple_choice",
         "qeval_demo_cloze": "generate_until",
         "qeval_demo_ppl": "loglikelihood_rolling",
     }
-    assert {c["task"]: c["output_type"] for c in configs.values()} == expected
-    for cfg in configs.values():
+    assert {name: tasks[name]["output_type"] for name in groups["qeval_demo"]} == expected
+    for name in groups["qeval_demo"]:
+        cfg = tasks[name]
         assert cfg["test_split"] == "test"
         assert "dataset_path" not in cfg  # data comes from utils.py, never from a hub or cwd
         assert cfg["custom_dataset"].startswith("!function utils.load_")
+    sweep = [
+        "qeval_demo_temperature_0.0",
+        "qeval_demo_temperature_0.5",
+        "qeval_demo_temperature_1.0",
+    ]
+    assert groups["qeval_demo_temperature"] == sweep
+    assert sorted(tasks) == sorted([*expected, *sweep])
+    for name in sweep:  # qeval_sampling's template on the world's prompts
+        assert tasks[name]["include"] == "_demo_sampling_template_yaml"
+        assert tasks[name]["metadata"]["temperature"] == float(name.rsplit("_", 1)[1])
+    template = (DEMO_DIR / "_demo_sampling_template_yaml").read_text()
+    assert "include: ../qeval_sampling/_sampling_template_yaml" in template
+    assert "custom_dataset: !function utils.load_sampling" in template
+    assert groups["qeval_demo_divergence"] == [
+        {"task": "qeval_sqnr", "custom_dataset": "!function utils.load_divergence_texts"}
+    ]
+
+
+def test_sampling_prompts_are_reproduced_by_the_script_and_held_out(monkeypatch):
+    """``sampling.jsonl`` is what the task writer of scripts/train_qeval_tiny.py gives (which
+    asserts that no prompt occurs in the training corpus); no story is a training document."""
+    import random
+
+    spec = importlib.util.spec_from_file_location("train", REPO / "scripts" / "train_qeval_tiny.py")
+    assert spec is not None and spec.loader is not None
+    train = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "train", train)  # its dataclasses look themselves up there
+    spec.loader.exec_module(train)
+    world = train.build_world()
+    docs = train.CorpusGenerator(world, random.Random(1234)).documents(40000)
+    corpus = "\n".join(docs)
+    rows = train.make_sampling_task(world, 1234, corpus, set(docs))
+    lines = (DEMO_DIR / "sampling.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == rows
+    assert len(rows) == 16 and len({row["prompt"] for row in rows}) == 16
+    for row in rows:
+        assert row["prompt"] not in corpus
+        assert f"{row['prompt']} {row['reference']}" not in docs
+        assert 0 < len(row["reference"].split()) <= train.MAX_REFERENCE_WORDS
+
+
+def test_demo_sampling_and_divergence_loaders(demo_utils, tmp_path):
+    """The world's prompts and passages by default; a user's file replaces them."""
+    prompts = demo_utils.load_sampling(temperature=0.5)["test"]
+    assert len(prompts) == 16 and set(prompts.column_names) == {"prompt", "reference"}
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text('{"q": "Hello", "a": "world"}\n', encoding="utf-8")
+    custom = demo_utils.load_sampling(prompt_file=str(mine), prompt_field="q", reference_field="a")
+    assert list(custom["test"]) == [{"prompt": "Hello", "reference": "world"}]
+    texts = demo_utils.load_divergence_texts(max_tokens=256)["test"]["text"]
+    assert texts == list(demo_utils.load_ppl()["test"]["text"])
+    plain = tmp_path / "mine.txt"
+    plain.write_text("one passage\n\nanother", encoding="utf-8")
+    assert demo_utils.load_divergence_texts(text_file=str(plain))["test"]["text"] == [
+        "one passage",
+        "another",
+    ]
+
+
+def test_model_continues_its_world_stories(model, tokenizer, demo_utils):
+    """Greedy continuations of the held-out story openings match the world's own endings
+    (ROUGE-L about 0.73 for qeval-tiny; about 0.05 on qeval_sampling's general-English prompts)."""
+    import torch
+
+    from qeval_plugins.metrics.text import rouge_l
+
+    scores = []
+    for doc in demo_utils.load_sampling()["test"]:
+        ids = torch.tensor([tokenizer(doc["prompt"]).input_ids])
+        with torch.no_grad():
+            out = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=48,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        scores.append(rouge_l(text, doc["reference"]))
+    assert sum(scores) / len(scores) > 0.6
 
 
 def test_jsonl_files_are_valid():

@@ -95,6 +95,14 @@ def test_demo_runs_offline_and_prints_the_table(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "qeval demo" in result.stdout and "rtn:bits=2" in result.stdout
+    assert "ROUGE-L" in result.stdout and "KL" in result.stdout
+    none, bits2 = (
+        json.loads((tmp_path / "runs" / name / "results.json").read_text())["results"]
+        for name in ("none", "rtn_bits-2")
+    )
+    for task in ("qeval_demo_temperature_0.0", "qeval_demo_temperature_1.0"):  # the world's prompts
+        assert none[task]["rougeL,none"] > 0.4 > bits2[task]["rougeL,none"]
+    assert none["qeval_sqnr"]["kl_p99,none"] < 1e-9 < bits2["qeval_sqnr"]["kl_p99,none"]
     written = sorted(p.parent.name for p in (tmp_path / "runs").rglob("results.json"))
     assert written == ["nf4", "none", "rtn_bits-2"]
     umask = os.umask(0)
