@@ -7,7 +7,9 @@ continuations of held-out stories of that world) and ``qeval_sqnr`` (divergence 
 unquantized model) — then prints one table (:mod:`qeval_plugins.report.demo_table`): per
 quantizer the tasks' chosen metrics, their change versus the baseline, model size and load time.
 The reference outputs of the sweep and of ``qeval_sqnr`` are computed with the first spec and
-read from the cache by the others.
+read from the cache by the others. Last, ``qeval scan`` of one spec (:data:`DEMO_SCAN_SPEC`, the
+one that breaks the model) over the world's held-out passages shows which layers it hurts most
+and what keeping them unquantized gives back (:data:`DEMO_SCAN`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,15 @@ DEFAULT_DEMO_QUANTIZERS = (
 )
 # task groups and tasks of every demo run; the table's columns: demo_table.COLUMNS
 DEMO_TASKS = ("qeval_demo", "qeval_demo_temperature", "qeval_demo_divergence")
+DEMO_SCAN_SPEC = "rtn:bits=2"  # the default spec whose layers the demo scans
+DEMO_SCAN_TOP = 3  # layers shown
+# the demo's scan: every linear layer, 8 held-out passages of the model's world, 128 tokens each
+DEMO_SCAN = {
+    "unit": "layer",
+    "limit": 8,
+    "max_tokens": 128,
+    "texts_from": ("qeval_demo", "ppl.jsonl"),
+}
 
 
 def evaluate_spec(
@@ -128,12 +139,23 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def run_demo(
-    quantizers: list[str], model: str, device: str, limit: int | None, output: str | None, console
+    quantizers: list[str],
+    model: str,
+    device: str,
+    limit: int | None,
+    output: str | None,
+    console,
+    scan: str | None = DEMO_SCAN_SPEC,
 ) -> list[Run]:
     """Evaluate every quantizer spec, print progress and the table
-    (:mod:`qeval_plugins.report.demo_table`); return the runs."""
+    (:mod:`qeval_plugins.report.demo_table`), then the layer scan of ``scan`` (None: no scan);
+    return the runs."""
+    from qeval_plugins.evals.scan.runner import checked_plan
+
     for spec in quantizers:  # every spec, the model and the output are checked before any run
         check_spec(spec, device)
+    if scan:
+        checked_plan(scan, device)
     resolve_pretrained(model)
     if output:
         check_writable_dir(Path(output), "--output")
@@ -158,5 +180,28 @@ def run_demo(
         runs.append(demo_run(spec, results))
         console.print(f"[{index}/{len(quantizers)}] {spec} done")
     print_demo(demo_grid(runs), console)
-    # further sections of the demo (e.g. the layer-sensitivity scan's top layers) print here
+    if scan:
+        scan_layers(scan, model, device, output, console)
     return runs
+
+
+def scan_layers(spec: str, model: str, device: str, output: str | None, console) -> None:
+    """``qeval scan`` of ``spec`` with :data:`DEMO_SCAN`'s settings; prints its
+    :data:`DEMO_SCAN_TOP` most sensitive layers and the verified recommendation, and writes
+    ``OUTPUT/scan/scan.json`` with ``output``."""
+    from qeval_plugins.cli.scan import json_ready, write_scan
+    from qeval_plugins.evals.scan.runner import ScanRequest, run_scan
+    from qeval_plugins.report.scan import render_scans, summarize
+
+    request = ScanRequest(model=model, spec=spec, device=device, **DEMO_SCAN)
+    with (
+        console.status(f"scanning the layers of {spec} ..."),
+        cpu_threads(demo_threads(model, device)),
+    ):
+        result = run_scan(request)
+    path = Path(output) / "scan" / "scan.json" if output else None
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_scan(path, result)
+    where = str(path) if path is not None else f"'qeval scan --quantizer {spec}'"
+    render_scans([summarize(json_ready(result), where)], [], console, top=DEMO_SCAN_TOP)

@@ -56,6 +56,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         limit=args.limit,
         output=args.output,
         console=_console(),
+        scan=None if args.scan.strip().lower() in ("", "none") else args.scan,
     )
     return 0
 
@@ -193,7 +194,7 @@ def _default_device() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from qeval_plugins.cli.cache import add_arguments as add_cache_arguments
-    from qeval_plugins.cli.demo import DEFAULT_DEMO_QUANTIZERS
+    from qeval_plugins.cli.demo import DEFAULT_DEMO_QUANTIZERS, DEMO_SCAN_SPEC
     from qeval_plugins.cli.scan import add_arguments as add_scan_arguments
     from qeval_plugins.core.version import qeval_version
 
@@ -227,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=positive_int, default=None, help="documents per task (default: all)"
     )
     demo.add_argument("--output", default=None, help="also write each run's results JSON here")
+    demo.add_argument(
+        "--scan",
+        default=DEMO_SCAN_SPEC,
+        metavar="SPEC",
+        help="quantizer spec whose layer sensitivity the demo scans; 'none' skips the scan "
+        "(default: %(default)s)",
+    )
     demo.set_defaults(run=cmd_demo)
 
     run = commands.add_parser(

@@ -184,18 +184,9 @@ def _figure(value: float | None) -> Cell:
 
 
 def print_demo(grid: Grid, console: Any) -> None:
-    """Draw ``grid`` as a rich table (a cell's lines side by side on one line, the run column
-    never wrapped), then its caption."""
-    from rich.markup import escape
-    from rich.table import Table
-    from rich.text import Text
+    """Draw ``grid`` as the report draws its tables (:func:`~.render.print_grid`: fitted to the
+    console, split into blocks of whole columns that repeat the run column when too wide, never
+    cutting a number), caption included."""
+    from qeval_plugins.report.render import print_grid
 
-    table = Table(title=escape(grid.title))
-    for index, (header, right) in enumerate(zip(grid.headers, grid.right, strict=True)):
-        table.add_column(escape(header), justify="right" if right else "left", no_wrap=not index)
-    for row in grid.rows:
-        table.add_row(
-            *(Text(" ").join(Text(text, style=style) for text, style in cell) for cell in row)
-        )
-    console.print(table)
-    console.print(escape(grid.caption))
+    print_grid(grid, console)

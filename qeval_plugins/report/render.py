@@ -28,24 +28,31 @@ def render(report: Report, console: Any, empty_note: bool = True) -> None:
     Tables are drawn as segments (never parsed as rich markup) laid out by :func:`grid_lines`
     for ``console.width``; warnings are :func:`printable` text.
     """
-    from rich.segment import Segment, Segments
-    from rich.style import Style
     from rich.text import Text
 
-    styles = {name: Style.parse(name) for name in ("bold", "dim", "green", "yellow", "red")}
     if not report.comparisons and empty_note:
         console.print("No runs to report.", style="yellow")
     for comparison in report.comparisons:
         for grid in [*grids(comparison), *outlier_grids(comparison)]:
-            segments = []
-            for line in grid_lines(grid, console.width):
-                segments += [Segment(text, styles.get(style)) for text, style in line]
-                segments.append(Segment.line())
-            console.print(Segments(segments), crop=False)
+            print_grid(grid, console)
     if report.comparisons:
         console.print(Text(LEGEND, style="dim"))
     for warning in report.warnings:
         console.print(Text.assemble(("warning: ", "yellow"), printable(warning)))
+
+
+def print_grid(grid: Grid, console: Any) -> None:
+    """Print one grid as segments (never parsed as rich markup), laid out by :func:`grid_lines`
+    for ``console.width``."""
+    from rich.segment import Segment, Segments
+    from rich.style import Style
+
+    styles = {name: Style.parse(name) for name in ("bold", "dim", "green", "yellow", "red")}
+    segments = []
+    for line in grid_lines(grid, console.width):
+        segments += [Segment(text, styles.get(style)) for text, style in line]
+        segments.append(Segment.line())
+    console.print(Segments(segments), crop=False)
 
 
 def grid_lines(grid: Grid, width: int) -> list[list[Line]]:

@@ -228,8 +228,10 @@ def verdict_lines(summary: ScanSummary) -> list[str]:
     return lines
 
 
-def render_scans(scans: list[ScanSummary], warnings: list[str], console: Any) -> None:
-    """Print the "Layer sensitivity" section: per scan a table of the top units and the
+def render_scans(
+    scans: list[ScanSummary], warnings: list[str], console: Any, top: int = TOP
+) -> None:
+    """Print the "Layer sensitivity" section: per scan a table of the ``top`` units and the
     verdict lines; then the warnings (one line each)."""
     from rich.table import Table
     from rich.text import Text
@@ -239,10 +241,10 @@ def render_scans(scans: list[ScanSummary], warnings: list[str], console: Any) ->
         table = Table(title=Text(title), title_justify="left")
         for header in ("#", summary.unit, "params", "KL mean", "ΔNLL", ""):
             table.add_column(Text(header), overflow="fold")
-        for row in scan_grid_rows(summary):
+        for row in scan_grid_rows(summary, top):
             table.add_row(*(Text(cell) for cell in row))
         console.print(table)
-        more = len(summary.units) - TOP
+        more = len(summary.units) - top
         if more > 0:
             console.print(Text(f"… {more} more units in {printable(summary.path)}", style="dim"))
         for line in verdict_lines(summary):

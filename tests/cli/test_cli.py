@@ -105,6 +105,13 @@ def test_demo_runs_offline_and_prints_the_table(tmp_path):
     assert none["qeval_sqnr"]["kl_p99,none"] < 1e-9 < bits2["qeval_sqnr"]["kl_p99,none"]
     written = sorted(p.parent.name for p in (tmp_path / "runs").rglob("results.json"))
     assert written == ["nf4", "none", "rtn_bits-2"]
+    # the layer scan of rtn:bits=2: its top layers printed, the recommendation verified
+    assert "Layer sensitivity — qeval-tiny · rtn:bits=2" in result.stdout
+    scan = json.loads((tmp_path / "runs" / "scan" / "scan.json").read_text())
+    kept = scan["recommendation"]["units"]
+    assert kept and all(name in result.stdout for name in kept)
+    checks = scan["verification"]
+    assert checks["recommended"]["kl_mean"] < checks["all_quantized"]["kl_mean"] / 2
     umask = os.umask(0)
     os.umask(umask)
     for path in (tmp_path / "runs").rglob("results.json"):  # a new file's mode, not mkstemp's 0600

@@ -20,3 +20,27 @@ def test_cpu_threads_are_restored_afterwards():
     assert torch.get_num_threads() == before
     with cpu_threads(None):
         assert torch.get_num_threads() == before
+
+
+def test_a_scan_spec_that_cannot_be_scanned_fails_before_any_run(monkeypatch, capsys):
+    """--scan is checked with the quantizer specs: no lm-eval run starts."""
+    import pytest
+
+    from qeval_plugins.cli import demo
+    from qeval_plugins.cli.main import main
+
+    def no_run(*args):
+        raise AssertionError("a run started")
+
+    monkeypatch.setattr(demo, "evaluate_quietly", no_run)
+    for scan, message in [
+        ("bnb-int8", "bnb-int8"),  # quantizes activations: swapping weights cannot carry that
+        ("autoround", "has no skip= option"),
+        ("rtn:bits=2:skip=layers.0", "qeval scan chooses skip= itself"),
+    ]:
+        assert main(["demo", "--quantizers", "none", "--scan", scan]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("qeval: error:") and message in error, error
+        assert error.count("\n") == 1
+    with pytest.raises(AssertionError, match="a run started"):  # 'none' skips only the scan
+        main(["demo", "--quantizers", "none", "--scan", "none"])

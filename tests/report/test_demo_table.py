@@ -105,6 +105,17 @@ def runs(specs=RUNS):
     return [demo_run(spec, results(spec, *figures)) for spec, *figures in specs]
 
 
+def test_an_80_column_terminal_gets_every_figure_whole():
+    """Ten columns do not fit 80: the table splits into blocks that repeat the run column
+    instead of cutting numbers to '1.0…' (as the rich table did)."""
+    console = Console(width=80, record=True, color_system=None)
+    print_demo(demo_grid(runs()), console)
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    assert text.count("rtn:bits=2") == 2  # once per block of columns
+    assert all(figure in text for figure in ("0.848", "(-0.152)", "0.532", "6.325", "7.157"))
+
+
 def test_demo_table_text_is_the_snapshot():
     """The text the demo prints at COLUMNS=120 for :data:`RUNS`."""
     console = Console(width=120, record=True, color_system=None)

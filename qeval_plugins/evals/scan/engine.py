@@ -71,6 +71,7 @@ class Reference:
     nll: list[torch.Tensor]
     top_k: int
     seconds: float = 0.0
+    texts_from: tuple[str, ...] = PASSAGES
 
     @property
     def tokens(self) -> int:
@@ -84,7 +85,7 @@ class Reference:
         """What the results say about the reference: texts, tokens, top-k, mean NLL, hash."""
         digest = hashlib.sha256(json.dumps([t.tolist() for t in self.texts]).encode()).hexdigest()
         return {
-            "texts_from": "/".join(PASSAGES),
+            "texts_from": "/".join(self.texts_from),
             "texts": len(self.texts),
             "tokens": self.tokens,
             "top_k": self.top_k,
@@ -104,12 +105,15 @@ class Unit:
     weights: dict[str, torch.Tensor] = field(repr=False)
 
 
-def load_texts(tokenizer: Any, limit: int | None, max_tokens: int) -> list[torch.Tensor]:
-    """Token ids of the bundled passages (the first ``limit``), each cut to ``max_tokens``, with
-    the tokenizer's BOS first when it has one."""
+def load_texts(
+    tokenizer: Any, limit: int | None, max_tokens: int, texts_from: tuple[str, ...] = PASSAGES
+) -> list[torch.Tensor]:
+    """Token ids of bundled passages (``texts_from``: a JSON Lines file of ``{"text"}`` under the
+    tasks folder; the first ``limit``), each cut to ``max_tokens``, with the tokenizer's BOS
+    first when it has one."""
     from qeval_plugins.paths import tasks_path
 
-    path = tasks_path().joinpath(*PASSAGES)
+    path = tasks_path().joinpath(*texts_from)
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     texts = []
@@ -126,15 +130,18 @@ def _logits(model: Any, ids: torch.Tensor) -> torch.Tensor:
         return model(ids.to(device)[None], use_cache=False).logits[0, :-1].float()
 
 
-def reference_pass(model: Any, texts: list[torch.Tensor], top_k: int) -> Reference:
-    """The one reference pass of the scan (see the module docstring)."""
+def reference_pass(
+    model: Any, texts: list[torch.Tensor], top_k: int, texts_from: tuple[str, ...] = PASSAGES
+) -> Reference:
+    """The one reference pass of the scan (see the module docstring) over ``texts`` (read from
+    ``texts_from``)."""
     started = time.perf_counter()
     topk, nll = [], []
     for ids in texts:
         logits = _logits(model, ids)
         topk.append({k: v.cpu() for k, v in divergence.topk_reference(logits, top_k).items()})
         nll.append(divergence.token_nll(logits, ids[1:].to(logits.device)).cpu())
-    return Reference(texts, topk, nll, top_k, time.perf_counter() - started)
+    return Reference(texts, topk, nll, top_k, time.perf_counter() - started, texts_from)
 
 
 def measure(model: Any, reference: Reference) -> Divergence:

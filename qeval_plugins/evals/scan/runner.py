@@ -34,6 +34,7 @@ class ScanRequest:
     device: str = "cpu"
     dtype: str = "auto"
     limit: int | None = None
+    texts_from: tuple[str, ...] = engine.PASSAGES  # bundled JSON Lines, under the tasks folder
     max_tokens: int = 256
     top_k: int = 32
     target_bits: float | None = None
@@ -90,8 +91,8 @@ def run_scan(request: ScanRequest, progress: Callable[[str], None] = lambda line
     model = model.to(request.device).eval()
     load_seconds = time.perf_counter() - started
     kept_bits = float(next(model.parameters()).element_size() * 8)
-    texts = engine.load_texts(tokenizer, request.limit, request.max_tokens)
-    reference = engine.reference_pass(model, texts, request.top_k)
+    texts = engine.load_texts(tokenizer, request.limit, request.max_tokens, request.texts_from)
+    reference = engine.reference_pass(model, texts, request.top_k, request.texts_from)
     progress(f"reference: {len(texts)} texts, {reference.tokens} tokens")
 
     def quantize(spec_plan: Any) -> Any:
