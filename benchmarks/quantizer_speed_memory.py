@@ -109,8 +109,9 @@ def sync(device: str) -> None:
 
 
 def load_context(plan, checkpoint: Path, device: str, args):
-    """What the backend gives a quantizer; calibrated ones get ``--calibration`` random windows
-    (a random-init model has no language to calibrate on) and a temporary cache folder."""
+    """What the backend gives a quantizer: the checkpoint's tokenizer; calibrated ones get
+    ``--calibration`` random windows (a random-init model has no language to calibrate on) and a
+    temporary cache folder."""
     from qeval_plugins.core.calibration import random_windows
     from qeval_plugins.core.quantizer import LoadContext
 
@@ -119,10 +120,13 @@ def load_context(plan, checkpoint: Path, device: str, args):
     if plan.quantizer.calibrated:
         vocab = json.loads((checkpoint / "config.json").read_text())["vocab_size"]
         calibration = random_windows(vocab, samples, seqlen)
+    from transformers import AutoTokenizer
+
     return LoadContext(
         device=device,
         dtype="bfloat16",
         checkpoint=str(checkpoint),
+        tokenizer=AutoTokenizer.from_pretrained(checkpoint),  # AutoRound's API requires one
         calibration=calibration,
         cache_dir=tempfile.mkdtemp(prefix="qeval-bench-"),
     )

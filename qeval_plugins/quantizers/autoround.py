@@ -29,7 +29,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from qeval_plugins import LoadContext, Option, Quantizer, Scheme, hookimpl
+from qeval_plugins import LoadContext, Option, QevalError, Quantizer, Scheme, hookimpl
 from qeval_plugins.core.calibration import CALIBRATION_OPTIONS
 
 logger = logging.getLogger("qeval")
@@ -65,6 +65,11 @@ class AutoRoundQuantizer(Quantizer):
     def quantize(self, model: Any, options: Mapping[str, Any], context: LoadContext) -> Any:
         import torch
 
+        if context.tokenizer is None:  # AutoRound refuses to start without one
+            raise QevalError(
+                f"quantizer '{self.name}' needs the model's tokenizer in LoadContext.tokenizer "
+                f"(AutoRound requires one even with qeval's calibration windows)."
+            )
         dtype = model.dtype
         ids = context.calibration.input_ids
         with _kept_random_state(), _autoround_output() as auto_round:

@@ -140,3 +140,13 @@ def test_quantizing_leaves_the_random_state_alone(base, tokenizer):
     random.seed(1234)
     quantize("autoround", copy.deepcopy(base), tokenizer, **SMALL)
     assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
+
+
+def test_a_load_context_without_a_tokenizer_is_one_line(base, tokenizer):
+    """AutoRound's own error (a ValueError deep in its model context) becomes one line."""
+    plan = plan_quantization("autoround", dict(SMALL), set(), "cpu")
+    calibration = build_calibration(tokenizer, dict(plan.options))
+    context = dataclasses.replace(plan.context("cpu", "float32"), calibration=calibration)
+    with pytest.raises(QevalError, match="needs the model's tokenizer") as error:
+        plan.quantizer.quantize(copy.deepcopy(base), plan.options, context)
+    assert "\n" not in str(error.value)
