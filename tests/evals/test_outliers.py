@@ -249,6 +249,12 @@ def test_lm_eval_run_with_rtn_3_bits(tasks_dir, base, tokenizer, tmp_path):
     }
     block = results["config"]["qeval"]["outliers"]
     assert set(results["higher_is_better"]["qeval_outliers"].values()) == {None}
+    # the sample log never shows a model-level figure as a per-document number (paired tests)
+    samples = results["samples"]["qeval_outliers"]
+    assert samples and all(
+        sample["act_absmax_quantized"] == {"run": metrics["act_absmax_quantized"]}
+        for sample in samples
+    )
     assert block["settings"] == {
         "max_tokens": 40,
         "threshold": 6.0,

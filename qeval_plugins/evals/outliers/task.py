@@ -24,10 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lm_eval.api.instance import Instance
-
 from qeval_plugins.core.errors import QevalError
-from qeval_plugins.evals.base import QevalTask
+from qeval_plugins.evals.base import TextTask, first_run_level, run_level
 from qeval_plugins.evals.outliers.engine import REQUEST_TYPE, OutlierSettings
 from qeval_plugins.evals.sqnr import task as sqnr_task
 from qeval_plugins.metrics.directions import directions
@@ -55,37 +53,20 @@ def load_texts(**settings: Any):
         raise QevalError(str(error).replace("qeval_sqnr", REQUEST_TYPE, 1)) from None
 
 
-def _first(values: list[Any]) -> Any:
-    """A model-level figure: every document carries the same value."""
-    return values[0] if values else None
-
-
-AGGREGATIONS = dict.fromkeys(METRICS, _first)
+AGGREGATIONS = dict.fromkeys(METRICS, first_run_level)
 HIGHER_IS_BETTER = directions(METRICS)  # from the one table of metric directions: None here
 
 
-class OutliersTask(QevalTask):
-    """``qeval_outliers``: one request per text, answered by the qeval backend."""
+class OutliersTask(TextTask):
+    """``qeval_outliers``: one request per text, answered by the qeval backend. Each document
+    carries the model-level figures wrapped (:func:`~qeval_plugins.evals.base.run_level`), so
+    the paired test of ``qeval report`` never reads them as per-document values."""
 
     REQUEST_TYPE = REQUEST_TYPE
-
-    def prepare(self) -> None:
-        self.settings = OutlierSettings.from_mapping(dict(self.config.metadata or {}))
-
-    def construct_requests(self, doc: dict, ctx: Any, **kwargs: Any) -> Instance:
-        kwargs.pop("apply_chat_template", None)
-        kwargs.pop("chat_template", None)
-        settings = dict(self.settings.__dict__)
-        return Instance(
-            request_type=REQUEST_TYPE, doc=doc, arguments=(doc["text"], settings), idx=0, **kwargs
-        )
+    SETTINGS = OutlierSettings
+    AGGREGATIONS = AGGREGATIONS
+    HIGHER_IS_BETTER = HIGHER_IS_BETTER
 
     def process_results(self, doc: dict, results: list[dict[str, Any]]) -> dict[str, Any]:
         [result] = results
-        return {name: result["model"][name] for name in METRICS}
-
-    def aggregation(self) -> dict:
-        return dict(AGGREGATIONS)
-
-    def higher_is_better(self) -> dict:
-        return dict(HIGHER_IS_BETTER)
+        return {name: run_level(result["model"][name]) for name in METRICS}

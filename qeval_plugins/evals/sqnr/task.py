@@ -32,9 +32,9 @@ backend (``backend.lm.QevalLM.qeval_sqnr``), which returns per-text sums. The me
 
 The ``_err`` metrics are standard errors (lm-eval's own ``_stderr`` of these metrics is "N/A":
 they are not means over documents). Run-level values reach lm-eval as ``{"run": value}`` per
-document (:func:`_first`). Per-layer and per-block values, the names of the worst layers, the
-cache key, the KL mode with its bound and the tokens where the models disagree most go into the
-results JSON's ``config.qeval.sqnr`` block.
+document (:func:`~qeval_plugins.evals.base.run_level`). Per-layer and per-block values, the names
+of the worst layers, the cache key, the KL mode with its bound and the tokens where the models
+disagree most go into the results JSON's ``config.qeval.sqnr`` block.
 """
 
 from __future__ import annotations
@@ -45,10 +45,9 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-from lm_eval.api.instance import Instance
 
 from qeval_plugins.core.errors import QevalError
-from qeval_plugins.evals.base import QevalTask
+from qeval_plugins.evals.base import TextTask, first_run_level, run_level
 from qeval_plugins.evals.sqnr.engine import REQUEST_TYPE, SqnrSettings
 from qeval_plugins.metrics.directions import directions
 from qeval_plugins.metrics.divergence_stats import DP_PERCENTILES, KL_PERCENTILES
@@ -126,18 +125,6 @@ def _perplexity_delta(triples: list[tuple[float, float, float]]) -> float:
     return quantized - reference if math.isfinite(quantized - reference) else math.inf
 
 
-RUN_LEVEL = "run"  # key of the per-document wrapper of a run-level value
-
-
-def _first(values: list[Any]) -> Any:
-    """The run-level value every document carries as ``{"run": value}``; None without any.
-
-    Wrapped so that a sample log (``--log_samples``) never shows it as a per-document number:
-    it is one value over all texts, and a paired test over documents must not read it as a
-    mean over documents."""
-    return values[0][RUN_LEVEL] if values else None
-
-
 # run-level divergence statistics (qeval_plugins.metrics.divergence_stats), same for every text
 DIVERGENCE_METRICS = (
     "kl_mean_err",
@@ -173,34 +160,26 @@ AGGREGATIONS = {
     "ppl_reference": _perplexity,
     "ppl_quantized": _perplexity,
     "ppl_delta": _perplexity_delta,
-    "weight_sqnr_mean_db": _first,
-    "weight_sqnr_min_db": _first,
-    "weight_sqnr_global_db": _first,
-    "activation_sqnr_last_db": _first,
-    "activation_sqnr_min_db": _first,
-    **dict.fromkeys(DIVERGENCE_METRICS, _first),
+    "weight_sqnr_mean_db": first_run_level,
+    "weight_sqnr_min_db": first_run_level,
+    "weight_sqnr_global_db": first_run_level,
+    "activation_sqnr_last_db": first_run_level,
+    "activation_sqnr_min_db": first_run_level,
+    **dict.fromkeys(DIVERGENCE_METRICS, first_run_level),
 }
 HIGHER_IS_BETTER = directions(AGGREGATIONS)  # from the one table of metric directions
 SUMMARY_METRICS = tuple(
-    name for name, how in AGGREGATIONS.items() if how is _first
+    name for name, how in AGGREGATIONS.items() if how is first_run_level
 )  # run-level values, the same for every text: computed by the engine over all texts
 
 
-class SqnrTask(QevalTask):
+class SqnrTask(TextTask):
     """``qeval_sqnr``: one ``qeval_sqnr`` request per text, answered by the qeval backend."""
 
     REQUEST_TYPE = REQUEST_TYPE
-
-    def prepare(self) -> None:
-        self.settings = SqnrSettings.from_mapping(dict(self.config.metadata or {}))
-
-    def construct_requests(self, doc: dict, ctx: Any, **kwargs: Any) -> Instance:
-        kwargs.pop("apply_chat_template", None)
-        kwargs.pop("chat_template", None)
-        settings = dict(self.settings.__dict__)
-        return Instance(
-            request_type=REQUEST_TYPE, doc=doc, arguments=(doc["text"], settings), idx=0, **kwargs
-        )
+    SETTINGS = SqnrSettings
+    AGGREGATIONS = AGGREGATIONS
+    HIGHER_IS_BETTER = HIGHER_IS_BETTER
 
     def process_results(self, doc: dict, results: list[dict[str, Any]]) -> dict[str, Any]:
         [result] = results
@@ -214,11 +193,5 @@ class SqnrTask(QevalTask):
             "ppl_reference": (result["nll_reference"], tokens),
             "ppl_quantized": (result["nll_quantized"], tokens),
             "ppl_delta": (result["nll_reference"], result["nll_quantized"], tokens),
-            **{name: {RUN_LEVEL: model[name]} for name in SUMMARY_METRICS},
+            **{name: run_level(model[name]) for name in SUMMARY_METRICS},
         }
-
-    def aggregation(self) -> dict:
-        return dict(AGGREGATIONS)
-
-    def higher_is_better(self) -> dict:
-        return dict(HIGHER_IS_BETTER)
