@@ -173,6 +173,31 @@ def unpack_gptq_int4(folder: Path) -> dict[str, tuple]:
     return layers
 
 
+OUTLIER_DIMS = [5, 40, 99]  # the hidden dimensions inject_outliers scales
+
+
+def inject_outliers(model, dims=OUTLIER_DIMS, scale=50.0):
+    """A copy of ``model`` whose norms feeding q/k/v and gate/up scale ``dims`` by ``scale`` and
+    whose linears reading them divide those input columns by it: the same function, with the
+    dimensions ×``scale`` in every decoder layer's projection inputs (outlier features)."""
+    import copy
+
+    import torch
+
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            attention, mlp = layer.self_attn, layer.mlp
+            for norm, linears in (
+                (layer.input_layernorm, (attention.q_proj, attention.k_proj, attention.v_proj)),
+                (layer.post_attention_layernorm, (mlp.gate_proj, mlp.up_proj)),
+            ):
+                norm.weight[dims] *= scale
+                for linear in linears:
+                    linear.weight[:, dims] /= scale
+    return model
+
+
 def hide_module(monkeypatch, name: str) -> None:
     """Make ``importlib.util.find_spec(name)`` answer None: the package looks uninstalled."""
     import importlib.util

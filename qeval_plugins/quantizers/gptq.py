@@ -54,7 +54,7 @@ from typing import Any
 
 from qeval_plugins import LoadContext, Option, QevalError, Quantizer, Scheme, hookimpl
 from qeval_plugins.core.calibration import CALIBRATION_OPTIONS
-from qeval_plugins.quantizers.skip import SKIP_OPTION, kept_parts, skip_patterns, skipped_names
+from qeval_plugins.quantizers.skip import SKIP_OPTION, kept_parts, skip_patterns, skipped_linears
 
 logger = logging.getLogger("qeval")
 
@@ -167,7 +167,7 @@ class GptqQuantizer(Quantizer):
         check_kernel(options["kernel"], context)
         _check_context(context)
         _check_seqlen(model, context)
-        skipped = _skipped(model, options, self.name)
+        skipped = skipped_linears(model, options, self.name)
         work = _work_folder(context)
         try:
             return self._quantize_in(work, model, options, context, skipped)
@@ -329,19 +329,6 @@ def _torch_dtype(context: LoadContext):
 
 def _backend(kernel: str) -> str:
     return kernel if kernel == "auto" else f"gptq_{kernel}"
-
-
-def _skipped(model: Any, options: Mapping[str, Any], who: str) -> set[str]:
-    """The decoder linears of ``model`` (all but the output projection) that ``skip`` keeps."""
-    import torch
-
-    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    names = [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and module is not output
-    ]
-    return skipped_names(names, options, who)
 
 
 def _quantize_config(gptqmodel: Any, options: Mapping[str, Any], skipped: set[str]) -> Any:

@@ -23,7 +23,7 @@ from typing import Any
 
 from qeval_plugins import LoadContext, Option, Quantizer, Scheme, hookimpl
 from qeval_plugins.core.calibration import CALIBRATION_OPTIONS
-from qeval_plugins.quantizers.skip import SKIP_OPTION, kept_parts, skip_patterns, skipped_names
+from qeval_plugins.quantizers.skip import SKIP_OPTION, kept_parts, skip_patterns, skipped_linears
 
 GROUP_SIZE = 128  # quanto's group size for qint4/qint2 weights (QModuleMixin)
 SCALE_BITS = 16  # a scale or shift counted as a 16-bit value, as in rtn's cost model
@@ -65,7 +65,7 @@ class QuantoQuantizer(Quantizer):
             model,
             weights=getattr(quanto, self.qtype),
             activations=quanto.qint8 if int8_activations else None,
-            exclude=_output_names(model) + sorted(_skipped(model, options, self.name)),
+            exclude=_output_names(model) + sorted(skipped_linears(model, options, self.name)),
         )
         if int8_activations:
             device = next(model.parameters()).device
@@ -116,20 +116,6 @@ def _output_names(model: Any) -> list[str]:
     """The module name of the output projection (kept unquantized), if the model has one."""
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     return [name for name, module in model.named_modules() if module is output and name]
-
-
-def _skipped(model: Any, options: Mapping[str, Any], who: str) -> set[str]:
-    """The names of the linears quanto would quantize (all but the output projection) that
-    ``skip`` keeps; quanto's ``exclude`` takes them as exact module names."""
-    import torch
-
-    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    names = [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and module is not output
-    ]
-    return skipped_names(names, options, who)
 
 
 @hookimpl

@@ -88,6 +88,20 @@ def skipped_names(names: Iterable[str], options: Mapping[str, Any], who: str) ->
     return skipped
 
 
+def skipped_linears(model: Any, options: Mapping[str, Any], who: str) -> set[str]:
+    """:func:`skipped_names` over the names of ``model``'s ``torch.nn.Linear`` modules except its
+    output projection (what GPTQModel and quanto quantize; both take exact module names)."""
+    import torch
+
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and module is not output
+    ]
+    return skipped_names(names, options, who)
+
+
 def kept_parts(options: Mapping[str, Any]) -> tuple[str, ...]:
     """The skip patterns, as a scheme lists them among its ``kept`` parts."""
     return skip_patterns(options, "skip")

@@ -16,33 +16,14 @@ import math
 import pytest
 import scipy.stats
 import torch
-from conftest import evaluate
+from conftest import OUTLIER_DIMS, evaluate, inject_outliers
 
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.registry import get_registry
 from qeval_plugins.evals.outliers import engine, stats
 from qeval_plugins.evals.outliers.engine import OutlierSettings
 
-OUTLIER_DIMS = [5, 40, 99]
 SETTINGS = OutlierSettings(max_tokens=96)
-
-
-def inject_outliers(model, dims=OUTLIER_DIMS, scale=50.0):
-    """A copy of ``model`` whose norms feeding q/k/v and gate/up scale ``dims`` by ``scale`` and
-    whose linears reading them divide those input columns by it: the same function, with the
-    dimensions ×``scale`` in every decoder layer's projection inputs."""
-    model = copy.deepcopy(model)
-    with torch.no_grad():
-        for layer in model.model.layers:
-            attention, mlp = layer.self_attn, layer.mlp
-            for norm, linears in (
-                (layer.input_layernorm, (attention.q_proj, attention.k_proj, attention.v_proj)),
-                (layer.post_attention_layernorm, (mlp.gate_proj, mlp.up_proj)),
-            ):
-                norm.weight[dims] *= scale
-                for linear in linears:
-                    linear.weight[:, dims] /= scale
-    return model
 
 
 @pytest.fixture(scope="module")

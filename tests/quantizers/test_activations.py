@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import inject_outliers
 
 import qeval_plugins
 from qeval_plugins import LoadContext, QevalError
@@ -25,7 +26,6 @@ CALIBRATION = dict(
     calibration_file="bundled", calibration_samples=16, calibration_seqlen=128, calibration_seed=0
 )
 W8A8_STATIC = dict(bits=8, act_format="int", act_granularity="tensor", **CALIBRATION)
-OUTLIER_DIMS = [5, 40, 99]
 
 
 def logits(model, texts):
@@ -69,18 +69,7 @@ def outlier_model(base):
     """The embedded model with hidden dimensions 5, 40, 99 ×50 at the norms feeding q/k/v and
     gate/up, and the matching input columns of those linears ÷50: the same function, with
     outlier channels in the activations those linears read."""
-    model = copy.deepcopy(base)
-    with torch.no_grad():
-        for layer in model.model.layers:
-            attention, mlp = layer.self_attn, layer.mlp
-            for norm, linears in (
-                (layer.input_layernorm, (attention.q_proj, attention.k_proj, attention.v_proj)),
-                (layer.post_attention_layernorm, (mlp.gate_proj, mlp.up_proj)),
-            ):
-                norm.weight[OUTLIER_DIMS] *= 50
-                for linear in linears:
-                    linear.weight[:, OUTLIER_DIMS] /= 50
-    return model
+    return inject_outliers(base)
 
 
 def test_per_token_int_sqnr_follows_6_db_per_bit():
