@@ -203,5 +203,5 @@ def scan_layers(spec: str, model: str, device: str, output: str | None, console)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_scan(path, result)
-    where = str(path) if path is not None else f"'qeval scan --quantizer {spec}'"
+    where = str(path) if path is not None else f"'qeval scan --model {model} --quantizer {spec}'"
     render_scans([summarize(json_ready(result), where)], [], console, top=DEMO_SCAN_TOP)

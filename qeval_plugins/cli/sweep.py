@@ -54,6 +54,7 @@ from qeval_plugins.cli.run_settings import (
     run_settings,
 )
 from qeval_plugins.core.errors import QevalError
+from qeval_plugins.core.kv_settings import take_kv_cache
 from qeval_plugins.core.plan import check_dtype, check_spec
 from qeval_plugins.core.specs import parse_spec, spec_model_args
 from qeval_plugins.core.text import one_line as printable
@@ -121,7 +122,8 @@ def plan_runs(models: list[str], specs: list[str], output: Path, device: str) ->
 
 def check_model_args(specs: list[str], options: LmEvalOptions) -> None:
     """``--model_args`` must not override an option a spec sets (the run's folder would lie);
-    its ``dtype`` must be a model dtype."""
+    its ``dtype`` must be a model dtype; its ``kv_*`` settings, with each spec's, must be valid
+    (:func:`~qeval_plugins.core.kv_settings.take_kv_cache`)."""
     check_dtype(options.model_args.get("dtype"))
     for spec in specs:
         clash = sorted(set(parse_spec(spec)[1]) & {str(k).strip() for k in options.model_args})
@@ -130,6 +132,7 @@ def check_model_args(specs: list[str], options: LmEvalOptions) -> None:
                 f"--model_args sets '{clash[0]}', which quantizer spec '{spec}' sets too; give "
                 f"quantizer options in the spec only."
             )
+        take_kv_cache({**options.model_args, **parse_spec(spec)[1]})
 
 
 # ---------------------------------------------------------------- what results hold
@@ -188,8 +191,13 @@ def existing_state(directory: Path, settings: dict, tasks: list[str]) -> tuple[s
     if not results.exists():
         return "missing", ""
     recorded = recorded_settings(directory, results)
-    if recorded is None:
+    if recorded is None and not (directory / SETTINGS_FILE).exists():
         return "conflict", f"no {SETTINGS_FILE} for its results: made by an older qeval?"
+    if recorded is None:
+        return "conflict", (
+            f"its {SETTINGS_FILE} is unreadable or records other results (a results file "
+            f"changed or damaged since the run)"
+        )
     changed = differences(recorded, settings)
     if changed:
         return "conflict", ", ".join(changed)

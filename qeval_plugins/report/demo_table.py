@@ -9,7 +9,7 @@ decimals (a KL by :func:`kl_figure`) and, where the column compares, Δ = run �
 :func:`~.compare.score` (red when worse by the metric's direction — the file's
 ``higher_is_better``, else :mod:`qeval_plugins.metrics.directions` — green otherwise). The KL
 columns do not compare: the baseline's KL to itself is 0, so Δ would repeat the value. Then the
-weights as stored in MiB (bytes / 2²⁰, headed "MB") and the load + quantize time in seconds. A
+weights as stored in MiB (bytes / 2²⁰, headed "MiB") and the load + quantize time in seconds. A
 row per run in the order run. Warnings of the reading (no stderr for a perplexity) are not
 shown.
 """
@@ -79,7 +79,7 @@ NOTE = (
     "Δ is what quantization costs on top at each temperature (a few hundredths is noise of the "
     "few prompts). KL: per-token KL(unquantized ‖ quantized) in nats on held-out passages of "
     "the world (qeval_sqnr), at the statistic named (0: below 1e-9, float rounding): the median"
-    " shows the typical token, p99 the tail where quantization does its damage. MB: weights as "
+    " shows the typical token, p99 the tail where quantization does its damage. MiB: weights as "
     "stored (bitsandbytes: packed, scales included). rtn is simulated quantization, stored "
     "unquantized. load s: load + quantize wall time."
 )
@@ -114,7 +114,7 @@ def demo_grid(runs: list[Run]) -> Grid:
                 f"{_title(column, metric)} {arrow(_direction(runs, column, metric))}".rstrip()
                 for column, metric in shown
             ),
-            "MB",
+            "MiB",
             "load s",
         ],
         right=[False] + [True] * (len(shown) + 2),

@@ -285,7 +285,7 @@ def parse_metrics(data: dict[str, Any], notes: MetricNotes) -> dict[str, dict[st
             if math.isnan(value):
                 notes.nan.append(f"{task}/{name}")
                 continue
-            if math.isinf(value) and not base.endswith("_db"):
+            if math.isinf(value) and not base.endswith(("_db", "_bound")):  # ∞ there by design
                 notes.infinite.append(f"{task}/{name}")
             stderr_key = f"{base}_stderr,{kind}" if kind else f"{base}_stderr"
             stderr = as_number(entry.get(stderr_key))

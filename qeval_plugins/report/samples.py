@@ -161,7 +161,8 @@ def _parse(raw: bytes, number: int) -> dict:
         raise SamplesProblem(f"line {number} is nested too deeply") from None
     except ValueError as error:  # JSONDecodeError, or an integer too long to read
         what = "cut off (truncated file)" if truncated else "not valid JSON"
-        raise SamplesProblem(f"line {number} is {what}: {str(error)[:80]}") from None
+        detail = error.msg if isinstance(error, json.JSONDecodeError) else str(error)[:80]
+        raise SamplesProblem(f"line {number} is {what}: {detail}") from None
     if not isinstance(data, dict):
         raise SamplesProblem(f"line {number} is not a JSON object")
     return data

@@ -219,6 +219,7 @@ def sqnr_grids(comparison: Comparison) -> list[Grid]:
         caption="",
         headers=["run", "layer", "dB", ""],
         right=[False, False, True, False],
+        keys=3,  # a bar split off on a narrow console keeps its run, layer and value
     )
     for run in comparison.sqnr:
         summary.rows.append(

@@ -118,7 +118,16 @@ def test_hostile_scan_files_are_one_warning_each_and_never_crash(tmp_path, capsy
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--quantizer", "none"], "quantizer 'none' has no skip= option"),
+        (["--quantizer", "none"], "quantizer 'none' changes no weight"),
+        (["--quantizer", "rtn:kv_bits=2"], "drop the kv_* options from --quantizer"),
+        (["--quantizer", "torchao-w8a8"], "also quantizes activations"),
+        # the list offered holds only what a scan takes: no activation or CUDA-only quantizer
+        (
+            ["--quantizer", "autoround"],
+            "scan one of: bnb-fp4, bnb-fp4-dq, bnb-nf4, bnb-nf4-dq, "
+            "gptq, gptq-sim, hqq, quanto-fp8, quanto-int2, quanto-int4, quanto-int8, rtn, "
+            "torchao-int4, torchao-int8.",
+        ),
         (["--quantizer", "rtn:skip=layers.0"], "qeval scan chooses skip= itself"),
         (["--target-bits", "-1"], "argument --target-bits: must be a positive number"),
         (["--unit", "row"], "argument --unit: invalid choice"),

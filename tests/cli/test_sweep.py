@@ -275,6 +275,9 @@ def test_results_without_a_settings_record_are_not_reused(tmp_path, fake):
     assert fake.calls == []
     assert run_sweep(tmp_path / "runs", force=True)[0] == []
     assert (folder / "qeval_run.json").exists() and fake.calls == ["qeval-tiny__none"]
+    (folder / "results.json").write_text("{")  # damaged after the run: the record no longer fits
+    with pytest.raises(QevalError, match=r"its qeval_run\.json is unreadable or records other"):
+        run_sweep(tmp_path / "runs")
 
 
 def test_results_lacking_a_requested_task_are_not_silently_replaced(tmp_path, fake):
@@ -410,6 +413,11 @@ def test_lm_eval_options_are_checked_before_any_run(tmp_path, fake):
             run_sweep(output, extra)
     with pytest.raises(QevalError, match="--model_args sets 'bits'"):
         run_sweep(output, ["--model_args", "bits=3"], specs=("rtn:bits=2",))
+    # KV-cache settings given as --model_args are checked too, with each spec's
+    with pytest.raises(QevalError, match="kv_bits must be a whole number from 1 to 8, got 9"):
+        run_sweep(output, ["--model_args", "kv_bits=9"])
+    with pytest.raises(QevalError, match="kv_backend=quanto stores 2 or 4 bits"):
+        run_sweep(output, ["--model_args", "kv_bits=3"], specs=("rtn:kv_backend=quanto",))
     assert fake.calls == [] and not output.exists()
 
 

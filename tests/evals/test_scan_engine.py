@@ -137,7 +137,7 @@ def test_target_bits_passes_over_a_unit_too_large_for_the_budget():
     "spec, message",
     [
         ("rtn:skip=layers.0", "qeval scan chooses skip= itself"),
-        ("none", "quantizer 'none' has no skip= option"),
+        ("none", "quantizer 'none' changes no weight"),
         ("rtn:act_format=int", "also quantizes activations"),
     ],
 )

@@ -137,7 +137,7 @@ def test_columns_and_their_directions():
         "ROUGE-L T=1 ↑",
         "KL median ↓",
         "KL p99 ↓",
-        "MB",
+        "MiB",
         "load s",
     ]
 

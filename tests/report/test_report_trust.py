@@ -597,3 +597,30 @@ def test_a_metrics_own_error_stands_in_for_lm_evals_missing_stderr(tmp_path):
     metrics = runs[0].metrics["qeval_sqnr"]
     assert metrics["kl_mean"].stderr == 0.01
     assert metrics["kl_p99"].stderr is None and metrics["kl_median"].stderr is None
+
+
+def test_an_error_bound_of_infinity_is_by_design_and_not_warned_about(tmp_path):
+    """qeval_sqnr's kl_error_bound is "inf" in its default top-k mode (a lower bound)."""
+    data = fixture()
+    data["results"]["qeval_sqnr"].update(
+        {"kl_error_bound,none": "inf", "kl_error_bound_stderr,none": "N/A"}
+    )
+    runs, warnings = load_runs([put(tmp_path, "results.json", data)])
+    assert runs[0].metrics["qeval_sqnr"]["kl_error_bound"].value == math.inf
+    assert not any("kl_error_bound" in warning for warning in warnings), warnings
+
+
+def test_worst_layer_bars_keep_their_layer_and_value_on_a_narrow_console():
+    """Too wide for 60 columns, the worst-layers table keeps run, layer and dB together with
+    each bar (folded below its row), instead of a second block of bars under the run alone."""
+    from qeval_plugins.report.render import grid_lines
+    from qeval_plugins.report.tables import sqnr_grids
+
+    runs, warnings = load_runs([NONE_RUN, NF4_RUN])
+    [comparison] = compare(runs, warnings=warnings).comparisons
+    worst = next(grid for grid in sqnr_grids(comparison) if "worst layers" in grid.title)
+    lines = ["".join(text for text, _ in line) for line in grid_lines(worst, 60)]
+    assert sum(line.startswith("run ") for line in lines) == 1, lines  # one block
+    labelled = [line for line in lines if line.startswith("bnb-nf4")]
+    assert len(labelled) == len(worst.rows)
+    assert all("model.layers." in line for line in labelled)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from qeval_plugins.core.errors import QevalError
+from qeval_plugins.core.logs import MODEL_LOADING_NOISE, quiet
 from qeval_plugins.evals.scan import engine
 from qeval_plugins.evals.scan.recommend import bits_per_param, recommend
 
@@ -42,25 +43,50 @@ class ScanRequest:
 
 def checked_plan(spec: str, device: str) -> Any:
     """The spec's plan, refused in one line when the scan cannot verify or measure it: a
-    ``skip=`` already given, a quantizer without ``skip=``, activation quantization."""
+    ``skip=`` already given, a quantizer without ``skip=``, activation or KV-cache
+    quantization, a quantizer that changes nothing."""
     from qeval_plugins.core.plan import check_spec
-    from qeval_plugins.core.registry import get_registry
 
     plan = check_spec(spec, device)
+    if plan.quantizer.identity:
+        raise QevalError(
+            f"quantizer '{plan.quantizer.name}' changes no weight, so there is nothing to scan; "
+            f"give a quantizer spec such as rtn:bits=3."
+        )
     if "skip" in plan.given:
         raise QevalError("qeval scan chooses skip= itself; drop skip= from --quantizer.")
-    if not any(option.name == "skip" for option in plan.quantizer.options):
-        able = sorted(
-            entry.quantizer.name
-            for entry in get_registry().all()
-            if any(option.name == "skip" for option in entry.quantizer.options)
+    if plan.kv is not None:
+        raise QevalError(
+            "qeval scan measures weight quantization only (it generates nothing, so a KV cache "
+            "is never used); drop the kv_* options from --quantizer."
         )
+    if not _has_skip(plan.quantizer):
         raise QevalError(
             f"quantizer '{plan.quantizer.name}' has no skip= option, so a recommendation could "
-            f"not be verified; scan one of: {', '.join(able)}."
+            f"not be verified; scan one of: {', '.join(scannable())}."
         )
     engine.refuse_activation_quantization(plan)
     return plan
+
+
+def _has_skip(quantizer: Any) -> bool:
+    return any(option.name == "skip" for option in quantizer.options)
+
+
+def scannable() -> list[str]:
+    """The quantizers a scan takes at their defaults: with ``skip=``, weight-only, not CUDA-only
+    (the list a refusal offers)."""
+    from qeval_plugins.core.registry import get_registry
+
+    names = []
+    for entry in get_registry().all():
+        quantizer = entry.quantizer
+        defaults = {option.name: option.default for option in quantizer.options}
+        scheme = quantizer.scheme(defaults) if _has_skip(quantizer) else None
+        weight_only = scheme is None or scheme.activations == "unquantized"
+        if _has_skip(quantizer) and weight_only and not quantizer.needs_cuda:
+            names.append(quantizer.name)
+    return sorted(names)
 
 
 def run_scan(request: ScanRequest, progress: Callable[[str], None] = lambda line: None) -> dict:
@@ -72,6 +98,7 @@ def run_scan(request: ScanRequest, progress: Callable[[str], None] = lambda line
     from qeval_plugins.backend.quantized import QuantizedCache
     from qeval_plugins.core.quantizer import resolve_dtype
 
+    quiet(MODEL_LOADING_NOISE)  # torchao's CUDA-only extensions, torch deprecations
     if request.unit not in engine.UNITS:
         raise QevalError(f"unknown --unit '{request.unit}'; use one of {', '.join(engine.UNITS)}.")
     plan = checked_plan(request.spec, request.device)
