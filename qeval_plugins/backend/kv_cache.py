@@ -20,8 +20,7 @@ import contextlib
 import warnings
 from typing import Any
 
-from qeval_plugins.core.errors import QevalError
-from qeval_plugins.core.kv_settings import KvCache
+from qeval_plugins.core.kv_settings import KvCache, check_head_dim
 
 
 def new_cache(settings: KvCache, config: Any) -> Any:
@@ -87,12 +86,7 @@ def attach(model: Any, settings: KvCache | None) -> None:
         return
     config = model.config.get_text_config(decoder=True)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    group = min(settings.group_size, head_dim)
-    if settings.backend == "sim" and head_dim % group:
-        raise QevalError(
-            f"kv_group_size={settings.group_size} does not divide the model's head dimension "
-            f"{head_dim}; give a divisor of {head_dim}."
-        )
+    check_head_dim(settings, head_dim)
     generate = model.generate
 
     def generate_with_quantized_cache(*args: Any, **kwargs: Any) -> Any:

@@ -54,7 +54,7 @@ from qeval_plugins.cli.run_settings import (
     run_settings,
 )
 from qeval_plugins.core.errors import QevalError
-from qeval_plugins.core.kv_settings import take_kv_cache
+from qeval_plugins.core.kv_settings import check_head_dim, config_head_dim, take_kv_cache
 from qeval_plugins.core.plan import check_dtype, check_spec
 from qeval_plugins.core.specs import parse_spec, spec_model_args
 from qeval_plugins.core.text import one_line as printable
@@ -91,9 +91,11 @@ def plan_runs(models: list[str], specs: list[str], output: Path, device: str) ->
         raise QevalError("--quantizers names no quantizer; give specs such as none,bnb-nf4.")
     same_run: dict[tuple, str] = {}
     quantizers = {}  # spec -> its quantizer's canonical name
+    kv_caches = {}  # spec -> its KV-cache settings (None: none)
     for spec in specs:
         plan = check_spec(spec, device)
         quantizers[spec] = plan.quantizer.name
+        kv_caches[spec] = plan.kv
         key = (plan.quantizer.name, tuple(sorted(plan.options.items())), plan.kv)
         if key in same_run:  # aliases, option order and defaults resolved
             raise QevalError(
@@ -107,8 +109,10 @@ def plan_runs(models: list[str], specs: list[str], output: Path, device: str) ->
     runs = []
     for model in models:
         resolved = resolve_pretrained(model)  # a missing local path fails here, before any run
+        head_dim = local_head_dim(resolved)
         for spec in specs:
             checked_quantization(resolved, quantizers[spec])
+            check_head_dim(kv_caches[spec], head_dim)
         name = Path(model).name if Path(model).exists() else model
         runs += [PlannedRun(model, spec, output / f"{slug(name)}__{slug(spec)}") for spec in specs]
     names = [str(run.directory).lower() for run in runs]  # case-insensitive disks (macOS)
@@ -118,6 +122,16 @@ def plan_runs(models: list[str], specs: list[str], output: Path, device: str) ->
             "folder name cannot hold); give each --model a distinct name."
         )
     return runs
+
+
+def local_head_dim(pretrained: str) -> int | None:
+    """The head dimension a local checkpoint's ``config.json`` states; None for a hub id or a
+    config that cannot be read (loading reports that)."""
+    try:
+        config = json.loads((Path(pretrained) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return config_head_dim(config)
 
 
 def check_model_args(specs: list[str], options: LmEvalOptions) -> None:

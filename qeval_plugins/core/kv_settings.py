@@ -74,6 +74,36 @@ def take_kv_cache(model_args: dict[str, Any]) -> KvCache | None:
     return settings
 
 
+def check_head_dim(settings: KvCache | None, head_dim: int | None) -> None:
+    """A ``sim`` cache's groups (``kv_group_size``, at most the head dimension) must divide the
+    model's head dimension: one QevalError line. Nothing to check without settings or a known
+    head dimension."""
+    if settings is None or head_dim is None or settings.backend != "sim":
+        return
+    if head_dim % min(settings.group_size, head_dim):
+        raise QevalError(
+            f"kv_group_size={settings.group_size} does not divide the model's head dimension "
+            f"{head_dim}; give a divisor of {head_dim}."
+        )
+
+
+def config_head_dim(config: Any) -> int | None:
+    """The head dimension a model's ``config.json`` (parsed) states: ``head_dim``, else
+    ``hidden_size // num_attention_heads``, of its ``text_config`` when it has one; None when
+    it says neither as positive integers."""
+    if not isinstance(config, dict):
+        return None
+    text = config.get("text_config")
+    config = text if isinstance(text, dict) else config
+    head_dim = config.get("head_dim")
+    if type(head_dim) is int and head_dim > 0:
+        return head_dim
+    hidden, heads = config.get("hidden_size"), config.get("num_attention_heads")
+    if type(hidden) is int and type(heads) is int and hidden > 0 and heads > 0:
+        return hidden // heads
+    return None
+
+
 def _integer(value: Any, name: str, low: int, high: int) -> int:
     """``value`` as a whole number in ``[low, high]``: an int, or its decimal text."""
     if isinstance(value, str) and value.strip().isdecimal() and value.strip().isascii():

@@ -171,3 +171,23 @@ def test_a_spec_may_set_the_kv_cache_and_qeval_run_keeps_such_runs_apart(tmp_pat
     ]
     with pytest.raises(QevalError, match="are the same run"):
         plan_runs(["qeval-tiny"], ["rtn:kv_bits=4", "rtn:kv_backend=sim"], tmp_path, "cpu")
+    # groups that split a head (qeval-tiny's is 32 wide) are refused before any model loads
+    with pytest.raises(QevalError, match="kv_group_size=24 does not divide the model's head dim"):
+        plan_runs(["qeval-tiny"], ["none", "rtn:kv_group_size=24"], tmp_path, "cpu")
+
+
+@pytest.mark.parametrize(
+    ("config", "head_dim"),
+    [
+        ({"head_dim": 64, "hidden_size": 128, "num_attention_heads": 4}, 64),
+        ({"hidden_size": 128, "num_attention_heads": 4}, 32),
+        ({"text_config": {"hidden_size": 256, "num_attention_heads": 2}}, 128),
+        ({"hidden_size": "128", "num_attention_heads": 4}, None),
+        ({"hidden_size": 128, "num_attention_heads": 0}, None),
+        ([], None),
+    ],
+)
+def test_the_head_dimension_is_read_from_any_config_json(config, head_dim):
+    from qeval_plugins.core.kv_settings import config_head_dim
+
+    assert config_head_dim(config) == head_dim
