@@ -1,4 +1,4 @@
-"""The ``qeval demo`` table, built from the report's parts and drawn as one rich table.
+"""The ``qeval demo`` table, built from the report's parts and drawn as the report draws its tables.
 
 Each demo run's lm-eval results are read as the report reads a results file
 (:func:`~.load.results_run`, through JSON), named by the spec the user gave, and compared with
