@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from qeval_plugins.evals.outliers.task import METRICS
 from qeval_plugins.report.compare import compare
 from qeval_plugins.report.data import report_data
 from qeval_plugins.report.export import FORMATS, export
@@ -26,18 +27,6 @@ from qeval_plugins.report.render import render
 DATA = Path(__file__).resolve().parents[1] / "data" / "report" / "qeval-tiny"
 NONE_RUN = DATA / "none" / "results_2026-11-23T10-00-00.000000.json"
 NF4_RUN = DATA / "bnb-nf4" / "results.json"
-METRICS = (
-    "outlier_features_quantized",
-    "outlier_features_reference",
-    "outliers_created",
-    "outliers_destroyed",
-    "act_absmax_quantized",
-    "act_absmax_reference",
-    "act_kurtosis_quantized",
-    "act_kurtosis_reference",
-    "weight_kurtosis_quantized",
-    "weight_kurtosis_reference",
-)
 
 
 def with_outliers(path: Path, values: dict, block: dict) -> dict:
