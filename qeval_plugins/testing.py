@@ -6,7 +6,8 @@
   declaration passed the registry's rules), its defaults validate, ``quantize`` returns a model
   and leaves its options alone, the dequantize hook answers with the checkpoint's shape for every
   layer, and the quantized model's outputs are finite and differ from the original's (equal to
-  them when the quantizer declares ``identity = True``).
+  them when the quantizer declares ``identity = True``); a cached quantizer's model comes back
+  from its own save and load with the same outputs and the same weights.
 """
 
 from __future__ import annotations
@@ -99,15 +100,18 @@ def check_quantizer(name: str, model_dir: str | Path | None = None, **options: A
        identical to them when the quantizer declares ``identity = True``;
     6. a ``cache_quantized`` quantizer's ``save_quantized`` writes a folder from which
        ``load_quantized`` (or, when it returns None, ``from_pretrained``) gives back a model with
-       the same outputs.
+       the same outputs and, through the dequantize hook, the same weights: each layer's weight
+       SQNR, 10·log10(Σw² / Σ(w − ŵ)²) dB against the checkpoint, within 0.01 dB of the
+       quantized model's (a save that drops state only the hook reads, such as the scales, fails
+       naming the layers).
 
     A ``calibrated`` quantizer gets qeval's calibration windows, as in a run (pass
     ``calibration_samples=`` and ``calibration_seqlen=`` to keep the check quick).
 
     Raises ``AssertionError`` (or the QevalError the host would print) naming the broken rule.
     Returns a summary: the quantizer, the resolved options, the maximum absolute logit change
-    versus the unquantized model, whether outputs are finite and the layers whose weight
-    changed.
+    versus the unquantized model, whether outputs are finite, the layers whose weight
+    changed and what the quantizer recorded with ``context.record`` (``record``).
     """
     import tempfile
 
@@ -159,17 +163,62 @@ def check_quantizer(name: str, model_dir: str | Path | None = None, **options: A
             with torch.no_grad():
                 again = reloaded(tokens).logits.float()
             assert torch.equal(again, got), f"{name}: the model load_quantized gives back differs"
+            _check_round_trip_weights(name, energies, reloaded, model_dir)
         return {
             "quantizer": quantizer.name,
             "options": plan.options,
             "max_abs_logit_change": change,
             "finite": finite,
             "changed_layers": sorted(layer for layer, (_, noise) in energies.items() if noise),
+            "record": dict(context.records.values),
         }
 
 
+ROUND_TRIP_DB = 0.01  # how far a layer's weight SQNR may move through save and load
+
+
+def _sqnr_db(signal: float, noise: float) -> float:
+    """10·log10(signal / noise) in dB; +inf for an unchanged weight (noise 0)."""
+    import math
+
+    return math.inf if noise == 0 else 10 * math.log10(signal / noise)
+
+
+def _check_round_trip_weights(
+    name: str, before: dict[str, tuple], reloaded: Any, model_dir: Path
+) -> None:
+    """Each layer's weight SQNR read through the dequantize hook from the reloaded model equals
+    the quantized model's (within :data:`ROUND_TRIP_DB`); else an AssertionError naming up to
+    five layers with both figures."""
+    import torch
+
+    from qeval_plugins.core.registry import get_registry
+    from qeval_plugins.evals.sqnr.engine import weight_energies
+
+    after, missing = weight_energies(
+        reloaded, str(model_dir), get_registry().dequantize_weight, torch.float32
+    )
+    assert not missing, (
+        f"{name}: after save_quantized/load_quantized no qeval_dequantize_weight answer for "
+        f"layers {missing}"
+    )
+    changed = []
+    for layer in sorted(set(before) | set(after)):  # an unchanged embedding is left out: +inf
+        was, now = _sqnr_db(*before.get(layer, (1.0, 0.0))), _sqnr_db(*after.get(layer, (1.0, 0.0)))
+        if not (was == now or abs(was - now) <= ROUND_TRIP_DB):
+            changed.append(f"{layer} ({was:.2f} dB -> {now:.2f} dB)")
+    assert not changed, (
+        f"{name}: the dequantize hook reads other weights after save_quantized/load_quantized in "
+        f"{len(changed)} layers: {', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''}; "
+        f"save_quantized must keep every tensor the hook needs (scales, zeros, codes)."
+    )
+
+
 def _load_context(plan: Any, model_dir: Path, scratch: Path) -> Any:
-    """The LoadContext a run would give: checkpoint, tokenizer, calibration, cache folder."""
+    """The LoadContext a run would give: checkpoint, tokenizer, calibration, cache folder, the
+    load arguments, the plugin's name and a fresh record."""
+    from types import MappingProxyType
+
     from transformers import AutoTokenizer
 
     from qeval_plugins.core.calibration import build_calibration
@@ -184,6 +233,8 @@ def _load_context(plan: Any, model_dir: Path, scratch: Path) -> Any:
         tokenizer=tokenizer,
         calibration=build_calibration(tokenizer, plan.options) if calibrated else None,
         cache_dir=str(scratch / "quantizer-cache"),
+        load_kwargs=MappingProxyType({"dtype": "float32", "device_map": "cpu"}),
+        plugin=plan.plugin.name,
     )
 
 

@@ -129,6 +129,7 @@ class QevalLM(HFLM):
             kwargs.get("revision"),
             self.tokenizer,
             getattr(self.config, "max_position_embeddings", None),
+            {"dtype": dtype, **kwargs},  # lm-eval's load arguments, for the plugin to read
         )
         started = time.perf_counter()
         cached = self._qeval_quantized.load(context, lambda path: self._load_folder(path, dtype))
@@ -305,11 +306,13 @@ class QevalLM(HFLM):
             ) from None
 
     def get_model_info(self) -> dict:
-        """lm-eval's model info plus the ``qeval`` block (quantizer, options, plugin, sizes)."""
+        """lm-eval's model info plus the ``qeval`` block (quantizer, options, plugin, sizes, and
+        ``plugin_record``: what the quantizer recorded with ``context.record``)."""
         info = super().get_model_info()
         info["qeval"] = {
             "qeval_version": qeval_version(),
             **self._qeval_plan.record(),
+            **self._qeval_quantized.records.results(),
             "peak_memory": peak_memory(str(self.device)),
             "throughput": self._qeval_throughput.record(),
         }

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import metadata
+from types import MappingProxyType
 from typing import Any
 
 from qeval_plugins.backend.checkpoints import local_folder
 from qeval_plugins.core.calibration import CalibrationSet, build_calibration
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.plan import QuantizationPlan
-from qeval_plugins.core.quantizer import LoadContext, resolve_dtype
+from qeval_plugins.core.quantizer import LoadContext, PluginRecord, resolve_dtype
 from qeval_plugins.core.registry import run_load_quantized, run_save_quantized
 from qeval_plugins.storage import cache as reference_cache
 from qeval_plugins.storage import model_cache
@@ -29,10 +30,12 @@ logger = logging.getLogger("qeval")
 
 
 class QuantizedCache:
-    """Per-run state: the plan, its calibration windows and its quantized-model cache key."""
+    """Per-run state: the plan, its calibration windows, its quantized-model cache key and what
+    the plugin recorded (``records``: kept with a cache entry, given back when it is reused)."""
 
     def __init__(self, plan: QuantizationPlan) -> None:
         self.plan = plan
+        self.records = PluginRecord()
         self.calibration: CalibrationSet | None = None
         self.key: str | None = None
         self.identity: list[Any] | None = None
@@ -45,9 +48,11 @@ class QuantizedCache:
         revision: str | None,
         tokenizer: Any,
         context_length: int | None = None,
+        load_kwargs: Mapping[str, Any] | None = None,
     ) -> LoadContext:
         """The quantizer's view of a load of ``pretrained`` (calibration built on first use;
-        windows longer than the model's ``context_length`` are a one-line QevalError)."""
+        windows longer than the model's ``context_length`` are a one-line QevalError).
+        ``load_kwargs``: lm-eval's model-loading arguments, handed on read-only."""
         quantizer = self.plan.quantizer
         checkpoint = _local_folder(pretrained, revision)
         needed = quantizer.needs_calibration(self.plan.options)
@@ -68,6 +73,9 @@ class QuantizedCache:
             tokenizer=tokenizer,
             calibration=self.calibration,
             cache_dir=str(model_cache.cache_root() / "quantizers" / quantizer.name),
+            load_kwargs=MappingProxyType(dict(load_kwargs or {})),
+            plugin=self.plan.plugin.name,
+            records=self.records,
         )
         if quantizer.cache_quantized and self.key is None and checkpoint is not None:
             self.identity = reference_cache.checkpoint_identity(checkpoint)
@@ -100,6 +108,7 @@ class QuantizedCache:
             if entry is None:
                 return None
             folder, meta = entry
+            self.records.restore(meta.get("plugin_record"))
             started = time.perf_counter()
             model = run_load_quantized(plan.quantizer, plan.plugin, folder, plan.options, context)
             model = load_folder(str(folder)) if model is None else model
@@ -133,6 +142,7 @@ class QuantizedCache:
             "dtype": context.dtype,
             "calibration": plan.measured.get("calibration"),
             "quantize_seconds": round(seconds, 4),
+            "plugin_record": self.records.saved(),
         }
         folder = model_cache.save(
             self.key,

@@ -15,18 +15,148 @@ declares wrongly; the registry disables such a quantizer at registration.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
+import logging
+import math
 import re
-from collections.abc import Mapping
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar
 
-from qeval_plugins.core.calibration import CALIBRATION_OPTION_NAMES, CalibrationSet
+from qeval_plugins.core.calibration import (
+    CALIBRATION_OPTION_NAMES,
+    CALIBRATION_OPTIONS,
+    CalibrationSet,
+)
+from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.options import Option, name_problem, text_problem
 
 _EXTRA = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 RESERVED_OPTIONS = ("quantizer", "pretrained")  # model_args the qeval backend itself takes
+
+
+RECORD_CAP_BYTES = 64 * 1024  # the plugin record's size in the results, as compact JSON
+_RECORD_DEPTH = 32  # deeper nesting than this is refused (a cycle, or not a record)
+PROGRESS_LOG_SECONDS = 30.0  # a progress handle logs a line at most this often
+
+
+class PluginRecord:
+    """What a plugin recorded with :meth:`LoadContext.record`: JSON values by key, size-capped.
+
+    ``values`` is what the results show as ``qeval.plugin_record``; ``dropped`` lists the keys
+    whose values did not fit under :data:`RECORD_CAP_BYTES` (``qeval.plugin_record_dropped``).
+    The size is that of ``values`` as compact JSON (``separators=(",", ":")``), in bytes of UTF-8:
+    2 + Σ over keys of (len of ``{key: value}``'s JSON − 2) + (number of keys − 1) commas.
+    """
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.dropped: list[str] = []
+        self._sizes: dict[str, int] = {}
+        self._warned = False
+
+    def __bool__(self) -> bool:
+        return bool(self.values or self.dropped)
+
+    def size(self) -> int:
+        """Bytes of ``values`` as compact JSON (``{}`` is 2)."""
+        return len(json.dumps(self.values, separators=(",", ":")).encode())
+
+    def add(self, key: str, value: Any, plugin: str) -> None:
+        """Store ``value`` (made JSON-safe by :func:`json_value`) under ``key``; a later value
+        of the same key replaces it. Past the cap, one warning and the value is dropped."""
+        if not isinstance(key, str) or not key or not key.isprintable():
+            raise QevalError(
+                f"plugin '{plugin}': context.record() takes a non-empty printable string key, "
+                f"got {key!r}."
+            )
+        safe = json_value(value, f"plugin '{plugin}': context.record({key!r}, ...)")
+        sizes = {**self._sizes, key: len(json.dumps({key: safe}, separators=(",", ":")).encode())}
+        if 2 + sum(size - 2 for size in sizes.values()) + len(sizes) - 1 > RECORD_CAP_BYTES:
+            if not self._warned:
+                logging.getLogger("qeval").warning(
+                    "plugin '%s': context.record(%r, ...) would take the plugin record past "
+                    "%d KiB; that value and any later ones that do not fit are dropped (listed "
+                    "in qeval.plugin_record_dropped). Record fewer or smaller values.",
+                    plugin,
+                    key,
+                    RECORD_CAP_BYTES // 1024,
+                )
+                self._warned = True
+            if key not in self.dropped:
+                self.dropped.append(key)
+            return
+        self.values[key] = safe
+        self._sizes = sizes
+
+    def restore(self, saved: Any) -> None:
+        """Take back what :meth:`saved` gave (a cache entry's copy); anything else is ignored."""
+        if not isinstance(saved, dict):
+            return
+        values, dropped = saved.get("values"), saved.get("dropped")
+        if isinstance(values, dict):
+            for key, value in values.items():
+                with contextlib.suppress(QevalError):
+                    self.add(key, value, "cache")
+        if isinstance(dropped, list):
+            self.dropped += [k for k in dropped if isinstance(k, str) and k not in self.dropped]
+
+    def saved(self) -> dict[str, Any]:
+        """``{"values": ..., "dropped": [...]}``: what a cache entry keeps of this record."""
+        return {"values": dict(self.values), "dropped": list(self.dropped)}
+
+    def results(self) -> dict[str, Any]:
+        """The results' entries: ``plugin_record`` (and ``plugin_record_dropped`` if any)."""
+        found: dict[str, Any] = {"plugin_record": dict(self.values)} if self.values else {}
+        return found | ({"plugin_record_dropped": list(self.dropped)} if self.dropped else {})
+
+
+def json_value(value: Any, where: str, depth: int = 0) -> Any:
+    """``value`` as strict JSON data, or a one-line QevalError starting with ``where``.
+
+    Kept: None, bool, int, finite float, str; lists and tuples (as lists) and dicts with string
+    keys, recursively. Converted: numpy scalars and 0-d arrays and 0-d torch tensors, by
+    ``.item()``. Refused: NaN and ±inf, arrays and tensors with dimensions (give
+    ``.tolist()``), and every other type.
+    """
+    if depth > _RECORD_DEPTH:
+        raise QevalError(f"{where}: the value nests deeper than {_RECORD_DEPTH} levels.")
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise QevalError(
+                f"{where}: {value} is not valid JSON; record NaN or infinity as None or a string."
+            )
+        return float(value)
+    if isinstance(value, list | tuple):
+        return [json_value(item, where, depth + 1) for item in value]
+    if isinstance(value, dict):
+        wrong = [key for key in value if not isinstance(key, str)]
+        if wrong:
+            raise QevalError(f"{where}: dict keys must be strings, got {wrong[0]!r}.")
+        return {key: json_value(item, where, depth + 1) for key, item in value.items()}
+    shape = getattr(value, "shape", None)
+    library = type(value).__module__.split(".")[0]
+    if shape is not None and hasattr(value, "item") and library in ("numpy", "torch"):
+        if tuple(shape) == ():
+            return json_value(value.item(), where, depth + 1)
+        raise QevalError(
+            f"{where}: got a {type(value).__name__} of shape {tuple(shape)}; record "
+            f"value.tolist() (or a summary of it)."
+        )
+    raise QevalError(
+        f"{where}: a {type(value).__name__} is not JSON; record numbers, strings, booleans, None, "
+        f"lists and dicts with string keys."
+    )
 
 
 @dataclass(frozen=True)
@@ -42,6 +172,14 @@ class LoadContext:
     cache the quantizer may keep its own files in (created on first use by the quantizer).
     All but ``device`` and ``dtype`` are None when qeval cannot provide them (a plan checked
     without loading).
+
+    ``load_kwargs`` is a read-only mapping of lm-eval's model-loading arguments as the run got
+    them: ``dtype`` (as given, e.g. ``"auto"``), ``revision``, ``trust_remote_code``, device
+    placement (``parallelize``, ``device_map``, ``max_memory_per_gpu``, ``max_cpu_memory``,
+    ``offload_folder``) and every other ``hf`` model_arg (``attn_implementation``, ...) that
+    reached model creation; empty when nothing is loaded. ``plugin`` is the name of the plugin
+    whose quantizer runs (``context.logger`` and error lines use it). :meth:`record`,
+    :attr:`logger` and :meth:`progress` are the plugin's channels to the results and the terminal.
     """
 
     device: str = "cpu"
@@ -50,10 +188,146 @@ class LoadContext:
     tokenizer: Any = field(default=None, compare=False, repr=False)
     calibration: CalibrationSet | None = field(default=None, compare=False, repr=False)
     cache_dir: str | None = None
+    load_kwargs: Mapping[str, Any] = field(
+        default_factory=lambda: MappingProxyType({}), compare=False, repr=False
+    )
+    plugin: str = ""
+    records: PluginRecord = field(default_factory=PluginRecord, compare=False, repr=False)
 
     @property
     def on_cuda(self) -> bool:
         return self.device.startswith("cuda")
+
+    def record(self, key: str, value: Any) -> None:
+        """Put ``value`` under ``key`` in the run's ``qeval.plugin_record`` results block.
+
+        For what the method found: a chosen α per layer, the calibration loss, iterations. The
+        value must be JSON data (numbers, strings, booleans, None, lists, dicts with string
+        keys); numpy and torch scalars are converted with ``.item()``; NaN, ±inf, arrays and
+        other objects are a one-line QevalError naming the plugin. Recording a key again
+        replaces its value. The whole record is capped at 64 KiB of compact JSON: a value that
+        would pass the cap gets one warning, is dropped, and its key is listed in
+        ``qeval.plugin_record_dropped``. The record is saved with a quantized-model cache entry,
+        so a run that reuses the entry reports it too.
+        """
+        self.records.add(key, value, self.plugin or "unnamed")
+
+    @property
+    def logger(self) -> logging.Logger:
+        """The plugin's logger, ``qeval.plugin.<plugin>``, a child of qeval's ``qeval`` logger.
+
+        Its INFO and higher lines go to stderr (the terminal, and the run's log under ``qeval
+        run``) formatted as lm-eval's own, unless the program configured logging itself (the
+        root logger has a handler): then they go where that configuration says.
+        """
+        return plugin_logger(self.plugin)
+
+    @contextlib.contextmanager
+    def progress(self, description: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+        """``with context.progress("calibrating", total=n) as advance: ... advance(1)``.
+
+        On a terminal, a rich progress bar on stderr (as ``qeval run`` draws its own); in every
+        case :attr:`logger` logs the start, a line at most every 30 s while it runs (done/total
+        and elapsed seconds, for a log file) and the end with the elapsed time. ``total`` None
+        shows a spinner-like count. Only one bar is drawn at a time: a progress opened inside
+        another only logs.
+        """
+        handle = _Progress(self.logger, str(description), total)
+        with handle.shown():
+            yield handle.advance
+        handle.finish()
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (rich's live display redirects it, so
+    a line logged under a progress bar is printed above the bar)."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self) -> Any:  # type: ignore[override]
+        return sys.stderr
+
+
+def plugin_logger(plugin: str) -> logging.Logger:
+    """``qeval.plugin.<plugin>`` (``qeval.plugin`` for no name), with ``qeval.plugin`` at INFO and
+    given a stderr handler on first use when neither it nor the root logger has one."""
+    parent = logging.getLogger("qeval.plugin")
+    if parent.level == logging.NOTSET:
+        parent.setLevel(logging.INFO)
+    if not parent.handlers and not logging.getLogger().handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(
+            logging.Formatter(
+                "%(asctime)s %(levelname)-8s [%(name)s] %(message)s", datefmt="%Y-%m-%d:%H:%M:%S"
+            )
+        )
+        parent.addHandler(handler)
+    return logging.getLogger(f"qeval.plugin.{plugin}") if plugin else parent
+
+
+class _Progress:
+    """One :meth:`LoadContext.progress` block: counts steps, draws a bar, logs."""
+
+    drawing = False  # a rich live display is on (rich allows one at a time)
+
+    def __init__(self, logger: logging.Logger, description: str, total: int | None) -> None:
+        self.logger, self.description, self.total = logger, description, total
+        self.done = 0
+        self.started = self.logged = time.monotonic()
+        self.bar: Any = None
+        self.task: Any = None
+        logger.info("%s: started%s", description, f" ({total} steps)" if total is not None else "")
+
+    @contextlib.contextmanager
+    def shown(self) -> Iterator[None]:
+        """The rich bar while the block runs, when stderr is a terminal and no bar is shown."""
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        if _Progress.drawing or not console.is_terminal:
+            yield
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as bar:
+            _Progress.drawing = True
+            self.bar, self.task = bar, bar.add_task(self.description, total=self.total)
+            try:
+                yield
+            finally:
+                _Progress.drawing = False
+                self.bar = None
+
+    def advance(self, steps: float = 1) -> None:
+        """Count ``steps`` more done (redraws the bar; logs when 30 s passed since the last)."""
+        self.done += steps
+        if self.bar is not None:
+            self.bar.advance(self.task, steps)
+        now = time.monotonic()
+        if now - self.logged >= PROGRESS_LOG_SECONDS:
+            self.logged = now
+            self.logger.info("%s: %s, %.0f s", self.description, self._count(), now - self.started)
+
+    def finish(self) -> None:
+        self.logger.info(
+            "%s: done, %s in %.1f s",
+            self.description,
+            self._count(),
+            time.monotonic() - self.started,
+        )
+
+    def _count(self) -> str:
+        done = f"{self.done:g}"
+        return f"{done}/{self.total}" if self.total is not None else f"{done} steps"
 
 
 @dataclass(frozen=True)
@@ -208,7 +482,8 @@ def contract_problems(quantizer: Quantizer) -> list[str]:
     :meth:`Option.problems`; ``requires`` is a tuple of module names; ``extra`` is None or a pip
     extra name; ``version`` is one non-empty line; ``needs_cuda``, ``simulated``, ``identity``,
     ``calibrated`` and ``cache_quantized`` are booleans; a calibrated quantizer declares the
-    calibration options.
+    calibration options; a declared calibration option differs from qeval's only in its default
+    and help.
     """
     problems = [name_problem(quantizer.name, "name")]
     aliases = quantizer.aliases
@@ -263,6 +538,7 @@ def _declaration_problems(quantizer: Quantizer) -> list[str]:
                 f"calibrated quantizers declare CALIBRATION_OPTIONS among their options; "
                 f"missing {', '.join(missing)}"
             )
+    problems += _calibration_option_problems(quantizer.options)
     for flag in ("needs_cuda", "simulated", "identity", "calibrated", "cache_quantized"):
         if not isinstance(getattr(quantizer, flag), bool):
             problems.append(f"{flag} must be True or False, got {getattr(quantizer, flag)!r}")
@@ -271,6 +547,29 @@ def _declaration_problems(quantizer: Quantizer) -> list[str]:
         problems.append(f"cuda_capability must be (major, minor) or None, got {capability!r}")
     elif capability is not None and quantizer.needs_cuda is not True:
         problems.append("cuda_capability is set, so needs_cuda must be True")
+    return problems
+
+
+def _calibration_option_problems(options: Any) -> list[str]:
+    """A declared calibration option may differ from qeval's only in its default and help.
+
+    So a method may calibrate on, say, 32 windows by default (``dataclasses.replace(option,
+    default=32)``), while the type, bounds and choices every run is validated with stay qeval's.
+    """
+    shared = {option.name: option for option in CALIBRATION_OPTIONS}
+    problems = []
+    for option in options if isinstance(options, tuple | list) else ():
+        own = shared.get(getattr(option, "name", None))
+        if own is None or not isinstance(option, Option):
+            continue
+        rules = ("type", "minimum", "maximum", "choices")
+        changed = [rule for rule in rules if getattr(option, rule) != getattr(own, rule)]
+        if changed:
+            problems.append(
+                f"calibration option {option.name!r} may change only its default and help "
+                f"(dataclasses.replace(option, default=...)); its {', '.join(changed)} differ "
+                f"from qeval's"
+            )
     return problems
 
 
