@@ -87,7 +87,8 @@ class Score:
 
     ``significance_method`` says how ``significant`` was decided: "paired" (the interval
     ``delta_ci_low``..``delta_ci_high`` at ``ci_level`` over ``paired_docs`` documents excludes
-    0; McNemar's exact ``mcnemar_p`` for 0/1 metrics) or "screen" (the unpaired screen)."""
+    0; McNemar's exact ``mcnemar_p`` for 0/1 metrics; ``paired_by`` "doc_hash" or "position": how
+    the documents were matched) or "screen" (the unpaired screen)."""
 
     metric: str
     value: float
@@ -102,6 +103,7 @@ class Score:
     ci_level: float | None = None
     mcnemar_p: float | None = None
     paired_docs: int | None = None
+    paired_by: str | None = None  # "doc_hash" or "position" (no hashes in either run's samples)
 
 
 @dataclass
@@ -304,6 +306,7 @@ def paired_score(found: Score, stats: Paired) -> Score:
         ci_level=stats.confidence,
         mcnemar_p=stats.mcnemar_p,
         paired_docs=stats.docs,
+        paired_by=stats.pairing,
     )
 
 

@@ -92,6 +92,7 @@ CSV_COLUMNS = (
     "ci_level",
     "mcnemar_p",
     "paired_docs",
+    "paired_by",
     "limit",
     "num_fewshot",
 )

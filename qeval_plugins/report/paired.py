@@ -1,7 +1,8 @@
 """Paired statistics of two runs scored on the same documents: the report's significance test.
 
 With b_i and q_i the baseline's and the run's score on document i (i = 1..n, matched by lm-eval's
-``doc_id`` and ``doc_hash``), d_i = q_i − b_i and Δ = mean(q) − mean(b) = mean(d):
+``doc_id`` and ``doc_hash``, or by ``doc_id`` alone when neither run has hashes: :mod:`.samples`),
+d_i = q_i − b_i and Δ = mean(q) − mean(b) = mean(d):
 
 * the paired bootstrap percentile interval of Δ (Efron): draw :data:`RESAMPLES` resamples of
   the n documents with replacement from numpy's generator seeded :data:`SEED`, take each
@@ -41,8 +42,9 @@ SETTINGS = {
 @dataclass(frozen=True)
 class Paired:
     """The paired comparison of one metric on ``docs`` documents: Δ = mean(q) − mean(b), its
-    bootstrap interval [low, high] at ``confidence``, and McNemar's exact p (None unless every
-    value is 0 or 1)."""
+    bootstrap interval [low, high] at ``confidence``, McNemar's exact p (None unless every
+    value is 0 or 1), and ``pairing``: how the documents were matched (:mod:`.samples`:
+    ``"doc_hash"``, both runs' hashes agree, or ``"position"``, neither run has hashes)."""
 
     docs: int
     delta: float
@@ -50,6 +52,7 @@ class Paired:
     high: float
     confidence: float
     mcnemar_p: float | None
+    pairing: str = "doc_hash"  # how the documents were matched: "doc_hash" or "position"
 
     @property
     def significant(self) -> bool:

@@ -9,8 +9,12 @@ that has them, newest first.
 
 A metric is paired (:mod:`.paired`) only when, in both runs, every document's value is a finite
 number whose mean is the results file's value (so the metric is a mean over documents and the
-samples belong to those results), and both runs scored the same documents (the same ``doc_id``
-set, the same ``doc_hash`` of each). Metrics whose per-document values are not numbers
+samples belong to those results), and both runs scored the same documents: the same ``doc_id``
+set and either a ``doc_hash`` on every document of both runs, equal for each (paired by document
+hash), or no ``doc_hash`` in either run (paired by position: documents of the same count and
+order, lm-eval's ``doc_id``). Hashes in one run's samples only (another lm-eval version, or a file
+edited) cannot show the documents are the same: one warning naming the task and both runs, and
+the screen. Metrics whose per-document values are not numbers
 (perplexities, BLEU, F1: pairs and lists aggregated otherwise) are silently left to the
 unpaired screen. Anything else amiss — a file too large, a line over :data:`MAX_LINE_BYTES`,
 text that is not UTF-8 or not JSON, a truncated file, a doc_id given twice, a value that is not
@@ -25,7 +29,7 @@ import math
 import os
 import re
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from qeval_plugins.report.paired import Paired, paired
@@ -40,10 +44,20 @@ MAX_LINES = 2_000_000
 MAX_HASH_CHARS = 128
 MAX_DOC_ID = 2**53
 MEAN_TOLERANCE = 1e-9  # |mean − results value| ≤ tolerance · max(1, |value|)
+BY_HASH = "doc_hash"  # documents matched by lm-eval's doc_hash, equal in both runs
+BY_POSITION = "position"  # neither run's samples carry hashes: matched by doc_id
 
 
 class SamplesProblem(Exception):
     """A samples file that cannot be paired; its message is the warning's reason."""
+
+
+class Unmatchable(SamplesProblem):
+    """Document hashes in one run's samples only: ``baseline_lacks`` says whose lack them."""
+
+    def __init__(self, baseline_lacks: bool):
+        super().__init__("document hashes in one run's samples only")
+        self.baseline_lacks = baseline_lacks
 
 
 class NotPerDocument(Exception):
@@ -199,9 +213,12 @@ def _add_line(data: dict, number: int, metric: str, kind: str, values: dict, has
     values[doc_id] = number_value
 
 
-def matched(base: DocScores, run: DocScores) -> tuple[list[float], list[float]]:
-    """Both runs' values in one document order; :class:`SamplesProblem` unless they scored the
-    same documents (the same doc_id set; the same doc_hash wherever both give one)."""
+def matched(base: DocScores, run: DocScores) -> tuple[list[float], list[float], str]:
+    """Both runs' values in one document order and how they were matched: :data:`BY_HASH` (every
+    document of both runs has a doc_hash, equal in both) or :data:`BY_POSITION` (neither run has
+    any doc_hash: the same doc_ids, so the same count and order). :class:`Unmatchable` when only
+    one run's documents all carry hashes; :class:`SamplesProblem` when the doc_id sets or hashes
+    differ, or a run has hashes on some documents only."""
     if base.values.keys() != run.values.keys():
         only_base = len(base.values.keys() - run.values.keys())
         only_run = len(run.values.keys() - base.values.keys())
@@ -209,17 +226,24 @@ def matched(base: DocScores, run: DocScores) -> tuple[list[float], list[float]]:
             f"documents differ from the baseline's ({only_run} only in this run, {only_base} "
             "only in the baseline: another --limit or dataset?)"
         )
-    changed = sum(
-        1
-        for doc_id, doc_hash in run.hashes.items()
-        if base.hashes.get(doc_id, doc_hash) != doc_hash
-    )
+    order = sorted(run.values)
+    values = [base.values[i] for i in order], [run.values[i] for i in order]
+    if not base.hashes and not run.hashes:
+        return *values, BY_POSITION
+    for scores, whose in ((run, "this run's"), (base, "the baseline's")):
+        if scores.hashes and len(scores.hashes) < len(order):
+            raise SamplesProblem(
+                f"doc_hash on only {len(scores.hashes)} of {len(order)} documents of {whose} "
+                "samples"
+            )
+    if not base.hashes or not run.hashes:
+        raise Unmatchable(baseline_lacks=not base.hashes)
+    changed = sum(1 for doc_id in order if base.hashes[doc_id] != run.hashes[doc_id])
     if changed:
         raise SamplesProblem(
             f"{changed} of {len(run.values)} documents differ from the baseline's (doc_hash)"
         )
-    order = sorted(run.values)
-    return [base.values[i] for i in order], [run.values[i] for i in order]
+    return *values, BY_HASH
 
 
 def check_mean(scores: DocScores, value: float) -> None:
@@ -240,18 +264,23 @@ def paired_metric(
     reader: SamplesReader, base: Run, run: Run, task: str, metric: str
 ) -> tuple[Paired | None, str | None]:
     """The paired statistics of ``task``'s ``metric``, ``run`` against ``base``:
-    ``(Paired, None)``; ``(None, None)`` when either run has no samples of it or its values are
-    not per-document numbers; ``(None, warning)`` when samples exist but cannot be paired."""
+    ``(Paired, None)`` (its ``pairing`` says how the documents were matched); ``(None, None)``
+    when either run has no samples of it or its values are not per-document numbers;
+    ``(None, warning)`` when samples exist but cannot be paired."""
     base_path, run_path = reader.samples_path(base, task), reader.samples_path(run, task)
     if base_path is None or run_path is None:
         return None, None
     try:
         base_scores = _checked(reader, base_path, base, task, metric)
         run_scores = _checked(reader, run_path, run, task, metric)
-        base_values, run_values = _matched(base_scores, run_scores, f"{run_path}: {task}/{metric}")
-        return paired(base_values, run_values), None
+        base_values, run_values, pairing = _matched(
+            base_scores, run_scores, f"{run_path}: {task}/{metric}"
+        )
+        return replace(paired(base_values, run_values), pairing=pairing), None
     except NotPerDocument:
         return None, None
+    except Unmatchable as error:
+        return None, _unmatchable(task, base, run, error.baseline_lacks)
     except SamplesProblem as error:
         return None, f"{error}; unpaired screen used"
     except (ArithmeticError, LookupError, TypeError, ValueError, RecursionError) as error:
@@ -261,15 +290,30 @@ def paired_metric(
         return None, f"{where}: unexpected content ({problem}); unpaired screen used"
 
 
-def _matched(base: DocScores, run: DocScores, where: str) -> tuple[list[float], list[float]]:
-    """:func:`matched`, their differences finite; a :class:`SamplesProblem` starts ``where``."""
+def _unmatchable(task: str, base: Run, run: Run, baseline_lacks: bool) -> str:
+    """The warning for samples of which only one run's carry document hashes: the task and both
+    runs by label, and which lacks them."""
+    without, with_hashes = (base, run) if baseline_lacks else (run, base)
+    return (
+        f"{task}: cannot pair {run.label} with the baseline {base.label}: the samples of "
+        f"{with_hashes.label} carry document hashes (doc_hash) and those of {without.label} do "
+        "not (another lm-eval version?), so the documents cannot be shown to be the same; "
+        "unpaired screen used"
+    )
+
+
+def _matched(base: DocScores, run: DocScores, where: str) -> tuple[list[float], list[float], str]:
+    """:func:`matched`, their differences finite; a :class:`SamplesProblem` starts ``where``
+    (:class:`Unmatchable` passes unchanged)."""
     try:
-        base_values, run_values = matched(base, run)
+        base_values, run_values, pairing = matched(base, run)
         if not all(math.isfinite(q - b) for b, q in zip(base_values, run_values, strict=True)):
             raise SamplesProblem("differences from the baseline too large for a float")
+    except Unmatchable:
+        raise
     except SamplesProblem as error:
         raise SamplesProblem(f"{where}: {error}") from None
-    return base_values, run_values
+    return base_values, run_values, pairing
 
 
 def _checked(reader: SamplesReader, path: Path, run: Run, task: str, metric: str) -> DocScores:

@@ -4,7 +4,8 @@
   peak memory, and per task its main metric ± stderr, Δ versus the baseline and the relative
   degradation in % (positive = worse), green ≤ 1 %, yellow ≤ 5 %, red > 5 %, dim when Δ is
   not significant (``ns``), and under it the paired interval ``[lo, hi]`` of Δ with McNemar's
-  ``p`` when both runs logged samples (:mod:`.compare` says which test decided);
+  ``p`` when both runs logged samples (:mod:`.compare` says which test decided), the caption
+  saying how the documents were paired (:func:`pairing_note`);
 * SQNR per run (when ``qeval_sqnr`` ran) with a one-character-per-layer bar view of the weight
   SQNR (▁ = the model's worst layer, █ = its best; the worst layer of a bucket when the layers
   outnumber the width), and the worst layers with proportional bars (0 dB → empty);
@@ -43,7 +44,9 @@ LEGEND = (
     "100·(q − base)/|base| for ↓ ones: positive = worse (green ≤ 1 %, yellow ≤ 5 %, red > 5 %). "
     f"[lo, hi] = paired bootstrap {CONFIDENCE:.0%} interval of Δ over the documents both runs "
     f"scored ({RESAMPLES:,} resamples, seed {SEED}), p = McNemar's exact test (0/1 metrics); ns = "
-    "the interval contains 0. Without an interval (no lm-eval --log_samples files, or a metric "
+    "the interval contains 0; documents are matched by lm-eval's doc_hash, or by position when "
+    "neither run's samples have hashes (the note under each table says which). Without an "
+    "interval (no lm-eval --log_samples files, or a metric "
     "not averaged over documents): ns = |Δ| within √(se_base² + se_run²), an unpaired screen. "
     "sim = simulated quantization: effective bits, stored unquantized."
 )
@@ -111,6 +114,7 @@ def summary_grid(comparison: Comparison) -> Grid:
             ("shots", lambda row: [(settings[row.run.label][1], "")]),
         ]
     note = settings_note(*next(iter(settings.values()))) if uniform and settings else ""
+    pairing = pairing_note(comparison)
     directions = {
         task: next(
             (row.scores[task].higher_is_better for row in comparison.rows if task in row.scores),
@@ -120,7 +124,7 @@ def summary_grid(comparison: Comparison) -> Grid:
     }
     grid = Grid(
         title=comparison.name,
-        caption="\n".join(part for part in (comparison.baseline_reason, note) if part),
+        caption="\n".join(part for part in (comparison.baseline_reason, note, pairing) if part),
         headers=["run", *(title for title, _ in cost)]
         + [
             f"{printable(task)}\n{printable(metric)} {arrow(directions[task])}"
@@ -136,6 +140,33 @@ def summary_grid(comparison: Comparison) -> Grid:
             + [score_cell(row.scores.get(task)) for task in comparison.tasks]
         )
     return grid
+
+
+PAIRINGS = {
+    "doc_hash": "paired by document hash",
+    "position": "paired by position: no document hashes",
+}
+
+
+def pairing_note(comparison: Comparison) -> str:
+    """How the paired intervals' documents were matched, as a caption line: ``[lo, hi] paired by
+    document hash`` (both runs' lm-eval ``doc_hash`` agree) or ``[lo, hi] paired by position: no
+    document hashes`` (neither run's samples have them: same count and order), each followed by
+    its tasks when a table has both; "" when nothing is paired."""
+    tasks: dict[str, list[str]] = {}
+    for task in comparison.tasks:
+        found = {row.scores[task].paired_by for row in comparison.rows if task in row.scores}
+        for pairing in sorted(found - {None}):
+            tasks.setdefault(pairing, []).append(task)
+    if not tasks:
+        return ""
+    if len(tasks) == 1:
+        [pairing] = tasks
+        return f"[lo, hi] {PAIRINGS.get(pairing, pairing)}"
+    return "[lo, hi] " + "; ".join(
+        f"{PAIRINGS.get(pairing, pairing)} ({', '.join(names)})"
+        for pairing, names in sorted(tasks.items())
+    )
 
 
 def limit_text(run: Run) -> str:

@@ -338,3 +338,109 @@ def test_samples_of_another_date_are_not_used(tmp_path):
     samples.rename(samples.with_name("samples_qeval_demo_facts_2026-11-24T08-00-00.000000.jsonl"))
     facts = scores_of(report_of(tmp_path), "rtn:bits=4")["qeval_demo_facts"]
     assert facts.significance_method == "screen"
+
+
+# ---------------------------------------------------------------- how documents are matched
+
+
+def without_hashes(path: Path, keep: int = 0) -> None:
+    """Drop ``doc_hash`` from the samples file ``path`` (except on its first ``keep`` lines)."""
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    for line in lines[keep:]:
+        del line["doc_hash"]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def base_samples(folder: Path) -> Path:
+    return folder / "none" / f"samples_qeval_demo_facts_{DATES['none']}.jsonl"
+
+
+def caption_of(report) -> str:
+    """The rendered tables with their captions, the legend left out."""
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    render(report, console)
+    return console.file.getvalue().split("Δ = run")[0]
+
+
+def test_hashes_that_agree_pair_by_document_hash_and_the_note_says_so():
+    report = report_of(SYNTHETIC)
+    facts = scores_of(report, "rtn:bits=4")["qeval_demo_facts"]
+    assert (facts.significance_method, facts.paired_by) == ("paired", "doc_hash")
+    text = caption_of(report)
+    assert "[lo, hi] paired by document hash" in text and "by position" not in text
+    rows = {(row["run"], row["task"]): row for row in csv.DictReader(io.StringIO(to_csv(report)))}
+    assert rows[("rtn:bits=4", "qeval_demo_facts")]["paired_by"] == "doc_hash"
+    assert rows[("rtn:bits=4", "qeval_demo_cloze")]["paired_by"] == ""
+    score = json.loads(to_json(report))["models"][0]["runs"][1]["scores"]["qeval_demo_facts"]
+    assert score["paired_by"] == "doc_hash"
+
+
+@pytest.mark.parametrize("side", ["run", "baseline"])
+def test_hashes_in_one_run_only_fall_back_to_the_screen_with_one_warning(tmp_path, side):
+    """lm-eval versions before doc_hash in one run, after in the other: doc_ids alone cannot show
+    the documents are the same, so no paired test (before: paired by doc_id alone)."""
+    shutil.copytree(SYNTHETIC, tmp_path, dirs_exist_ok=True)
+    without_hashes(run_samples(tmp_path) if side == "run" else base_samples(tmp_path))
+    report = report_of(tmp_path)
+    facts = scores_of(report, "rtn:bits=4")["qeval_demo_facts"]
+    assert (facts.significance_method, facts.significant) == ("screen", False)
+    assert facts.delta_ci_low is None and facts.paired_by is None
+    [warning] = report.warnings
+    hashed, bare = ("none", "rtn:bits=4") if side == "run" else ("rtn:bits=4", "none")
+    assert warning == (
+        "qeval_demo_facts: cannot pair rtn:bits=4 with the baseline none: the samples of "
+        f"{hashed} carry document hashes (doc_hash) and those of {bare} do not (another lm-eval "
+        "version?), so the documents cannot be shown to be the same; unpaired screen used"
+    )
+    assert "[lo, hi]" not in caption_of(report)
+
+
+def test_hashes_on_some_documents_only_are_a_warning(tmp_path):
+    shutil.copytree(SYNTHETIC, tmp_path, dirs_exist_ok=True)
+    without_hashes(run_samples(tmp_path), keep=3)
+    report = report_of(tmp_path)
+    assert scores_of(report, "rtn:bits=4")["qeval_demo_facts"].significance_method == "screen"
+    [warning] = report.warnings
+    assert warning == (
+        f"{run_samples(tmp_path)}: qeval_demo_facts/acc: doc_hash on only 3 of 400 documents of "
+        "this run's samples; unpaired screen used"
+    )
+
+
+def test_no_hashes_in_either_run_pair_by_position_and_the_note_says_so(tmp_path):
+    shutil.copytree(SYNTHETIC, tmp_path, dirs_exist_ok=True)
+    without_hashes(run_samples(tmp_path))
+    without_hashes(base_samples(tmp_path))
+    report = report_of(tmp_path)
+    assert report.warnings == []
+    facts = scores_of(report, "rtn:bits=4")["qeval_demo_facts"]
+    assert (facts.significance_method, facts.paired_by) == ("paired", "position")
+    assert facts.paired_docs == DOCS and facts.mcnemar_p == pytest.approx(2 / 2**10)
+    text = caption_of(report)
+    assert "[lo, hi] paired by position: no document hashes" in text
+    assert "by document hash" not in text
+    assert "paired by position: no document hashes" in to_markdown(report)
+    assert "paired by position: no document hashes" in to_html(report)
+    # the same run over other documents (another --limit): never paired by position
+    lines = lines_of(tmp_path)
+    run_samples(tmp_path).write_text("".join(changed(lines, 399, doc_id=1000)))
+    [warning] = report_of(tmp_path).warnings
+    assert "documents differ from the baseline's (1 only in this run" in warning
+
+
+def test_a_table_with_both_pairings_names_the_tasks(tmp_path):
+    """facts paired by hash, cloze (samples in both, no hashes) by position: the note names each
+    task with its pairing."""
+    shutil.copytree(SYNTHETIC, tmp_path, dirs_exist_ok=True)
+    cloze = [sample_line(i, float(i < 32), "exact_match") for i in range(40)]  # 32/40 = 0.8
+    cloze_path = tmp_path / "rtn-bits4" / f"samples_qeval_demo_cloze_{DATES['rtn-bits4']}.jsonl"
+    cloze_path.write_text("".join(cloze))
+    without_hashes(cloze_path)
+    without_hashes(tmp_path / "none" / f"samples_qeval_demo_cloze_{DATES['none']}.jsonl")
+    report = report_of(tmp_path)
+    scores = scores_of(report, "rtn:bits=4")
+    assert scores["qeval_demo_cloze"].paired_by == "position"
+    assert (
+        "[lo, hi] paired by document hash (qeval_demo_facts); paired by position: no document "
+        "hashes (qeval_demo_cloze)"
+    ) in caption_of(report)
