@@ -6,7 +6,7 @@ Next to ``DIR/<run>/results.json`` the sweep writes ``qeval_run.json``::
     {"format": 1, "settings": {...}, "results_sha256": "<SHA-256 of results.json>"}
 
 The settings are everything that can change a number: the model (name, and for a local folder
-the name, size and modification time of each weight and config file), the quantizer spec, the
+the name and SHA-256 of each weight, config and code file), the quantizer spec, the
 quantizer's ``version`` and its plugin's distribution and version, the device, the requested
 tasks, qeval's and lm-eval's versions, the SHA-256 of a calibrated quantizer's calibration file,
 the ``--model_args`` given
@@ -140,17 +140,16 @@ def _version(distribution: str) -> str:
 
 
 def model_identity(model: str) -> Any:
-    """What identifies a model's weights: its name, and for a local folder its files' stats."""
+    """What identifies a model's weights: its name, and for a local folder the SHA-256 of its
+    files (:func:`~qeval_plugins.storage.cache.checkpoint_identity`): weights replaced in place
+    with their size and modification time kept are other settings, never a match."""
     from qeval_plugins.backend.checkpoints import EMBEDDED_MODELS
+    from qeval_plugins.storage.cache import checkpoint_identity
 
     folder = Path(model).expanduser()
     if model in EMBEDDED_MODELS or not folder.is_dir():
         return model  # the embedded model is identified by qeval's version, a hub id by revision
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
-    return [
-        str(folder.resolve()),
-        *[[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files],
-    ]
+    return checkpoint_identity(str(folder))
 
 
 def run_settings(

@@ -3,9 +3,10 @@
 The SQNR and sampling tasks need the unquantized model's outputs on the task's texts. They are
 computed once per (model, texts, settings) and stored, so runs of other quantizers on the same
 model reuse them and never load the full-precision model again. The key hashes: the checkpoint's
-identity (resolved path, and name, size and modification time of every weight and config file),
-the token ids of the texts, the settings, the reference dtype and the cache format version.
-Changing any of them gives a new key: a stale entry is never reused.
+identity (resolved path, and name and SHA-256 of every weight, config and code file, memoised per
+file version by :mod:`.content_hash`), the token ids of the texts, the settings, the reference
+dtype and the cache format version. Changing any of them gives a new key: a stale entry is never
+reused, also when a file is replaced by other bytes of the same size and modification time.
 
 Location: ``$QEVAL_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/qeval`` (``~/.cache/qeval``),
 subfolder ``reference/``. An entry is two files: ``KEY.pt`` (the ``torch.save`` payload) and
@@ -13,8 +14,9 @@ subfolder ``reference/``. An entry is two files: ``KEY.pt`` (the ``torch.save`` 
 when it was created and last used, in seconds since the epoch).
 
 Trust: an entry is used only when its payload's SHA-256 matches ``KEY.json`` and the caller's
-structure check passes; it is read with ``torch.load(weights_only=True)``, which never runs code.
-Otherwise (garbled bytes, no metadata, wrong structure) one warning names the reason and the
+check of its structure and values passes (shapes, dtypes, and finite numbers where the metrics
+need them); it is read with ``torch.load(weights_only=True)``, which never runs code. Otherwise
+(garbled bytes, no metadata, wrong structure, NaN values) one warning names the reason and the
 entry is recomputed and replaced. Before a reference is computed the folder is checked usable
 (created, and a 4 KiB probe written and fsync'ed), so a folder that is a file, read-only or full
 is one line before the expensive pass, not an error after it.
@@ -46,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from qeval_plugins.core.errors import QevalError
-from qeval_plugins.storage import model_cache
+from qeval_plugins.storage import content_hash, model_cache
 from qeval_plugins.storage.atomic import probe_writable, remove_stale_temporaries, write_atomic
 from qeval_plugins.storage.locks import locked
 
@@ -54,7 +56,7 @@ CACHE_ENV = "QEVAL_CACHE_DIR"
 MAX_SIZE_ENV = "QEVAL_CACHE_MAX_SIZE"
 FORMAT_VERSION = 1
 LOCK_NAME = ".lock"
-_IDENTITY_SUFFIXES = (".safetensors", ".bin", ".json")
+_IDENTITY_SUFFIXES = (".safetensors", ".bin", ".json", ".py")
 _KEY = re.compile(r"[0-9a-f]{32}")
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
@@ -79,10 +81,16 @@ def cache_dir() -> Path:
 
 
 def checkpoint_identity(model_dir: str) -> list[Any]:
-    """Path plus (name, size, mtime_ns) of every weight/config file: changes when files change."""
+    """The resolved path plus (name, SHA-256) of every weight, config and code file
+    (``*.safetensors``, ``*.bin``, ``*.json``, ``*.py``) of the folder, sorted by name.
+
+    It changes whenever a file's bytes do, whatever its size and modification time; the digests
+    come from :mod:`.content_hash`'s memo, so a file is read once per version.
+    """
     directory = Path(model_dir).resolve()
-    files = sorted(p for p in directory.iterdir() if p.suffix in _IDENTITY_SUFFIXES)
-    return [str(directory), *[(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]]
+    files = sorted(p for p in directory.iterdir() if p.suffix in _IDENTITY_SUFFIXES and p.is_file())
+    hashes = content_hash.digests(files)
+    return [str(directory), *[(p.name, digest) for p, digest in zip(files, hashes, strict=True)]]
 
 
 def reference_key(
@@ -202,7 +210,7 @@ def _read(directory: Path, key: str, check: Callable[[Any], None] | None) -> tup
         if check is not None:
             check(reference)
     except Exception as error:
-        return None, f"has the wrong structure ({_one_line(error)})"
+        return None, f"has the wrong structure or values ({_one_line(error)})"
     return reference, None
 
 
@@ -223,8 +231,10 @@ def load(key: str, check: Callable[[Any], None] | None = None) -> Any:
     """The cached reference for ``key``, or None when the caller must compute (and save) it.
 
     ``check(reference)`` raises (any exception) when the loaded value does not have the structure
-    the caller needs. An entry that fails its checksum, has no metadata or fails ``check`` gives
-    one warning and None. Before returning None the folder is checked usable (:func:`open_cache`
+    or the values the caller needs (e.g. NaN where a finite number is required: an entry written
+    by a broken run, or edited with its checksum rewritten). An entry that fails its checksum,
+    has no metadata or fails ``check`` gives one warning and None, so the caller recomputes it
+    and its save replaces it. Before returning None the folder is checked usable (:func:`open_cache`
     raises QevalError otherwise). A hit records its use (for ``qeval cache`` and the size cap).
     """
     directory = cache_dir()

@@ -4,7 +4,8 @@ A calibrating method (GPTQ) takes minutes to hours; without this cache it would 
 the reload after every reference pass and in every run of a sweep. A quantizer that sets
 ``cache_quantized`` has its quantized model saved (by its ``save_quantized``) once per key and
 loaded from here afterwards. The key hashes everything the quantized weights depend on: the
-checkpoint's identity (as for the reference cache), the quantizer's name, version and final
+checkpoint's identity (as for the reference cache: the SHA-256 of every weight, config and code
+file, so weights replaced in place quantize afresh), the quantizer's name, version and final
 options, the versions of the packages it ``requires``, the calibration windows' SHA-256 and the
 dtype, plus this cache's format version.
 
@@ -42,12 +43,12 @@ from pathlib import Path
 from typing import Any
 
 from qeval_plugins.storage.atomic import fsync_dir, probe_writable, write_atomic
+from qeval_plugins.storage.content_hash import file_digest
 from qeval_plugins.storage.locks import locked
 
 FORMAT_VERSION = 1
 LOCK_NAME = ".lock"
 STALE_SECONDS = 24 * 3600.0  # a temporary folder untouched this long belongs to a killed run
-_CHUNK = 1 << 22
 
 logger = logging.getLogger("qeval")
 
@@ -71,15 +72,6 @@ def model_key(identity: list[Any], recipe: dict[str, Any]) -> str:
     header = {"format": FORMAT_VERSION, "model": identity, "recipe": recipe}
     text = json.dumps(header, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in 4 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _listing(folder: Path) -> dict[str, int]:

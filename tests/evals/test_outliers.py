@@ -196,6 +196,7 @@ def test_a_damaged_cached_reference_is_refused(outlier_model, texts):
         ({**figures, "absmax": figures["absmax"].float()}, "absmax"),
         ({**figures, "layer_hits": figures["layer_hits"][:, :5]}, "position_hits"),
         ({**figures, "position_hits": figures["position_hits"] + 1000}, "position_hits"),
+        ({**figures, "absmax": torch.full_like(figures["absmax"], float("nan"))}, "absmax"),
         ({**figures, "weight_kurtosis": "x"}, "weight_kurtosis"),
         ([], "format"),
     ]

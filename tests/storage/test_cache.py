@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import time
 from types import SimpleNamespace
@@ -118,7 +119,7 @@ def tiny_reference(positions: int = 9, vocab: int = 16) -> dict:
     }
 
 
-TINY_SETTINGS = SqnrSettings(top_k=4, logit_positions=3, activation_tokens=5)
+TINY_SETTINGS = SqnrSettings(top_k=4, logit_positions=3, activation_tokens=5, kl="topk")
 TINY_TEXTS = [torch.arange(10)]
 
 
@@ -130,11 +131,21 @@ BROKEN = {
     "token id beyond the vocabulary": {"topk_indices": torch.full((9, 4), 16, dtype=torch.int32)},
     "blocks of the wrong length": {"blocks": torch.zeros(2, 6, 8)},
     "a missing tensor": {"tail_logprob": None},
+    "NaN logits": {"logits": torch.zeros(3, 16).index_fill(1, torch.tensor([5]), math.nan)},
+    "an infinite block output": {
+        "blocks": torch.zeros(2, 5, 8).index_fill(2, torch.tensor([1]), math.inf)
+    },
+    "a NaN NLL": {"nll": torch.full((9,), math.nan, dtype=torch.float64)},
+    "a NaN top-k log-probability": {"topk_logprobs": torch.full((9, 4), math.nan)},
+    "a NaN tail log-mass": {"tail_logprob": torch.full((9,), math.nan)},
 }
 
 
 def test_a_reference_of_the_right_structure_passes():
     check_reference(tiny_reference(), TINY_TEXTS, TINY_SETTINGS)
+    empty_tail = tiny_reference()  # k = V: the rest has no mass, log-mass -inf
+    empty_tail["texts"][0]["tail_logprob"] = torch.full((9,), -math.inf)
+    check_reference(empty_tail, TINY_TEXTS, TINY_SETTINGS)
 
 
 @pytest.mark.parametrize("what", list(BROKEN))
@@ -155,11 +166,11 @@ def test_a_real_reference_passes_its_check_after_a_round_trip(cache, tiny_model_
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     texts = [torch.arange(1, 12), torch.arange(3, 30), torch.arange(5, 9)]
-    settings = SqnrSettings(top_k=8, logit_positions=20, activation_tokens=30)
+    settings = SqnrSettings(top_k=8, logit_positions=20, activation_tokens=30, kl="topk")
     reference_cache.save(KEY, compute_reference(model, texts, settings))
     loaded = reference_cache.load(KEY, check=lambda ref: check_reference(ref, texts, settings))
     assert loaded is not None
-    other = SqnrSettings(top_k=8, logit_positions=21, activation_tokens=30)
+    other = SqnrSettings(top_k=8, logit_positions=21, activation_tokens=30, kl="topk")
     with pytest.raises(ValueError, match="logits"):
         check_reference(loaded, texts, other)
 
@@ -175,6 +186,27 @@ def test_a_wrong_structure_entry_is_recomputed_not_fatal(cache, caplog):
     reference_cache.save(KEY, tiny_reference())
     assert reference_cache.load(
         KEY, check=lambda ref: check_reference(ref, TINY_TEXTS, TINY_SETTINGS)
+    )
+
+
+def test_an_entry_with_nan_values_and_a_valid_checksum_is_recomputed(cache, caplog):
+    """Right structure, right checksum, NaN logits: it crashed every later run
+    (``energies must be >= 0``) and was never recomputed."""
+    poisoned = tiny_reference()
+    poisoned["texts"][0]["logits"][1, 3] = math.nan
+    reference_cache.save(KEY, poisoned)  # a checksum over the NaN bytes: it verifies
+
+    def check(ref):
+        check_reference(ref, TINY_TEXTS, TINY_SETTINGS)
+
+    with caplog.at_level(logging.WARNING, logger="qeval"):
+        assert reference_cache.load(KEY, check=check) is None
+    [warning] = warnings_of(caplog)
+    assert "wrong structure or values (text 0 logits: not finite)" in warning
+    assert "recomputing and replacing it" in warning
+    reference_cache.save(KEY, tiny_reference())
+    assert torch.equal(
+        reference_cache.load(KEY, check=check)["texts"][0]["logits"], torch.zeros(3, 16)
     )
 
 
@@ -359,29 +391,33 @@ def test_qeval_cache_list_prune_clear(cache, clock, capsys):
     ]
 
 
+def sqnr_run(model_dir, tasks_dir, quantizer: str = "rtn,bits=3,group_size=0") -> dict:
+    """lm-eval's results of ``qeval_sqnr`` on 3 texts of at most 32 tokens."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    return lm_eval.simple_evaluate(
+        model="qeval",
+        model_args=f"pretrained={model_dir},quantizer={quantizer}",
+        tasks=["qeval_sqnr"],
+        device="cpu",
+        limit=3,
+        task_manager=TaskManager(
+            include_path=str(tasks_dir),
+            include_defaults=False,
+            metadata={"max_tokens": 32, "logit_positions": 48, "activation_tokens": 32},
+        ),
+    )
+
+
 def test_a_garbled_sqnr_entry_is_recomputed_with_the_right_numbers(
     tiny_model_dir, tasks_dir, tmp_path, monkeypatch, caplog
 ):
     """The reported case: zip intact, bytes garbled, logit SQNR silently wrong."""
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-
     monkeypatch.setenv("QEVAL_CACHE_DIR", str(tmp_path / "cache"))
 
     def run() -> dict:
-        results = lm_eval.simple_evaluate(
-            model="qeval",
-            model_args=f"pretrained={tiny_model_dir},quantizer=rtn,bits=3,group_size=0",
-            tasks=["qeval_sqnr"],
-            device="cpu",
-            limit=3,
-            task_manager=TaskManager(
-                include_path=str(tasks_dir),
-                include_defaults=False,
-                metadata={"max_tokens": 32, "logit_positions": 48, "activation_tokens": 32},
-            ),
-        )
-        return results
+        return sqnr_run(tiny_model_dir, tasks_dir)
 
     first = run()
     assert first["config"]["qeval"]["sqnr"]["reference_cache"]["reused"] is False
@@ -398,6 +434,66 @@ def test_a_garbled_sqnr_entry_is_recomputed_with_the_right_numbers(
     third = run()  # the replaced entry is reused
     assert third["config"]["qeval"]["sqnr"]["reference_cache"]["reused"] is True
     assert third["results"]["qeval_sqnr"]["logit_sqnr_db,none"] == metrics["logit_sqnr_db,none"]
+
+
+def test_a_nan_sqnr_entry_with_a_valid_checksum_is_recomputed_not_fatal(
+    tiny_model_dir, tasks_dir, tmp_path, monkeypatch, caplog
+):
+    """The reported case: NaN values, checksum rewritten to match; every later run failed with
+    ``ValueError: energies must be >= 0`` and the entry was never recomputed."""
+    monkeypatch.setenv("QEVAL_CACHE_DIR", str(tmp_path / "cache"))
+    first = sqnr_run(tiny_model_dir, tasks_dir)
+    [payload] = (tmp_path / "cache" / "reference").glob("*.pt")
+    stored = torch.load(payload, weights_only=True)
+    stored["texts"][0]["logits"][0, 0] = math.nan
+    stored["texts"][0]["blocks"][0, 0, 0] = math.nan
+    reference_cache.save(payload.stem, stored)  # NaN values, a checksum that matches them
+    with caplog.at_level(logging.WARNING, logger="qeval"):
+        second = sqnr_run(tiny_model_dir, tasks_dir)
+    assert second["config"]["qeval"]["sqnr"]["reference_cache"]["reused"] is False
+    [warning] = [m for m in warnings_of(caplog) if "reference cache entry" in m]
+    assert "text 0 logits: not finite" in warning
+    for name in ("logit_sqnr_db,none", "kl_mean,none", "activation_sqnr_min_db,none"):
+        assert second["results"]["qeval_sqnr"][name] == first["results"]["qeval_sqnr"][name]
+    third = sqnr_run(tiny_model_dir, tasks_dir)  # the replaced entry is valid and reused
+    assert third["config"]["qeval"]["sqnr"]["reference_cache"]["reused"] is True
+
+
+def test_weights_replaced_with_size_and_mtime_kept_are_not_compared_to_a_stale_reference(
+    tasks_dir, tmp_path, monkeypatch
+):
+    """The reported case: other weights copied over ``model.safetensors`` with ``cp -p`` (same
+    size, same mtime) reused the old reference, and ``quantizer=none`` reported KL 1.0 and
+    logit SQNR 8 dB against itself."""
+    import shutil
+
+    from qeval_plugins.storage import content_hash
+    from qeval_plugins.testing import make_tiny_model
+
+    monkeypatch.setenv("QEVAL_CACHE_DIR", str(tmp_path / "cache"))
+    real = time.time_ns  # the files count as settled: the memo is used, as for an old model
+    monkeypatch.setattr(content_hash.time, "time_ns", lambda: real() + 10_000_000_000)
+    model = make_tiny_model(tmp_path / "model", seed=0) / "model.safetensors"
+    other = make_tiny_model(tmp_path / "other", seed=1) / "model.safetensors"
+    assert other.stat().st_size == model.stat().st_size
+    first = sqnr_run(model.parent, tasks_dir, "none")
+    assert first["results"]["qeval_sqnr"]["kl_mean,none"] == pytest.approx(0.0, abs=1e-9)
+    old = model.stat()
+    for _ in range(500):  # cp -p: the same file rewritten, its mtime restored
+        shutil.copyfile(other, model)
+        os.utime(model, ns=(old.st_atime_ns, old.st_mtime_ns))
+        if model.stat().st_ctime_ns != old.st_ctime_ns:
+            break
+        time.sleep(0.01)
+    assert (model.stat().st_size, model.stat().st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+    second = sqnr_run(model.parent, tasks_dir, "none")
+    assert second["config"]["qeval"]["sqnr"]["reference_cache"]["reused"] is False
+    metrics = second["results"]["qeval_sqnr"]
+    assert metrics["kl_mean,none"] == pytest.approx(0.0, abs=1e-9)
+    assert metrics["logit_sqnr_db,none"] == first["results"]["qeval_sqnr"]["logit_sqnr_db,none"]
+    assert sqnr_run(model.parent, tasks_dir, "none")["config"]["qeval"]["sqnr"]["reference_cache"][
+        "reused"
+    ]
 
 
 def test_cache_list_at_80_columns_keeps_words_whole_and_tells_entries_apart(cache, clock):

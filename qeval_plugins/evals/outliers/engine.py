@@ -269,7 +269,8 @@ def weight_kurtosis(layers: list[Any], dequantize) -> torch.Tensor:
 
 def check_figures(figures: Any, positions: int) -> None:
     """Raise ValueError unless ``figures`` has the structure :func:`measure` gives for texts of
-    ``positions`` token positions in all (a cached reference is checked with it before use)."""
+    ``positions`` token positions in all, and values it can give (counts in range, peaks >= 0;
+    a cached reference is checked with it before use)."""
     if not isinstance(figures, dict) or figures.get("format") != FORMAT:
         raise ValueError("not qeval_outliers figures of this format")
     if figures.get("positions") != positions:
@@ -294,6 +295,8 @@ def check_figures(figures: Any, positions: int) -> None:
     hits_per_dim = figures["position_hits"]
     if hits_per_dim.numel() and (hits_per_dim.min() < 0 or hits_per_dim.max() > positions):
         raise ValueError("position_hits: counts outside 0..positions")
+    if not (figures["absmax"] >= 0).all():  # measure() never stores a NaN or negative peak
+        raise ValueError("absmax: NaN or negative")
 
 
 # ---------------------------------------------------------------- summaries

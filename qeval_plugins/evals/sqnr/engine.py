@@ -198,8 +198,8 @@ def check_reference(reference: Any, texts: list[torch.Tensor], settings: SqnrSet
     ``[T-1]``, full logits float32 ``[n, V]`` and block outputs float32 ``[L, m, H]`` (or empty),
     where n and m are what is left of the ``logit_positions`` and ``activation_tokens`` budgets,
     spent text by text. With ``kl=exact`` also int16 codes ``[T-1, V]`` and float64 finite
-    minimum, split and non-negative steps ``[T-1]``. A cached reference is checked with it
-    before use.
+    minimum, split and non-negative steps ``[T-1]``. Values: logits and block outputs finite,
+    NLL and log-probabilities never NaN. A cached reference is checked with it before use.
     """
     entries = reference.get("texts") if isinstance(reference, dict) else None
     if not isinstance(entries, list) or len(entries) != len(texts):
@@ -232,6 +232,19 @@ def check_reference(reference: Any, texts: list[torch.Tensor], settings: SqnrSet
         _check_tensor(blocks, f"text {number} blocks", torch.float32, None)
         if blocks.numel() and (blocks.dim() != 3 or blocks.shape[1] != tokens):
             raise ValueError(f"text {number} blocks: shape {tuple(blocks.shape)}, {tokens} tokens")
+        _check_values(entry, number)
+
+
+def _check_values(entry: dict, number: int) -> None:
+    """Raise ValueError on a value no usable reference holds: logits or block outputs that are
+    not finite (their SQNR would be undefined: ``sqnr_db`` raises), or a NaN NLL or
+    log-probability (``±inf`` can be legitimate: an empty tail when k = V has log-mass −inf)."""
+    for name in ("logits", "blocks"):
+        if not torch.isfinite(entry[name]).all():
+            raise ValueError(f"text {number} {name}: not finite")
+    for name in (divergence.TOPK_LOGPROBS, divergence.TAIL_LOGPROB, "nll"):
+        if torch.isnan(entry[name]).any():
+            raise ValueError(f"text {number} {name}: NaN")
 
 
 def _check_codes(entry: dict, number: int, positions: int, vocab: int) -> None:
