@@ -4,10 +4,15 @@ Only model creation changes: :meth:`QevalLM._create_model` asks the chosen quant
 ``from_pretrained`` arguments, lets HFLM load (so ``accelerate launch`` data parallelism,
 ``parallelize=True`` and every ``hf`` model_arg keep working), then lets the quantizer transform
 the loaded model. The backend knows nothing about any particular quantization library.
+
+Every forward pass of the quantized model is checked for non-finite logits
+(:meth:`QevalLM._check_logits`, a forward hook): a quantizer that makes NaN or infinite outputs
+fails the run with one line naming it, rather than scoring like a bad model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import inspect
 import re
@@ -17,6 +22,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
@@ -75,6 +81,7 @@ class QevalLM(HFLM):
         max_size()  # a bad QEVAL_CACHE_MAX_SIZE is one line now, not after quantizing
         self._qeval_plan = plan
         self._qeval_throughput = Throughput()
+        self._qeval_doing = ("forward pass", False)  # what _check_logits names; last position only
         self._qeval_reference = resolve_reference(reference)
         pretrained = resolve_pretrained(pretrained)
         prequantized = checked_quantization(pretrained, plan.quantizer.name, kwargs.get("revision"))
@@ -136,6 +143,7 @@ class QevalLM(HFLM):
         if cached is not None:
             self._model = cached
             kv_cache.attach(self._model, self._qeval_plan.kv)
+            self._model.register_forward_hook(self._check_logits)
             if first:
                 loaded = time.perf_counter()
                 self._measure(pretrained, dtype, started, loaded, loaded)
@@ -154,6 +162,7 @@ class QevalLM(HFLM):
         done = time.perf_counter()
         self._qeval_quantized.save(self._model, context, done - started)
         kv_cache.attach(self._model, self._qeval_plan.kv)
+        self._model.register_forward_hook(self._check_logits)
         if first:
             self._measure(pretrained, dtype, started, loaded, done)
 
@@ -196,9 +205,52 @@ class QevalLM(HFLM):
                 8 * plan.measured["param_bytes_after"] / plan.measured["param_count"], 4
             )
 
+    def _check_logits(self, module: Any, args: Any, output: Any) -> None:
+        """Forward hook of the quantized model: a QevalError unless every logit is finite.
+
+        Every path that runs the model goes through its forward: HFLM's ``_model_call``
+        (loglikelihood and loglikelihood_rolling batches), each step of ``generate`` (where only
+        the last position, the one sampled from, is checked: left padding may leave others
+        undefined) and qeval's own request types. Cost per pass: one ``torch.isfinite(...).all()``
+        over the logits, no extra forward.
+        """
+        logits = getattr(output, "logits", None)
+        if not isinstance(logits, torch.Tensor):
+            return
+        what, last_only = self._qeval_doing
+        checked = logits[:, -1] if last_only and logits.dim() == 3 else logits
+        if bool(torch.isfinite(checked).all()):
+            return
+        bad = int((~torch.isfinite(checked)).sum())
+        plan = self._qeval_plan
+        share = f"{bad:,} of {checked.numel():,} logits"
+        if plan.quantizer.name == "none":
+            raise QevalError(
+                f"the model itself (quantizer 'none') output NaN/inf logits in a {what} ({share}); "
+                f"its weights or dtype overflow: try dtype=float32 or bfloat16."
+            )
+        raise QevalError(
+            f"quantizer '{plan.quantizer.name}' ({plan.spec}) made the model output NaN/inf "
+            f"logits in a {what} ({share}); its weights are not finite, so no score of this run "
+            f"would mean anything: try other options (more bits, another format or dtype)."
+        )
+
+    @contextlib.contextmanager
+    def _doing(self, what: str, last_only: bool = False):
+        """Name the passes made inside the block for :meth:`_check_logits` (and whether only
+        the last position of their logits counts)."""
+        before, self._qeval_doing = self._qeval_doing, (what, last_only)
+        try:
+            yield
+        finally:
+            self._qeval_doing = before
+
     def _loglikelihood_tokens(self, requests, *args: Any, **kwargs: Any):
         """HFLM's scoring, timed: tokens = context + continuation tokens of every request."""
-        with self._qeval_throughput.timing("loglikelihood") as counted:
+        with (
+            self._qeval_throughput.timing("loglikelihood") as counted,
+            self._doing("loglikelihood batch"),
+        ):
             results = super()._loglikelihood_tokens(requests, *args, **kwargs)
             counted.append(
                 sum(len(context) + len(continuation) for _, context, continuation in requests)
@@ -212,17 +264,25 @@ class QevalLM(HFLM):
             counted.append(sum(len(self.tok_encode(text)) for text in results))
         return results
 
+    def _model_generate(self, *args: Any, **kwargs: Any):
+        """HFLM's batched generation, each step's logits checked at the sampled position."""
+        with self._doing("generation step", last_only=True):
+            return super()._model_generate(*args, **kwargs)
+
     def qeval_sqnr(self, requests: list) -> list[dict]:
         """Answer the ``qeval_sqnr`` task's requests (lm-eval dispatches by request type)."""
-        return handler_for("qeval_sqnr")(self, requests)
+        with self._doing("qeval_sqnr pass"):
+            return handler_for("qeval_sqnr")(self, requests)
 
     def qeval_sample(self, requests: list) -> list[dict]:
         """Answer the sampling-sensitivity tasks' requests: matched quantized/reference samples."""
-        return handler_for("qeval_sample")(self, requests)
+        with self._doing("qeval_sample pass"):
+            return handler_for("qeval_sample")(self, requests)
 
     def qeval_outliers(self, requests: list) -> list[dict]:
         """Answer the ``qeval_outliers`` task's requests: outlier features of both models."""
-        return handler_for("qeval_outliers")(self, requests)
+        with self._doing("qeval_outliers pass"):
+            return handler_for("qeval_outliers")(self, requests)
 
     # ---- what qeval's task engines may use (besides HFLM's model, tokenizer and tok_encode)
 
