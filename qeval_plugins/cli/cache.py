@@ -74,10 +74,11 @@ def count(number: int, one: str, many: str) -> str:
     return f"{number} {one if number == 1 else many}"
 
 
-# Metadata the listing shows in columns of their own, or that only check the payload.
+# Metadata the listing shows in columns of their own, that only check the payload, or that a
+# run reads back (a plugin's record, up to 64 KiB).
 SHOWN_APART = frozenset(
     {"kind", "model", "settings", "dtype", "created", "last_used", "format", "sha256"}
-    | {"payload_bytes", "files", "stamps", "calibration", "options", "quantizer"}
+    | {"payload_bytes", "files", "stamps", "calibration", "options", "quantizer", "plugin_record"}
 )
 
 

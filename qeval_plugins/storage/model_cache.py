@@ -12,7 +12,9 @@ dtype, plus this cache's format version.
 Location: ``cache_root()/quantized`` (``$QEVAL_CACHE_DIR/quantized``, else
 ``~/.cache/qeval/quantized``). An entry is a folder ``KEY/`` holding what ``save_quantized``
 wrote, and ``KEY.json``: the SHA-256 and size of every file in the folder, what it was made from
-(model, spec, options, dtype, calibration) and how long quantizing took (``quantize_seconds``).
+(model, spec, options, dtype, calibration), how long quantizing took (``quantize_seconds``)
+and what the quantizer recorded with ``context.record`` (``plugin_record``: a run that reuses the
+entry reports it as the run that quantized did).
 
 Trust: an entry is used only when its folder holds exactly the files ``KEY.json`` lists, each
 with the listed SHA-256; otherwise one warning names the reason, the entry is deleted and the

@@ -305,3 +305,14 @@ def test_a_plugin_may_change_only_the_defaults_of_calibration_options(
     assert "its maximum differ from qeval's" in problems
     with pytest.raises(QevalError, match="wider-range"):
         plan_quantization("wider-range", {}, set(), "cpu")
+
+
+def test_cache_list_does_not_print_a_plugins_record(calibrating, tiny_model_dir, capsys):
+    from qeval_plugins.cli.main import main
+
+    load(tiny_model_dir, "calibrating", **SMALL)
+    capsys.readouterr()
+    assert main(["cache", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "calibrating" in listing and "1 entry" in listing
+    assert "plugin_record" not in listing and "alpha" not in listing
