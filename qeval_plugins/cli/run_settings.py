@@ -22,7 +22,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -31,9 +32,12 @@ from typing import Any
 from qeval_plugins.core.calibration import read_passages
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.plan import check_spec
+from qeval_plugins.core.safe_read import read_regular
 
 SETTINGS_FILE = "qeval_run.json"
 FORMAT = 1
+MAX_RECORD_BYTES = 16 << 20  # a settings record: a few kB
+MAX_CONFIG_BYTES = 16 << 20  # lm-eval's --config YAML
 
 # lm-eval options that change neither which documents are scored nor how: speed, logging, output.
 NOT_KEYED = frozenset(
@@ -76,23 +80,54 @@ class LmEvalOptions:
     include_path: str | None
 
 
+_OPTION = re.compile(r"^argument (--\w+)(?:/-\w+)?:")
+
+
 class _Refusal(Exception):
     """An argparse error of lm-eval's parser, caught to become one QevalError line."""
 
 
+def lm_eval_types() -> dict[str, Callable[[str], Any]]:
+    """The checked type of every numeric lm-eval option ``qeval run`` passes on (its ``dest``
+    -> argparse type, all from :mod:`qeval_plugins.cli.main`): lm-eval's own types take
+    ``--num_fewshot -1``, ``--max_batch_size 0``, ``--batch_size -3`` and ``--seed -1`` and fail
+    later, in the run."""
+    from qeval_plugins.cli import main
+
+    return {
+        "limit": main.document_limit,
+        "num_fewshot": main.non_negative_int,
+        "batch_size": main.batch_size,
+        "max_batch_size": main.positive_int,
+        "seed": main.seed_list,
+    }
+
+
 def _lm_eval_run_parser() -> argparse.ArgumentParser:
-    """lm-eval's own ``run`` parser, so options are read exactly as lm-eval reads them."""
+    """lm-eval's own ``run`` parser, so options are read exactly as lm-eval reads them, with
+    qeval's checks on its numbers first (:func:`lm_eval_types`)."""
     from lm_eval._cli.run import Run
 
     subcommands = argparse.ArgumentParser(prog="lm_eval").add_subparsers()
     Run.create(subcommands)
     parser = subcommands.choices["run"]
+    checked = lm_eval_types()
+    for action in parser._actions:  # argparse has no public way to change an option's type
+        check = checked.get(action.dest)
+        if check is not None:
+            action.type = _then(check, action.type)
 
     def refuse(message: str):
         raise _Refusal(message)
 
     parser.error = refuse  # an argparse error becomes one line, not usage text and exit
     return parser
+
+
+def _then(check: Callable[[str], Any], own: Callable[[str], Any] | None) -> Callable[[str], Any]:
+    """An argparse type: ``check`` (which refuses a bad value in one line), then lm-eval's own
+    type on what ``check`` returns, so the value is still what lm-eval would make of it."""
+    return check if own is None else lambda text: own(check(text))
 
 
 def _json_safe(value: Any) -> Any:
@@ -105,7 +140,9 @@ def parse_lm_eval_args(extra: Sequence[str]) -> LmEvalOptions:
     try:
         namespace = vars(_lm_eval_run_parser().parse_args(list(extra)))
     except (_Refusal, ValueError, TypeError) as error:
-        raise QevalError(f"lm-eval option: {error} (see 'lm_eval run --help').") from None
+        message = _OPTION.sub(r"\1:", str(error))  # "argument --limit/-L: ..." -> "--limit: ..."
+        where = " " if message.startswith("--") else ": "
+        raise QevalError(f"lm-eval option{where}{message} (see 'lm_eval run --help').") from None
     for name, instead in QEVAL_OWNED.items():
         if namespace.get(name) is not None:
             raise QevalError(f"give the {name.replace('_', ' ')} with qeval run's {instead}.")
@@ -113,11 +150,6 @@ def parse_lm_eval_args(extra: Sequence[str]) -> LmEvalOptions:
     for name, instead in OWNED_MODEL_ARGS.items():
         if name in {str(key).strip() for key in model_args}:
             raise QevalError(f"--model_args sets '{name}'; give it with qeval run's {instead}.")
-    limit = namespace.get("limit")
-    if limit is not None and not limit > 0:
-        raise QevalError(
-            f"--limit {limit:g} selects no documents; give a count >= 1, or a fraction in (0, 1)."
-        )
     ignored = NOT_KEYED | set(QEVAL_OWNED) | {"model_args", "func", "command"}
     keyed = {name: value for name, value in namespace.items() if name not in ignored}
     if keyed.get("config"):
@@ -126,8 +158,9 @@ def parse_lm_eval_args(extra: Sequence[str]) -> LmEvalOptions:
 
 
 def _file_sha256(path: Path, what: str) -> str:
+    """SHA-256 of a regular file of at most :data:`MAX_CONFIG_BYTES` (never a FIFO or device)."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return hashlib.sha256(read_regular(path, MAX_CONFIG_BYTES)).hexdigest()
     except OSError as error:
         raise QevalError(f"{what} '{path}' cannot be read ({error.strerror}).") from None
 
@@ -201,20 +234,13 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def recorded_settings(directory: Path, results: Path) -> dict[str, Any] | None:
-    """The settings recorded for ``results`` in ``directory``, or None when unknown (no record,
-    an unreadable one, or one written for other results)."""
+def recorded_settings(directory: Path, results: bytes) -> dict[str, Any] | None:
+    """The settings recorded in ``directory`` for the results file whose bytes are ``results``,
+    or None when unknown (no record, an unreadable one — not a regular file, over
+    :data:`MAX_RECORD_BYTES` —, or one written for other results)."""
     try:
-        record = json.loads((directory / SETTINGS_FILE).read_text(encoding="utf-8"))
-        matches = record["results_sha256"] == sha256_file(results)
+        record = json.loads(read_regular(directory / SETTINGS_FILE, MAX_RECORD_BYTES))
+        matches = record["results_sha256"] == hashlib.sha256(results).hexdigest()
     except (OSError, ValueError, RecursionError, TypeError, KeyError):
         return None
     settings = record.get("settings")

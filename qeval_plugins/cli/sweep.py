@@ -31,13 +31,16 @@ Safety.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -56,6 +59,7 @@ from qeval_plugins.cli.run_settings import (
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.kv_settings import check_head_dim, config_head_dim, take_kv_cache
 from qeval_plugins.core.plan import check_dtype, check_spec
+from qeval_plugins.core.safe_read import read_regular, read_tail
 from qeval_plugins.core.specs import parse_spec, spec_model_args
 from qeval_plugins.core.text import one_line as printable
 from qeval_plugins.storage.atomic import remove_stale_temporaries, write_atomic
@@ -63,6 +67,9 @@ from qeval_plugins.storage.locks import holder_pid, try_locked
 from qeval_plugins.storage.writable import check_writable_dir
 
 RESULTS_FILE = "results.json"
+MAX_RESULTS_BYTES = 256 << 20  # as qeval report reads them (report.load.MAX_RESULTS_BYTES)
+MAX_CONFIG_BYTES = 16 << 20  # a model's config.json
+LOG_TAIL_BYTES = 256 << 10  # of a failed run's log, searched for its cause
 LOG_FILE = "lm_eval.log"
 LOCK_FILE = ".lock"
 STAMP = "%Y%m%d-%H%M%S-%f"  # of each attempt's log: date, time, microseconds (sorts in time order)
@@ -128,7 +135,8 @@ def local_head_dim(pretrained: str) -> int | None:
     """The head dimension a local checkpoint's ``config.json`` states; None for a hub id or a
     config that cannot be read (loading reports that)."""
     try:
-        config = json.loads((Path(pretrained) / "config.json").read_text(encoding="utf-8"))
+        raw = read_regular(Path(pretrained) / "config.json", MAX_CONFIG_BYTES)
+        config = json.loads(raw.decode("utf-8"))
     except (OSError, ValueError, RecursionError):
         return None
     return config_head_dim(config)
@@ -190,10 +198,17 @@ def results_problem(raw: bytes, tasks: list[str]) -> str | None:
     return None if held else "holds no results"
 
 
+def read_results(path: Path) -> bytes:
+    """A run's results file: a regular file (never a FIFO, which would block, or a link to a
+    device such as /dev/zero, which never ends) of at most :data:`MAX_RESULTS_BYTES`; raises
+    ``OSError`` (:class:`~qeval_plugins.core.safe_read.RefusedFile` for those)."""
+    return read_regular(path, MAX_RESULTS_BYTES)
+
+
 def is_complete(directory: Path, tasks: list[str]) -> bool:
     """True when ``directory`` holds a readable results file covering every task in ``tasks``."""
     try:
-        return results_problem((directory / RESULTS_FILE).read_bytes(), tasks) is None
+        return results_problem(read_results(directory / RESULTS_FILE), tasks) is None
     except OSError:
         return False
 
@@ -204,7 +219,11 @@ def existing_state(directory: Path, settings: dict, tasks: list[str]) -> tuple[s
     results = directory / RESULTS_FILE
     if not results.exists():
         return "missing", ""
-    recorded = recorded_settings(directory, results)
+    try:
+        raw = read_results(results)
+    except OSError as error:
+        return "conflict", f"its {RESULTS_FILE} cannot be read ({error.strerror or error})"
+    recorded = recorded_settings(directory, raw)
     if recorded is None and not (directory / SETTINGS_FILE).exists():
         return "conflict", f"no {SETTINGS_FILE} for its results: made by an older qeval?"
     if recorded is None:
@@ -215,10 +234,7 @@ def existing_state(directory: Path, settings: dict, tasks: list[str]) -> tuple[s
     changed = differences(recorded, settings)
     if changed:
         return "conflict", ", ".join(changed)
-    try:
-        problem = results_problem(results.read_bytes(), tasks)
-    except OSError as error:
-        problem = f"cannot be read ({error.strerror})"
+    problem = results_problem(raw, tasks)
     return ("conflict", f"results {problem}") if problem else ("complete", "")
 
 
@@ -290,24 +306,143 @@ def _new_log(directory: Path, stamp: str) -> Path:
     return log_path
 
 
+# ---------------------------------------------------------------- why a run failed
+
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
+# ENOSPC as Python (``OSError: [Errno 28] No space left on device: 'PATH'``), C libraries and
+# safetensors/torch word it; the path, when the line names one.
+_NO_SPACE = re.compile(r"\[Errno 28\]|No space left on device|\bENOSPC\b", re.IGNORECASE)
+_NO_SPACE_PATH = re.compile(r"No space left on device: '([^']+)'")
+LOW_FREE_BYTES = 64 << 20  # less free on --output's filesystem makes a failure "a full disk?"
+
+
+def disk_space(path: Path) -> tuple[Path, int] | None:
+    """(mount point, free bytes for this user) of the filesystem holding ``path`` (or its
+    nearest existing parent); None when it cannot be read."""
+    try:
+        path = Path(os.path.abspath(path))
+        while not path.exists() and path != path.parent:
+            path = path.parent
+        free = shutil.disk_usage(path).free
+        mount = path
+        while not os.path.ismount(mount) and mount != mount.parent:
+            mount = mount.parent
+        return mount, free
+    except OSError:
+        return None
+
+
+def _no_space(path: Path) -> str:
+    """``no space left on device (the filesystem mounted at /data, 12 KiB free now)`` for the
+    filesystem that holds ``path``."""
+    found = disk_space(path)
+    where = f"the filesystem mounted at {found[0]}, {_bytes(found[1])} free now" if found else path
+    return f"no space left on device ({where})"
+
+
+def _bytes(count: float) -> str:
+    """A byte count in binary units (1 KiB = 1024 bytes): ``512 bytes``, ``1.5 KiB``, ``12 GiB``
+    (one decimal below 10)."""
+    unit = "bytes"
+    for larger in ("KiB", "MiB", "GiB", "TiB"):
+        if count < 1024:
+            break
+        count, unit = count / 1024, larger
+    if unit == "bytes":
+        return f"{int(count)} bytes"
+    return f"{count:.1f} {unit}" if count < 10 else f"{count:.0f} {unit}"
+
+
+def _disk_cause(lines: list[str], directory: Path) -> str | None:
+    """``no space left on device (...)`` when the log says so (naming the filesystem of the
+    path the log names, else of ``directory``), or ``only N free ... (a full disk?)`` when
+    ``directory``'s filesystem has less than :data:`LOW_FREE_BYTES` free; None otherwise."""
+    full = [line for line in lines if _NO_SPACE.search(line)]
+    if full:
+        named = _NO_SPACE_PATH.search(full[-1])
+        return _no_space(Path(named[1]) if named else directory)
+    found = disk_space(directory)
+    if found is not None and found[1] < LOW_FREE_BYTES:
+        mount, free = found
+        return f"only {_bytes(free)} free on the filesystem mounted at {mount} (a full disk?)"
+    return None
+
+
+def _log_lines(log_path: Path) -> list[str]:
+    """The last :data:`LOG_TAIL_BYTES` of a run's log as lines (none when it cannot be read)."""
+    try:
+        return read_tail(log_path, LOG_TAIL_BYTES).decode(errors="replace").splitlines()
+    except OSError:
+        return []
 
 
 def _failure(run: PlannedRun, log_path: Path, code: int) -> QevalError:
-    """The failed run's line: the last ``qeval: error:`` line of its log, else the exit status
-    with the log's last exception line (``ValueError: ...``, at most 200 characters)."""
-    try:
-        lines = log_path.read_text(errors="replace").splitlines()
-    except OSError:
-        lines = []
+    """The failed run's line: the last ``qeval: error:`` line of its log, else a full disk
+    (:func:`_disk_cause`), else the exit status with the log's last exception line
+    (``ValueError: ...``, at most 200 characters)."""
+    lines = _log_lines(log_path)
     errors = [line for line in lines if line.startswith("qeval: error:")]
+    disk = _disk_cause(lines, run.directory)
+    raised = [line.strip() for line in lines if _EXCEPTION_LINE.match(line.strip())]
+    last = f": {printable(raised[-1])[:200]}" if raised else ""
     if errors:
         reason = errors[-1].removeprefix("qeval: error:").strip()
+    elif disk:
+        reason = f"{disk}: lm_eval exited with status {code}{last}"
     else:
-        raised = [line.strip() for line in lines if _EXCEPTION_LINE.match(line.strip())]
-        last = f": {printable(raised[-1])[:200]}" if raised else ""
         reason = f"lm_eval exited with status {code}{last}"
     return QevalError(f"run {run.label} failed: {reason} (log: {log_path})")
+
+
+def _os_failure(run: PlannedRun, doing: str, error: OSError) -> QevalError:
+    """The failed run's line for an ``OSError`` of qeval's own (writing the log or the results):
+    a full disk names its filesystem."""
+    if error.errno == errno.ENOSPC:
+        reason = _no_space(Path(error.filename) if error.filename else run.directory)
+    else:
+        reason = error.strerror or str(error)
+    return QevalError(f"run {run.label} failed: cannot {doing} ({reason})")
+
+
+# ---------------------------------------------------------------- the child process
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """On Linux, a ``preexec_fn`` that makes the child receive SIGTERM when this process dies,
+    however it dies (``kill -9`` included): ``prctl(PR_SET_PDEATHSIG, SIGTERM)``. None elsewhere
+    (macOS, Windows: no such call; the child runs on until it ends, README "Known limitations").
+
+    The kernel sends the signal when the *thread* that started the child ends: the caller must
+    wait for the child in that thread (``subprocess.call`` does). A parent that died between the
+    fork and the ``prctl`` is noticed (the child's parent is then another process) and the child
+    ends at once. ``prctl`` is looked up before the fork: nothing is loaded in the child.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGTERM))
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+def run_child(command: list[str], log) -> int:
+    """Run ``command`` with stdout and stderr into the open file ``log``; its exit status. The
+    child dies with this process (:func:`die_with_parent`)."""
+    return subprocess.call(
+        command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent()
+    )
 
 
 def _install(directory: Path, raw: bytes, settings: dict, partial: Path) -> None:
@@ -336,24 +471,26 @@ def execute(
     stamp = datetime.now().strftime(STAMP)
     partial = run.directory / f".partial-{os.getpid()}-{stamp}"
     log_path = _new_log(run.directory, stamp)
-    with open(log_path, "w") as log:
-        code = subprocess.call(
-            lm_eval_command(run, tasks, device, partial, extra),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    try:
+        with open(log_path, "w") as log:
+            code = run_child(lm_eval_command(run, tasks, device, partial, extra), log)
+    except OSError as error:
+        raise _os_failure(run, f"write its log {log_path}", error) from None
     try:
         found = sorted(partial.rglob("results_*.json"))
         if code != 0 or not found:
             raise _failure(run, log_path, code)
-        raw = found[-1].read_bytes()
+        raw = read_results(found[-1])
         problem = results_problem(raw, expected)
         if problem:
+            disk = _disk_cause(_log_lines(log_path), run.directory)
             raise QevalError(
-                f"run {run.label} failed: lm_eval exited {code} but its results file {problem}; "
-                f"nothing was replaced (log: {log_path})"
+                f"run {run.label} failed: lm_eval exited {code} but its results file {problem}"
+                f"{f' ({disk})' if disk else ''}; nothing was replaced (log: {log_path})"
             )
         _install(run.directory, raw, settings, partial)
+    except OSError as error:
+        raise _os_failure(run, "read or install its results", error) from None
     finally:
         shutil.rmtree(partial, ignore_errors=True)
 

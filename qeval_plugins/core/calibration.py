@@ -25,9 +25,11 @@ from typing import Any
 
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.options import Option
+from qeval_plugins.core.safe_read import read_regular
 
 BUNDLED_PATH = Path(__file__).resolve().parent.parent / "data" / "calibration.jsonl"
 BUNDLED_SOURCE = "bundled"
+MAX_CALIBRATION_BYTES = 1 << 30  # 1 GiB of text, far more than any calibration set holds
 
 CALIBRATION_OPTIONS = (
     Option(
@@ -87,7 +89,7 @@ def read_passages(source: str) -> tuple[list[str], str, str]:
     path = BUNDLED_PATH if source == BUNDLED_SOURCE else Path(source).expanduser()
     shown = BUNDLED_SOURCE if source == BUNDLED_SOURCE else str(path.resolve())
     try:
-        data = path.read_bytes()
+        data = read_regular(path, MAX_CALIBRATION_BYTES)  # never a FIFO or a device
         text = data.decode("utf-8")
     except OSError as error:
         raise QevalError(

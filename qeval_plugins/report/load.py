@@ -4,12 +4,14 @@ A *run* is one results JSON (``results_<timestamp>.json`` from ``lm_eval --outpu
 ``results.json`` from ``qeval run``), from ``--model qeval`` or any other backend; its model is
 ``config.model_args`` ``pretrained`` and its name a label (:mod:`.labels`).
 
-Nothing read can crash the report: unreadable, empty or binary files, text that is not JSON, corrupt
-or truncated JSON, JSON nested deeper than the interpreter's recursion limit, integers too long for
-a float (more than 308 digits), files of other tools, metric values that are not numbers (text
-such as "0.5", true/false), NaN values, infinite values (but dB figures), missing, negative or
-non-finite standard errors, and cost figures or settings that cannot be true (:mod:`.figures`)
-each become one warning line, and everything else is still read. A metric's direction is the file's
+Nothing read can crash or hang the report: unreadable, empty or binary files, what is not a
+regular file (a FIFO, a link to ``/dev/zero``: :mod:`qeval_plugins.core.safe_read`), files over
+:data:`MAX_RESULTS_BYTES`, text that is not JSON, corrupt or truncated JSON, JSON nested deeper
+than the interpreter's recursion limit, integers too long for a float (more than 308 digits),
+files of other tools, metric values that are not numbers (text such as "0.5", true/false), NaN
+values, infinite values (but dB figures), missing, negative or non-finite standard errors, and
+cost figures or settings that cannot be true (:mod:`.figures`) each become one warning line, and
+everything else is still read. A metric's direction is the file's
 ``higher_is_better`` entry, else :func:`qeval_plugins.metrics.directions.direction`.
 """
 
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qeval_plugins.core.safe_read import read_regular
 from qeval_plugins.core.text import printable
 from qeval_plugins.metrics.directions import direction
 from qeval_plugins.report.figures import checked_config, checked_settings
@@ -42,6 +45,7 @@ from qeval_plugins.report.values import (
 )
 
 NON_METRIC_KEYS = frozenset({"alias", "name", "sample_len", "samples", "sample_count"})
+MAX_RESULTS_BYTES = 256 << 20  # 256 MiB; lm-eval's results file of 60 MMLU subtasks: ~1 MiB
 
 
 def load_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[str]]:
@@ -110,7 +114,7 @@ def _result_files(paths: Sequence[str | Path], warnings: list[str]) -> Iterable[
 def read_run(path: Path) -> tuple[Run | None, list[str]]:
     """One results file as a :class:`Run` (None if it is not one) and its warning lines."""
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path, MAX_RESULTS_BYTES)  # never a FIFO or a device
     except OSError as error:
         return None, [f"{path}: cannot read ({error}); skipped"]
     text = _as_text(raw)

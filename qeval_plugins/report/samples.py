@@ -28,10 +28,10 @@ import json
 import math
 import os
 import re
-import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from qeval_plugins.core.safe_read import RefusedFile, open_regular, size_text
 from qeval_plugins.report.paired import Paired, paired
 from qeval_plugins.report.runs import Run
 
@@ -135,13 +135,8 @@ def read_scores(path: Path, metric: str, kind: str) -> DocScores:
     values: dict[int, float] = {}
     hashes: dict[int, str] = {}
     try:
-        status = path.stat()
-        if not stat.S_ISREG(status.st_mode):  # a pipe or device would block or never end
-            raise SamplesProblem("not a regular file; not read")
-        size = status.st_size
-        if size > MAX_FILE_BYTES:
-            raise SamplesProblem(f"over {_size(MAX_FILE_BYTES)} ({_size(size)}); not read")
-        with open(path, "rb") as handle:
+        # a regular file within the cap, checked on the open descriptor (no pipe, no device)
+        with open_regular(path, MAX_FILE_BYTES) as handle:
             for number in range(1, MAX_LINES + 2):
                 raw = handle.readline(MAX_LINE_BYTES + 1)
                 if not raw:
@@ -149,19 +144,16 @@ def read_scores(path: Path, metric: str, kind: str) -> DocScores:
                 if number > MAX_LINES:
                     raise SamplesProblem(f"more than {MAX_LINES:,} lines")
                 if len(raw) > MAX_LINE_BYTES:
-                    raise SamplesProblem(f"line {number} is over {_size(MAX_LINE_BYTES)}")
+                    raise SamplesProblem(f"line {number} is over {size_text(MAX_LINE_BYTES)}")
                 if raw.strip():
                     _add_line(_parse(raw, number), number, metric, kind, values, hashes)
+    except RefusedFile as error:
+        raise SamplesProblem(f"{error}; not read") from None
     except OSError as error:
         raise SamplesProblem(f"cannot be read ({error.strerror or error})") from None
     if not values:
         raise SamplesProblem(f"no documents under filter {kind!r}")
     return DocScores(path, values, hashes)
-
-
-def _size(count: int) -> str:
-    """A byte count as ``16 MiB`` when a whole number of MiB, else ``4,096 bytes``."""
-    return f"{count >> 20} MiB" if count and count % (1 << 20) == 0 else f"{count:,} bytes"
 
 
 def _parse(raw: bytes, number: int) -> dict:

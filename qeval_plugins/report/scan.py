@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qeval_plugins.core.safe_read import read_regular
 from qeval_plugins.core.text import printable
 
 SCAN_FILE = "scan.json"
@@ -86,9 +87,7 @@ def find_scans(paths: list[str | Path]) -> tuple[list[ScanSummary], list[str]]:
 def read_scan(path: Path) -> tuple[ScanSummary | None, str | None]:
     """The scan in ``path``, or None and why not (one line)."""
     try:
-        if path.stat().st_size > MAX_BYTES:
-            return None, f"larger than {MAX_BYTES} bytes, not a qeval scan"
-        text = path.read_bytes().decode("utf-8")
+        text = read_regular(path, MAX_BYTES).decode("utf-8")  # never a FIFO or a device
         data = json.loads(text, parse_constant=lambda name: name)  # NaN stays the text "NaN"
     except OSError as error:
         return None, f"cannot read ({printable(error.strerror or str(error))})"
