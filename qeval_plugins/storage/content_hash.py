@@ -4,13 +4,13 @@ A cache key built from a file's name, size and modification time reuses a stale 
 file is replaced by other bytes of the same size and its modification time restored (``cp -p``,
 ``rsync -t``). The reference cache, the quantized-model cache and a sweep's resume record
 therefore key a checkpoint on the SHA-256 of its files' bytes. Hashing reads the whole file
-(about 1.9 GB/s from the page cache on a 2-core AMD EPYC, ``benchmarks/content_hash.py``: ~8 s
-for a 14 GB checkpoint, more when the disk is slower than that), so each digest is memoised per
-file version, identified by its *stamp*: ``(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)``
-of ``stat`` (links followed). Every write, replacement or ``utime`` sets the change time to the
-current time, and no program can set it back (only setting the system clock back can), so a
-known stamp never stands for other bytes; what a stamp cannot see is a storage medium that
-corrupts bytes without a write.
+(about 1.1 GB per CPU second from the page cache on a 2-core AMD EPYC: ~13 s for a 14 GB
+checkpoint, longer where the disk reads slower; ``benchmarks/content_hash.py``), so each digest
+is memoised per file version, identified by its *stamp*: ``(st_dev, st_ino, st_size,
+st_mtime_ns, st_ctime_ns)`` of ``stat`` (links followed). Every write, replacement or ``utime``
+sets the change time to the current time, and no program can set it back (only setting the
+system clock back can), so a known stamp never stands for other bytes; what a stamp cannot see
+is a storage medium that corrupts bytes without a write.
 
 Racy versions, as in git's index: a file changed less than :data:`RACY_NS` before its stamp was
 taken could change again within the same timestamp tick without getting a new stamp, so its
