@@ -44,6 +44,14 @@ def test_plugin_runs_through_stock_lm_eval(
     }
     assert block["options"] == {"threshold": 0.7}
     assert block["quantizer_version"] == "1"
+    # what the plugin recorded with context.record, against the checkpoint's own weights
+    shares = expected_zero_shares(tiny_model_dir, 0.7)
+    record = block["plugin_record"]
+    assert record["zero_share_per_layer"] == pytest.approx(shares[0], abs=1e-6)
+    assert record["zero_share"] == pytest.approx(shares[1], abs=1e-6) and 0.2 < shares[1] < 0.6
+    # and what it logged (context.logger, context.progress) reached lm_eval's stderr
+    assert "[qeval.plugin.ternary] ternarizing: started (14 steps)" in result.stderr
+    assert "[qeval.plugin.ternary] 14 layers ternarized, " in result.stderr
     assert block["scheme"] == {
         "weights": "ternary per-row",
         "activations": "unquantized",
@@ -63,6 +71,7 @@ def test_plugin_honours_the_contract_and_its_dequantize_hook(
 
     reset_registry()
     try:
+        from qeval_plugins.core.quantizer import LoadContext
         from qeval_plugins.core.registry import get_registry
         from qeval_plugins.testing import check_quantizer
 
@@ -73,7 +82,7 @@ def test_plugin_honours_the_contract_and_its_dequantize_hook(
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
         original = model.model.layers[0].mlp.up_proj.weight.detach().clone()
         quantizer = get_registry().get("ternary").quantizer
-        quantizer.quantize(model, {"threshold": 1.0}, None)
+        quantizer.quantize(model, {"threshold": 1.0}, LoadContext(plugin="ternary"))
         layer = model.model.layers[0].mlp.up_proj
         dense = get_registry().manager.hook.qeval_dequantize_weight(module=layer)
         assert type(layer).__name__ == "TernaryLinear" and dense.shape == original.shape
@@ -82,3 +91,20 @@ def test_plugin_honours_the_contract_and_its_dequantize_hook(
         assert torch.allclose(dense, expected, atol=1e-6)
     finally:
         reset_registry()
+
+
+def expected_zero_shares(model_dir, threshold: float) -> tuple[dict[str, float], float]:
+    """The share of ternary codes that are 0, per linear layer and over all of them:
+    |w| < threshold · mean(|w| of the row) / 2, from the checkpoint's tensors."""
+    import torch
+    from safetensors.torch import load_file
+
+    per_layer, zeros, total = {}, 0, 0
+    for key, weight in load_file(str(model_dir / "model.safetensors")).items():
+        if not key.endswith("proj.weight"):
+            continue
+        scale = weight.float().abs().mean(dim=1, keepdim=True) * threshold
+        zero = int((torch.round(weight.float() / scale) == 0).sum())
+        per_layer[key.removesuffix(".weight")] = zero / weight.numel()
+        zeros, total = zeros + zero, total + weight.numel()
+    return per_layer, zeros / total
