@@ -4,6 +4,12 @@ A size, a time, a bit width, a rate or a parameter count is never negative and n
 an lm-eval ``--limit`` is never negative; ``config.qeval`` is an object. A results file may say
 otherwise (hand-edited, written by another tool, damaged): such a value is treated as missing —
 shown as "—", never compared — and named in one warning line of the file.
+
+A score that is NaN (an accuracy, a perplexity, a logit SQNR or KL) is no measurement either: it
+is what a model whose outputs were not finite (NaN weights, an overflow) scores. Results files
+written before the backend refused such models hold runs like that, whose other scores (an
+accuracy of 0.0 from NaN log-likelihoods) read like a bad model's: the whole run is flagged
+(:func:`nan_scores_phrase`, and :data:`NAN_OUTPUTS` in its label).
 """
 
 from __future__ import annotations
@@ -29,6 +35,20 @@ BLOCK_AMOUNTS = (
 )
 # Amounts lm-eval records in ``config`` itself.
 CONFIG_AMOUNTS = (("model_num_parameters",),)
+
+
+# The note a flagged run's label carries (`` [NaN outputs]``), in every table and export.
+NAN_OUTPUTS = "NaN outputs"
+
+
+def nan_scores_phrase(names: list[str]) -> str:
+    """The warning of a run whose metrics ``names`` (``task/metric``) are NaN: its model's
+    outputs were not finite, so none of its scores is a measurement."""
+    return (
+        f"NaN in {listing(names)}: the model's outputs were not finite (NaN weights or an "
+        f"overflow), so no score of this run is a measurement; left out, run marked "
+        f"[{NAN_OUTPUTS}]"
+    )
 
 
 def is_impossible(raw: Any) -> bool:

@@ -28,7 +28,7 @@ from typing import Any
 from qeval_plugins.core.safe_read import read_regular
 from qeval_plugins.core.text import printable
 from qeval_plugins.metrics.directions import direction
-from qeval_plugins.report.figures import checked_config, checked_settings
+from qeval_plugins.report.figures import checked_config, checked_settings, nan_scores_phrase
 from qeval_plugins.report.labels import run_label
 from qeval_plugins.report.runs import Metric, Run, model_args
 from qeval_plugins.report.sensitivity import SWEEP_TASK
@@ -175,6 +175,7 @@ def results_run(data: Any, path: Path, huge: Sequence[int] = ()) -> tuple[Run | 
         settings=settings,
         fewshot=fewshot_counts(data, metrics),
         unread=frozenset(notes.unread),
+        nan_scores=tuple(notes.nan),
     )
     run.label = run_label(run)
     return run, warnings
@@ -230,7 +231,8 @@ def _json_problem(error: json.JSONDecodeError, text: str) -> str:
 class MetricNotes:
     """What :func:`parse_metrics` found amiss, as ``task/metric`` names per kind: values that are
     not numbers (text such as "0.5", true/false, containers: left out, also kept as
-    ``(task, metric)`` in ``unread``), NaN values (left out), infinite values other than dB
+    ``(task, metric)`` in ``unread``), NaN values (left out, the run flagged:
+    :func:`~.figures.nan_scores_phrase`), infinite values other than dB
     figures (shown, not compared), missing stderrs, and unusable stderrs (negative, NaN or
     infinite: treated as missing)."""
 
@@ -245,7 +247,7 @@ class MetricNotes:
         """One warning line per kind found, for the file ``path``."""
         lines = [
             (self.not_number, "not a number: {}; left out, not compared"),
-            (self.nan, "NaN in {}; left out"),
+            (self.nan, None),  # the whole run is suspect: nan_scores_phrase
             (self.infinite, "infinite value of {}; shown as ∞, not compared"),
             (self.no_stderr, "no stderr for {}; significance not assessed"),
             (
@@ -254,7 +256,11 @@ class MetricNotes:
                 "assessed",
             ),
         ]
-        return [f"{path}: {text.format(listing(names))}" for names, text in lines if names]
+        return [
+            f"{path}: {nan_scores_phrase(names) if text is None else text.format(listing(names))}"
+            for names, text in lines
+            if names
+        ]
 
 
 def parse_metrics(data: dict[str, Any], notes: MetricNotes) -> dict[str, dict[str, Metric]]:

@@ -60,6 +60,8 @@ class Run:
     fewshot: dict[str, int] = field(default_factory=dict)
     # (task, metric) whose value is not a number (warned about when read): not "lacking"
     unread: frozenset[tuple[str, str]] = frozenset()
+    # task/metric names whose value is NaN: the model's outputs were not finite (run flagged)
+    nan_scores: tuple[str, ...] = ()
 
     @property
     def backend(self) -> str:
