@@ -238,7 +238,7 @@ def test_rtn_gets_and_records_calibration_only_when_its_options_read_it():
     from qeval_plugins.backend.lm import QevalLM
 
     small = {"calibration_samples": 2, "calibration_seqlen": 32}
-    plain = QevalLM(pretrained="qeval-tiny", quantizer="rtn", device="cpu", **small)
+    plain = QevalLM(pretrained="qeval-tiny", quantizer="rtn", device="cpu")  # `small`: refused
     assert "calibration" not in plain.get_model_info()["qeval"]
     smoothed = QevalLM(
         pretrained="qeval-tiny",
@@ -251,3 +251,50 @@ def test_rtn_gets_and_records_calibration_only_when_its_options_read_it():
     )
     recorded = smoothed.get_model_info()["qeval"]["calibration"]
     assert (recorded["samples"], recorded["seqlen"], recorded["source"]) == (2, 32, "bundled")
+
+
+def test_weights_replaced_with_size_and_mtime_kept_are_quantized_afresh(
+    counting_rtn, tmp_path, monkeypatch
+):
+    """Other weights copied over ``model.safetensors`` with ``cp -p`` (same name, size and
+    mtime) reused the quantized model of the old weights: the key held only those stats."""
+    import os
+    import shutil
+    import time
+
+    from qeval_plugins.backend.lm import QevalLM
+    from qeval_plugins.storage import content_hash
+    from qeval_plugins.testing import make_tiny_model
+
+    real = time.time_ns  # the files count as settled: the memo is used, as for an old model
+    monkeypatch.setattr(content_hash.time, "time_ns", lambda: real() + 10_000_000_000)
+    model = make_tiny_model(tmp_path / "model", seed=0) / "model.safetensors"
+    other = make_tiny_model(tmp_path / "other", seed=1) / "model.safetensors"
+    ids = torch.tensor([[0, 5, 17, 99, 200, 380]])
+
+    def run(folder: Path) -> tuple[dict, torch.Tensor]:
+        lm = QevalLM(
+            pretrained=str(folder),
+            quantizer="counting-rtn",
+            device="cpu",
+            calibration_samples=4,
+            calibration_seqlen=64,
+        )
+        with torch.no_grad():
+            return lm.get_model_info()["qeval"]["quantized_cache"], lm.model(ids).logits
+
+    first, _ = run(model.parent)
+    assert run(model.parent)[0]["reused"] is True and len(calls(counting_rtn)) == 1
+    old = model.stat()
+    for _ in range(500):  # cp -p: the same file rewritten, its mtime restored
+        shutil.copyfile(other, model)
+        os.utime(model, ns=(old.st_atime_ns, old.st_mtime_ns))
+        if model.stat().st_ctime_ns != old.st_ctime_ns:
+            break
+        time.sleep(0.01)
+    assert (model.stat().st_size, model.stat().st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+    second, replaced = run(model.parent)
+    assert second["reused"] is False and second["key"] != first["key"]
+    assert len(calls(counting_rtn)) == 2
+    _, expected = run(other.parent)  # the other weights quantized from their own folder
+    assert torch.equal(replaced, expected)
