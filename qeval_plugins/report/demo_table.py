@@ -5,7 +5,8 @@ Each demo run's lm-eval results are read as the report reads a results file
 the ``none`` run. The table has a column per entry of :data:`COLUMNS`: a task and the metric it
 shows, the first of the column's candidate names that any run reports (so the KL columns follow
 qeval_sqnr's metric names, listed once in :data:`KL_METRICS`). A cell is the value with three
-decimals (a KL by :func:`kl_figure`) and, where the column compares, Δ = run − baseline by
+decimals (a KL by :func:`kl_figure`, ``≥``-marked when qeval_sqnr ran in top-k mode: a lower
+bound) and, where the column compares, Δ = run − baseline by
 :func:`~.compare.score` (red when worse by the metric's direction — the file's
 ``higher_is_better``, else :mod:`qeval_plugins.metrics.directions` — green otherwise). The KL
 columns do not compare: the baseline's KL to itself is 0, so Δ would repeat the value. Then the
@@ -20,6 +21,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,8 @@ from qeval_plugins.report.grid import Cell, Grid, arrow, fixed, small_number
 from qeval_plugins.report.labels import display_names
 from qeval_plugins.report.load import results_run
 from qeval_plugins.report.runs import Run
+from qeval_plugins.report.sqnr import kl_text as sqnr_kl_text
+from qeval_plugins.report.sqnr import sqnr_summary
 
 BASELINE = "none"
 SQNR_TASK = "qeval_sqnr"
@@ -123,7 +127,10 @@ def demo_grid(runs: list[Run]) -> Grid:
         row = make_row(run, base, {})
         grid.rows.append(
             [[(run.label, "")]]
-            + [_score_cell(_score(run, base, column, metric), column) for column, metric in shown]
+            + [
+                _score_cell(_score(run, base, column, metric), column, kl_text(run, metric))
+                for column, metric in shown
+            ]
             + [_figure(row.size_mib), _figure(row.quantize_seconds)]
         )
     return grid.printable()
@@ -158,12 +165,19 @@ def _direction(runs: list[Run], column: Column, metric: str) -> bool | None:
     return next((m.higher_is_better for m in found if m is not None), None)
 
 
-def _score_cell(score: Score | None, column: Column) -> Cell:
-    """``value`` (the column's ``figure``) and, against the baseline, ``(Δ)``: red when worse
-    (beyond rounding noise), green otherwise."""
+def kl_text(run: Run, metric: str) -> Callable[[str], str]:
+    """How ``run``'s figure of ``metric`` is written: ``≥ value`` for a KL of a top-k run (a
+    lower bound of the exact KL, :func:`~.sqnr.kl_text`), as it is otherwise."""
+    summary = sqnr_summary(run) if metric.startswith("kl_") else None
+    return (lambda text: text) if summary is None else partial(sqnr_kl_text, summary, metric)
+
+
+def _score_cell(score: Score | None, column: Column, written: Callable[[str], str]) -> Cell:
+    """``value`` (the column's ``figure``, then ``written``: a top-k KL marked ``≥``) and,
+    against the baseline, ``(Δ)``: red when worse (beyond rounding noise), green otherwise."""
     if score is None:
         return [(MISSING, "")]
-    cell = [(column.figure(score.value), "")]
+    cell = [(written(column.figure(score.value)), "")]
     if score.delta is not None:
         cell.append((f"({fixed(score.delta, DIGITS, signed=True)})", _change_style(score)))
     return cell

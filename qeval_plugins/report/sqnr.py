@@ -3,7 +3,9 @@
 The task's metrics come from the results; the per-layer and per-block values and the number of
 worst layers to show from the qeval block's ``sqnr`` entry (``config.qeval.sqnr``); the KL mode
 and the most divergent token from its ``divergence`` entry. :func:`divergence_grid` is the
-output-divergence table (KL distribution, Δp, perplexity ratio), drawn when a run has them.
+output-divergence table (KL distribution, Δp, perplexity ratio), drawn when a run has them. A KL
+of the top-k mode is a lower bound of the exact KL: every table shows it as ``≥ value``
+(:func:`kl_text`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class SqnrRun:
     worst: list[tuple[str, float]]
     activation_blocks_db: list[float]
     kl_mode: str = ""  # "exact", "topk" (a lower bound), or "" when the file does not say
+    kl_is_lower_bound: bool = False  # top-k mode: every KL figure is a lower bound
     worst_token: str = ""  # the most divergent token in its context, as "…context⟨token⟩"
 
 
@@ -65,11 +68,13 @@ def sqnr_summary(run: Run) -> SqnrRun | None:
             if (value := as_value(raw)) is not None
         ],
         kl_mode=mode if mode in KL_MODES else "",
+        kl_is_lower_bound=mode == "topk",
         worst_token=_worst_token(divergence.get("worst_tokens")),
     )
 
 
 KL_MODES = ("exact", "topk")
+LOWER_BOUND = "≥ "  # before a KL figure of the top-k mode
 TOKEN_CONTEXT = 24  # characters of context shown before the most divergent token
 # (metric, header, metric holding its uncertainty or None); shown when a run has kl_median
 DIVERGENCE_COLUMNS = (
@@ -95,16 +100,25 @@ def _worst_token(raw: object) -> str:
     return printable(f"{cut}{context[-TOKEN_CONTEXT:]}⟨{token}⟩")
 
 
+def kl_text(run: SqnrRun, metric: str, text: str) -> str:
+    """``text`` (the figure of ``metric``) marked ``≥ text`` when it is a KL of a top-k run (a
+    lower bound of the exact KL); as it is otherwise."""
+    lower = run.kl_is_lower_bound and metric.startswith("kl_") and not metric.endswith("_err")
+    return LOWER_BOUND + text if lower and text not in ("—", "") else text
+
+
 def divergence_grid(name: str, runs: list[SqnrRun]) -> Grid | None:
     """Output divergence per run: KL distribution, Δp RMS, top-1, PPL ratio (value ±err), the
-    KL mode (``exact``, or ``≥`` for top-k: a lower bound) and the most divergent token; None
-    when no run has the statistics (results from before they existed)."""
+    KL mode (``exact``, or ``top-k ≥`` for top-k: every KL of the run a lower bound, shown
+    ``≥ value``) and the most divergent token; None when no run has the statistics (results from
+    before they existed)."""
     shown = [run for run in runs if "kl_median" in run.metrics]
     if not shown:
         return None
     grid = Grid(
         title=f"{name}: output divergence vs the unquantized model (lower KL = closer)",
-        caption="KL in nats; ≥: top-k mode, a lower bound; Δp = p_Q(correct) − p_ref(correct)",
+        caption="KL in nats; ≥: top-k mode, the KL a lower bound of the exact KL; "
+        "Δp = p_Q(correct) − p_ref(correct)",
         headers=["run", *(header for _, header, _ in DIVERGENCE_COLUMNS), "KL", "worst token"],
         right=[False] + [True] * len(DIVERGENCE_COLUMNS) + [False, False],
     )
@@ -112,9 +126,9 @@ def divergence_grid(name: str, runs: list[SqnrRun]) -> Grid | None:
         cells = [[(run.label, "bold")]]
         for metric, _, error in DIVERGENCE_COLUMNS:
             value, spread = run.metrics.get(metric), run.metrics.get(error) if error else None
-            text = "—" if value is None else small_number(value)
+            text = "—" if value is None else kl_text(run, metric, small_number(value))
             cells.append([(text + (f" ±{small_number(spread)}" if spread is not None else ""), "")])
-        mode = {"exact": "exact", "topk": "≥"}.get(run.kl_mode, "")
+        mode = {"exact": "exact", "topk": "top-k ≥"}.get(run.kl_mode, "")
         cells += [[(mode, "dim")], [(run.worst_token, "")]]
         grid.rows.append(cells)
     return grid

@@ -8,7 +8,8 @@
   saying how the documents were paired (:func:`pairing_note`);
 * SQNR per run (when ``qeval_sqnr`` ran) with a one-character-per-layer bar view of the weight
   SQNR (▁ = the model's worst layer, █ = its best; the worst layer of a bucket when the layers
-  outnumber the width), and the worst layers with proportional bars (0 dB → empty);
+  outnumber the width; a top-k KL shown ``≥ value``, a lower bound), and the worst layers with
+  proportional bars (0 dB → empty);
 * sampling sensitivity per sweep (when ``qeval_temperature_*``, ``qeval_top_k_*`` or
   ``qeval_max_new_tokens_*`` ran): per run, rougeL and agree_tokens at each setting in numeric
   order (top_k ``all`` last), the settings of the ``rougeL_gap`` band starred (temperature
@@ -30,7 +31,7 @@ from qeval_plugins.report.grid import Cell, Grid, arrow, fixed, number, small_nu
 from qeval_plugins.report.paired import CONFIDENCE, RESAMPLES, SEED
 from qeval_plugins.report.runs import Metric, Run
 from qeval_plugins.report.sensitivity import SWEEP_SUMMARY_METRICS, TEMPERATURE_BAND, Sweep
-from qeval_plugins.report.sqnr import divergence_grid
+from qeval_plugins.report.sqnr import divergence_grid, kl_text
 
 GREEN_MAX_PCT = 1.0
 YELLOW_MAX_PCT = 5.0
@@ -235,9 +236,10 @@ def sqnr_grids(comparison: Comparison) -> list[Grid]:
         return []
     finite = [v for run in comparison.sqnr for v in run.layers.values() if math.isfinite(v)]
     low, high = (min(finite), max(finite)) if finite else (0.0, 0.0)
+    lower = any(run.kl_is_lower_bound for run in comparison.sqnr)
     summary = Grid(
         title=f"{comparison.name}: SQNR vs the unquantized model (higher = closer)",
-        caption="",
+        caption="KL ≥: top-k mode, a lower bound of the exact KL" if lower else "",
         headers=[
             "run",
             *(title for _, title in SQNR_COLUMNS),
@@ -255,7 +257,10 @@ def sqnr_grids(comparison: Comparison) -> list[Grid]:
     for run in comparison.sqnr:
         summary.rows.append(
             [[(run.label, "bold")]]
-            + [[(number(run.metrics.get(name)), "")] for name, _ in SQNR_COLUMNS]
+            + [
+                [(kl_text(run, name, number(run.metrics.get(name))), "")]
+                for name, _ in SQNR_COLUMNS
+            ]
             + [[(sparkline(list(run.layers.values()), low, high), "")]]
         )
         for layer, value in run.worst:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -204,7 +206,9 @@ def test_cache_key_separates_the_modes_and_ignores_the_budget():
 def test_a_topk_cache_entry_fails_the_exact_structure_check(models, texts):
     from qeval_plugins.evals.sqnr import engine
 
-    topk = engine.SqnrSettings(max_tokens=64, top_k=8, logit_positions=1, activation_tokens=1)
+    topk = engine.SqnrSettings(
+        max_tokens=64, top_k=8, logit_positions=1, activation_tokens=1, kl="topk"
+    )
     cached = engine.compute_reference(models[0], texts, topk)
     exact = engine.SqnrSettings(**{**topk.__dict__, "kl": "exact"})
     with pytest.raises(ValueError, match="codes"):
@@ -236,7 +240,7 @@ def test_over_budget_is_one_line_before_any_pass(tiny_model_dir, tasks_dir, monk
 @pytest.mark.parametrize(
     ("settings", "error"),
     [
-        ({"kl": "fast"}, "'kl' must be one of topk, exact, got 'fast'"),
+        ({"kl": "fast"}, "'kl' must be one of auto, exact, topk, got 'fast'"),
         ({"kl_cache_budget": "lots"}, "'kl_cache_budget' 'lots' is not a size"),
     ],
 )
@@ -275,7 +279,109 @@ def test_report_shows_the_divergence_grid_with_mode_and_a_printable_worst_token(
     grid = divergence_grid("m", [exact, topk])
     [first, second] = [[" ".join(t for t, _ in cell) for cell in row] for row in grid.rows]
     assert first[1:3] == ["0.250 ±0.010", "0.125"] and first[3] == "—"  # no kl_p99: a dash
-    assert first[6] == "0.004 ±0.0005" and first[-2] == "exact" and second[-2] == "≥"
+    assert first[6] == "0.004 ±0.0005" and first[-2] == "exact" and second[-2] == "top-k ≥"
+    # every KL of the top-k run is marked a lower bound; Δp, PPL ratio are exact in both modes
+    assert second[1:5] == ["≥ 0.250 ±0.010", "≥ 0.125", "—", "≥ 3.500"]
+    assert second[6:9] == first[6:9] and "lower bound" in grid.caption
     assert first[-1] == "…" + "x" * 11 + "the \\x1b[2Jclear⟨\\u202eevil⟩" and second[-1] == ""
     old = sqnr_summary(sqnr_report_run({"kl_mean": 0.25}, {}))
     assert divergence_grid("m", [old]) is None  # results from before these statistics
+
+
+# ---------------------------------------------------------------- kl=auto: exact when it fits
+
+
+def kl_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "kl=auto" in r.getMessage()]
+
+
+def test_the_default_kl_is_exact_when_its_cache_fits(
+    tiny_model_dir, tasks_dir, monkeypatch, tmp_path, caplog
+):
+    """No kl setting: exact KL (top-k was the default, 0.47-0.65x the exact KL on real models);
+    the cache key holds the mode used, so an explicit kl=exact run reuses the entry."""
+    monkeypatch.setenv("QEVAL_CACHE_DIR", str(tmp_path / "cache"))
+    with caplog.at_level(logging.WARNING, logger="qeval"):
+        default = sqnr_run(tiny_model_dir, tasks_dir, "quantizer=rtn,bits=3", limit=3)
+    sqnr = default["block"]["sqnr"]
+    assert sqnr["settings"]["kl"] == "auto" and kl_warnings(caplog) == []
+    assert sqnr["divergence"]["kl_mode"] == "exact"
+    assert sqnr["divergence"]["kl_is_lower_bound"] is False
+    assert "kl_fallback" not in sqnr["divergence"]
+    assert 0 < default["metrics"]["kl_error_bound"] < 1e-3
+    exact = sqnr_run(tiny_model_dir, tasks_dir, "quantizer=rtn,bits=3", limit=3, kl="exact")
+    assert exact["block"]["sqnr"]["reference_cache"]["reused"] is True
+    assert exact["metrics"]["kl_mean"] == default["metrics"]["kl_mean"]
+
+
+def test_a_budget_too_small_falls_back_to_topk_with_one_warning(
+    tiny_model_dir, tasks_dir, monkeypatch, tmp_path, caplog
+):
+    monkeypatch.setenv("QEVAL_CACHE_DIR", str(tmp_path / "cache"))
+    with caplog.at_level(logging.WARNING, logger="qeval"):
+        small = sqnr_run(
+            tiny_model_dir, tasks_dir, "quantizer=rtn,bits=3", limit=2, kl_cache_budget="10K"
+        )
+    divergence = small["block"]["sqnr"]["divergence"]
+    assert divergence["kl_mode"] == "topk" and divergence["kl_is_lower_bound"] is True
+    assert small["metrics"]["kl_error_bound"] == "inf"
+    # 2 texts x 48 scored tokens x (2 x 384 + 32) bytes = 76,800 bytes
+    reason = (
+        "exact KL needs 0.1 MiB of reference cache (96 scored tokens of 2 texts x 384 vocabulary "
+        "entries x 2 bytes), over kl_cache_budget=10K; raise it with --metadata "
+        '\'{"kl_cache_budget": "1M"}\' for exact KL'
+    )
+    assert kl_warnings(caplog) == [f"qeval_sqnr kl=auto uses top-k KL, a lower bound: {reason}"]
+    assert divergence["kl_fallback"] == reason
+    # the top-k entry is cached under its mode: a run whose exact cache fits does not read it
+    fits = sqnr_run(tiny_model_dir, tasks_dir, "quantizer=rtn,bits=3", limit=2)
+    assert fits["block"]["sqnr"]["reference_cache"]["reused"] is False
+    assert fits["block"]["sqnr"]["divergence"]["kl_mode"] == "exact"
+    assert fits["metrics"]["kl_mean"] > small["metrics"]["kl_mean"]
+    assert len(list((tmp_path / "cache" / "reference").glob("*.pt"))) == 2
+
+
+def test_exact_kl_fits_the_default_budget_up_to_llama_3s_vocabulary():
+    """The bundled passages, each cut at max_tokens = 256 scored tokens whatever the tokenizer:
+    exact KL's codes for Llama-3's 128,256-entry vocabulary take 2.45 GiB of the default 4 GiB;
+    a vocabulary above 209,699 entries would not fit and falls back to top-k."""
+    from qeval_plugins.evals.sqnr.engine import SqnrSettings, exact_cache_bytes, resolve_kl
+    from qeval_plugins.evals.sqnr.task import load_texts
+
+    settings = SqnrSettings()
+    assert settings.kl == "auto" and settings.budget_bytes() == 4 * 2**30
+    passages = load_texts()["test"]
+    longest = [torch.zeros(1 + settings.max_tokens, dtype=torch.long)] * len(passages)
+    assert len(passages) == 40
+    assert exact_cache_bytes(longest, 128_256) == 40 * 256 * (2 * 128_256 + 32) == 2_627_010_560
+    assert resolve_kl(settings, longest, 128_256) == (replace(settings, kl="exact"), "")
+    assert resolve_kl(settings, longest, 209_699)[0].kl == "exact"
+    over, reason = resolve_kl(settings, longest, 209_700)
+    assert over.kl == "topk" and "over kl_cache_budget=4G" in reason and '"5G"' in reason
+    unknown, reason = resolve_kl(settings, longest, None)
+    assert unknown.kl == "topk" and "no vocab_size" in reason
+    for mode in ("exact", "topk"):  # an explicit mode is kept
+        assert resolve_kl(replace(settings, kl=mode), longest, 10**9)[0].kl == mode
+    with pytest.raises(ValueError, match="resolve_kl"):  # never keyed or computed unresolved
+        settings.cache_settings()
+
+
+def test_report_and_exports_mark_a_topk_kl_as_a_lower_bound():
+    from qeval_plugins.report.compare import compare
+    from qeval_plugins.report.export import to_html, to_json, to_markdown
+    from qeval_plugins.report.tables import SQNR_COLUMNS, sqnr_grids
+
+    metrics = {"kl_mean": 0.25, "kl_median": 0.125, "logit_sqnr_db": 20.0}
+    runs = [sqnr_report_run(metrics, {"kl_mode": "topk"})]
+    runs.append(sqnr_report_run(metrics, {"kl_mode": "exact"}))
+    runs[1].label = "rtn:bits=4"
+    report = compare(runs)
+    summary = sqnr_grids(report.comparisons[0])[0]
+    kl_column = 1 + [name for name, _ in SQNR_COLUMNS].index("kl_mean")
+    cells = {row[0][0][0]: row[kl_column][0][0] for row in summary.rows}
+    assert cells == {"rtn:bits=3": "≥ 0.250", "rtn:bits=4": "0.250"}
+    assert summary.caption == "KL ≥: top-k mode, a lower bound of the exact KL"
+    assert "≥ 0.250" in to_markdown(report) and "≥ 0.250" in to_html(report)
+    sqnr = {entry["label"]: entry for entry in json.loads(to_json(report))["models"][0]["sqnr"]}
+    assert sqnr["rtn:bits=3"]["kl_is_lower_bound"] is True
+    assert sqnr["rtn:bits=4"]["kl_is_lower_bound"] is False

@@ -235,7 +235,9 @@ def test_cache_entry_is_small(tiny_model_dir):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     texts = [torch.arange(2, 130)] * 4
-    settings = SqnrSettings(max_tokens=128, top_k=8, logit_positions=10, activation_tokens=16)
+    settings = SqnrSettings(
+        max_tokens=128, top_k=8, logit_positions=10, activation_tokens=16, kl="topk"
+    )
     entries = compute_reference(model, texts, settings)["texts"]
     kept_logits = sum(e["logits"].shape[0] for e in entries)
     kept_tokens = sum(e["blocks"].shape[1] for e in entries)

@@ -4,8 +4,9 @@ Three comparisons, all against the unquantized model in the run's dtype (the "re
 
 * **weights** — every layer's effective dense weight (through the ``qeval_dequantize_weight``
   hook, so any quantizer works) against the checkpoint's tensor, read one tensor at a time;
-* **outputs** — on the task's texts: logit SQNR, KL both ways per token (top-k plus tail, a lower
-  bound, or exact from the full cached log-probabilities: setting ``kl``), Δp of the correct
+* **outputs** — on the task's texts: logit SQNR, KL both ways per token (exact from the full
+  cached log-probabilities, or top-k plus tail, a lower bound: setting ``kl``, by default exact
+  whenever its cache fits ``kl_cache_budget``), Δp of the correct
   token, top-1 agreement and the perplexity of both models, summarized over all tokens
   (:mod:`qeval_plugins.metrics.divergence_stats`), and the tokens with the highest KL;
 * **activations** — the hidden state after each decoder block, over a bounded number of tokens.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from qeval_plugins.metrics import divergence, divergence_stats
 
 REQUEST_TYPE = "qeval_sqnr"
 TEXT_SETTINGS = ("text_file", "text_field")  # metadata read by the task's document loader
-KL_MODES = ("topk", "exact")
+KL_MODES = ("auto", "exact", "topk")  # auto: exact when its cache fits the budget, else topk
 DEFAULT_KL_CACHE_BUDGET = "4G"
 WORST_TOKENS = 10  # tokens with the highest KL named in the results
 CONTEXT_TOKENS = 12  # tokens of context shown before each of them
@@ -51,12 +52,14 @@ class SqnrSettings:
         logit SQNR (each costs vocab_size × 4 bytes of cache).
     activation_tokens: token positions, over all texts, whose block outputs are compared.
     worst_layers: how many of the worst layers the results name.
-    kl: ``"topk"`` (KL over the reference's top-k plus one tail category: a lower bound, O(k)
-        cache per token) or ``"exact"`` (the reference's full log-probabilities cached in
-        2 bytes per vocabulary entry, :func:`~qeval_plugins.metrics.divergence.encode_logprobs`:
-        KL exact within the ``kl_error_bound`` the results state).
+    kl: ``"exact"`` (the reference's full log-probabilities cached in 2 bytes per vocabulary
+        entry, :func:`~qeval_plugins.metrics.divergence.encode_logprobs`: KL exact within the
+        ``kl_error_bound`` the results state), ``"topk"`` (KL over the reference's top-k plus one
+        tail category: a lower bound, O(k) cache per token) or ``"auto"`` (the default: exact
+        when its cache fits ``kl_cache_budget``, else topk with one warning; :func:`resolve_kl`).
     kl_cache_budget: the most bytes ``kl=exact`` may cache (a number, or a size such as
-        ``"2G"``); more is refused in one line before any model runs. Not part of the cache key.
+        ``"2G"``); more is refused in one line before any model runs (``kl=auto``: top-k is
+        used instead). Not part of the cache key, which holds the mode actually used.
     """
 
     max_tokens: int = 256
@@ -64,7 +67,7 @@ class SqnrSettings:
     logit_positions: int = 256
     activation_tokens: int = 256
     worst_layers: int = 5
-    kl: str = "topk"
+    kl: str = "auto"
     kl_cache_budget: str = DEFAULT_KL_CACHE_BUDGET
 
     @classmethod
@@ -81,7 +84,7 @@ class SqnrSettings:
                 raise QevalError(
                     f"qeval_sqnr setting '{name}' must be a positive integer, got {value!r}."
                 )
-        if known.get("kl", "topk") not in KL_MODES:
+        if known.get("kl", "auto") not in KL_MODES:
             raise QevalError(
                 f"qeval_sqnr setting 'kl' must be one of {', '.join(KL_MODES)}, "
                 f"got {known['kl']!r}."
@@ -99,10 +102,19 @@ class SqnrSettings:
         return parse_size(self.kl_cache_budget, "qeval_sqnr setting 'kl_cache_budget'")
 
     def cache_settings(self) -> dict[str, Any]:
-        """The settings the cached reference depends on (all but ``kl_cache_budget``)."""
+        """The settings the cached reference depends on (all but ``kl_cache_budget``; ``kl`` the
+        mode used, so these are settings :func:`resolve_kl` resolved)."""
+        self.is_exact()
         values = asdict(self)
         del values["kl_cache_budget"]
         return values
+
+    def is_exact(self) -> bool:
+        """Whether KL is exact (``kl=exact``) rather than top-k; ValueError for ``kl=auto``, which
+        :func:`resolve_kl` turns into one of them before any pass."""
+        if self.kl not in ("exact", "topk"):
+            raise ValueError(f"kl={self.kl} is not resolved: call resolve_kl first")
+        return self.kl == "exact"
 
 
 def exact_cache_bytes(texts: list[torch.Tensor], vocabulary: int) -> int:
@@ -111,20 +123,51 @@ def exact_cache_bytes(texts: list[torch.Tensor], vocabulary: int) -> int:
     return positions * (divergence.BYTES_PER_LOGPROB * vocabulary + divergence.BYTES_PER_POSITION)
 
 
+def _over_budget(texts: list[torch.Tensor], vocabulary: int, settings: SqnrSettings) -> str:
+    """Why the exact mode's codes do not fit ``kl_cache_budget`` ("" when they do): the size
+    needed, what it is made of, and the budget, as a phrase."""
+    needed = exact_cache_bytes(texts, vocabulary)
+    if needed <= settings.budget_bytes():
+        return ""
+    positions = sum(max(0, ids.shape[0] - 1) for ids in texts)
+    unit, size = ("G", 2**30) if needed >= 2**30 else ("M", 2**20)
+    return (
+        f"needs {needed / size:.1f} {unit}iB of reference cache ({positions} scored tokens of "
+        f"{len(texts)} texts x {vocabulary} vocabulary entries x 2 bytes), over "
+        f"kl_cache_budget={settings.kl_cache_budget}; raise it with --metadata "
+        f'\'{{"kl_cache_budget": "{math.ceil(needed / size)}{unit}"}}\''
+    )
+
+
 def check_exact_budget(texts: list[torch.Tensor], vocabulary: int, settings: SqnrSettings):
     """QevalError (one line, what to do) when ``kl=exact`` would cache more than the budget."""
-    needed = exact_cache_bytes(texts, vocabulary)
-    if settings.kl == "exact" and needed > settings.budget_bytes():
-        positions = sum(max(0, ids.shape[0] - 1) for ids in texts)
-        unit, size = ("G", 2**30) if needed >= 2**30 else ("M", 2**20)
+    over = _over_budget(texts, vocabulary, settings) if settings.is_exact() else ""
+    if over:
         raise QevalError(
-            f"qeval_sqnr kl=exact needs {needed / size:.1f} {unit}iB of reference cache "
-            f"({positions} scored tokens of {len(texts)} texts x {vocabulary} vocabulary entries "
-            f"x 2 bytes), over kl_cache_budget={settings.kl_cache_budget}; raise it with "
-            f'--metadata \'{{"kl": "exact", "kl_cache_budget": '
-            f'"{math.ceil(needed / size)}{unit}"}}\', score fewer tokens (max_tokens, --limit), '
-            f"or use kl=topk."
+            f"qeval_sqnr kl=exact {over}, score fewer tokens (max_tokens, --limit), or use "
+            "kl=topk (a lower bound of the KL)."
         )
+
+
+def resolve_kl(
+    settings: SqnrSettings, texts: list[torch.Tensor], vocabulary: int | None
+) -> tuple[SqnrSettings, str]:
+    """``settings`` with ``kl=auto`` resolved, and why top-k was chosen ("" otherwise).
+
+    ``auto`` is ``exact`` when the codes of ``texts`` over a vocabulary of ``vocabulary``
+    entries (:func:`exact_cache_bytes`) fit ``kl_cache_budget``, else ``topk`` — as is a model
+    whose vocabulary size is unknown (``None``). ``exact`` and ``topk`` stay as given."""
+    if settings.kl != "auto":
+        return settings, ""
+    if vocabulary is None:
+        reason = (
+            "the model's config gives no vocab_size, so the exact cache cannot be sized; pass "
+            '--metadata \'{"kl": "exact"}\' for exact KL'
+        )
+    else:
+        over = _over_budget(texts, vocabulary, settings)
+        reason = f"exact KL {over} for exact KL" if over else ""
+    return replace(settings, kl="topk" if reason else "exact"), reason
 
 
 # ---------------------------------------------------------------- model plumbing
@@ -161,7 +204,9 @@ def compute_reference(model: Any, texts: list[torch.Tensor], settings: SqnrSetti
 
     With ``kl=exact`` also the full log-probabilities, 2 bytes per entry
     (:func:`~qeval_plugins.metrics.divergence.encode_logprobs`), within ``kl_cache_budget``.
+    ``settings.kl`` must be resolved (:func:`resolve_kl`).
     """
+    exact = settings.is_exact()
     entries = []
     logit_budget, activation_budget = settings.logit_positions, settings.activation_tokens
     with captured_blocks(model) as blocks:
@@ -172,7 +217,7 @@ def compute_reference(model: Any, texts: list[torch.Tensor], settings: SqnrSetti
                 k: v.cpu() for k, v in divergence.topk_reference(logits, settings.top_k).items()
             }
             entry["nll"] = divergence.token_nll(logits, ids[1:].to(logits.device)).cpu()
-            if settings.kl == "exact":
+            if exact:
                 check_exact_budget(texts, logits.shape[1], settings)
                 entry.update({k: v.cpu() for k, v in divergence.encode_logprobs(logits).items()})
             keep_logits = min(logit_budget, logits.shape[0])
@@ -227,7 +272,7 @@ def check_reference(reference: Any, texts: list[torch.Tensor], settings: SqnrSet
         vocab = logits.shape[1] if rows else None
         if indices.numel() and (indices.min() < 0 or (vocab and indices.max() >= vocab)):
             raise ValueError(f"text {number}: token ids out of range")
-        if settings.kl == "exact":
+        if settings.is_exact():
             _check_codes(entry, number, positions, logits.shape[1])
         _check_tensor(blocks, f"text {number} blocks", torch.float32, None)
         if blocks.numel() and (blocks.dim() != 3 or blocks.shape[1] != tokens):
@@ -492,20 +537,26 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
     Returns one dict per request (per text) for the task's ``process_results``, each carrying the
     run-level summary (divergence statistics over all texts, weight and activation SQNR) under
     ``"model"``; the per-layer and per-block figures, the KL mode with its error bounds and the
-    most divergent tokens go to the run's ``qeval`` block under ``sqnr``. With ``kl=exact`` the
-    cache budget is checked before any pass.
+    most divergent tokens go to the run's ``qeval`` block under ``sqnr``. ``kl=auto`` is resolved
+    (:func:`resolve_kl`; a fall-back to top-k is one warning and recorded as ``kl_fallback``)
+    and, with ``kl=exact``, the cache budget checked before any pass; the cache key holds the
+    mode used.
     """
     from qeval_plugins.core.registry import get_registry
     from qeval_plugins.storage import cache as reference_cache
 
-    settings = SqnrSettings.from_mapping(requests[0].args[1])
+    requested = SqnrSettings.from_mapping(requests[0].args[1])
     prefix = [lm.prefix_token_id] if lm.prefix_token_id is not None else []
     texts = [
-        torch.tensor(prefix + lm.tok_encode(request.args[0])[: settings.max_tokens])
+        torch.tensor(prefix + lm.tok_encode(request.args[0])[: requested.max_tokens])
         for request in requests
     ]
     vocabulary = getattr(lm.model.config, "vocab_size", None)
-    if isinstance(vocabulary, int):
+    vocabulary = vocabulary if isinstance(vocabulary, int) else None
+    settings, fallback = resolve_kl(requested, texts, vocabulary)
+    if fallback:
+        logger.warning("qeval_sqnr kl=auto uses top-k KL, a lower bound: %s", fallback)
+    if vocabulary is not None:
         check_exact_budget(texts, vocabulary, settings)  # before any pass; rechecked on logits
     lm.require_reference()
     checkpoint = lm.reference_dir()
@@ -535,7 +586,7 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
     lm.record(
         "sqnr",
         {
-            "settings": asdict(settings),
+            "settings": {**asdict(settings), "kl": requested.kl},
             "reference_cache": {
                 "key": key,
                 "reused": reused,
@@ -545,6 +596,7 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
             "activation_blocks_db": blocks,
             "divergence": {
                 **mode,
+                **({"kl_fallback": fallback} if fallback else {}),
                 "worst_tokens": worst_tokens(results, texts, reference, lm.tok_decode),
             },
         },
@@ -590,11 +642,13 @@ def divergence_mode(settings: SqnrSettings, results: list[dict[str, Any]]) -> di
     per-token bound on |KL̃ − KL| (a bound on the error of ``kl_mean`` / ``kl_reverse_mean``);
     ``..._max``: the largest per-token bound, which bounds the error of every per-token KL and
     so of every KL percentile. In topk mode the KL (forward, reverse, symmetric) is a lower
-    bound with no finite upper bound: ``"inf"``.
+    bound with no finite upper bound: ``"inf"``. ``kl_is_lower_bound``: true in topk mode, for
+    every KL figure (means, percentiles, forward, reverse and symmetric).
     """
-    if settings.kl == "topk":
+    if not settings.is_exact():
         return {
             "kl_mode": "topk",
+            "kl_is_lower_bound": True,
             "kl_is": (
                 "a lower bound (forward, reverse and symmetric KL): the reference's top-k tokens "
                 "plus one lumped tail category; Δp, perplexities and top-1 agreement are exact"
@@ -608,6 +662,7 @@ def divergence_mode(settings: SqnrSettings, results: list[dict[str, Any]]) -> di
     ]
     return {
         "kl_mode": "exact",
+        "kl_is_lower_bound": False,
         "kl_is": (
             "exact within kl_error_bound: every reference log-probability cached as a uint16 "
             f"code, step <= {divergence.HIGH_SEGMENT_NATS / (divergence.HIGH_LEVELS - 1):.2g} "
