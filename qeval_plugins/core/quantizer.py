@@ -229,7 +229,7 @@ class LoadContext:
         On a terminal, a rich progress bar on stderr (as ``qeval run`` draws its own); in every
         case :attr:`logger` logs the start, a line at most every 30 s while it runs (done/total
         and elapsed seconds, for a log file) and the end with the elapsed time. ``total`` None
-        shows a spinner-like count. Only one bar is drawn at a time: a progress opened inside
+        (unknown) shows a pulsing bar and the count so far. Only one bar is drawn at a time: a progress opened inside
         another only logs.
         """
         handle = _Progress(self.logger, str(description), total)
