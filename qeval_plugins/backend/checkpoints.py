@@ -66,7 +66,8 @@ def local_folder(model: str, revision: str | None, download: bool = False) -> st
 
 
 def _tensor_headers(model_dir: str):
-    """(dtype, shape) of every tensor in a local safetensors checkpoint, from headers only."""
+    """(name, dtype, shape) of every tensor in a local safetensors checkpoint, from headers
+    only."""
     files = sorted(Path(model_dir).glob("*.safetensors")) if Path(model_dir).is_dir() else []
     for file in files:
         with open(file, "rb") as handle:
@@ -74,12 +75,18 @@ def _tensor_headers(model_dir: str):
             header = json.loads(handle.read(header_len))
         for key, info in header.items():
             if key != "__metadata__":
-                yield info["dtype"], info["shape"]
+                yield key, info["dtype"], info["shape"]
+
+
+def tensor_shapes(model_dir: str) -> dict[str, list[int]]:
+    """Name -> shape of every tensor in a local safetensors checkpoint (headers only); {} when
+    ``model_dir`` holds none."""
+    return {name: shape for name, _, shape in _tensor_headers(model_dir)}
 
 
 def checkpoint_parameter_count(model_dir: str) -> int | None:
     """Number of values in a local safetensors checkpoint; None when there is none."""
-    counts = [math.prod(shape) for _, shape in _tensor_headers(model_dir)]
+    counts = [math.prod(shape) for _, _, shape in _tensor_headers(model_dir)]
     return sum(counts) if counts else None
 
 
@@ -91,7 +98,7 @@ def checkpoint_parameter_bytes(model_dir: str, dtype: str = "auto") -> int | Non
     safetensors checkpoint.
     """
     total = None
-    for stored, shape in _tensor_headers(model_dir):
+    for _, stored, shape in _tensor_headers(model_dir):
         size = _DTYPE_BYTES.get(stored, 4)
         if dtype in _TORCH_DTYPE_BYTES and stored in ("F32", "F16", "BF16", "F64"):
             size = _TORCH_DTYPE_BYTES[dtype]
@@ -123,16 +130,7 @@ def checkpoint_quantization(pretrained: str, revision: str | None = None) -> dic
     when none of them is there), or None when the checkpoint carries no quantization config or its
     config cannot be read here.
     """
-    path = Path(pretrained) / "config.json"
-    if not path.is_file():
-        path = _cached_hub_config(pretrained, revision)
-    if path is None:
-        return None
-    try:
-        config = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    quantization = config.get("quantization_config") if isinstance(config, dict) else None
+    quantization = checkpoint_config(pretrained, revision).get("quantization_config")
     if not isinstance(quantization, dict) or not quantization:
         return None
     recorded = {
@@ -141,6 +139,21 @@ def checkpoint_quantization(pretrained: str, revision: str | None = None) -> dic
         if isinstance(quantization.get(key), (str, int, bool))
     }
     return recorded or {"quant_method": "unknown"}
+
+
+def checkpoint_config(pretrained: str, revision: str | None = None) -> dict:
+    """The ``config.json`` of a local folder, or of a hub id from the local hub cache only (no
+    download); {} when it is not here or not a JSON object."""
+    path = Path(pretrained) / "config.json"
+    if not path.is_file():
+        path = _cached_hub_config(pretrained, revision)
+    if path is None:
+        return {}
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 PREQUANTIZED = "prequantized"  # the quantizer that evaluates such a checkpoint as it is

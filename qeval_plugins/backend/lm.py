@@ -38,7 +38,11 @@ from qeval_plugins.backend.checkpoints import (
 from qeval_plugins.backend.memory import model_storage_bytes
 from qeval_plugins.backend.model_args import checked_model_args, parse_model_args
 from qeval_plugins.backend.quantized import QuantizedCache
-from qeval_plugins.backend.reference import check_same_tokenizer, resolve_reference
+from qeval_plugins.backend.reference import (
+    check_same_architecture,
+    check_same_tokenizer,
+    resolve_reference,
+)
 from qeval_plugins.backend.requests import handler_for
 from qeval_plugins.backend.throughput import Throughput, peak_memory
 from qeval_plugins.core.errors import QevalError, install_excepthook
@@ -129,6 +133,7 @@ class QevalLM(HFLM):
         first = "quantize_seconds" not in plan.measured  # else a reload after a reference pass
         if first and self._qeval_reference is not None:
             check_same_tokenizer(self.tokenizer, self._qeval_reference, pretrained)
+            check_same_architecture(self._qeval_reference, pretrained, kwargs.get("revision"))
         context = self._qeval_quantized.context(
             str(self.device),
             dtype,
@@ -357,7 +362,7 @@ class QevalLM(HFLM):
         if self._qeval_reference is None:
             return self.checkpoint_dir()
         try:  # a hub id not loaded before: fetched (its weights are about to be loaded anyway)
-            return local_folder(self._qeval_reference, None, download=True)
+            folder = local_folder(self._qeval_reference, None, download=True)
         except Exception as error:  # the hub library's errors have no common base
             raise QevalError(
                 f"reference={self._qeval_reference}: its files cannot be found here or fetched "
@@ -370,6 +375,9 @@ class QevalLM(HFLM):
         ``plugin_record``: what the quantizer recorded with ``context.record``)."""
         info = super().get_model_info()
         info["qeval"] = {
+        # what was not on this machine at load time (a hub reference's weights) is checked now
+        check_same_architecture(self._qeval_reference, self.pretrained_name, self.revision)
+        return folder
             "qeval_version": qeval_version(),
             **self._qeval_plan.record(),
             **self._qeval_quantized.records.results(),

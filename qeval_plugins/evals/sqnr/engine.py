@@ -572,7 +572,17 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
     energies, missing = weight_energies(
         lm.model, checkpoint, get_registry().dequantize_weight, run_dtype
     )
-    weights = {**summarize_weights(energies, settings.worst_layers), "missing_layers": missing}
+    weights = {
+        **summarize_weights(energies, settings.worst_layers),
+        "missing_layers": missing,
+        "compared_layers": len(energies),
+    }
+    if not energies and not missing:  # no hook to blame: no module is named as a weight there
+        weights["not_measured"] = (
+            f"no layer of the model has a weight of its name in the reference checkpoint "
+            f"{checkpoint} (safetensors files)"
+        )
+        logger.warning("weight SQNR not measured: %s", weights["not_measured"])
     reference = reference_cache.load(key, check=lambda ref: check_reference(ref, texts, settings))
     reused = reference is not None
     if reference is None:
