@@ -369,15 +369,15 @@ class QevalLM(HFLM):
                 f"({type(error).__name__}); give a local model folder, or a hub id with network "
                 f"access."
             ) from None
+        # what was not on this machine at load time (a hub reference's weights) is checked now
+        check_same_architecture(self._qeval_reference, self.pretrained_name, self.revision)
+        return folder
 
     def get_model_info(self) -> dict:
         """lm-eval's model info plus the ``qeval`` block (quantizer, options, plugin, sizes, and
         ``plugin_record``: what the quantizer recorded with ``context.record``)."""
         info = super().get_model_info()
         info["qeval"] = {
-        # what was not on this machine at load time (a hub reference's weights) is checked now
-        check_same_architecture(self._qeval_reference, self.pretrained_name, self.revision)
-        return folder
             "qeval_version": qeval_version(),
             **self._qeval_plan.record(),
             **self._qeval_quantized.records.results(),
