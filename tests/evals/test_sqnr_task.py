@@ -167,7 +167,11 @@ def test_reference_is_cached_reused_and_invalidated(
     sqnr_run(tiny_model_dir, tasks_dir, "quantizer=bnb-nf4", limit=4)  # other texts
     sqnr_run(tiny_model_dir, tasks_dir, "quantizer=bnb-nf4", limit=3, top_k=8)  # other settings
     assert len(calls) == 2
-    (tiny_model_dir / "config.json").touch()  # the model changed (mtime)
+    config = tiny_model_dir / "config.json"
+    config.touch()  # a new mtime, the same bytes: the same reference
+    sqnr_run(tiny_model_dir, tasks_dir, "quantizer=bnb-nf4", limit=3)
+    assert len(calls) == 2
+    config.write_text(config.read_text() + "\n")  # other bytes: the model may have changed
     sqnr_run(tiny_model_dir, tasks_dir, "quantizer=bnb-nf4", limit=3)
     assert len(calls) == 3
 
