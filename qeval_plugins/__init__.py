@@ -3,8 +3,9 @@
 Public API for plugin authors:
 
 * :data:`hookimpl` — decorate your hook implementations with it;
-* :class:`Quantizer`, :class:`Option`, :class:`LoadContext`, :class:`Scheme` — the quantizer
-  contract; :data:`CALIBRATION_OPTIONS` and :class:`CalibrationSet` for methods that calibrate,
+* :class:`Quantizer`, :class:`Option` (:class:`Requires` for one that acts only with another's
+  value), :class:`LoadContext`, :class:`Scheme` — the quantizer contract;
+  :data:`CALIBRATION_OPTIONS` and :class:`CalibrationSet` for methods that calibrate,
   :func:`decoder_layers` to walk a model's decoder blocks, and qeval's number formats
   (:data:`FORMATS`, :func:`quantize_dequantize`) for simulating them on any tensor;
 * :class:`QevalError` — the one error class users see.
@@ -24,6 +25,7 @@ _PUBLIC = {
     "FORMATS": "qeval_plugins.quantizers.rtn_formats",
     "quantize_dequantize": "qeval_plugins.quantizers.rtn_formats",
     "Option": "qeval_plugins.core.options",
+    "Requires": "qeval_plugins.core.options",
     "LoadContext": "qeval_plugins.core.quantizer",
     "Quantizer": "qeval_plugins.core.quantizer",
     "Scheme": "qeval_plugins.core.quantizer",

@@ -3,7 +3,11 @@
 ``kv_backend=sim|quanto|hqq`` with ``kv_bits``, ``kv_format``, ``kv_group_size`` and
 ``kv_residual_length`` make every ``generate`` of the quantized model store its keys and values
 quantized (:mod:`qeval_plugins.backend.kv_cache` does it). Any ``kv_*`` option without
-``kv_backend`` means ``kv_backend=sim``. They belong to the run, not to the quantizer, so they
+``kv_backend`` means ``kv_backend=sim``, and an MX ``kv_format`` means blocks of 32. A setting
+given that has no effect in its combination is refused, by the quantizers' rule
+(:class:`~qeval_plugins.core.options.Requires`): ``kv_format`` other than ``int`` with a backend
+other than ``sim``, ``kv_bits`` with a fixed-width ``kv_format``, ``kv_group_size`` other than
+32 with an MX ``kv_format``. They belong to the run, not to the quantizer, so they
 combine with any quantizer and may be written in a spec (``rtn:bits=4:kv_bits=2``), where
 ``qeval run`` keys and names the run by them. Checked here, before anything is loaded: one
 QevalError line per mistake.
@@ -16,12 +20,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from qeval_plugins.core.errors import QevalError, did_you_mean
+from qeval_plugins.core.options import Option, Requires
 from qeval_plugins.core.registry import get_registry
 
 KV_CACHE_ARGS = ("kv_backend", "kv_bits", "kv_format", "kv_group_size", "kv_residual_length")
 BACKENDS = ("sim", "quanto", "hqq")
 PACKAGES = {"quanto": "optimum.quanto", "hqq": "hqq"}  # backend -> module (and qeval extra)
 DEFAULTS = {"kv_bits": 4, "kv_format": "int", "kv_group_size": 64, "kv_residual_length": 128}
+MX_BLOCK = 32  # the MX formats' block: their kv_group_size
 
 
 @dataclass(frozen=True)
@@ -63,10 +69,13 @@ def take_kv_cache(model_args: dict[str, Any]) -> KvCache | None:
             f"Use sim, quanto or hqq."
         )
     values = {**DEFAULTS, **given}
+    fmt = str(values["kv_format"]).strip()
+    if fmt.startswith("mx") and "kv_group_size" not in given:
+        values["kv_group_size"] = MX_BLOCK
     settings = KvCache(
         backend=backend,
         bits=_integer(values["kv_bits"], "kv_bits", 1, 8),
-        format=str(values["kv_format"]).strip(),
+        format=fmt,
         group_size=_integer(values["kv_group_size"], "kv_group_size", 1, 1 << 16),
         residual_length=_integer(values["kv_residual_length"], "kv_residual_length", 0, 1 << 20),
     )
@@ -119,19 +128,53 @@ def _rtn_formats() -> tuple[str, ...]:
     return tuple(next(option.choices for option in rtn.options if option.name == "format"))
 
 
+def _kv_options(formats: tuple[str, ...]) -> dict[str, Option]:
+    """The ``kv_*`` settings that depend on others, as options with their :class:`Requires`."""
+    mx = tuple(fmt for fmt in formats if fmt.startswith("mx"))
+    scaled = tuple(fmt for fmt in formats if fmt not in mx)
+    return {
+        "kv_format": Option(
+            "kv_format",
+            str,
+            "int",
+            "number format",
+            formats,
+            requires=(
+                Requires("kv_backend", ("sim",), implies=(("quanto", "int"), ("hqq", "int"))),
+            ),
+        ),
+        "kv_bits": Option(
+            "kv_bits",
+            int,
+            4,
+            "bits",
+            minimum=1,
+            maximum=8,
+            requires=(Requires("kv_format", ("int",)),),
+        ),
+        "kv_group_size": Option(
+            "kv_group_size",
+            int,
+            64,
+            "values per scale",
+            minimum=1,
+            requires=(Requires("kv_format", scaled, implies=tuple((f, MX_BLOCK) for f in mx)),),
+        ),
+    }
+
+
 def _check(settings: KvCache, given: dict[str, Any]) -> None:
     formats = _rtn_formats()
-    if settings.backend != "sim" and "kv_format" in given:
-        raise QevalError(
-            f"kv_format applies to kv_backend=sim; {settings.backend} stores integers."
-        )
     if settings.format not in formats:
         raise QevalError(
             f"kv_format={settings.format} is not an rtn format."
             f"{did_you_mean(settings.format, formats)} ('qeval quantizers' lists them)"
         )
-    if settings.format != "int" and "kv_bits" in given:
-        raise QevalError(f"kv_format={settings.format} has fixed bits; drop kv_bits.")
+    resolved = {f"kv_{name}": value for name, value in asdict(settings).items()}
+    for name, option in _kv_options(formats).items():
+        problem = option.inert(resolved) if name in given else None
+        if problem:
+            raise QevalError(problem)
     if settings.backend == "sim" and settings.format == "int" and settings.bits < 2:
         raise QevalError("kv_backend=sim needs kv_bits of 2 or more (rtn's int formats).")
     if settings.backend == "quanto" and settings.bits not in (2, 4):

@@ -3,8 +3,15 @@
 A quantizer declares its options as :class:`Option` objects; :func:`resolve_options` checks the
 values a user gave (from ``--model_args`` strings, already type-guessed by lm-eval, or from Python)
 against them before any model is loaded, and fills in defaults. :meth:`Option.problems` checks a
-declaration itself (at registration), and :class:`FrozenOptions` is the read-only mapping plugin
-code receives. Every accepted value is JSON-safe: floats are finite.
+declaration itself (at registration), :func:`requirement_problems` the :class:`Requires` links
+between a quantizer's options, and :class:`FrozenOptions` is the read-only mapping plugin code
+receives. Every accepted value is JSON-safe: floats are finite.
+
+The rule for options that depend on others: an option the user gives explicitly must have an
+effect. When its :class:`Requires` do not hold (``act_bits`` without ``act_format=int``), the
+spec is refused with one line naming the option and value that enable it, unless the value given
+is the one the combination sets anyway (``bits=8`` with ``format=fp8_e4m3``). Defaults never
+trigger it.
 """
 
 from __future__ import annotations
@@ -49,11 +56,66 @@ def text_problem(value: Any, what: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class Requires:
+    """Where an option has an effect: while option ``option`` holds one of ``values`` (with
+    ``other_than=True``: any value but those).
+
+    ``implies`` pairs a value of ``option`` outside the requirement with the value the dependent
+    option takes there anyway, e.g. ``(("fp8_e4m3", 8),)`` for ``bits`` under ``format``: given
+    explicitly, that value states what happens and is accepted. Declared on
+    :attr:`Option.requires`; checked by :func:`resolve_options` on explicitly given options only.
+    """
+
+    option: str
+    values: tuple[Any, ...]
+    other_than: bool = False
+    implies: tuple[tuple[Any, Any], ...] = ()
+
+    def holds(self, options: Mapping[str, Any]) -> bool:
+        """Whether ``options`` (every option resolved) meet the requirement."""
+        return _among(options[self.option], self.values) != self.other_than
+
+    def implied(self, options: Mapping[str, Any]) -> tuple[Any, ...]:
+        """``(value,)``: what the dependent option takes at ``options``, or ``()`` if nothing."""
+        current = options[self.option]
+        return next(((value,) for key, value in self.implies if _same(key, current)), ())
+
+    def describe(self) -> str:
+        """``act_format=int``, ``format=int, fp8_e4m3 or fp8_e5m2``, ``smooth other than 0``."""
+        shown = [show_value(value) for value in self.values]
+        listed = shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+        return f"{self.option}{' other than ' if self.other_than else '='}{listed}"
+
+    def problems(self, declared: Mapping[str, Option], dependent: Option) -> list[str]:
+        """What is wrong with this requirement of ``dependent`` among ``declared`` (by name)."""
+        where = f"option {dependent.name!r}: requires {self.option!r}"
+        target = declared.get(self.option)
+        if target is None or target is dependent:
+            return [f"{where}, which is not another option of this quantizer"]
+        if not isinstance(self.values, tuple) or not self.values:
+            return [f"{where}: values must be a non-empty tuple"]
+        if not isinstance(self.implies, tuple) or not all(
+            isinstance(pair, tuple) and len(pair) == 2 for pair in self.implies
+        ):
+            return [f"{where}: implies must be a tuple of (value, implied value) pairs"]
+        found = [f"{where}: {value!r} is not a valid value" for value in self.values]
+        found = [p for p, v in zip(found, self.values, strict=True) if not target.accepts(v)]
+        for key, value in self.implies:
+            if not target.accepts(key) or _among(key, self.values) != self.other_than:
+                found.append(f"{where}: implies {key!r}, not a value outside the requirement")
+            if not dependent.accepts(value):
+                found.append(f"{where}: implied value {value!r} is not a valid value")
+        return found
+
+
+@dataclass(frozen=True)
 class Option:
     """One option of a quantizer.
 
     ``type`` is one of ``int``, ``float``, ``bool``, ``str``. ``minimum``/``maximum`` bound numbers
-    (inclusive); ``choices`` restricts values to a fixed set.
+    (inclusive); ``choices`` restricts values to a fixed set. ``requires``: the option has an
+    effect only while one of these :class:`Requires` holds (empty: always); given explicitly where
+    none holds, it is refused.
     """
 
     name: str
@@ -63,6 +125,7 @@ class Option:
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
     maximum: float | None = None
+    requires: tuple[Requires, ...] = ()
 
     def describe(self) -> str:
         """Short human form, e.g. ``bits: int = 4 (2..8)``."""
@@ -89,6 +152,29 @@ class Option:
             raise QevalError(f"{where} {rule}, got {value!r}.{hint}")
         return converted
 
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` is already of this option's type and passes its rules."""
+        return _is_value_of(value, self.type) and self._rule_broken(self.type(value)) is None
+
+    def inert(self, options: Mapping[str, Any]) -> str | None:
+        """Why this option, set to ``options[self.name]``, has no effect among ``options`` (every
+        option resolved), or None when it has one (see :class:`Requires`)."""
+        if not self.requires or any(need.holds(options) for need in self.requires):
+            return None
+        value = options[self.name]
+        if any(need.implied(options) == (value,) for need in self.requires):
+            return None
+        others = dict.fromkeys(need.option for need in self.requires)
+        context = " and ".join(f"{name}={show_value(options[name])}" for name in others)
+        sets = [need.implied(options) for need in self.requires if need.implied(options)]
+        if sets:
+            context += f" (which sets {self.name}={show_value(sets[0][0])})"
+        needs = " or ".join(need.describe() for need in self.requires)
+        return (
+            f"{self.name}={show_value(value)} has no effect with {context}; it takes effect only "
+            f"with {needs}: give that, or drop {self.name}."
+        )
+
     def _rule_broken(self, value: Any) -> str | None:
         """``"must be ..."``: the rule a converted value breaks (finite, choices, range)."""
         if isinstance(value, float) and not math.isfinite(value):
@@ -111,6 +197,10 @@ class Option:
         """
         where = f"option {self.name!r}"
         found = [name_problem(self.name, "option name"), text_problem(self.help, f"{where}: help")]
+        if not isinstance(self.requires, tuple) or not all(
+            isinstance(need, Requires) for need in self.requires
+        ):
+            found.append(f"{where}: requires must be a tuple of qeval_plugins.Requires")
         if self.type not in TYPES:
             return [*filter(None, found), f"{where}: type must be int, float, bool or str"]
         found += [self._bounds_problem(), self._choices_problem()]
@@ -146,6 +236,38 @@ class Option:
             return f"{where} is not {_article(self.type)}"
         rule = self._rule_broken(self.type(self.default))
         return f"{where} breaks its own rule: it {rule}" if rule else None
+
+
+def requirement_problems(options: Sequence[Option]) -> list[str]:
+    """What is wrong with the :class:`Requires` of ``options`` (one quantizer's declarations):
+    each names another declared option, with valid values of it, and implies valid values."""
+    declared = {option.name: option for option in options}
+    return [
+        problem
+        for option in options
+        if isinstance(option.requires, tuple)
+        for need in option.requires
+        if isinstance(need, Requires)
+        for problem in need.problems(declared, option)
+    ]
+
+
+def show_value(value: Any) -> str:
+    """A value as a user writes it in a spec: ``true``, ``0.5``, ``0``, ``int``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal and both bools or both not (``True == 1`` in Python, not in an option)."""
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+def _among(value: Any, values: tuple[Any, ...]) -> bool:
+    return any(_same(value, candidate) for candidate in values)
 
 
 def _is_value_of(value: Any, kind: type) -> bool:
@@ -195,7 +317,9 @@ def resolve_options(
 ) -> dict[str, Any]:
     """Validate ``given`` against ``declared`` and return every option with defaults filled in.
 
-    An unknown option name is an error listing the valid ones.
+    An unknown option name is an error listing the valid ones; an option in ``given`` (set
+    explicitly) that has no effect among the resolved options (:meth:`Option.inert`) is an error
+    naming the option that enables it.
     """
     by_name = {option.name: option for option in declared}
     unknown = [name for name in given if name not in by_name]
@@ -205,10 +329,15 @@ def resolve_options(
         raise QevalError(
             f"quantizer '{quantizer}' has no option '{unknown[0]}'.{hint} Valid options: {valid}."
         )
-    return {
+    resolved = {
         name: option.coerce(given.get(name, option.default), quantizer)
         for name, option in by_name.items()
     }
+    for name in given:  # a default never has to have an effect
+        problem = by_name[name].inert(resolved)
+        if problem:
+            raise QevalError(f"quantizer '{quantizer}': {problem}")
+    return resolved
 
 
 class OptionsChanged(TypeError):

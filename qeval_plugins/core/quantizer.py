@@ -35,7 +35,7 @@ from qeval_plugins.core.calibration import (
     CalibrationSet,
 )
 from qeval_plugins.core.errors import QevalError
-from qeval_plugins.core.options import Option, name_problem, text_problem
+from qeval_plugins.core.options import Option, name_problem, requirement_problems, text_problem
 
 _EXTRA = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 RESERVED_OPTIONS = ("quantizer", "pretrained")  # model_args the qeval backend itself takes
@@ -513,6 +513,7 @@ def _options_problems(options: Any) -> list[str]:
     ]
     reserved = [name for name in names if name in RESERVED_OPTIONS]
     problems += [f"option name {name!r} is reserved for the qeval backend" for name in reserved]
+    problems += requirement_problems(options)
     return problems
 
 

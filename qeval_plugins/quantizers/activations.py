@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from qeval_plugins.core.errors import QevalError
-from qeval_plugins.core.options import Option
+from qeval_plugins.core.options import Option, Requires
 
 # act_format -> bits per activation element (None: set by act_bits)
 ACT_FORMAT_BITS = {
@@ -35,6 +35,8 @@ ACT_FORMAT_BITS = {
     "mxfp4": 4,
 }
 DEFAULT_ACT_BITS = 8
+MX_ACT_FORMATS = tuple(fmt for fmt in ACT_FORMAT_BITS if fmt.startswith("mx"))
+QUANTIZED = Requires("act_format", ("none",), other_than=True)
 ACT_OPTIONS = (
     Option(
         "act_format",
@@ -50,6 +52,13 @@ ACT_OPTIONS = (
         "bits per activation for act_format=int",
         minimum=2,
         maximum=8,
+        requires=(
+            Requires(
+                "act_format",
+                ("int",),
+                implies=tuple((fmt, bits) for fmt, bits in ACT_FORMAT_BITS.items() if bits),
+            ),
+        ),
     ),
     Option(
         "act_granularity",
@@ -58,6 +67,13 @@ ACT_OPTIONS = (
         "activation scales: per token (dynamic), per tensor (static, from calibration); "
         "MX formats: blocks of 32",
         ("token", "tensor", "mx"),
+        requires=(
+            Requires(
+                "act_format",
+                tuple(fmt for fmt in ACT_FORMAT_BITS if fmt != "none" and not fmt.startswith("mx")),
+                implies=tuple((fmt, "mx") for fmt in MX_ACT_FORMATS),
+            ),
+        ),
     ),
     Option(
         "smooth",
@@ -67,6 +83,7 @@ ACT_OPTIONS = (
         "s_j = max|X_j|^alpha / max|W_j|^(1-alpha), folded into the preceding norm",
         minimum=0.0,
         maximum=1.0,
+        requires=(QUANTIZED,),
     ),
 )
 
@@ -75,22 +92,10 @@ def finalize_activation_options(name: str, options: Mapping[str, Any]) -> dict[s
     """``options`` with the activation options checked and completed (one-line QevalErrors).
 
     Fixed formats imply their bits (``act_bits``), MX formats imply ``act_granularity=mx``.
+    Options that ``act_format`` leaves without effect were refused when given (``requires``).
     """
-    fmt, bits = options["act_format"], options["act_bits"]
-    granularity, smooth = options["act_granularity"], options["smooth"]
-    if fmt != "int" and bits != DEFAULT_ACT_BITS:
-        hint = "add act_format=int" if fmt == "none" else "drop act_bits"
-        raise QevalError(f"{name}: act_bits applies to act_format=int only, not {fmt}; {hint}.")
-    if fmt == "none" and granularity != "token":
-        raise QevalError(f"{name}: act_granularity needs an act_format; drop it or add one.")
-    if fmt == "none" and smooth:
-        raise QevalError(
-            f"{name}: smooth= moves activation outliers into the weights and is useful only with "
-            f"quantized activations; add act_format= or drop smooth=."
-        )
+    fmt, granularity = options["act_format"], options["act_granularity"]
     mx = fmt.startswith("mx")
-    if mx and granularity == "tensor":
-        raise QevalError(f"{name}: act_format={fmt} scales blocks of 32; drop act_granularity=.")
     if not mx and granularity == "mx":
         raise QevalError(f"{name}: act_granularity=mx belongs to the MX act_formats, not {fmt}.")
     final = dict(options)

@@ -24,7 +24,8 @@ Pinned here instead of left to GPTQModel's defaults (each one recorded as an opt
   logger, except those a qeval user cannot act on (:data:`UNACTIONABLE`): the Python GIL note,
   and the advice of more than 256 calibration windows of more than 256 tokens each — GPTQ's
   paper calibrates on 128 windows of 2048 tokens, qeval's default is 128 windows of 512 (raise
-  ``calibration_seqlen`` up to the model's context for the paper's setting). Its per-layer log
+  ``calibration_seqlen`` up to the model's context for the paper's setting), and its disk
+  throughput warning (a slow disk would slow offloading, which is off). Its per-layer log
   (``logs/`` of the current folder in GPTQModel) goes to the work folder too, and tokenicer's
   INFO lines (``Auto fixed pad_token_id``) are silenced while GPTQModel runs;
 * the work folder is removed when the quantized model is freed, and at once when
@@ -52,7 +53,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from qeval_plugins import LoadContext, Option, QevalError, Quantizer, Scheme, hookimpl
+from qeval_plugins import LoadContext, Option, QevalError, Quantizer, Requires, Scheme, hookimpl
 from qeval_plugins.core.calibration import CALIBRATION_OPTIONS
 from qeval_plugins.quantizers.skip import SKIP_OPTION, kept_parts, skip_patterns, skipped_linears
 
@@ -78,6 +79,12 @@ UNACTIONABLE = (
     "Python GIL is enabled",
     "Calibration dataset size should be more than",
     "The average length of input_ids of calibration_dataset should be greater than",
+    # WARN below 200 MB/s, ERROR below 100 MB/s ("severely"): GPTQModel times a write to the
+    # system temp folder and warns that offloading layers to disk will be slow. qeval turns
+    # offload_to_disk off, so quantizing writes nothing per layer (only the finished checkpoint,
+    # once) and no qeval option changes the measured disk: nothing to act on, and a busy disk
+    # would otherwise print it on every gptq run.
+    "Disk subsystem write throughput detected at",
 )
 FOLDER_ATTRIBUTE = "qeval_gptq_folder"  # where quantize() left GPTQModel's files
 LOG_NAME = "gptqmodel.log"
@@ -124,6 +131,7 @@ class GptqQuantizer(Quantizer):
             bool,
             True,
             "GPTQModel's group-aware activation ordering (GAR); always false with desc_act",
+            requires=(Requires("desc_act", (False,), implies=((True, False),)),),
         ),
         Option(
             "true_sequential",
@@ -143,7 +151,8 @@ class GptqQuantizer(Quantizer):
     )
 
     def finalize_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        """``desc_act`` turns ``act_group_aware`` off (GPTQModel allows only one ordering)."""
+        """``desc_act`` turns ``act_group_aware`` off (GPTQModel allows only one ordering;
+        ``act_group_aware=true`` given with it was refused, ``requires``)."""
         skip_patterns(options, self.name)  # a malformed pattern fails before loading
         final = dict(options)
         if final["desc_act"]:

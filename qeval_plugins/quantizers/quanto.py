@@ -19,14 +19,18 @@ embeddings stay unquantized.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
-from qeval_plugins import LoadContext, Option, Quantizer, Scheme, hookimpl
+from qeval_plugins import LoadContext, Option, Quantizer, Requires, Scheme, hookimpl
 from qeval_plugins.core.calibration import CALIBRATION_OPTIONS
 from qeval_plugins.quantizers.skip import SKIP_OPTION, kept_parts, skip_patterns, skipped_linears
 
 GROUP_SIZE = 128  # quanto's group size for qint4/qint2 weights (QModuleMixin)
 SCALE_BITS = 16  # a scale or shift counted as a 16-bit value, as in rtn's cost model
+
+
+INT8_ACTIVATIONS = Requires("activations", ("int8",))  # when the calibration options act
 
 
 class QuantoQuantizer(Quantizer):
@@ -49,8 +53,12 @@ class QuantoQuantizer(Quantizer):
             ("none", "int8"),
         ),
         SKIP_OPTION,
-        *CALIBRATION_OPTIONS,
+        *(replace(option, requires=(INT8_ACTIVATIONS,)) for option in CALIBRATION_OPTIONS),
     )
+
+    def needs_calibration(self, options: Mapping[str, Any]) -> bool:
+        """Only the int8 activations' static scales read calibration windows."""
+        return options["activations"] == "int8"
 
     def finalize_options(self, options: dict[str, Any]) -> dict[str, Any]:
         skip_patterns(options, self.name)  # a malformed pattern fails before loading

@@ -14,9 +14,10 @@ qeval for the windows (built, recorded and keyed like a calibrated quantizer's) 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
-from qeval_plugins import LoadContext, Option, QevalError, Quantizer, Scheme, hookimpl
+from qeval_plugins import LoadContext, Option, QevalError, Quantizer, Requires, Scheme, hookimpl
 from qeval_plugins.core.calibration import CALIBRATION_OPTIONS
 from qeval_plugins.quantizers.activations import (
     ACT_OPTIONS,
@@ -44,9 +45,21 @@ FORMAT_BITS = {
 }
 MX_BLOCK = 32
 DEFAULT_GROUP_SIZE = 128
+FIXED_FORMATS = tuple(fmt for fmt, bits in FORMAT_BITS.items() if bits)
+SCALED_FORMATS = tuple(fmt for fmt in FORMAT_BITS if not fmt.startswith("mx"))  # own group_size
 FORMAT_OPTIONS = (  # shared by every quantizer over these formats (rtn, gptq-sim)
     Option("format", str, "int", "number format of the weights", tuple(FORMAT_BITS)),
-    Option("bits", int, 4, "bits per weight for format=int", minimum=2, maximum=8),
+    Option(
+        "bits",
+        int,
+        4,
+        "bits per weight for format=int",
+        minimum=2,
+        maximum=8,
+        requires=(
+            Requires("format", ("int",), implies=tuple((f, FORMAT_BITS[f]) for f in FIXED_FORMATS)),
+        ),
+    ),
     Option(
         "group_size",
         int,
@@ -54,9 +67,24 @@ FORMAT_OPTIONS = (  # shared by every quantizer over these formats (rtn, gptq-si
         "weights sharing one scale along the input dimension; 0 = per output channel "
         "(MX formats: always blocks of 32)",
         minimum=0,
+        requires=(
+            Requires(
+                "format",
+                SCALED_FORMATS,
+                implies=tuple((f, MX_BLOCK) for f in FORMAT_BITS if f not in SCALED_FORMATS),
+            ),
+        ),
     ),
-    Option("symmetric", bool, True, "symmetric scale (false: scale + zero point; int only)"),
+    Option(
+        "symmetric",
+        bool,
+        True,
+        "symmetric scale (false: scale + zero point; int only)",
+        requires=(Requires("format", ("int",), implies=tuple((f, True) for f in FIXED_FORMATS)),),
+    ),
 )
+# rtn reads the calibration windows only for static activation scales and SmoothQuant
+CALIBRATION_WHEN = (Requires("act_granularity", ("tensor",)), Requires("smooth", (0.0,), True))
 
 
 class RtnQuantizer(Quantizer):
@@ -72,7 +100,7 @@ class RtnQuantizer(Quantizer):
         Option("include_embeddings", bool, False, "also quantize the input embeddings"),
         SKIP_OPTION,
         *ACT_OPTIONS,
-        *CALIBRATION_OPTIONS,  # read only by act_granularity=tensor and smooth=
+        *(replace(option, requires=CALIBRATION_WHEN) for option in CALIBRATION_OPTIONS),
     )
 
     def needs_calibration(self, options: Mapping[str, Any]) -> bool:
@@ -81,17 +109,8 @@ class RtnQuantizer(Quantizer):
 
     def finalize_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """Fixed formats imply their bits; MX formats imply blocks of 32 (weights and
-        activations alike)."""
+        activations alike). Options a format ignores were refused when given (``requires``)."""
         fmt = options["format"]
-        if fmt != "int" and not options["symmetric"]:
-            raise QevalError(f"{self.name}: symmetric=false applies to format=int only, not {fmt}.")
-        if fmt != "int" and options["bits"] not in (4, FORMAT_BITS[fmt]):
-            raise QevalError(f"{self.name}: format={fmt} has {FORMAT_BITS[fmt]} bits; drop bits=.")
-        if fmt.startswith("mx") and options["group_size"] not in (DEFAULT_GROUP_SIZE, MX_BLOCK):
-            raise QevalError(
-                f"{self.name}: MX formats use blocks of {MX_BLOCK}; "
-                f"drop group_size= for format={fmt}."
-            )
         skip_patterns(options, self.name)  # a malformed pattern fails before loading
         final = finalize_activation_options(self.name, options)
         if fmt != "int":

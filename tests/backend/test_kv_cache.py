@@ -82,7 +82,10 @@ def test_scoring_is_unchanged():
         ({"kv_backend": "smi"}, "Did you mean 'sim'"),
         ({"kv_bits": "four"}, "kv_bits must be a whole number from 1 to 8, got 'four'"),
         ({"kv_backend": "sim", "kv_format": "fp9"}, "kv_format=fp9 is not an rtn format"),
-        ({"kv_backend": "sim", "kv_format": "mxfp4", "kv_bits": 4}, "has fixed bits; drop kv_bits"),
+        (
+            {"kv_backend": "sim", "kv_format": "mxfp4", "kv_bits": 4},
+            "kv_bits=4 has no effect with kv_format=mxfp4",
+        ),
         ({"kv_backend": "sim", "kv_bits": 9}, "kv_bits must be a whole number from 1 to 8"),
         (
             {"kv_backend": "sim", "kv_group_size": 24},

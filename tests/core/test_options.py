@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qeval_plugins import Option, QevalError, Quantizer
+from qeval_plugins import Option, QevalError, Quantizer, Requires
 from qeval_plugins.core.options import resolve_options
 from qeval_plugins.core.plan import plan_quantization
 
@@ -79,7 +79,7 @@ def test_option_of_another_quantizer_is_named():
 def test_option_errors_happen_before_loading():
     with pytest.raises(QevalError, match=r"option 'bits' of quantizer 'rtn' must be <= 8"):
         plan_quantization("rtn", {"bits": 12}, set(), "cpu")
-    with pytest.raises(QevalError, match=r"format=mxfp4 has 4 bits"):
+    with pytest.raises(QevalError, match=r"bits=8 has no effect with format=mxfp4 \(which sets"):
         plan_quantization("rtn", {"format": "mxfp4", "bits": 8}, set(), "cpu")
 
 
@@ -209,3 +209,95 @@ def test_frozen_options_refuse_every_change_and_copy_freely():
         mutable["bits"] = 2
         assert type(mutable) is dict and options["bits"] == 4
     assert pickle.loads(pickle.dumps(options)) == {"bits": 4, "format": "int"}
+
+
+MODE_DEPENDENT = (
+    MODE,
+    Option(
+        "depth",
+        int,
+        2,
+        "depth",
+        minimum=1,
+        requires=(Requires("mode", ("b",), implies=(("a", 5),)),),
+    ),
+    Option("tint", str, "red", "tint", requires=(Requires("mode", ("a",), other_than=True),)),
+    Option(
+        "gain",
+        float,
+        0.0,
+        "gain",
+        requires=(Requires("mode", ("b",)), Requires("flag", (True,))),
+    ),
+    FLAG,
+)
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (
+            {"depth": 2},
+            "depth=2 has no effect with mode=a (which sets depth=5); it takes effect "
+            "only with mode=b: give that, or drop depth.",
+        ),
+        (
+            {"tint": "red"},
+            "tint=red has no effect with mode=a; it takes effect only with mode "
+            "other than a: give that, or drop tint.",
+        ),
+        (
+            {"gain": 0.5},
+            "gain=0.5 has no effect with mode=a and flag=false; it takes effect only "
+            "with mode=b or flag=true: give that, or drop gain.",
+        ),
+        ({"mode": "a", "gain": 0}, "gain=0 has no effect with mode=a and flag=false"),
+    ],
+)
+def test_an_explicit_option_without_effect_names_what_enables_it(given, message):
+    with pytest.raises(QevalError) as caught:
+        resolve_options("q", MODE_DEPENDENT, given)
+    assert str(caught.value).startswith(f"quantizer 'q': {message}")
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        {},  # defaults never have to have an effect
+        {"mode": "b", "depth": 3, "tint": "blue", "gain": 1.0},
+        {"depth": 5},  # the value mode=a sets anyway
+        {"flag": True, "gain": 0.5},  # one requirement of several is enough
+        {"flag": "yes", "gain": "0.5"},  # checked on the converted values
+    ],
+)
+def test_options_with_an_effect_or_their_implied_value_are_taken(given):
+    resolved = resolve_options("q", MODE_DEPENDENT, given)
+    assert set(resolved) == {"mode", "depth", "tint", "gain", "flag"}
+
+
+def test_a_requirement_is_checked_at_registration():
+    from qeval_plugins.core.quantizer import contract_problems
+
+    class Declares(Quantizer):
+        name = "declares"
+        description = "declares broken requirements"
+        options = (
+            MODE,
+            Option("a1", int, 1, "a", requires=(Requires("nope", (1,)),)),
+            Option("a2", int, 1, "a", requires=(Requires("mode", ("c",)),)),
+            Option("a3", int, 1, "a", requires=(Requires("mode", ("a",), implies=(("a", 2),)),)),
+            Option("a4", int, 1, "a", requires=(Requires("mode", ("a",), implies=(("b", "x"),)),)),
+            Option("a5", int, 1, "a", requires=(Requires("a5", (1,)),)),
+            Option("a6", int, 1, "a", requires=("mode",)),
+            Option("a7", int, 1, "a", requires=(Requires("mode", ()),)),
+        )
+
+    assert contract_problems(Declares()) == [
+        "option 'a6': requires must be a tuple of qeval_plugins.Requires",
+        "option 'a1': requires 'nope', which is not another option of this quantizer",
+        "option 'a2': requires 'mode': 'c' is not a valid value",
+        "option 'a3': requires 'mode': implies 'a', not a value outside the requirement",
+        "option 'a4': requires 'mode': implied value 'x' is not a valid value",
+        "option 'a5': requires 'a5', which is not another option of this quantizer",
+        "option 'a7': requires 'mode': values must be a non-empty tuple",
+    ]

@@ -186,11 +186,17 @@ def test_contract_with_activation_quantization(tiny_model_dir, name, options):
 @pytest.mark.parametrize(
     "options,message",
     [
-        (dict(act_format="fp8_e4m3", act_bits=4), "act_bits applies to act_format=int only"),
-        (dict(act_bits=4), "act_bits applies to act_format=int only, not none; add act_format=int"),
-        (dict(act_granularity="tensor"), "act_granularity needs an act_format"),
-        (dict(smooth=0.5), "add act_format= or drop smooth="),
-        (dict(act_format="mxfp4", act_granularity="tensor"), "scales blocks of 32"),
+        (
+            dict(act_format="fp8_e4m3", act_bits=4),
+            "act_bits=4 has no effect with act_format=fp8_e4m3",
+        ),
+        (dict(act_bits=4), "act_bits=4 has no effect with act_format=none; .* act_format=int"),
+        (
+            dict(act_granularity="tensor"),
+            "act_granularity=tensor has no effect with act_format=none",
+        ),
+        (dict(smooth=0.5), "smooth=0.5 has no effect with act_format=none"),
+        (dict(act_format="mxfp4", act_granularity="tensor"), r"\(which sets act_granularity=mx\)"),
         (dict(act_format="int", act_granularity="mx"), "belongs to the MX act_formats"),
     ],
 )

@@ -185,9 +185,9 @@ def test_declaration_matches_rtn_at_equal_format():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"format": "fp8_e4m3", "symmetric": False}, "symmetric=false applies to format=int only"),
-        ({"format": "mxfp4", "group_size": 64}, "MX formats use blocks of 32"),
-        ({"format": "nf4", "bits": 3}, "format=nf4 has 4 bits; drop bits="),
+        ({"format": "fp8_e4m3", "symmetric": False}, "symmetric=false has no effect with format="),
+        ({"format": "mxfp4", "group_size": 64}, r"format=mxfp4 \(which sets group_size=32\)"),
+        ({"format": "nf4", "bits": 3}, r"bits=3 has no effect with format=nf4 \(which sets bits=4"),
         ({"damp_percent": 2.0}, "damp_percent"),
     ],
 )

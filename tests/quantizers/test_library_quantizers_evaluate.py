@@ -14,7 +14,7 @@ SPECS = [
     ("torchao-int4", "torchao", ""),
     ("torchao-w8a8", "torchao", ""),
     ("hqq", "hqq", ""),
-    ("quanto-int4", "optimum.quanto", SMALL),
+    ("quanto-int4", "optimum.quanto", ""),
     ("quanto-int8", "optimum.quanto", f"activations=int8,{SMALL}"),
     ("autoround", "auto_round", f"iters=2,{SMALL}"),
 ]
