@@ -463,25 +463,73 @@ def test_quantize_and_cached_load_refuse_a_cuda_kernel_on_cpu_first(run, tmp_pat
     assert str(folder.parent) not in str(caught.value)
 
 
-def test_only_actionable_gptqmodel_warnings_reach_qevals_logger(run, tmp_path, monkeypatch, caplog):
+DISK_LINES = {  # GPTQModel's disk throughput warning, as its log writes it (both levels)
+    "fast disk": "",
+    "slow disk": "WARN  Disk subsystem write throughput detected at 177.2 MB/s; quantization may "
+    "be slowed by IO.\n",
+    "very slow disk": "ERROR Disk subsystem write throughput detected at 42.0 MB/s; quantization "
+    "may be severely slowed by IO.\n",
+}
+
+
+@pytest.mark.parametrize("disk", DISK_LINES)
+def test_only_actionable_gptqmodel_warnings_reach_qevals_logger(
+    run, tmp_path, monkeypatch, caplog, disk
+):
+    """The real log of a run, with this machine's disk warning (if any) taken out and each
+    variant's put in: the relayed lines are the same whatever the disk."""
     import logging
 
     monkeypatch.setattr(gptq, "_RELAYED", set())
     work = Path(getattr(run["model"], gptq.FOLDER_ATTRIBUTE)).parent
     real = (work / gptq.LOG_NAME).read_text()
     assert "Calibration dataset size should be more than 256" in real  # 16 windows
+    real = "".join(line for line in real.splitlines(True) if "Disk subsystem" not in line)
     log = tmp_path / gptq.LOG_NAME
     log.write_text(
         "WARN  Python GIL is enabled: Multi-gpu quant acceleration for MoE models is sub-optimal\n"
         + real
+        + DISK_LINES[disk]
         + "WARN  Model config has no rope scaling: check it.\n"
     )
+    assert ("Disk subsystem" in log.read_text()) is bool(DISK_LINES[disk])
     with caplog.at_level(logging.WARNING):
         gptq._relay_warnings(log)
         gptq._relay_warnings(log)  # once per process
     assert [(r.name, r.getMessage()) for r in caplog.records] == [
         ("qeval", "gptq: GPTQModel: Model config has no rope scaling: check it.")
     ]
+
+
+@pytest.mark.parametrize(
+    ("speed", "level"), [(1000.0, None), (177.2, "WARN"), (42.0, "ERROR")], ids=str
+)
+def test_the_disk_throughput_warning_is_never_relayed(
+    run, tokenizer, speed, level, monkeypatch, caplog
+):
+    """GPTQModel times a write to the temp folder once per process and warns below 200 MB/s
+    (ERROR below 100): forced both ways here, whatever this machine's disk, through the
+    measurement GPTQModel caches. Offloading is off in qeval, so qeval's logger never shows it."""
+    import logging
+
+    from gptqmodel.looper import module_looper
+
+    monkeypatch.setattr(module_looper, "_IO_WRITE_SPEED_MB", speed)
+    monkeypatch.setattr(gptq, "_RELAYED", set())
+    context = copy.copy(run["context"])
+    unquantized = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32)
+    with caplog.at_level(logging.WARNING):
+        model = gptq.GptqQuantizer().quantize(unquantized, run["options"], context)
+    log = (Path(getattr(model, gptq.FOLDER_ATTRIBUTE)).parent / gptq.LOG_NAME).read_text()
+    disk = [line for line in log.splitlines() if "Disk subsystem write throughput" in line]
+    if level is None:
+        assert not any(line.startswith(("WARN", "ERROR")) for line in disk), disk
+    else:
+        assert [line.split()[0] for line in disk] == [level], disk
+        assert f"detected at {speed:.1f} MB/s; quantization may be" in disk[0]
+    relayed = [r.getMessage() for r in caplog.records if r.name == "qeval"]
+    assert not any("Disk subsystem" in message for message in relayed), relayed
+    assert all(message.startswith("gptq: ") for message in relayed if "GPTQModel" in message)
 
 
 def test_tokenicer_info_is_silenced_during_gptqmodel_calls(run, caplog):
