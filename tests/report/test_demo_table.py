@@ -181,6 +181,20 @@ def test_kl_column_falls_back_to_kl_mean_when_no_run_has_the_median():
     assert grid.rows[-1][6] == [("1.148", "")]  # rtn:bits=2's kl_mean
 
 
+def test_a_topk_kl_is_marked_a_lower_bound():
+    """A demo run whose qeval_sqnr fell back to top-k KL (its cache over kl_cache_budget): its KL
+    figures are lower bounds of the exact KL, shown ``≥``; exact ones are as they are."""
+    data = [results(spec, *figures) for spec, *figures in RUNS[-2:]]
+    data[1]["config"]["qeval"]["sqnr"] = {"divergence": {"kl_mode": "topk"}}
+    data[0]["config"]["qeval"]["sqnr"] = {"divergence": {"kl_mode": "exact"}}
+    grid = demo_grid([demo_run(spec, one) for (spec, *_), one in zip(RUNS[-2:], data, strict=True)])
+    assert [row[6:8] for row in grid.rows] == [
+        [[("0.00043", "")], [("0.083", "")]],
+        [[("≥ 0.532", "")], [("≥ 6.325", "")]],
+    ]
+    assert grid.rows[1][1] == [("0.848", "")]  # not a KL: never marked
+
+
 def test_kl_figure():
     assert [
         kl_figure(v) for v in (0.0, 5e-16, -2e-12, 6.3e-07, 0.00043, 0.0099, 0.532, 6.32522)
