@@ -142,9 +142,8 @@ def check_quantizer(name: str, model_dir: str | Path | None = None, **options: A
         reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         quantized = AutoModelForCausalLM.from_pretrained(model_dir, device_map="cpu", **extra)
         quantized = run_quantize(quantizer, plan.plugin, quantized, plan.options, context)
-        energies, missing = weight_energies(
-            quantized, str(model_dir), get_registry().dequantize_weight, torch.float32
-        )
+        dequantize = get_registry().dequantizer(plan.plugin.name, strict=True)
+        energies, missing = weight_energies(quantized, str(model_dir), dequantize, torch.float32)
         assert not missing, f"{name}: no qeval_dequantize_weight answer for layers {missing}"
         tokens = torch.arange(1, 33).unsqueeze(0)
         with torch.no_grad():

@@ -45,8 +45,9 @@ def print_plugins(registry: Any, console: Any) -> None:
 
 
 def print_quantizers(registry: Any, console: Any) -> None:
-    """Every quantizer of ``registry``: aliases, description, options (type, default, range,
-    help), whether it can run here, and its plugin."""
+    """Every quantizer of ``registry``: the aliases that select it (not those dropped in a
+    clash), description, options (type, default, range, help), whether it can run here, and its
+    plugin."""
     from rich.text import Text
 
     from qeval_plugins.core.plan import availability
@@ -66,7 +67,7 @@ def print_quantizers(registry: Any, console: Any) -> None:
         rows.append(
             (
                 Text(printable(quantizer.name), style="bold"),
-                Text(printable(", ".join(quantizer.aliases))),
+                Text(printable(", ".join(registry.aliases(quantizer.name)))),
                 Text(printable(quantizer.description)) + _scheme_line(entry),
                 options,
                 Text(printable(here), style="green" if here == "ok" else "yellow"),

@@ -45,10 +45,19 @@ def qeval_dequantize_weight(module: Any) -> Any:
     Returns:
         A floating-point ``torch.Tensor`` holding the weight the layer actually computes with,
         in the shape of the layer's ``weight`` tensor in the checkpoint (``[out_features,
-        in_features]`` for a linear layer), or ``None`` if this plugin does not know the module
-        type. The first non-None answer wins; the built-in plain ``torch.nn.Linear`` answer runs
-        last. Called by error metrics (weight SQNR) for every module whose 2-D ``<name>.weight``
-        is in the checkpoint, whatever attributes it has (e.g. a layer holding only packed
-        codes). A layer no hook answers for is left out with a warning; an answer of another
-        shape is an error naming the layer and the plugin.
+        in_features]`` for a linear layer), with only finite values, or ``None`` if this plugin
+        does not know the module type. Called by error metrics (weight SQNR, outliers, scan) for
+        every module whose 2-D ``<name>.weight`` is in the checkpoint, whatever attributes it
+        has (e.g. a layer holding only packed codes).
+
+    Order: the plugin whose quantizer made the model is asked first, then the built-ins (the
+    plain ``torch.nn.Linear``/``Embedding`` answer last), then the other plugins, but those
+    only for layer types no built-in claims (a type from ``torch`` or from a library a built-in
+    quantizer requires: bitsandbytes, hqq, optimum.quanto, torchao, gptqmodel, auto_round). The
+    first non-None answer that passes the check wins, and the results record which plugin
+    answered for each layer type (``weights.dequantized_by`` of qeval_sqnr). An answer that
+    raises or fails the check (not a floating-point tensor, another shape, NaN or ±inf) is
+    refused for that layer type, with one warning naming the plugin, and the next plugin is
+    asked; a layer no hook reads is left out with a warning (``missing_layers``).
+    ``qeval_plugins.testing.check_quantizer`` turns a refused answer into an error instead.
     """

@@ -1,11 +1,16 @@
 """The plugin manager: built-in quantizer plugins plus the ``qeval`` entry-point group.
 
-Built-ins are registered exactly like third-party plugins (principle: no special path for ours).
+Built-ins are registered exactly like third-party plugins (principle: no special path for ours),
+under plugin names of qeval's own namespace (``qeval.rtn``, ``qeval.hqq``, ...), so an external
+entry point never collides with one: an entry point may be called ``hqq``; names starting with
+``qeval.`` are reserved. Only quantizer names and aliases can clash
+(:meth:`Registry.add_quantizer`).
 External plugins are the entry points of group ``qeval``; the environment variable
 ``QEVAL_PLUGINS`` restricts them: unset loads all, ``none`` (or empty) loads none, and a
 comma-separated list of entry-point names loads only those, in name order. A plugin that fails
 to import or to register, or a quantizer that breaks the contract or clashes with another's name,
-is recorded (``qeval plugins`` shows it) and everything else still loads (see :class:`Registry`).
+is recorded (``qeval plugins`` shows it; loading logs one summary line) and everything else still
+loads (see :class:`Registry`). Dense weights are read through :class:`Dequantizer`.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from qeval_plugins.core.version import qeval_version
 logger = logging.getLogger("qeval")
 ENTRY_POINT_GROUP = "qeval"
 PLUGINS_ENV = "QEVAL_PLUGINS"
+BUILTIN_NAMESPACE = "qeval."  # built-in plugin names: "qeval." + module name, e.g. qeval.rtn
 BUILTIN_PLUGINS = (
     "qeval_plugins.quantizers.baseline",
     "qeval_plugins.quantizers.bnb",
@@ -61,8 +67,13 @@ class PluginInfo:
     problems: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
-        """``plugin 'bnb' (built-in)``: how messages name the plugin."""
+        """``plugin 'qeval.bnb' (built-in)``: how messages name the plugin."""
         return f"plugin '{self.name}' ({self.source})"
+
+
+def builtin_plugin_name(module_name: str) -> str:
+    """``qeval_plugins.quantizers.hqq`` -> ``qeval.hqq``: a built-in's plugin name."""
+    return BUILTIN_NAMESPACE + module_name.rsplit(".", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,8 @@ class Registry:
     clashes are settled by :meth:`add_quantizer` whatever the loading order. Each is recorded in
     ``PluginInfo.problems`` (of both plugins, for a clash), and asking for a disabled or contested
     name is one QevalError saying why. Built-ins load first and keep their names.
+    Loading logs one warning line naming the plugins with a load error or a problem, not one per
+    problem: ``qeval plugins`` shows the details.
     """
 
     def __init__(self) -> None:
@@ -101,13 +114,15 @@ class Registry:
         self._canonical: dict[str, str] = {}  # name or alias -> name
         self._disabled: dict[str, str] = {}  # name or alias of a disabled quantizer -> why
         self._contested: dict[str, str] = {}  # name or alias two external plugins claim -> why
+        self._refused: dict[tuple[str, type], str] = {}  # (plugin, layer type) -> bad answer
 
     # loading -----------------------------------------------------------------------------
     def load(self) -> Registry:
-        """Load built-in and external plugins and collect their quantizers."""
+        """Load built-in and external plugins, collect their quantizers, and log one line
+        naming the plugins that failed to load or have problems (if any)."""
         version = qeval_version()
         for module_name in BUILTIN_PLUGINS:
-            self._add_plugin(module_name.rsplit(".", 1)[-1], "built-in", version, module_name)
+            self._add_plugin(builtin_plugin_name(module_name), "built-in", version, module_name)
         for entry_point in _selected_entry_points():
             dist = entry_point.dist
             self._add_plugin(
@@ -116,14 +131,44 @@ class Registry:
                 dist.version if dist else "?",
                 entry_point,
             )
+        self._warn_troubled()
         return self
+
+    def troubled(self) -> list[PluginInfo]:
+        """The plugins that failed to load or have problems (a disabled quantizer, a dropped
+        alias). A built-in counts only with a load error: its other problems are notes on an
+        external plugin's clash with it, and that plugin is counted."""
+        return [
+            info
+            for info in self.plugins.values()
+            if info.error or (info.problems and info.source != "built-in")
+        ]
+
+    def _warn_troubled(self) -> None:
+        troubled = self.troubled()
+        if troubled:
+            names = ", ".join(info.name for info in troubled)
+            logger.warning(
+                "%d qeval plugin%s failed to load or %s problems (%s); run 'qeval plugins' for "
+                "details",
+                len(troubled),
+                "" if len(troubled) == 1 else "s",
+                "has" if len(troubled) == 1 else "have",
+                names,
+            )
 
     def _add_plugin(self, name: str, source: str, version: str, target: Any) -> None:
         info = PluginInfo(name=name, source=printable(source), version=printable(version))
-        if name in self.plugins:
-            other = self.plugins[name]
-            self.plugins[_free_key(name, self.plugins)] = info
-            self._fail(info, f"its name is taken by {other.describe()}; rename the entry point")
+        reserved = source != "built-in" and name.startswith(BUILTIN_NAMESPACE)
+        if name in self.plugins or reserved:
+            self.plugins[_free_key(name, self.plugins) if name in self.plugins else name] = info
+            why = (
+                f"names starting with '{BUILTIN_NAMESPACE}' are reserved for qeval's built-in "
+                f"plugins"
+                if reserved
+                else f"its name is taken by {self.plugins[name].describe()}"
+            )
+            self._fail(info, f"{why}; rename the entry point")
             return
         self.plugins[name] = info
         try:
@@ -283,7 +328,6 @@ class Registry:
         self._contested[alias] = why
         owner.plugin.problems.append(why)
         info.problems.append(why)
-        logger.warning("%s (see 'qeval plugins')", why)
 
     def _unregister(self, owner: Registered) -> None:
         """Take back an external quantizer registered earlier (a name clash found later)."""
@@ -295,7 +339,6 @@ class Registry:
 
     def _disable(self, quantizer: Quantizer, info: PluginInfo, why: str) -> None:
         info.problems.append(why)
-        logger.warning("%s (see 'qeval plugins')", why)
         aliases = quantizer.aliases if isinstance(quantizer.aliases, tuple | list) else ()
         keys = [quantizer.name, *aliases]
         for key in keys:
@@ -306,7 +349,6 @@ class Registry:
         info.error = printable(error)
         if self.manager.get_plugin(info.name) is not None and self.plugins.get(info.name) is info:
             self.manager.unregister(name=info.name)
-        logger.warning("%s %s (see 'qeval plugins')", info.describe(), info.error)
 
     # lookup ------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -315,6 +357,12 @@ class Registry:
 
     def all(self) -> list[Registered]:
         return list(self._by_name.values())
+
+    def aliases(self, name: str) -> list[str]:
+        """The aliases that select quantizer ``name``: its declared ones less those dropped in
+        a clash, in declaration order."""
+        entry = self._by_name[name]
+        return [alias for alias in entry.quantizer.aliases if self._canonical.get(alias) == name]
 
     def get(self, name: str) -> Registered:
         """The quantizer called ``name`` (or with that alias); QevalError with a hint if none."""
@@ -346,23 +394,139 @@ class Registry:
             if any(o.name == option for o in entry.quantizer.options)
         ]
 
-    def dequantize_weight(self, module: Any) -> DenseWeight | None:
-        """The first non-None ``qeval_dequantize_weight`` answer for ``module``, and its plugin.
+    def dequantizer(self, owner: str | None = None, strict: bool = False) -> Dequantizer:
+        """A :class:`Dequantizer` for one model, made by plugin ``owner`` (None: unquantized)."""
+        return Dequantizer(self, owner, strict)
 
-        Calls the implementations in pluggy's order (tryfirst first, the built-in plain-layer
-        answer last). A hook that raises is one QevalError naming the plugin and layer type.
-        """
-        for impl in reversed(self.manager.hook.qeval_dequantize_weight.get_hookimpls()):
+    def dequantize_weight(
+        self, module: Any, shape: Any = None, layer: str | None = None, owner: str | None = None
+    ) -> DenseWeight | None:
+        """One layer's checked ``qeval_dequantize_weight`` answer: ``dequantizer(owner)(...)``."""
+        return self.dequantizer(owner)(module, shape, layer)
+
+    def builtin_layer_packages(self) -> set[str]:
+        """The packages whose layer types the built-ins claim: ``torch`` and every module a
+        built-in quantizer ``requires`` (bitsandbytes, hqq, optimum.quanto, torchao, ...)."""
+        packages = {"torch"}
+        for entry in self._by_name.values():
+            if entry.plugin.source == "built-in":
+                packages.update(entry.quantizer.requires)
+        return packages
+
+
+class Dequantizer:
+    """Reads the effective dense weight of one model's layers through the plugins'
+    ``qeval_dequantize_weight`` hooks, checked, remembering which plugin answered.
+
+    Who is asked, in order, until one answers (not None):
+
+    1. ``owner``, the plugin whose quantizer made the model (the run's quantizer's plugin);
+    2. the built-in plugins, in pluggy's order (the plain-layer answer last);
+    3. the other external plugins, in pluggy's order, but only for a layer type no built-in
+       claims: a type defined in ``torch`` or in a package a built-in quantizer requires
+       (:meth:`Registry.builtin_layer_packages`) is read by its built-in, so a foreign hook can
+       never change a built-in's numbers.
+
+    Every answer is checked in one place (:func:`answer_problem`): a floating-point
+    ``torch.Tensor`` of the checkpoint weight's ``shape`` (when the caller knows it) with only
+    finite values. A hook that raises or fails the check has its answers for that layer type
+    refused for the rest of the process, with one warning naming the plugin, and the next
+    plugin is asked (the layer is missing when none is left); with ``strict`` (the contract
+    checker) it is a QevalError instead. ``answered_by`` maps each layer type
+    (``module.QualName``) to the plugin that answered for it, as the results record it.
+    """
+
+    def __init__(self, registry: Registry, owner: str | None = None, strict: bool = False):
+        self.registry, self.owner, self.strict = registry, owner, strict
+        self.answered_by: dict[str, str] = {}
+        self._claimed = registry.builtin_layer_packages()
+
+    def __call__(
+        self, module: Any, shape: Any = None, layer: str | None = None
+    ) -> DenseWeight | None:
+        """``module``'s checked dense weight and its plugin, or None when no plugin reads it.
+
+        ``shape``: the checkpoint weight's shape, checked when given; ``layer``: the module's
+        name, for messages."""
+        kind = type(module)
+        for impl in self._ordered(kind):
+            plugin = impl.plugin_name
+            if (plugin, kind) in self.registry._refused:
+                continue
+            layer_text = f"layer '{layer or '?'}' ({kind.__name__})"
             try:
                 answer = impl.function(**({"module": module} if "module" in impl.argnames else {}))
             except Exception as error:
-                raise QevalError(
-                    f"plugin '{impl.plugin_name}': qeval_dequantize_weight failed on a "
-                    f"{type(module).__name__} layer: {_describe(error)}"
-                ) from error
-            if answer is not None:
-                return DenseWeight(answer, impl.plugin_name)
+                self._refuse(
+                    plugin,
+                    kind,
+                    f"plugin '{plugin}': qeval_dequantize_weight raised {_describe(error)} on "
+                    f"{layer_text}",
+                )
+                continue
+            if answer is None:
+                continue
+            problem = answer_problem(answer, shape)
+            if problem is None:
+                self.answered_by[_type_name(kind)] = plugin
+                return DenseWeight(answer, plugin)
+            self._refuse(
+                plugin,
+                kind,
+                f"plugin '{plugin}': qeval_dequantize_weight returned for {layer_text} {problem}",
+            )
         return None
+
+    def _ordered(self, kind: type) -> list[Any]:
+        """The hook implementations to ask for a layer of type ``kind``, in order."""
+        impls = list(reversed(self.registry.manager.hook.qeval_dequantize_weight.get_hookimpls()))
+        plugins = self.registry.plugins
+        builtin = {name for name, info in plugins.items() if info.source == "built-in"}
+        module = kind.__module__
+        claimed = any(module == pkg or module.startswith(pkg + ".") for pkg in self._claimed)
+        owner = [impl for impl in impls if impl.plugin_name == self.owner]
+        others = [impl for impl in impls if impl.plugin_name != self.owner]
+        return (
+            owner
+            + [impl for impl in others if impl.plugin_name in builtin]
+            + ([] if claimed else [impl for impl in others if impl.plugin_name not in builtin])
+        )
+
+    def _refuse(self, plugin: str, kind: type, message: str) -> None:
+        if self.strict:
+            raise QevalError(f"{message}: return the dense weight as the hook's docstring says.")
+        self.registry._refused[(plugin, kind)] = message
+        logger.warning(
+            "%s; its answers for %s are not used (the next plugin's answer is, or the layer is "
+            "left out); report it to the plugin's author",
+            message,
+            kind.__name__,
+        )
+
+
+def answer_problem(answer: Any, shape: Any = None) -> str | None:
+    """What is wrong with a ``qeval_dequantize_weight`` answer, or None when it is usable: a
+    floating-point ``torch.Tensor``, of ``shape`` when given, with only finite values."""
+    import torch
+
+    if not isinstance(answer, torch.Tensor) or not answer.is_floating_point():
+        kind = answer.dtype if isinstance(answer, torch.Tensor) else type(answer).__name__
+        return f"a {kind}, not a floating-point torch.Tensor"
+    if shape is not None and tuple(answer.shape) != tuple(shape):
+        return (
+            f"shape {list(answer.shape)}, but the checkpoint's weight has shape {list(shape)} "
+            f"(the dense weight belongs in the checkpoint's layout)"
+        )
+    finite = torch.isfinite(answer.detach())
+    if not bool(finite.all()):
+        bad = answer.numel() - int(finite.sum())
+        return f"non-finite values ({bad} of {answer.numel()} are NaN or ±inf)"
+    return None
+
+
+def _type_name(kind: type) -> str:
+    """``torch.nn.modules.linear.Linear``: a layer type as the results record it."""
+    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def run_load_kwargs(
@@ -545,14 +709,16 @@ def _selected_entry_points() -> list[metadata.EntryPoint]:
         return entry_points
     wanted = {name.strip() for name in selected.split(",") if name.strip()} - {"none"}
     installed = {ep.name for ep in entry_points}
-    builtins = {module.rsplit(".", 1)[-1] for module in BUILTIN_PLUGINS}
+    builtins = {builtin_plugin_name(module) for module in BUILTIN_PLUGINS}
+    short = {name.removeprefix(BUILTIN_NAMESPACE): name for name in builtins}
     for name in sorted(wanted - installed):  # a typo would otherwise load nothing, silently
-        if name in builtins:
+        if name in builtins or name in short:
             logger.warning(
-                "%s names '%s', a built-in plugin: built-ins always load; the variable selects "
-                "external plugins only.",
+                "%s names '%s', the built-in plugin '%s': built-ins always load; the variable "
+                "selects external plugins (entry-point names) only.",
                 PLUGINS_ENV,
                 name,
+                short.get(name, name),
             )
             continue
         logger.warning(

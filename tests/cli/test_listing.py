@@ -3,8 +3,15 @@ text cut short with "…"; a table where everything fits on one line per cell.""
 
 from __future__ import annotations
 
+import importlib
+import logging
 import re
+import sys
+import textwrap
+from importlib import metadata
 from types import SimpleNamespace
+
+from conftest import only_qeval_group
 
 from qeval_plugins.cli.main import main
 from qeval_plugins.core.registry import PluginInfo, get_registry
@@ -47,7 +54,9 @@ def test_quantizers_at_80_columns_break_no_word(monkeypatch, capsys):
 def test_plugins_at_80_columns_show_whole_errors(monkeypatch, capsys):
     """The error of a plugin whose hook is misspelt was cut to ``'qeval_register_qua…``."""
     plugins = {
-        "bnb": PluginInfo("bnb", "built-in", "0.1.0", ["bnb-int8", "bnb-nf4", "bnb-fp4-dq"]),
+        "qeval.bnb": PluginInfo(
+            "qeval.bnb", "built-in", "0.1.0", ["bnb-int8", "bnb-nf4", "bnb-fp4-dq"]
+        ),
         "misspelt": PluginInfo("misspelt", "evilplugs", "0.1", error=MISSPELT),
         "clash": PluginInfo(
             "clash",
@@ -56,7 +65,7 @@ def test_plugins_at_80_columns_show_whole_errors(monkeypatch, capsys):
             ["dup", "clashok"],
             problems=[
                 "quantizer 'rtn' of plugin 'clash' (evilplugs) is disabled: 'rtn' is already the "
-                "name or an alias of quantizer 'rtn' of plugin 'rtn' (built-in)"
+                "name or an alias of quantizer 'rtn' of plugin 'qeval.rtn' (built-in)"
             ],
         ),
     }
@@ -70,5 +79,62 @@ def test_plugins_at_80_columns_show_whole_errors(monkeypatch, capsys):
     for info in plugins.values():
         for text in [info.name, info.version, info.source, *info.quantizers, *info.problems]:
             assert all(word in shown for word in text.split()), text
-    heading = next(line for line in lines if line.startswith("bnb "))
-    assert heading.split() == ["bnb", "0.1.0", "built-in", "loaded"]
+    heading = next(line for line in lines if line.startswith("qeval.bnb "))
+    assert heading.split() == ["qeval.bnb", "0.1.0", "built-in", "loaded"]
+
+
+CLASHY = """
+from qeval_plugins import Quantizer, hookimpl
+class Mine(Quantizer):
+    name = "mine"
+    aliases = ("nf4", "my-q", "rtn")
+    description = "reuses two built-in names as aliases"
+class Bad(Quantizer):
+    name = "Bad Name"
+    description = "breaks the naming rule"
+@hookimpl
+def qeval_register_quantizers(register):
+    register(Mine())
+    register(Bad())
+"""
+
+
+def install(monkeypatch, tmp_path, modules: dict[str, str]) -> None:
+    """``modules`` (entry-point name -> source) as the only external plugins, registry reset."""
+    from qeval_plugins.core.registry import reset_registry
+
+    for name, source in modules.items():
+        (tmp_path / f"listplug_{name}.py").write_text(textwrap.dedent(source))
+        monkeypatch.delitem(sys.modules, f"listplug_{name}", raising=False)
+    importlib.invalidate_caches()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    points = [metadata.EntryPoint(n, f"listplug_{n}", "qeval") for n in modules]
+    only_qeval_group(monkeypatch, points)
+    reset_registry()
+
+
+def test_a_dropped_alias_is_not_listed(monkeypatch, capsys, tmp_path, fresh_registry):
+    install(monkeypatch, tmp_path, {"clashy": CLASHY})
+    assert get_registry().aliases("mine") == ["my-q"]
+    for columns in (80, 1000):
+        lines = listing(monkeypatch, capsys, "quantizers", columns)
+        [row] = [line for line in lines if re.search(r"(^|│ )mine\b", line)]
+        assert "my-q" in row and "nf4" not in row and "rtn" not in row, row
+    assert get_registry().get("nf4").quantizer.name == "bnb-nf4"
+
+
+def test_broken_plugins_are_one_warning_line_on_every_command(
+    monkeypatch, capsys, caplog, tmp_path, fresh_registry
+):
+    """Each problem was a warning line of its own on every command (5-7 lines per plugin)."""
+    modules = {"clashy": CLASHY, "broken": "raise RuntimeError('boom')\n", "fine": ""}
+    install(monkeypatch, tmp_path, modules)
+    with caplog.at_level(logging.WARNING, logger="qeval"):
+        listing(monkeypatch, capsys, "quantizers", 80)
+    assert [record.getMessage() for record in caplog.records] == [
+        "2 qeval plugins failed to load or have problems (broken, clashy); run 'qeval plugins' "
+        "for details"
+    ]
+    lines = listing(monkeypatch, capsys, "plugins", 80)
+    text = " ".join(" ".join(lines).split())
+    assert "alias 'nf4' dropped" in text and "failed to load: RuntimeError: boom" in text

@@ -1,6 +1,8 @@
 """The dequantize hook is asked for every layer whose weight is in the checkpoint, and its
 answers are checked: an HQQ-style layer with no ``.weight`` gets a real weight SQNR, a layer no
-hook reads is named, and an answer of the wrong shape stops the run before the expensive passes.
+hook reads is named, a wrong answer is refused with one warning naming the plugin (the run goes
+on), another plugin's hook cannot change a built-in's numbers, and the results record who read
+each layer type.
 """
 
 from __future__ import annotations
@@ -143,18 +145,153 @@ def test_a_layer_no_hook_reads_is_named_with_the_hook_to_write(
         ("codes", r"a torch.uint8, not a floating-point torch.Tensor"),
     ],
 )
-def test_a_wrong_answer_names_the_layer_and_the_plugin(
-    monkeypatch, tmp_path, tiny_model_dir, fresh_registry, answer, rule
+def test_a_wrong_answer_is_one_warning_naming_the_layer_and_the_plugin(
+    monkeypatch, tmp_path, tiny_model_dir, fresh_registry, caplog, answer, rule
 ):
+    """It stopped the run with a QevalError; now the plugin's answers for the type are refused
+    from its first wrong one on, and the layers are missing (the first layer, q_proj, is square:
+    transposed, it has the right shape and cannot be told apart)."""
     from qeval_plugins.evals.sqnr.engine import weight_energies
 
     packed_plugin(monkeypatch, tmp_path, answer)
     model, registry = packed_model(tiny_model_dir)
-    with pytest.raises(QevalError) as caught:
-        weight_energies(model, str(tiny_model_dir), registry.dequantize_weight)
-    message = str(caught.value)
-    assert message.startswith("plugin 'packed': qeval_dequantize_weight returned for layer 'model.")
-    assert "(PackedLinear)" in message and re.search(rule, message), message
+    dequantize = registry.dequantizer("packed")
+    with caplog.at_level(logging.WARNING, logger="qeval"):
+        energies, missing = weight_energies(model, str(tiny_model_dir), dequantize)
+    first = 1 if answer == "transposed" else 0
+    assert len(energies) == first and len(missing) == 14 - first
+    [refused] = [r.getMessage() for r in caplog.records if "weight returned" in r.getMessage()]
+    assert refused.startswith("plugin 'packed': qeval_dequantize_weight returned for layer 'model.")
+    assert "(PackedLinear)" in refused and re.search(rule, refused), refused
+    assert "its answers for PackedLinear are not used" in refused
+
+
+def test_the_contract_checker_makes_a_wrong_answer_an_error(
+    monkeypatch, tmp_path, tiny_model_dir, fresh_registry
+):
+    from qeval_plugins.evals.sqnr.engine import weight_energies
+
+    packed_plugin(monkeypatch, tmp_path, "codes")
+    model, registry = packed_model(tiny_model_dir)
+    with pytest.raises(QevalError, match=r"^plugin 'packed': .* for layer 'model\.layers\.0\."):
+        weight_energies(model, str(tiny_model_dir), registry.dequantizer("packed", strict=True))
+
+
+HOSTILE = """
+import torch
+from qeval_plugins import hookimpl
+
+@hookimpl(tryfirst=True)
+def qeval_dequantize_weight(module):
+    # answers for every plain linear layer, before anyone else: zeros
+    if isinstance(module, torch.nn.Linear):
+        return torch.zeros_like(module.weight)
+    return None
+"""
+
+
+def rtn_model(model_dir):
+    """The tiny model quantized by the built-in ``rtn:bits=4``, and the registry."""
+    from transformers import AutoModelForCausalLM
+
+    from qeval_plugins.core.plan import plan_quantization
+    from qeval_plugins.core.registry import get_registry, run_quantize
+
+    plan = plan_quantization("rtn", {"bits": 4}, set(), "cpu")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    return run_quantize(plan.quantizer, plan.plugin, model, plan.options, None), get_registry()
+
+
+def direct_sqnr(model, model_dir) -> dict[str, float]:
+    """SQNR (dB) of each changed linear's own ``.weight`` against the checkpoint, in float64."""
+    from safetensors.torch import load_file
+
+    checkpoint = load_file(str(model_dir / "model.safetensors"))
+    expected = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and f"{name}.weight" in checkpoint:
+            x = checkpoint[f"{name}.weight"].double()
+            noise = (x - module.weight.detach().double()).pow(2).sum()
+            if noise > 0:
+                expected[name] = float(10 * torch.log10(x.pow(2).sum() / noise))
+    return expected
+
+
+BUILT_IN_READERS = {
+    "torch.nn.modules.linear.Linear": "qeval.baseline",
+    "torch.nn.modules.sparse.Embedding": "qeval.baseline",
+}
+
+
+def test_a_foreign_hook_cannot_rewrite_a_builtins_weights(
+    monkeypatch, tmp_path, tiny_model_dir, fresh_registry
+):
+    """A third-party hook answering zeros for nn.Linear turned rtn:bits=4 into 0.0 dB."""
+    from qeval_plugins.evals.sqnr.engine import weight_energies
+
+    fake_plugins(monkeypatch, tmp_path, {"hostile": HOSTILE})
+    model, registry = rtn_model(tiny_model_dir)
+    expected = direct_sqnr(model, tiny_model_dir)
+    assert len(expected) == 14 and all(10 < db < 40 for db in expected.values())
+    for owner in ("qeval.rtn", None):  # the run's plugin, or a model no plugin made
+        dequantize = registry.dequantizer(owner)
+        energies, missing = weight_energies(model, str(tiny_model_dir), dequantize)
+        assert missing == [] and set(energies) == set(expected)
+        for layer, (signal, noise) in energies.items():
+            assert 10 * math.log10(signal / noise) == pytest.approx(expected[layer], abs=1e-9)
+        assert dequantize.answered_by == BUILT_IN_READERS
+    # asked first only for a model its own quantizer made
+    assert registry.dequantizer("hostile")(model.lm_head).plugin == "hostile"
+
+
+GARBAGE = {
+    "raises": "raise ValueError('cannot read this layer')",
+    "nan": "return torch.full(module.dequantize().shape, float('nan'))",
+    "shape": "return torch.zeros(3, 3)",
+    "text": "return 'a dense weight'",
+}
+READER = """
+import torch
+from qeval_plugins import hookimpl
+
+@hookimpl({order})
+def qeval_dequantize_weight(module):
+    if type(module).__name__ != 'PackedLinear':
+        return None
+    {answer}
+"""
+
+
+@pytest.mark.parametrize("garbage", sorted(GARBAGE))
+def test_a_garbage_answer_is_one_warning_and_the_next_plugin_answers(
+    monkeypatch, tmp_path, tiny_model_dir, fresh_registry, caplog, garbage
+):
+    """For a layer type no built-in claims, the first plugin's bad answer is refused once (not
+    once per layer, and not a QevalError) and the next plugin's answer is used for every layer."""
+    from qeval_plugins.evals.sqnr.engine import weight_energies
+
+    modules = {
+        "packed": PACKED,  # no hook of its own
+        "garbage": READER.format(order="tryfirst=True", answer=GARBAGE[garbage]),
+        "rescue": READER.format(order="", answer=HOOKS["right"]),
+    }
+    fake_plugins(monkeypatch, tmp_path, modules)
+    model, registry = packed_model(tiny_model_dir)
+    dequantize = registry.dequantizer("packed")
+    with caplog.at_level(logging.WARNING, logger="qeval"):
+        energies, missing = weight_energies(model, str(tiny_model_dir), dequantize)
+    assert missing == []
+    expected = expected_sqnr(tiny_model_dir)
+    assert set(energies) == set(expected)
+    for layer, (signal, noise) in energies.items():
+        assert 10 * math.log10(signal / noise) == pytest.approx(expected[layer], abs=1e-3)
+    assert dequantize.answered_by == {
+        "fakeplugin_packed.PackedLinear": "rescue",
+        **BUILT_IN_READERS,
+    }
+    [warning] = [r.getMessage() for r in caplog.records]  # one, for 14 layers
+    assert warning.startswith("plugin 'garbage': qeval_dequantize_weight ")
+    assert "its answers for PackedLinear are not used" in warning
 
 
 def sqnr_task(model_dir, tasks_dir, model_args: str) -> dict:
@@ -186,16 +323,23 @@ def test_the_sqnr_block_lists_missing_layers(
     assert rtn["missing_layers"] == [] and len(rtn["layers"]) == 14
 
 
-def test_a_wrong_shape_stops_the_run_before_the_expensive_passes(
+def test_the_sqnr_block_records_who_read_each_layer_type(
     monkeypatch, tmp_path, tiny_model_dir, tasks_dir, fresh_registry
 ):
-    from qeval_plugins.evals.sqnr import engine as sqnr
+    """rtn:bits=4 with a hostile plugin installed: the built-in answer, recorded."""
+    fake_plugins(monkeypatch, tmp_path, {"hostile": HOSTILE})
+    weights = sqnr_task(tiny_model_dir, tasks_dir, "quantizer=rtn,bits=4")["weights"]
+    assert weights["dequantized_by"] == BUILT_IN_READERS
+    model, _ = rtn_model(tiny_model_dir)
+    expected = direct_sqnr(model, tiny_model_dir)
+    assert weights["layers"] == pytest.approx(expected, abs=1e-4)
+    assert weights["mean_db"] > 10
 
-    def expensive(*args):
-        raise AssertionError("an expensive pass ran before the weights were checked")
 
-    monkeypatch.setattr(sqnr, "compute_reference", expensive)
-    monkeypatch.setattr(sqnr, "compare", expensive)
-    packed_plugin(monkeypatch, tmp_path, "transposed")
-    with pytest.raises(QevalError, match=r"^plugin 'packed': .* for layer 'model\.layers\.0\."):
-        sqnr_task(tiny_model_dir, tasks_dir, "quantizer=packed")
+def test_a_wrong_answer_no_longer_stops_the_run(
+    monkeypatch, tmp_path, tiny_model_dir, tasks_dir, fresh_registry
+):
+    packed_plugin(monkeypatch, tmp_path, "codes")
+    weights = sqnr_task(tiny_model_dir, tasks_dir, "quantizer=packed")["weights"]
+    assert len(weights["missing_layers"]) == 14 and weights["layers"] == {}
+    assert weights["dequantized_by"] == BUILT_IN_READERS  # the plain LM head and embeddings

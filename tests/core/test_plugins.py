@@ -43,9 +43,10 @@ def test_builtins_register_through_the_public_hook():
     registry = Registry().load()
     assert set(registry.names()) >= BUILTIN_QUANTIZERS
     for name in ("baseline", "bnb", "rtn", "gptq_sim", "gptq", "prequantized"):
-        info = registry.plugins[name]
+        info = registry.plugins[f"qeval.{name}"]
         assert info.source == "built-in" and info.error is None
-    assert registry.plugins["bnb"].quantizers == [
+    assert all(name.startswith("qeval.") for name in registry.plugins)
+    assert registry.plugins["qeval.bnb"].quantizers == [
         "bnb-int8",
         "bnb-nf4",
         "bnb-fp4",
@@ -134,18 +135,24 @@ def test_an_alias_a_builtin_has_is_dropped_and_the_quantizer_kept(monkeypatch, t
     assert registry.get("my-q").quantizer.name == "mine"  # and so do its other aliases
     assert set(registry.names()) == BUILTIN_QUANTIZERS | {"mine", "fine-q"}
     [problem] = registry.plugins["dupe"].problems
-    assert re.search(r"quantizer 'mine' of plugin 'dupe'.*: alias 'nf4' dropped: it belongs to "
-                     r"quantizer 'bnb-nf4' of plugin 'bnb' \(built-in\)", problem)  # fmt: skip
+    expected = (
+        r"quantizer 'mine' of plugin 'dupe'.*: alias 'nf4' dropped: it belongs to "
+        r"quantizer 'bnb-nf4' of plugin 'qeval.bnb' \(built-in\)"
+    )
+    assert re.search(expected, problem)
     assert registry.plugins["dupe"].error is None
 
 
 def test_a_builtin_name_disables_the_plugin_quantizer_that_takes_it(monkeypatch, tmp_path):
     fake_plugins(monkeypatch, tmp_path, {"extra": quantizer_source(("rtn", ()))})
     registry = Registry().load()
-    assert registry.get("rtn").plugin.name == "rtn"
+    assert registry.get("rtn").plugin.name == "qeval.rtn"
     [problem] = registry.plugins["extra"].problems
-    assert "is disabled: 'rtn' is already the name or an alias of quantizer 'rtn'" in problem
-    assert "'rtn' is also claimed by" in " ".join(registry.plugins["rtn"].problems)
+    assert (
+        "is disabled: 'rtn' is already the name or an alias of quantizer 'rtn' of plugin "
+        "'qeval.rtn' (built-in); built-in names cannot be taken"
+    ) in problem
+    assert "'rtn' is also claimed by" in " ".join(registry.plugins["qeval.rtn"].problems)
 
 
 @pytest.mark.parametrize("names", [("alpha", "beta"), ("zeta", "beta")])
@@ -308,12 +315,40 @@ def test_a_misspelt_hook_is_a_load_error_and_unloads_the_plugin(monkeypatch, tmp
     registry.manager.check_pending()  # nothing unknown is left registered
 
 
-def test_an_entry_point_named_like_a_builtin_plugin_is_reported(monkeypatch, tmp_path):
-    fake_plugins(monkeypatch, tmp_path, {"rtn": quantizer_source(("other-q", ()))})
+def test_an_entry_point_named_like_a_builtin_plugin_loads(monkeypatch, tmp_path, fresh_registry):
+    """Built-ins live in qeval's namespace: an HQQ plugin published as entry point ``hqq`` before
+    qeval had one loads next to the built-in ``qeval.hqq``; only its quantizer names could clash.
+    """
+    from qeval_plugins.cli.main import main
+
+    fake_plugins(monkeypatch, tmp_path, {"hqq": quantizer_source(("hqq-ext", ("hqq4",)))})
+    monkeypatch.setenv("QEVAL_PLUGINS", "hqq")  # selected by its entry-point name
     registry = Registry().load()
-    assert registry.plugins["rtn"].source == "built-in" and registry.plugins["rtn"].error is None
-    assert "its name is taken by plugin 'rtn' (built-in)" in registry.plugins["rtn#2"].error
-    assert registry.get("rtn").plugin.source == "built-in"
+    assert registry.plugins["hqq"].error is None and registry.plugins["hqq"].problems == []
+    assert registry.get("hqq-ext").plugin.name == "hqq"
+    assert registry.get("hqq4").quantizer.name == "hqq-ext"
+    assert registry.get("hqq").plugin.name == "qeval.hqq"
+    assert registry.plugins["qeval.hqq"].source == "built-in"
+    assert not registry.troubled()
+    monkeypatch.setenv("COLUMNS", "400")
+    assert main(["plugins"]) == 0
+
+
+def test_the_builtin_namespace_is_reserved(monkeypatch, tmp_path):
+    modules = {
+        "qeval.hqq": quantizer_source(("x-q", ())),
+        "qeval.mine": quantizer_source(("y-q", ())),
+    }
+    fake_plugins(monkeypatch, tmp_path, modules)
+    registry = Registry().load()
+    assert registry.plugins["qeval.hqq"].source == "built-in"
+    assert registry.get("hqq").plugin.name == "qeval.hqq"
+    for key in ("qeval.hqq#2", "qeval.mine"):
+        assert registry.plugins[key].error == (
+            "names starting with 'qeval.' are reserved for qeval's built-in plugins; rename the "
+            "entry point"
+        )
+    assert "x-q" not in registry.names() and "y-q" not in registry.names()
 
 
 @pytest.mark.parametrize(
@@ -416,11 +451,12 @@ def test_a_plugin_name_in_qeval_plugins_that_is_not_installed_is_a_warning(
     assert warned == [
         "QEVAL_PLUGINS names 'alpah', which no installed qeval plugin has. Did you mean 'alpha'?"
     ]
-    caplog.clear()
-    monkeypatch.setenv("QEVAL_PLUGINS", "rtn")
-    assert "rtn" in Registry().load().names()
-    [message] = [r.getMessage() for r in caplog.records if "QEVAL_PLUGINS" in r.getMessage()]
-    assert "'rtn', a built-in plugin: built-ins always load" in message
+    for selected in ("rtn", "qeval.rtn"):
+        caplog.clear()
+        monkeypatch.setenv("QEVAL_PLUGINS", selected)
+        assert "rtn" in Registry().load().names()
+        [message] = [r.getMessage() for r in caplog.records if "QEVAL_PLUGINS" in r.getMessage()]
+        assert f"'{selected}', the built-in plugin 'qeval.rtn': built-ins always load" in message
 
 
 def test_registering_something_that_is_not_a_quantizer_is_reported(monkeypatch, tmp_path):

@@ -37,7 +37,7 @@ def hqq_layer(weight: torch.Tensor, dtype=torch.float32, **options):
 
 def dense(layer) -> torch.Tensor:
     answer = get_registry().dequantize_weight(layer)
-    assert answer is not None and answer.plugin == "hqq"
+    assert answer is not None and answer.plugin == "qeval.hqq"
     return answer.tensor
 
 

@@ -65,7 +65,7 @@ def sqnr_db(reference, approximation) -> float:
 def hook_weight(module):
     """The dense weight through the registry (so the built-in plain-Linear answer must lose)."""
     answer = get_registry().dequantize_weight(module)
-    assert answer is not None and answer.plugin == "torchao"
+    assert answer is not None and answer.plugin == "qeval.torchao"
     return answer.tensor
 
 

@@ -245,8 +245,9 @@ def _check_read(layers: list[Any], counts: torch.Tensor, hidden: int) -> None:
 def weight_kurtosis(layers: list[Any], dequantize) -> torch.Tensor:
     """[L, 2] float64: mean and max excess kurtosis of the linear weights of each block.
 
-    A block's linears are its modules without children that ``dequantize(module=...)``
-    (``core.registry.Registry.dequantize_weight``) answers with a 2-D floating-point tensor;
+    A block's linears are its modules without children that ``dequantize(module)`` (a
+    ``core.registry.Dequantizer``: checked answers, floating point and finite) answers with a
+    2-D tensor;
     a weight of constant values has no kurtosis and is left out; NaN where none is left.
     """
     figures = torch.full((len(layers), 2), math.nan, dtype=torch.float64)
@@ -255,9 +256,9 @@ def weight_kurtosis(layers: list[Any], dequantize) -> torch.Tensor:
         for module in layer.modules():
             if list(module.children()):
                 continue
-            answer = dequantize(module=module)
-            dense = getattr(answer, "tensor", None)
-            if isinstance(dense, torch.Tensor) and dense.dim() == 2 and dense.is_floating_point():
+            answer = dequantize(module)
+            dense = None if answer is None else answer.tensor
+            if dense is not None and dense.dim() == 2:
                 kurtosis = stats.excess_kurtosis(stats.moments(dense))
                 values += [] if kurtosis is None else [kurtosis]
         if values:
@@ -378,7 +379,7 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
     ]
     positions = sum(int(ids.shape[0]) for ids in texts)
     lm.require_reference()
-    dequantize = get_registry().dequantize_weight
+    registry = get_registry()
     key = reference_cache.reference_key(
         reference_cache.checkpoint_identity(lm.reference_dir()),
         [ids.tolist() for ids in texts],
@@ -388,11 +389,13 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
     reference = reference_cache.load(key, check=lambda figures: check_figures(figures, positions))
     reused = reference is not None
     if reference is None:
-        reference = lm.on_reference_model(lambda model: measure(model, texts, settings, dequantize))
+        reference = lm.on_reference_model(
+            lambda model: measure(model, texts, settings, registry.dequantizer())
+        )
         meta = {"kind": REQUEST_TYPE, "settings": asdict(settings), "texts": len(texts)}
         meta.update(model=lm.reference_name, dtype=lm.dtype_name)
         reference_cache.save(key, reference, meta=meta)
-    quantized = measure(lm.model, texts, settings, dequantize)
+    quantized = measure(lm.model, texts, settings, registry.dequantizer(lm.quantized_by))
     if quantized["layer_hits"].shape != reference["layer_hits"].shape:
         raise QevalError(
             f"qeval_outliers: the reference {lm.reference_name} has "

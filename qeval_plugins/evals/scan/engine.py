@@ -172,19 +172,22 @@ def quantized_model(model: Any, plan: Any, context: Any, load: Callable[[dict], 
     return run_quantize(plan.quantizer, plan.plugin, target, plan.options, context).eval()
 
 
-def quantized_weights(reference_model: Any, quantized: Any) -> dict[str, torch.Tensor]:
+def quantized_weights(
+    reference_model: Any, quantized: Any, owner: str | None = None
+) -> dict[str, torch.Tensor]:
     """Name -> the quantized dense weight (CPU, the reference's dtype) of every linear or
-    embedding layer whose effective weight differs from the reference's."""
+    embedding layer whose effective weight differs from the reference's. ``owner``: the plugin
+    whose quantizer made ``quantized``, asked first (``core.registry.Dequantizer``)."""
     from qeval_plugins.core.registry import get_registry
 
-    registry = get_registry()
+    dequantize = get_registry().dequantizer(owner)
     changed = {}
     for name, module in reference_model.named_modules():
         if not isinstance(module, torch.nn.Linear | torch.nn.Embedding):
             continue
-        answer = registry.dequantize_weight(quantized.get_submodule(name))
         original = module.weight.data
-        if answer is None or tuple(answer.tensor.shape) != tuple(original.shape):
+        answer = dequantize(quantized.get_submodule(name), original.shape, name)
+        if answer is None:
             continue
         dense = answer.tensor.detach().to(device="cpu", dtype=original.dtype)
         if not torch.equal(dense, original.cpu()):

@@ -151,7 +151,7 @@ def run_scan(request: ScanRequest, progress: Callable[[str], None] = lambda line
     clock = time.perf_counter()
     quantized = quantize(plan)
     all_quantized = engine.measure(quantized, reference)
-    weights = engine.quantized_weights(model, quantized)
+    weights = engine.quantized_weights(model, quantized, plan.plugin.name)
     del quantized
     quantize_seconds = time.perf_counter() - clock
     units = engine.make_units(model, weights, request.unit)

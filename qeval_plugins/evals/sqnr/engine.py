@@ -374,8 +374,10 @@ def weight_energies(
 ) -> tuple[dict[str, tuple], list[str]]:
     """(Σx², Σ(x − x̂)²) per layer: effective weight vs the checkpoint tensor, one at a time.
 
-    ``dequantize(module=...)`` is ``core.registry.Registry.dequantize_weight``: the
-    ``qeval_dequantize_weight`` answer with its plugin, or None. It is asked for every module
+    ``dequantize(module, shape, layer)`` is a ``core.registry.Dequantizer`` (or
+    ``Registry.dequantize_weight``): the checked ``qeval_dequantize_weight`` answer with its
+    plugin, or None (no plugin reads the layer, or only with a refused answer; the registry
+    warns once per plugin and layer type). It is asked for every module
     whose ``<name>.weight`` is a 2-D tensor of the checkpoint, whatever attributes the module
     has (a quantizer may replace a layer by one without ``.weight``). The checkpoint tensor is
     first cast to ``dtype`` (the run's dtype; None keeps the stored one), so the reference is the
@@ -383,8 +385,7 @@ def weight_energies(
     only when the quantizer changed them (their noise is non-zero).
 
     Returns ``(energies, missing)``: ``missing`` names the layers no hook could read (a warning
-    per layer type names the hook to implement). A hook answer that is not a floating-point
-    tensor of the checkpoint tensor's shape is a QevalError naming the layer and the plugin.
+    per layer type names the hook to implement).
     """
     from safetensors import safe_open
 
@@ -403,11 +404,11 @@ def weight_energies(
             shape = torch.Size(handle.get_slice(key).get_shape())
         if len(shape) != 2:
             continue
-        answer = dequantize(module=module)
+        answer = dequantize(module, shape, name)
         if answer is None:
             missing[name] = type(module)
             continue
-        dense = _checked_dense(answer, name, module, shape)
+        dense = answer.tensor
         with safe_open(str(files[key]), "pt") as handle:
             original = handle.get_tensor(key)
         if dtype is not None and original.is_floating_point():
@@ -420,33 +421,17 @@ def weight_energies(
     return energies, list(missing)
 
 
-def _checked_dense(answer: Any, layer: str, module: Any, shape: torch.Size) -> torch.Tensor:
-    """The hook's dense weight for ``layer``; QevalError unless a float tensor of ``shape``."""
-    dense = answer.tensor
-    where = (
-        f"plugin '{answer.plugin}': qeval_dequantize_weight returned for layer '{layer}' "
-        f"({type(module).__name__})"
-    )
-    if not isinstance(dense, torch.Tensor) or not dense.is_floating_point():
-        kind = dense.dtype if isinstance(dense, torch.Tensor) else type(dense).__name__
-        raise QevalError(f"{where} a {kind}, not a floating-point torch.Tensor.")
-    if dense.shape != shape:
-        raise QevalError(
-            f"{where} shape {list(dense.shape)}, but the checkpoint's weight has shape "
-            f"{list(shape)}: return the dense weight in the checkpoint's layout."
-        )
-    return dense
-
-
 def _warn_unreadable(missing: dict[str, type]) -> None:
-    """One warning per layer type that has checkpoint weights but no dequantize answer."""
+    """One warning per layer type that has checkpoint weights but no usable dequantize answer
+    (a refused answer has a warning of its own, naming the plugin)."""
     by_type: dict[type, list[str]] = {}
     for name, kind in missing.items():
         by_type.setdefault(kind, []).append(name)
     for kind, names in by_type.items():
         logger.warning(
             "weight SQNR leaves out %d layer(s) of type %s.%s (e.g. '%s'): no plugin's "
-            "qeval_dequantize_weight hook reads them; implement qeval_dequantize_weight for %s",
+            "qeval_dequantize_weight hook gives a usable answer for them; implement "
+            "qeval_dequantize_weight for %s",
             len(names),
             kind.__module__,
             kind.__qualname__,
@@ -568,13 +553,12 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
         dtype,
     )
     run_dtype = getattr(torch, dtype) if dtype in ("float16", "bfloat16", "float32") else None
-    # first: a wrong dequantize answer fails here, before the expensive passes
-    energies, missing = weight_energies(
-        lm.model, checkpoint, get_registry().dequantize_weight, run_dtype
-    )
+    dequantize = get_registry().dequantizer(lm.quantized_by)
+    energies, missing = weight_energies(lm.model, checkpoint, dequantize, run_dtype)
     weights = {
         **summarize_weights(energies, settings.worst_layers),
         "missing_layers": missing,
+        "dequantized_by": dequantize.answered_by,
         "compared_layers": len(energies),
     }
     if not energies and not missing:  # no hook to blame: no module is named as a weight there
