@@ -303,6 +303,12 @@ class QevalLM(HFLM):
         """The run's ``dtype`` model_arg as text (``auto``, ``float32``, ``bfloat16``, ...)."""
         return str(self._qeval_load_args["dtype"]).removeprefix("torch.")
 
+    @property
+    def quantized_by(self) -> str:
+        """The plugin whose quantizer made this run's model (``qeval.rtn``, an entry-point
+        name): its ``qeval_dequantize_weight`` hook is asked first for the model's layers."""
+        return self._qeval_plan.plugin.name
+
     def record(self, section: str, value: dict[str, Any]) -> None:
         """Put ``value`` under ``section`` of the run's ``qeval`` results block (JSON-safe)."""
         self._qeval_plan.measured[section] = value
