@@ -162,7 +162,7 @@ def check_quantizer(name: str, model_dir: str | Path | None = None, **options: A
             with torch.no_grad():
                 again = reloaded(tokens).logits.float()
             assert torch.equal(again, got), f"{name}: the model load_quantized gives back differs"
-            _check_round_trip_weights(name, energies, reloaded, model_dir)
+            _check_round_trip_weights(name, energies, reloaded, model_dir, dequantize)
         return {
             "quantizer": quantizer.name,
             "options": plan.options,
@@ -176,34 +176,25 @@ def check_quantizer(name: str, model_dir: str | Path | None = None, **options: A
 ROUND_TRIP_DB = 0.01  # how far a layer's weight SQNR may move through save and load
 
 
-def _sqnr_db(signal: float, noise: float) -> float:
-    """10·log10(signal / noise) in dB; +inf for an unchanged weight (noise 0)."""
-    import math
-
-    return math.inf if noise == 0 else 10 * math.log10(signal / noise)
-
-
 def _check_round_trip_weights(
-    name: str, before: dict[str, tuple], reloaded: Any, model_dir: Path
+    name: str, before: dict[str, tuple], reloaded: Any, model_dir: Path, dequantize: Any
 ) -> None:
     """Each layer's weight SQNR read through the dequantize hook from the reloaded model equals
     the quantized model's (within :data:`ROUND_TRIP_DB`); else an AssertionError naming up to
     five layers with both figures."""
     import torch
 
-    from qeval_plugins.core.registry import get_registry
     from qeval_plugins.evals.sqnr.engine import weight_energies
+    from qeval_plugins.metrics.divergence import sqnr_db
 
-    after, missing = weight_energies(
-        reloaded, str(model_dir), get_registry().dequantize_weight, torch.float32
-    )
+    after, missing = weight_energies(reloaded, str(model_dir), dequantize, torch.float32)
     assert not missing, (
         f"{name}: after save_quantized/load_quantized no qeval_dequantize_weight answer for "
         f"layers {missing}"
     )
     changed = []
     for layer in sorted(set(before) | set(after)):  # an unchanged embedding is left out: +inf
-        was, now = _sqnr_db(*before.get(layer, (1.0, 0.0))), _sqnr_db(*after.get(layer, (1.0, 0.0)))
+        was, now = sqnr_db(*before.get(layer, (1.0, 0.0))), sqnr_db(*after.get(layer, (1.0, 0.0)))
         if not (was == now or abs(was - now) <= ROUND_TRIP_DB):
             changed.append(f"{layer} ({was:.2f} dB -> {now:.2f} dB)")
     assert not changed, (

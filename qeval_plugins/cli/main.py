@@ -7,6 +7,7 @@ shows the traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import sys
 from collections.abc import Sequence
@@ -23,9 +24,18 @@ def _console():
 def cmd_plugins(args: argparse.Namespace) -> int:
     """Every plugin: name, version, source, its quantizers, load errors and disabled quantizers."""
     from qeval_plugins.cli.listing import print_plugins
-    from qeval_plugins.core.registry import get_registry
+    from qeval_plugins.core.registry import TROUBLED_SUMMARY, get_registry
 
-    print_plugins(get_registry(), _console())
+    def not_the_pointer_here(record: logging.LogRecord) -> bool:
+        return record.msg != TROUBLED_SUMMARY  # this command prints the details it points to
+
+    qeval_logger = logging.getLogger("qeval")
+    qeval_logger.addFilter(not_the_pointer_here)
+    try:
+        registry = get_registry()
+    finally:
+        qeval_logger.removeFilter(not_the_pointer_here)
+    print_plugins(registry, _console())
     return 0
 
 

@@ -229,8 +229,8 @@ class LoadContext:
         On a terminal, a rich progress bar on stderr (as ``qeval run`` draws its own); in every
         case :attr:`logger` logs the start, a line at most every 30 s while it runs (done/total
         and elapsed seconds, for a log file) and the end with the elapsed time. ``total`` None
-        (unknown) shows a pulsing bar and the count so far. Only one bar is drawn at a time: a progress opened inside
-        another only logs.
+        (unknown) shows a pulsing bar and the count so far. Only one bar is drawn at a time: a
+        progress opened inside another only logs.
         """
         handle = _Progress(self.logger, str(description), total)
         with handle.shown():
@@ -251,8 +251,9 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def plugin_logger(plugin: str) -> logging.Logger:
-    """``qeval.plugin.<plugin>`` (``qeval.plugin`` for no name), with ``qeval.plugin`` at INFO and
-    given a stderr handler on first use when neither it nor the root logger has one."""
+    """``qeval.plugin.<plugin>`` (``qeval.plugin`` for no name; a built-in's ``qeval.`` prefix is
+    left out: ``qeval.plugin.rtn``), with ``qeval.plugin`` at INFO and given a stderr handler on
+    first use when neither it nor the root logger has one."""
     parent = logging.getLogger("qeval.plugin")
     if parent.level == logging.NOTSET:
         parent.setLevel(logging.INFO)
@@ -264,7 +265,9 @@ def plugin_logger(plugin: str) -> logging.Logger:
             )
         )
         parent.addHandler(handler)
-    return logging.getLogger(f"qeval.plugin.{plugin}") if plugin else parent
+    if not plugin:
+        return parent
+    return logging.getLogger(f"qeval.plugin.{plugin.removeprefix('qeval.')}")
 
 
 class _Progress:

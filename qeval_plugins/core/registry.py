@@ -37,6 +37,10 @@ logger = logging.getLogger("qeval")
 ENTRY_POINT_GROUP = "qeval"
 PLUGINS_ENV = "QEVAL_PLUGINS"
 BUILTIN_NAMESPACE = "qeval."  # built-in plugin names: "qeval." + module name, e.g. qeval.rtn
+# the one line loading logs about broken plugins (``qeval plugins`` itself leaves it out)
+TROUBLED_SUMMARY = (
+    "%d qeval plugin%s failed to load or %s problems (%s); run 'qeval plugins' for details"
+)
 BUILTIN_PLUGINS = (
     "qeval_plugins.quantizers.baseline",
     "qeval_plugins.quantizers.bnb",
@@ -149,8 +153,7 @@ class Registry:
         if troubled:
             names = ", ".join(info.name for info in troubled)
             logger.warning(
-                "%d qeval plugin%s failed to load or %s problems (%s); run 'qeval plugins' for "
-                "details",
+                TROUBLED_SUMMARY,
                 len(troubled),
                 "" if len(troubled) == 1 else "s",
                 "has" if len(troubled) == 1 else "have",
