@@ -45,6 +45,7 @@ class QuantizationPlan:
     scheme: dict[str, Any] | None = None  # Scheme.record() of the quantizer at these options
     kv: KvCache | None = None  # the KV-cache quantization of generations, if any
     measured: dict[str, Any] = field(default_factory=dict)
+    aliases: list[str] = field(default_factory=list)  # those that select it (none dropped)
 
     @property
     def spec(self) -> str:
@@ -66,7 +67,7 @@ class QuantizationPlan:
             "spec": self.spec,
             "quantizer": self.quantizer.name,
             "requested_as": self.requested,
-            "aliases": list(self.quantizer.aliases),
+            "aliases": list(self.aliases),
             "options": dict(self.options),
             "quantizer_version": self.quantizer.version,
             "scheme": self.scheme,
@@ -142,7 +143,16 @@ def plan_quantization(
         read_passages(options["calibration_file"])
     given_final = {name: options[name] for name in given}
     scheme = run_scheme(chosen, entry.plugin, options)  # a plugin's bad answer fails here, early
-    return QuantizationPlan(requested, chosen, entry.plugin, options, given_final, scheme, kv)
+    return QuantizationPlan(
+        requested,
+        chosen,
+        entry.plugin,
+        options,
+        given_final,
+        scheme,
+        kv,
+        aliases=registry.aliases(chosen.name),
+    )
 
 
 def _quantizers(names: list[str]) -> str:

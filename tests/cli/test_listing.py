@@ -121,6 +121,9 @@ def test_a_dropped_alias_is_not_listed(monkeypatch, capsys, tmp_path, fresh_regi
         [row] = [line for line in lines if re.search(r"(^|│ )mine\b", line)]
         assert "my-q" in row and "nf4" not in row and "rtn" not in row, row
     assert get_registry().get("nf4").quantizer.name == "bnb-nf4"
+    from qeval_plugins.core.plan import plan_quantization
+
+    assert plan_quantization("my-q", {}, set(), "cpu").record()["aliases"] == ["my-q"]
 
 
 def test_broken_plugins_are_one_warning_line_on_every_command(
