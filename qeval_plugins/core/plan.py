@@ -59,7 +59,11 @@ class QuantizationPlan:
         name (``auto``: the checkpoint's, read from ``pretrained`` at ``revision``)."""
         from qeval_plugins.core.quantizer import resolve_dtype
 
-        return LoadContext(device=device, dtype=resolve_dtype(dtype, pretrained, revision))
+        return LoadContext(
+            device=device,
+            dtype=resolve_dtype(dtype, pretrained, revision),
+            plugin=self.plugin.name,
+        )
 
     def record(self) -> dict[str, Any]:
         """The ``qeval`` block of the results JSON's ``config``."""
