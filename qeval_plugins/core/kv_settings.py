@@ -85,9 +85,17 @@ def take_kv_cache(model_args: dict[str, Any]) -> KvCache | None:
 
 def check_head_dim(settings: KvCache | None, head_dim: int | None) -> None:
     """A ``sim`` cache's groups (``kv_group_size``, at most the head dimension) must divide the
-    model's head dimension: one QevalError line. Nothing to check without settings or a known
+    model's head dimension; an MX ``kv_format``'s blocks of 32 (the last one padded) need a head
+    dimension of 32 or more: one QevalError line. Nothing to check without settings or a known
     head dimension."""
     if settings is None or head_dim is None or settings.backend != "sim":
+        return
+    if settings.format.startswith("mx"):
+        if head_dim < MX_BLOCK:
+            raise QevalError(
+                f"kv_format={settings.format} quantizes blocks of {MX_BLOCK} values, more than the "
+                f"model's head dimension {head_dim}; pick a kv_format that is not MX."
+            )
         return
     if head_dim % min(settings.group_size, head_dim):
         raise QevalError(

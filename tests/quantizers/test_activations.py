@@ -176,10 +176,11 @@ def test_contract_with_activation_quantization(tiny_model_dir, name, options):
     """Includes gptq-sim's cache round trip: the loaded model gets its hooks back."""
     from qeval_plugins.testing import check_quantizer
 
-    options = dict(options, act_granularity="tensor") if name == "gptq-sim" else options
-    summary = check_quantizer(
-        name, tiny_model_dir, calibration_samples=2, calibration_seqlen=16, **options
-    )
+    if name == "gptq-sim":  # calibrated: small windows (rtn with mxfp4 reads none)
+        options = dict(
+            options, act_granularity="tensor", calibration_samples=2, calibration_seqlen=16
+        )
+    summary = check_quantizer(name, tiny_model_dir, **options)
     assert summary["finite"]
 
 

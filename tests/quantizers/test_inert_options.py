@@ -138,6 +138,18 @@ def test_an_mx_kv_format_means_blocks_of_32():
     assert take_kv_cache({"kv_format": "fp8_e4m3", "kv_group_size": 16}).group_size == 16
 
 
+def test_an_mx_kv_cache_fits_any_head_dimension_of_32_or_more():
+    from qeval_plugins.core.kv_settings import check_head_dim
+
+    mx = take_kv_cache({"kv_format": "mxfp8"})
+    for head_dim in (32, 64, 80, 128):  # 80: the last block is padded, as for weights
+        check_head_dim(mx, head_dim)
+    with pytest.raises(QevalError, match=r"^kv_format=mxfp8 quantizes blocks of 32 values, more"):
+        check_head_dim(mx, 16)
+    with pytest.raises(QevalError, match=r"kv_group_size=64 does not divide .* dimension 80"):
+        check_head_dim(take_kv_cache({"kv_bits": 4}), 80)
+
+
 def test_a_spec_is_refused_the_same_way():
     with pytest.raises(QevalError, match=r"act_bits=8 has no effect with act_format=none"):
         check_spec("rtn:bits=8:act_bits=8", "cpu")
@@ -156,3 +168,17 @@ def test_qeval_run_refuses_the_spec_before_any_run(tmp_path, capsys):
     assert err.count("\n") == 1 and err.startswith("qeval: error: ")
     assert "act_bits=8 has no effect with act_format=none" in err and "act_format=int" in err
     assert not any(output.rglob("results*.json"))  # not even the 'none' run started
+
+
+def test_an_mx_kv_cache_generates():
+    """Before, an MX kv_format kept kv_group_size=64 and failed at the first generation."""
+    import torch
+
+    from qeval_plugins.backend.lm import QevalLM
+
+    lm = QevalLM(pretrained="qeval-tiny", quantizer="none", device="cpu", kv_format="mxfp4")
+    ids = torch.tensor([lm.tok_encode("The capital of France is")])
+    with torch.no_grad():
+        out = lm.model.generate(ids, max_new_tokens=8, do_sample=False)
+    assert out.shape == (1, ids.shape[1] + 8)
+    assert lm.get_model_info()["qeval"]["kv_cache"]["describe"] == "mxfp4 g32 r128 (sim)"
