@@ -98,8 +98,9 @@ class Requires:
             isinstance(pair, tuple) and len(pair) == 2 for pair in self.implies
         ):
             return [f"{where}: implies must be a tuple of (value, implied value) pairs"]
-        found = [f"{where}: {value!r} is not a valid value" for value in self.values]
-        found = [p for p, v in zip(found, self.values, strict=True) if not target.accepts(v)]
+        found = [
+            f"{where}: {v!r} is not a valid value" for v in self.values if not target.accepts(v)
+        ]
         for key, value in self.implies:
             if not target.accepts(key) or _among(key, self.values) != self.other_than:
                 found.append(f"{where}: implies {key!r}, not a value outside the requirement")
