@@ -5,8 +5,8 @@ Each demo run's lm-eval results are read as the report reads a results file
 the ``none`` run. The table has a column per entry of :data:`COLUMNS`: a task and the metric it
 shows, the first of the column's candidate names that any run reports (so the KL columns follow
 qeval_sqnr's metric names, listed once in :data:`KL_METRICS`). A cell is the value with three
-decimals (a KL by :func:`kl_figure`, ``≥``-marked when qeval_sqnr ran in top-k mode: a lower
-bound) and, where the column compares, Δ = run − baseline by
+decimals (a KL by :func:`run_figure`: 0 within its error bound, ``≥``-marked when qeval_sqnr
+ran in top-k mode, a lower bound) and, where the column compares, Δ = run − baseline by
 :func:`~.compare.score` (red when worse by the metric's direction — the file's
 ``higher_is_better``, else :mod:`qeval_plugins.metrics.directions` — green otherwise). The KL
 columns do not compare: the baseline's KL to itself is 0, so Δ would repeat the value. Then the
@@ -21,7 +21,6 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ SQNR_TASK = "qeval_sqnr"
 KL_METRICS = (("kl_median", "kl_mean"), ("kl_p99",))
 DIGITS = 3  # decimals of a metric and its change
 MISSING = "-"
-KL_ZERO = 1e-9  # nats: a KL below it is float rounding (the baseline's own KL is ~1e-16)
+KL_ZERO = 1e-9  # nats: a KL below it is float rounding (the baseline's own top-k KL is ~1e-16)
 
 
 def three_decimals(value: float) -> str:
@@ -49,10 +48,11 @@ def three_decimals(value: float) -> str:
     return fixed(value, DIGITS)
 
 
-def kl_figure(value: float) -> str:
-    """A KL in nats: ``0`` below :data:`KL_ZERO`, two significant digits below 0.01 (``0.00041``,
-    ``6.3e-07``: small is not shown as 0), else three decimals (:func:`~.grid.small_number`)."""
-    return "0" if abs(value) < KL_ZERO else small_number(value)
+def kl_figure(value: float, zero: float = KL_ZERO) -> str:
+    """A KL in nats: ``0`` below ``zero`` (:data:`KL_ZERO`), two significant digits below 0.01
+    (``0.00041``, ``6.3e-07``: small is not shown as 0), else three decimals
+    (:func:`~.grid.small_number`)."""
+    return "0" if abs(value) < zero else small_number(value)
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ NOTE = (
     "against the story's own ending (0-1): sampling lowers even the unquantized model's score, "
     "Δ is what quantization costs on top at each temperature (a few hundredths is noise of the "
     "few prompts). KL: per-token KL(unquantized ‖ quantized) in nats on held-out passages of "
-    "the world (qeval_sqnr), at the statistic named (0: below 1e-9, float rounding): the median"
+    "the world (qeval_sqnr), at the statistic named (0: within its error bound): the median"
     " shows the typical token, p99 the tail where quantization does its damage. MiB: weights as "
     "stored (bitsandbytes: packed, scales included). rtn is simulated quantization, stored "
     "unquantized. load s: load + quantize wall time."
@@ -128,7 +128,7 @@ def demo_grid(runs: list[Run]) -> Grid:
         grid.rows.append(
             [[(run.label, "")]]
             + [
-                _score_cell(_score(run, base, column, metric), column, kl_text(run, metric))
+                _score_cell(_score(run, base, column, metric), run_figure(run, column, metric))
                 for column, metric in shown
             ]
             + [_figure(row.size_mib), _figure(row.quantize_seconds)]
@@ -165,19 +165,25 @@ def _direction(runs: list[Run], column: Column, metric: str) -> bool | None:
     return next((m.higher_is_better for m in found if m is not None), None)
 
 
-def kl_text(run: Run, metric: str) -> Callable[[str], str]:
-    """How ``run``'s figure of ``metric`` is written: ``≥ value`` for a KL of a top-k run (a
-    lower bound of the exact KL, :func:`~.sqnr.kl_text`), as it is otherwise."""
+def run_figure(run: Run, column: Column, metric: str) -> Callable[[float], str]:
+    """How ``run``'s value of the column's ``metric`` is written: by the column's ``figure``;
+    a KL of qeval_sqnr by :func:`kl_figure`, ``0`` within the exact mode's error bound of every
+    token (``kl_error_bound_max``: the log-probability codes' rounding, 1e-7 nats on the
+    embedded model, whose KL to itself is then 3e-9) or below :data:`KL_ZERO`, and ``≥ value``
+    in top-k mode (a lower bound, :func:`~.sqnr.kl_text`)."""
     summary = sqnr_summary(run) if metric.startswith("kl_") else None
-    return (lambda text: text) if summary is None else partial(sqnr_kl_text, summary, metric)
+    if summary is None:
+        return column.figure
+    zero = max(KL_ZERO, summary.kl_error_bound_max or 0.0)
+    return lambda value: sqnr_kl_text(summary, metric, kl_figure(value, zero))
 
 
-def _score_cell(score: Score | None, column: Column, written: Callable[[str], str]) -> Cell:
-    """``value`` (the column's ``figure``, then ``written``: a top-k KL marked ``≥``) and,
-    against the baseline, ``(Δ)``: red when worse (beyond rounding noise), green otherwise."""
+def _score_cell(score: Score | None, figure: Callable[[float], str]) -> Cell:
+    """``value`` written by ``figure`` and, against the baseline, ``(Δ)``: red when worse
+    (beyond rounding noise), green otherwise."""
     if score is None:
         return [(MISSING, "")]
-    cell = [(written(column.figure(score.value)), "")]
+    cell = [(figure(score.value), "")]
     if score.delta is not None:
         cell.append((f"({fixed(score.delta, DIGITS, signed=True)})", _change_style(score)))
     return cell

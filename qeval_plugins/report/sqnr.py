@@ -17,7 +17,7 @@ from operator import itemgetter
 from qeval_plugins.core.text import printable
 from qeval_plugins.report.grid import Grid, small_number
 from qeval_plugins.report.runs import Run
-from qeval_plugins.report.values import as_mapping, as_value
+from qeval_plugins.report.values import as_finite, as_mapping, as_value
 
 SQNR_TASK = "qeval_sqnr"
 DEFAULT_WORST_LAYERS = 5
@@ -34,6 +34,7 @@ class SqnrRun:
     activation_blocks_db: list[float]
     kl_mode: str = ""  # "exact", "topk" (a lower bound), or "" when the file does not say
     kl_is_lower_bound: bool = False  # top-k mode: every KL figure is a lower bound
+    kl_error_bound_max: float | None = None  # exact mode: bound on every per-token KL's error
     worst_token: str = ""  # the most divergent token in its context, as "…context⟨token⟩"
 
 
@@ -53,6 +54,7 @@ def sqnr_summary(run: Run) -> SqnrRun | None:
     blocks = block.get("activation_blocks_db")
     divergence = as_mapping(block.get("divergence"))
     mode = divergence.get("kl_mode")
+    bound = as_finite(divergence.get("kl_error_bound_max"))
     return SqnrRun(
         label=run.label,
         metrics=metrics,
@@ -69,6 +71,7 @@ def sqnr_summary(run: Run) -> SqnrRun | None:
         ],
         kl_mode=mode if mode in KL_MODES else "",
         kl_is_lower_bound=mode == "topk",
+        kl_error_bound_max=bound if mode == "exact" and bound is not None and bound >= 0 else None,
         worst_token=_worst_token(divergence.get("worst_tokens")),
     )
 

@@ -195,6 +195,22 @@ def test_a_topk_kl_is_marked_a_lower_bound():
     assert grid.rows[1][1] == [("0.848", "")]  # not a KL: never marked
 
 
+def test_an_exact_kl_within_its_error_bound_is_zero():
+    """Exact KL (the default) reads the reference's log-probabilities from 16-bit codes: the
+    baseline's KL to itself is their rounding (3e-9 nats on qeval-tiny), within the error bound
+    the run states (kl_error_bound_max, 1e-7): shown as 0; a KL above the bound is shown."""
+    data = [results(spec, *figures) for spec, *figures in RUNS[:2]]
+    data[0]["results"]["qeval_sqnr"].update({"kl_median,none": 1.3e-11, "kl_p99,none": 2.1e-09})
+    for one in data:
+        divergence = {"kl_mode": "exact", "kl_error_bound_max": 1.02e-07}
+        one["config"]["qeval"]["sqnr"] = {"divergence": divergence}
+    grid = demo_grid([demo_run(spec, one) for (spec, *_), one in zip(RUNS[:2], data, strict=True)])
+    assert [row[6:8] for row in grid.rows] == [
+        [[("0", "")], [("0", "")]],
+        [[("6.3e-07", "")], [("0.00016", "")]],
+    ]
+
+
 def test_kl_figure():
     assert [
         kl_figure(v) for v in (0.0, 5e-16, -2e-12, 6.3e-07, 0.00043, 0.0099, 0.532, 6.32522)
