@@ -26,7 +26,12 @@ Safety.
   deletes the folder's ``.partial-*`` folders and temporary files: while it holds the lock, any
   that exist were left by a process that died.
 * Every attempt keeps its own log, ``lm_eval.<date>-<time>.log``; ``lm_eval.log`` links to the
-  latest.
+  latest. A failed run's line names its cause: the log's ``qeval: error:`` line, else a full
+  disk (the filesystem's mount point and free space), else the exit status and the log's last
+  exception.
+* The lm_eval process dies with the sweep, ``kill -9`` included (Linux: :func:`die_with_parent`).
+* Files already in ``--output`` are read only when regular and within a size cap (never a FIFO,
+  never a link to a device: :mod:`qeval_plugins.core.safe_read`).
 """
 
 from __future__ import annotations
@@ -382,15 +387,15 @@ def _failure(run: PlannedRun, log_path: Path, code: int) -> QevalError:
     (``ValueError: ...``, at most 200 characters)."""
     lines = _log_lines(log_path)
     errors = [line for line in lines if line.startswith("qeval: error:")]
-    disk = _disk_cause(lines, run.directory)
     raised = [line.strip() for line in lines if _EXCEPTION_LINE.match(line.strip())]
     last = f": {printable(raised[-1])[:200]}" if raised else ""
+    status = f"lm_eval exited with status {code}{last}"
     if errors:
         reason = errors[-1].removeprefix("qeval: error:").strip()
-    elif disk:
-        reason = f"{disk}: lm_eval exited with status {code}{last}"
+    elif disk := _disk_cause(lines, run.directory):
+        reason = f"{disk}: {status}"
     else:
-        reason = f"lm_eval exited with status {code}{last}"
+        reason = status
     return QevalError(f"run {run.label} failed: {reason} (log: {log_path})")
 
 

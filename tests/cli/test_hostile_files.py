@@ -2,21 +2,24 @@
 ``results.json`` (reading it blocks until someone writes), a link to ``/dev/zero`` (it never
 ends). Each is refused by its type or size before a byte is read (qeval_plugins.core.safe_read).
 
-The commands run in a subprocess with a timeout, and the in-process reads under an alarm, so
-that a regression fails the test instead of hanging the suite.
+The commands run in a subprocess with a timeout, the in-process reads under an alarm, and both
+with a memory cap, so that a regression fails the test instead of hanging the suite or reading
+``/dev/zero`` until the machine runs out of memory.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 
 from qeval_plugins import QevalError
 from qeval_plugins.cli import run_settings
@@ -34,17 +37,50 @@ HOSTILE = {
 }
 
 
+MEMORY_CAP = 4 << 30  # the commands' data segment (heap and private mappings)
+
+
+def _cap_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_DATA, (MEMORY_CAP, MEMORY_CAP))
+
+
+def run_capped(args: list[str], timeout: int) -> subprocess.CompletedProcess:
+    """A console command of this environment, killed after ``timeout`` s (TimeoutExpired) and
+    failing (MemoryError) past :data:`MEMORY_CAP`."""
+    env = {k: v for k, v in os.environ.items() if k != "QEVAL_DEBUG"}
+    return subprocess.run(
+        [str(Path(sys.executable).parent / args[0]), *args[1:]],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        preexec_fn=_cap_memory,
+    )
+
+
+class Blocked(BaseException):
+    """A read blocked past the alarm: not an OSError (TimeoutError is one, and code under test
+    may catch it and go on to block again), not an Exception."""
+
+
 @pytest.fixture
 def alarm():
-    """Fail (TimeoutError) instead of hanging when a read in this process blocks for 20 s."""
+    """Fail instead of hanging when a read in this process blocks for 20 s (:class:`Blocked`,
+    then again every second), or instead of exhausting the machine's memory when it allocates
+    512 MiB more (MemoryError)."""
 
     def expired(signum, frame):
-        raise TimeoutError("a read blocked for 20 s")
+        raise Blocked("a read blocked for 20 s")
 
     previous = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(20)
+    signal.setitimer(signal.ITIMER_REAL, 20, 1)
+    limits = resource.getrlimit(resource.RLIMIT_DATA)
+    with open("/proc/self/status") as status:  # Linux: the data segment in use, in kB
+        used = next(int(line.split()[1]) << 10 for line in status if line.startswith("VmData:"))
+    resource.setrlimit(resource.RLIMIT_DATA, (used + (512 << 20), limits[1]))
     yield
-    signal.alarm(0)
+    resource.setrlimit(resource.RLIMIT_DATA, limits)
+    signal.setitimer(signal.ITIMER_REAL, 0)
     signal.signal(signal.SIGALRM, previous)
 
 
@@ -124,7 +160,7 @@ def test_qeval_report_skips_a_results_file_that_is_no_regular_file(tmp_path, kin
     HOSTILE[kind](runs / "hostile" / "results.json")
     (runs / "scan").mkdir()
     HOSTILE[kind](runs / "scan" / "scan.json")
-    shown = run_cli(["qeval", "report", str(runs)], timeout=60)
+    shown = run_capped(["qeval", "report", str(runs)], timeout=60)
     assert shown.returncode == 0, shown.stdout + shown.stderr
     hostile = runs / "hostile" / "results.json"
     assert f"{hostile}: cannot read (not a regular file); skipped" in shown.stdout
@@ -132,7 +168,7 @@ def test_qeval_report_skips_a_results_file_that_is_no_regular_file(tmp_path, kin
         shown.stdout
     )
     assert "qeval-tiny" in shown.stdout  # the good run is reported
-    lone = run_cli(["qeval", "report", str(hostile)], timeout=60)
+    lone = run_capped(["qeval", "report", str(hostile)], timeout=60)
     assert lone.returncode == 1 and "could not be read" in lone.stderr
 
 
@@ -146,7 +182,7 @@ def test_qeval_runs_resume_check_refuses_a_results_file_that_is_no_regular_file(
     HOSTILE[kind](folder / "results.json")
     command = ["qeval", "run", "--model", "qeval-tiny", "--quantizers", "none", "--device", "cpu"]
     command += ["--tasks", "qeval_demo_facts", "--output", str(tmp_path / "runs")]
-    refused = run_cli(command, timeout=120)
+    refused = run_capped(command, timeout=120)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     [line] = refused.stderr.splitlines()
     assert line.startswith("qeval: error: ") and (
@@ -186,11 +222,18 @@ def test_a_hostile_log_does_not_hang_the_failure_line(tmp_path, alarm):
     assert "KeyError: 'late'" in str(sweep_module._failure(run, big, 1))
 
 
-def test_the_alarm_catches_a_blocking_read(tmp_path, alarm):
-    """The guard itself: the read the old code did blocks, and fails the test instead."""
+def test_the_guards_catch_the_old_reads(tmp_path, alarm):
+    """The guards themselves: the reads the old code did block or exhaust memory, and fail the
+    test instead."""
     fifo = tmp_path / "results.json"
     os.mkfifo(fifo)
-    signal.alarm(1)
-    with pytest.raises(TimeoutError):
-        fifo.read_bytes()
+    signal.setitimer(signal.ITIMER_REAL, 1, 1)
+    for _ in range(2):  # the alarm fires again for a read that blocks after the first
+        with pytest.raises(Blocked):
+            fifo.read_bytes()
+    signal.setitimer(signal.ITIMER_REAL, 0)
     assert threading.current_thread() is threading.main_thread()
+    with pytest.raises(MemoryError):
+        Path("/dev/zero").read_bytes()
+    endless = run_capped(["python", "-c", "open('/dev/zero', 'rb').read()"], timeout=60)
+    assert "MemoryError" in endless.stderr
