@@ -217,9 +217,9 @@ def verdict_lines(summary: ScanSummary) -> list[str]:
     checks = summary.checks
     if checks["recommended"] is not None:
         lines.append(
-            f"verified KL mean (nats): all quantized {_fmt(checks['all_quantized'])}, "
-            f"recommended skip {_fmt(checks['recommended'])}, same number of least-sensitive "
-            f"skipped {_fmt(checks['least_sensitive'])}"
+            f"verified KL mean (nats, top-k lower bounds): all quantized "
+            f"{_fmt(checks['all_quantized'])}, recommended skip {_fmt(checks['recommended'])}, "
+            f"same number of least-sensitive skipped {_fmt(checks['least_sensitive'])}"
         )
         better = "better" if summary.improves else "NOT better"
         control = "beats" if summary.beats_least_sensitive else "does NOT beat"
@@ -231,14 +231,15 @@ def render_scans(
     scans: list[ScanSummary], warnings: list[str], console: Any, top: int = TOP
 ) -> None:
     """Print the "Layer sensitivity" section: per scan a table of the ``top`` units and the
-    verdict lines; then the warnings (one line each)."""
+    verdict lines; then the warnings (one line each). The scan's KL is the top-k bound, a lower
+    bound of the exact KL: its column is headed ``KL mean ≥``."""
     from rich.table import Table
     from rich.text import Text
 
     for summary in scans:
         title = f"Layer sensitivity — {printable(summary.model)} · {printable(summary.spec)}"
         table = Table(title=Text(title), title_justify="left")
-        for header in ("#", summary.unit, "params", "KL mean", "ΔNLL", ""):
+        for header in ("#", summary.unit, "params", "KL mean ≥", "ΔNLL", ""):
             table.add_column(Text(header), overflow="fold")
         for row in scan_grid_rows(summary, top):
             table.add_row(*(Text(cell) for cell in row))
@@ -264,7 +265,7 @@ def scan_chart(figure_class: Any, summary: ScanSummary, top: int = TOP) -> Any:
     axes.barh(range(len(rows)), values, color=colours)
     axes.set_yticks(range(len(rows)), [_name(row.name)[-40:] for row in rows], fontsize=8)
     axes.invert_yaxis()
-    axes.set_xlabel("KL mean vs unquantized (nats/token), one unit quantized")
+    axes.set_xlabel("KL mean vs unquantized (nats/token, top-k lower bound), one unit quantized")
     axes.set_title(
         printable(f"{summary.model} · {summary.spec}")[:90] + "\nred: recommended to keep",
         fontsize=9,

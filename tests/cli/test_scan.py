@@ -43,6 +43,7 @@ def test_scan_writes_scan_json_and_the_recommendation_verifies(scanned):
     assert data["qeval_scan"] == 1 and data["unit"] == "block"
     assert data["spec"] == "rtn:bits=3:group_size=0"
     assert data["reference"]["texts"] == 2 and data["reference"]["top_k"] == 32
+    assert data["reference"]["kl_is_lower_bound"] is True
     kls = [unit["kl_mean"] for unit in data["units"]]
     assert kls == sorted(kls, reverse=True) and len(kls) == 4
     checks = data["verification"]

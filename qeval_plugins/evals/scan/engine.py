@@ -89,6 +89,7 @@ class Reference:
             "texts": len(self.texts),
             "tokens": self.tokens,
             "top_k": self.top_k,
+            "kl_is_lower_bound": True,  # top-k + tail KL (divergence.kl_from_topk)
             "nll_mean": self.nll_mean(),
             "tokens_sha256": digest,
             "seconds": round(self.seconds, 4),
