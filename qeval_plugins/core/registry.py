@@ -118,7 +118,6 @@ class Registry:
         self._canonical: dict[str, str] = {}  # name or alias -> name
         self._disabled: dict[str, str] = {}  # name or alias of a disabled quantizer -> why
         self._contested: dict[str, str] = {}  # name or alias two external plugins claim -> why
-        self._refused: dict[tuple[str, type], str] = {}  # (plugin, layer type) -> bad answer
 
     # loading -----------------------------------------------------------------------------
     def load(self) -> Registry:
@@ -435,7 +434,9 @@ class Dequantizer:
     finite values. A hook that raises or fails the check has its answers for that layer type
     refused for the rest of the process, with one warning naming the plugin, and the next
     plugin is asked (the layer is missing when none is left); with ``strict`` (the contract
-    checker) it is a QevalError instead. ``answered_by`` maps each layer type
+    checker) it is a QevalError instead. A refusal lasts as long as this reader, one model's
+    pass: an answer that was refused because that model's weights are not finite says nothing
+    about the next model's. ``answered_by`` maps each layer type
     (``module.QualName``) to the plugin that answered for it, as the results record it.
     """
 
@@ -443,6 +444,7 @@ class Dequantizer:
         self.registry, self.owner, self.strict = registry, owner, strict
         self.answered_by: dict[str, str] = {}
         self._claimed = registry.builtin_layer_packages()
+        self._refused: dict[tuple[str, type], str] = {}  # (plugin, layer type) -> bad answer
 
     def __call__(
         self, module: Any, shape: Any = None, layer: str | None = None
@@ -454,7 +456,7 @@ class Dequantizer:
         kind = type(module)
         for impl in self._ordered(kind):
             plugin = impl.plugin_name
-            if (plugin, kind) in self.registry._refused:
+            if (plugin, kind) in self._refused:
                 continue
             layer_text = f"layer '{layer or '?'}' ({kind.__name__})"
             try:
@@ -498,10 +500,11 @@ class Dequantizer:
     def _refuse(self, plugin: str, kind: type, message: str) -> None:
         if self.strict:
             raise QevalError(f"{message}: return the dense weight as the hook's docstring says.")
-        self.registry._refused[(plugin, kind)] = message
+        self._refused[(plugin, kind)] = message
         logger.warning(
             "%s; its answers for %s are not used (the next plugin's answer is, or the layer is "
-            "left out); report it to the plugin's author",
+            "left out); unless the model's own weights are not finite, report it to the plugin's "
+            "author",
             message,
             kind.__name__,
         )

@@ -343,3 +343,26 @@ def test_a_wrong_answer_no_longer_stops_the_run(
     weights = sqnr_task(tiny_model_dir, tasks_dir, "quantizer=packed")["weights"]
     assert len(weights["missing_layers"]) == 14 and weights["layers"] == {}
     assert weights["dequantized_by"] == BUILT_IN_READERS  # the plain LM head and embeddings
+
+
+def test_a_refusal_lasts_one_models_pass_not_the_process(tiny_model_dir, caplog):
+    """A model with NaN weights had the built-in nn.Linear reader refused for every later model
+    of the process (its layers then listed as missing, e.g. the next run's lm_head)."""
+    from transformers import AutoModelForCausalLM
+
+    from qeval_plugins.core.registry import get_registry
+    from qeval_plugins.evals.sqnr.engine import weight_energies
+
+    registry = get_registry()
+    broken = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        for module in broken.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.fill_(float("nan"))
+    with caplog.at_level(logging.WARNING, logger="qeval"):
+        _, missing = weight_energies(broken, str(tiny_model_dir), registry.dequantizer())
+    assert len(missing) == 15  # 14 projections and the LM head: NaN answers are refused
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    energies, missing = weight_energies(model, str(tiny_model_dir), registry.dequantizer())
+    assert missing == [] and len(energies) == 14  # every projection read again, unchanged
+    assert all(noise == 0 for _, noise in energies.values())
