@@ -12,8 +12,10 @@ number whose mean is the results file's value (so the metric is a mean over docu
 samples belong to those results), and both runs scored the same documents: the same ``doc_id``
 set and either a ``doc_hash`` on every document of both runs, equal for each (paired by document
 hash), or no ``doc_hash`` in either run (paired by position: documents of the same count and
-order, lm-eval's ``doc_id``). Hashes in one run's samples only (another lm-eval version, or a file
-edited) cannot show the documents are the same: one warning naming the task and both runs, and
+order, lm-eval's ``doc_id``, whose contents — the ``doc`` object, ``prompt_hash`` and
+``target_hash`` of each line, where both runs' lines carry them — agree at every position).
+Hashes in one run's samples only (another lm-eval version, or a file edited) cannot show the
+documents are the same: one warning naming the task and both runs, and
 the screen. Metrics whose per-document values are not numbers
 (perplexities, BLEU, F1: pairs and lists aggregated otherwise) are silently left to the
 unpaired screen. Anything else amiss — a file too large, a line over :data:`MAX_LINE_BYTES`,
@@ -24,6 +26,7 @@ Files are read line by line and each file at most once per report.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -66,11 +69,13 @@ class NotPerDocument(Exception):
 
 @dataclass(frozen=True)
 class DocScores:
-    """One metric of one samples file: doc_id -> value, and doc_id -> doc_hash where given."""
+    """One metric of one samples file: doc_id -> value, doc_id -> doc_hash where given, and
+    doc_id -> content fingerprint (:func:`_fingerprint`) of lines that carry a document."""
 
     path: Path
     values: dict[int, float]
     hashes: dict[int, str]
+    contents: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -134,6 +139,7 @@ def read_scores(path: Path, metric: str, kind: str) -> DocScores:
     :class:`SamplesProblem` (the reason) or :class:`NotPerDocument`."""
     values: dict[int, float] = {}
     hashes: dict[int, str] = {}
+    contents: dict[int, str] = {}
     try:
         # a regular file within the cap, checked on the open descriptor (no pipe, no device)
         with open_regular(path, MAX_FILE_BYTES) as handle:
@@ -146,14 +152,25 @@ def read_scores(path: Path, metric: str, kind: str) -> DocScores:
                 if len(raw) > MAX_LINE_BYTES:
                     raise SamplesProblem(f"line {number} is over {size_text(MAX_LINE_BYTES)}")
                 if raw.strip():
-                    _add_line(_parse(raw, number), number, metric, kind, values, hashes)
+                    data = _parse(raw, number)
+                    _add_line(data, number, metric, kind, values, (hashes, contents))
     except RefusedFile as error:
         raise SamplesProblem(f"{error}; not read") from None
     except OSError as error:
         raise SamplesProblem(f"cannot be read ({error.strerror or error})") from None
     if not values:
         raise SamplesProblem(f"no documents under filter {kind!r}")
-    return DocScores(path, values, hashes)
+    return DocScores(path, values, hashes, contents)
+
+
+def _fingerprint(data: dict) -> str | None:
+    """SHA-256 of what a line says its document is: its ``doc`` object (canonical JSON),
+    ``prompt_hash`` and ``target_hash``; None when the line carries none of them."""
+    parts = {key: data[key] for key in ("doc", "prompt_hash", "target_hash") if key in data}
+    if not parts:
+        return None
+    text = json.dumps(parts, sort_keys=True, ensure_ascii=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _parse(raw: bytes, number: int) -> dict:
@@ -174,8 +191,12 @@ def _parse(raw: bytes, number: int) -> dict:
     return data
 
 
-def _add_line(data: dict, number: int, metric: str, kind: str, values: dict, hashes: dict) -> None:
-    """Check one document line and add its ``metric`` value (when under filter ``kind``)."""
+def _add_line(
+    data: dict, number: int, metric: str, kind: str, values: dict, about: tuple[dict, dict]
+) -> None:
+    """Check one document line and add its ``metric`` value (when under filter ``kind``), its
+    doc_hash and content fingerprint to ``about`` = (hashes, contents)."""
+    hashes, contents = about
     line_filter = data.get("filter", "none")
     if not isinstance(line_filter, str):
         raise SamplesProblem(f"line {number}: filter is not text")
@@ -203,12 +224,16 @@ def _add_line(data: dict, number: int, metric: str, kind: str, values: dict, has
     if not math.isfinite(number_value):
         raise SamplesProblem(f"line {number}: {metric} is not finite")
     values[doc_id] = number_value
+    fingerprint = _fingerprint(data)
+    if fingerprint is not None:
+        contents[doc_id] = fingerprint
 
 
 def matched(base: DocScores, run: DocScores) -> tuple[list[float], list[float], str]:
     """Both runs' values in one document order and how they were matched: :data:`BY_HASH` (every
     document of both runs has a doc_hash, equal in both) or :data:`BY_POSITION` (neither run has
-    any doc_hash: the same doc_ids, so the same count and order). :class:`Unmatchable` when only
+    any doc_hash: the same doc_ids, so the same count and order, and the same document contents at
+    each position where both runs' lines carry them). :class:`Unmatchable` when only
     one run's documents all carry hashes; :class:`SamplesProblem` when the doc_id sets or hashes
     differ, or a run has hashes on some documents only."""
     if base.values.keys() != run.values.keys():
@@ -221,6 +246,13 @@ def matched(base: DocScores, run: DocScores) -> tuple[list[float], list[float], 
     order = sorted(run.values)
     values = [base.values[i] for i in order], [run.values[i] for i in order]
     if not base.hashes and not run.hashes:
+        shared = [i for i in order if i in base.contents and i in run.contents]
+        moved = sum(1 for i in shared if base.contents[i] != run.contents[i])
+        if moved:
+            raise SamplesProblem(
+                f"{moved} of {len(run.values)} documents differ from the baseline's at the same "
+                "position (doc, prompt_hash, target_hash)"
+            )
         return *values, BY_POSITION
     for scores, whose in ((run, "this run's"), (base, "the baseline's")):
         if scores.hashes and len(scores.hashes) < len(order):

@@ -428,6 +428,28 @@ def test_no_hashes_in_either_run_pair_by_position_and_the_note_says_so(tmp_path)
     assert "documents differ from the baseline's (1 only in this run" in warning
 
 
+def test_documents_at_other_positions_are_not_paired_by_position(tmp_path):
+    """Without doc_hash, the baseline's lines rotated by one (each doc_id now another document,
+    as the lines' own doc and prompt_hash show) were paired by position without a word."""
+    shutil.copytree(SYNTHETIC, tmp_path, dirs_exist_ok=True)
+    for path in (run_samples(tmp_path), base_samples(tmp_path)):
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        for line in lines:
+            line["doc"] = {"id": line["doc_id"], "context": f"Fact {line['doc_id']} is"}
+            line["prompt_hash"] = sha(line["doc"]["context"])
+            del line["doc_hash"]
+        if path == base_samples(tmp_path):  # rotated: the same values under other doc_ids
+            lines = lines[1:] + lines[:1]
+            for doc_id, line in enumerate(lines):
+                line["doc_id"] = doc_id
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    report = report_of(tmp_path)
+    facts = scores_of(report, "rtn:bits=4")["qeval_demo_facts"]
+    assert facts.paired_by != "position" and facts.significance_method != "paired"
+    [warning] = report.warnings
+    assert "documents differ from the baseline's at the same position" in warning
+
+
 def test_a_table_with_both_pairings_names_the_tasks(tmp_path):
     """facts paired by hash, cloze (samples in both, no hashes) by position: the note names each
     task with its pairing."""
