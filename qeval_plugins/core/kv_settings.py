@@ -130,14 +130,22 @@ def _integer(value: Any, name: str, low: int, high: int) -> int:
     return value
 
 
+def _rtn_option(name: str) -> Option:
+    """Option ``name`` of the built-in ``rtn`` quantizer, whose formats the KV cache uses."""
+    rtn = get_registry().get("rtn").quantizer
+    return next(option for option in rtn.options if option.name == name)
+
+
 def _rtn_formats() -> tuple[str, ...]:
     """The number formats of the built-in ``rtn`` quantizer (its ``format`` option's choices)."""
-    rtn = get_registry().get("rtn").quantizer
-    return tuple(next(option.choices for option in rtn.options if option.name == "format"))
+    return tuple(_rtn_option("format").choices)
 
 
 def _kv_options(formats: tuple[str, ...]) -> dict[str, Option]:
-    """The ``kv_*`` settings that depend on others, as options with their :class:`Requires`."""
+    """The ``kv_*`` settings that depend on others, as options with their :class:`Requires`;
+    ``kv_bits`` of a fixed-width format is, as rtn's ``bits``, accepted at the format's own width
+    (``kv_format=mxfp4:kv_bits=4``)."""
+    [bits_rule] = _rtn_option("bits").requires
     mx = tuple(fmt for fmt in formats if fmt.startswith("mx"))
     scaled = tuple(fmt for fmt in formats if fmt not in mx)
     return {
@@ -158,7 +166,7 @@ def _kv_options(formats: tuple[str, ...]) -> dict[str, Option]:
             "bits",
             minimum=1,
             maximum=8,
-            requires=(Requires("kv_format", ("int",)),),
+            requires=(Requires("kv_format", ("int",), implies=bits_rule.implies),),
         ),
         "kv_group_size": Option(
             "kv_group_size",

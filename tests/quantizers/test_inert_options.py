@@ -117,7 +117,10 @@ def test_quanto_builds_calibration_windows_only_for_int8_activations():
             {"kv_format": "mxfp4", "kv_group_size": 64},
             "kv_group_size=64 has no effect with kv_format=mxfp4 (which sets kv_group_size=32)",
         ),
-        ({"kv_format": "mxfp4", "kv_bits": 4}, "kv_bits=4 has no effect with kv_format=mxfp4"),
+        (
+            {"kv_format": "mxfp4", "kv_bits": 8},
+            "kv_bits=8 has no effect with kv_format=mxfp4 (which sets kv_bits=4)",
+        ),
         (
             {"kv_backend": "quanto", "kv_format": "fp8_e4m3"},
             "kv_format=fp8_e4m3 has no effect with kv_backend=quanto",
@@ -128,6 +131,13 @@ def test_kv_settings_without_effect_are_refused(model_args, message):
     with pytest.raises(QevalError) as caught:
         take_kv_cache(dict(model_args))
     assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+def test_kv_bits_at_the_formats_own_width_is_taken_as_rtn_bits_is():
+    """kv_format=mxfp4:kv_bits=4 was refused while rtn's format=mxfp4:bits=4 is taken."""
+    assert take_kv_cache({"kv_format": "mxfp4", "kv_bits": 4}).format == "mxfp4"
+    assert take_kv_cache({"kv_format": "fp8_e4m3", "kv_bits": 8}).format == "fp8_e4m3"
+    plan_quantization("rtn", {"format": "mxfp4", "bits": 4}, set(), "cpu")
 
 
 def test_an_mx_kv_format_means_blocks_of_32():
