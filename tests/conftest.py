@@ -222,3 +222,38 @@ def only_qeval_group(monkeypatch, points: list) -> None:
         return points if selection.get("group") == "qeval" else real(**selection)
 
     monkeypatch.setattr(metadata, "entry_points", entry_points)
+
+
+def fake_plugins(monkeypatch, tmp_path, modules: dict[str, str]) -> None:
+    """Make ``modules`` (entry-point name -> module source) the only external plugins; each is
+    the module ``fakeplugin_<name>`` in ``tmp_path``."""
+    import importlib
+    import textwrap
+    from importlib import metadata
+
+    for name, source in modules.items():
+        (tmp_path / f"fakeplugin_{name}.py").write_text(textwrap.dedent(source))
+        monkeypatch.delitem(sys.modules, f"fakeplugin_{name}", raising=False)
+    importlib.invalidate_caches()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    points = [
+        metadata.EntryPoint(name=name, value=f"fakeplugin_{name}", group="qeval")
+        for name in modules
+    ]
+    only_qeval_group(monkeypatch, points)
+
+
+def replace_keeping_size_and_mtime(path: Path, source: Path) -> None:
+    """``cp -p source path`` for a file of the same size: new bytes, the old modification time
+    (nanoseconds); retried until the change time moves, which a coarse clock may delay."""
+    import shutil
+    import time
+
+    old = path.stat()
+    for _ in range(500):
+        shutil.copyfile(source, path)
+        os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))
+        if path.stat().st_ctime_ns != old.st_ctime_ns:
+            break
+        time.sleep(0.01)
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (old.st_size, old.st_mtime_ns)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from conftest import fake_plugins
 from test_plugin_dequantize import packed_plugin
-from test_plugins import fake_plugins
 
 from qeval_plugins import QevalError
 from qeval_plugins.testing import check_quantizer

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import only_qeval_group
+from conftest import only_qeval_group, replace_keeping_size_and_mtime
 
 from qeval_plugins.core.errors import QevalError
 
@@ -258,9 +258,6 @@ def test_weights_replaced_with_size_and_mtime_kept_are_quantized_afresh(
 ):
     """Other weights copied over ``model.safetensors`` with ``cp -p`` (same name, size and
     mtime) reused the quantized model of the old weights: the key held only those stats."""
-    import os
-    import shutil
-    import time
 
     from qeval_plugins.backend.lm import QevalLM
     from qeval_plugins.storage import content_hash
@@ -284,14 +281,7 @@ def test_weights_replaced_with_size_and_mtime_kept_are_quantized_afresh(
 
     first, _ = run(model.parent)
     assert run(model.parent)[0]["reused"] is True and len(calls(counting_rtn)) == 1
-    old = model.stat()
-    for _ in range(500):  # cp -p: the same file rewritten, its mtime restored
-        shutil.copyfile(other, model)
-        os.utime(model, ns=(old.st_atime_ns, old.st_mtime_ns))
-        if model.stat().st_ctime_ns != old.st_ctime_ns:
-            break
-        time.sleep(0.01)
-    assert (model.stat().st_size, model.stat().st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+    replace_keeping_size_and_mtime(model, other)
     second, replaced = run(model.parent)
     assert second["reused"] is False and second["key"] != first["key"]
     assert len(calls(counting_rtn)) == 2

@@ -3,15 +3,11 @@ text cut short with "…"; a table where everything fits on one line per cell.""
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
-import sys
-import textwrap
-from importlib import metadata
 from types import SimpleNamespace
 
-from conftest import only_qeval_group
+from conftest import fake_plugins
 
 from qeval_plugins.cli.main import main
 from qeval_plugins.core.registry import PluginInfo, get_registry
@@ -103,13 +99,7 @@ def install(monkeypatch, tmp_path, modules: dict[str, str]) -> None:
     """``modules`` (entry-point name -> source) as the only external plugins, registry reset."""
     from qeval_plugins.core.registry import reset_registry
 
-    for name, source in modules.items():
-        (tmp_path / f"listplug_{name}.py").write_text(textwrap.dedent(source))
-        monkeypatch.delitem(sys.modules, f"listplug_{name}", raising=False)
-    importlib.invalidate_caches()
-    monkeypatch.syspath_prepend(str(tmp_path))
-    points = [metadata.EntryPoint(n, f"listplug_{n}", "qeval") for n in modules]
-    only_qeval_group(monkeypatch, points)
+    fake_plugins(monkeypatch, tmp_path, modules)
     reset_registry()
 
 

@@ -13,7 +13,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from test_plugins import fake_plugins
+from conftest import fake_plugins
 
 from qeval_plugins import QevalError
 from qeval_plugins.core.quantizer import RECORD_CAP_BYTES, LoadContext

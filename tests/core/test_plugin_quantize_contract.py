@@ -8,7 +8,7 @@ import re
 
 import pytest
 import torch
-from test_plugins import fake_plugins
+from conftest import fake_plugins
 
 from qeval_plugins import QevalError
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import ast
-import importlib
 import re
 import subprocess
 import sys
-import textwrap
-from importlib import metadata
 
 import pytest
-from conftest import only_qeval_group
+from conftest import fake_plugins
 
 from qeval_plugins import QevalError
 from qeval_plugins.core.registry import Registry
@@ -23,20 +20,6 @@ BUILTIN_QUANTIZERS = {
     *("hqq", "quanto-int8", "quanto-int4", "quanto-int2", "quanto-fp8"),
     "autoround",
 }
-
-
-def fake_plugins(monkeypatch, tmp_path, modules: dict[str, str]) -> None:
-    """Make ``modules`` (entry-point name -> module source) the only external plugins."""
-    for name, source in modules.items():
-        (tmp_path / f"fakeplugin_{name}.py").write_text(textwrap.dedent(source))
-        monkeypatch.delitem(sys.modules, f"fakeplugin_{name}", raising=False)
-    importlib.invalidate_caches()
-    monkeypatch.syspath_prepend(str(tmp_path))
-    points = [
-        metadata.EntryPoint(name=name, value=f"fakeplugin_{name}", group="qeval")
-        for name in modules
-    ]
-    only_qeval_group(monkeypatch, points)
 
 
 def test_builtins_register_through_the_public_hook():

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import fake_plugins
 from rich.console import Console
-from test_plugins import fake_plugins
 
 from qeval_plugins import QevalError, Scheme
 from qeval_plugins.core.plan import check_spec

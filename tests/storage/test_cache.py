@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import replace_keeping_size_and_mtime
 
 from qeval_plugins import QevalError
 from qeval_plugins.cli.main import main
@@ -465,7 +466,6 @@ def test_weights_replaced_with_size_and_mtime_kept_are_not_compared_to_a_stale_r
     """The reported case: other weights copied over ``model.safetensors`` with ``cp -p`` (same
     size, same mtime) reused the old reference, and ``quantizer=none`` reported KL 1.0 and
     logit SQNR 8 dB against itself."""
-    import shutil
 
     from qeval_plugins.storage import content_hash
     from qeval_plugins.testing import make_tiny_model
@@ -477,14 +477,7 @@ def test_weights_replaced_with_size_and_mtime_kept_are_not_compared_to_a_stale_r
     assert other.stat().st_size == model.stat().st_size
     first = sqnr_run(model.parent, tasks_dir, "none")
     assert first["results"]["qeval_sqnr"]["kl_mean,none"] == pytest.approx(0.0, abs=1e-9)
-    old = model.stat()
-    for _ in range(500):  # cp -p: the same file rewritten, its mtime restored
-        shutil.copyfile(other, model)
-        os.utime(model, ns=(old.st_atime_ns, old.st_mtime_ns))
-        if model.stat().st_ctime_ns != old.st_ctime_ns:
-            break
-        time.sleep(0.01)
-    assert (model.stat().st_size, model.stat().st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+    replace_keeping_size_and_mtime(model, other)
     second = sqnr_run(model.parent, tasks_dir, "none")
     assert second["config"]["qeval"]["sqnr"]["reference_cache"]["reused"] is False
     metrics = second["results"]["qeval_sqnr"]
