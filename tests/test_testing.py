@@ -118,7 +118,7 @@ def test_a_hook_answer_of_the_wrong_shape_fails_the_check(
     monkeypatch, tmp_path, tiny_model_dir, fresh_registry
 ):
     packed_plugin(monkeypatch, tmp_path, "transposed")
-    with pytest.raises(QevalError, match=r"plugin 'packed': .*shape"):
+    with pytest.raises(QevalError, match=r"plugin 'packed' \(unknown\): .*shape"):
         check_quantizer("packed", tiny_model_dir)
     from qeval_plugins.core.registry import reset_registry
 

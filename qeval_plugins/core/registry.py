@@ -459,14 +459,14 @@ class Dequantizer:
             if (plugin, kind) in self._refused:
                 continue
             layer_text = f"layer '{layer or '?'}' ({kind.__name__})"
+            who = self._describe(plugin)
             try:
                 answer = impl.function(**({"module": module} if "module" in impl.argnames else {}))
             except Exception as error:
                 self._refuse(
                     plugin,
                     kind,
-                    f"plugin '{plugin}': qeval_dequantize_weight raised {_describe(error)} on "
-                    f"{layer_text}",
+                    f"{who}: qeval_dequantize_weight raised {_describe(error)} on {layer_text}",
                 )
                 continue
             if answer is None:
@@ -478,9 +478,15 @@ class Dequantizer:
             self._refuse(
                 plugin,
                 kind,
-                f"plugin '{plugin}': qeval_dequantize_weight returned for {layer_text} {problem}",
+                f"{who}: qeval_dequantize_weight returned for {layer_text} {problem}",
             )
         return None
+
+    def _describe(self, plugin: str) -> str:
+        """``plugin 'hqq' (hqq-ext)``: the plugin with its source, so a third-party entry point
+        named like a built-in (``qeval.hqq``) is never read as the built-in."""
+        info = self.registry.plugins.get(plugin)
+        return info.describe() if info else f"plugin '{plugin}'"
 
     def _ordered(self, kind: type) -> list[Any]:
         """The hook implementations to ask for a layer of type ``kind``, in order."""

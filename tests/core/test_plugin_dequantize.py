@@ -161,7 +161,9 @@ def test_a_wrong_answer_is_one_warning_naming_the_layer_and_the_plugin(
     first = 1 if answer == "transposed" else 0
     assert len(energies) == first and len(missing) == 14 - first
     [refused] = [r.getMessage() for r in caplog.records if "weight returned" in r.getMessage()]
-    assert refused.startswith("plugin 'packed': qeval_dequantize_weight returned for layer 'model.")
+    assert refused.startswith(
+        "plugin 'packed' (unknown): qeval_dequantize_weight returned for layer 'model."
+    )
     assert "(PackedLinear)" in refused and re.search(rule, refused), refused
     assert "its answers for PackedLinear are not used" in refused
 
@@ -173,7 +175,9 @@ def test_the_contract_checker_makes_a_wrong_answer_an_error(
 
     packed_plugin(monkeypatch, tmp_path, "codes")
     model, registry = packed_model(tiny_model_dir)
-    with pytest.raises(QevalError, match=r"^plugin 'packed': .* for layer 'model\.layers\.0\."):
+    with pytest.raises(
+        QevalError, match=r"^plugin 'packed' \(unknown\): .* for layer 'model\.layers\.0\."
+    ):
         weight_energies(model, str(tiny_model_dir), registry.dequantizer("packed", strict=True))
 
 
@@ -290,7 +294,7 @@ def test_a_garbage_answer_is_one_warning_and_the_next_plugin_answers(
         **BUILT_IN_READERS,
     }
     [warning] = [r.getMessage() for r in caplog.records]  # one, for 14 layers
-    assert warning.startswith("plugin 'garbage': qeval_dequantize_weight ")
+    assert warning.startswith("plugin 'garbage' (unknown): qeval_dequantize_weight ")
     assert "its answers for PackedLinear are not used" in warning
 
 
