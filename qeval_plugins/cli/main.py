@@ -90,7 +90,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         console=console,
         log_samples=not args.no_log_samples,
     )
-    _print_report([args.output], None, console)
+    # a sweep whose every run failed ends with its failure lines only (not "No runs to report.")
+    _print_report([args.output], None, console, skip_empty=bool(failures))
     for line in failures:
         print(f"qeval: error: {line}", file=sys.stderr)
     return 1 if failures else 0
@@ -173,15 +174,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 _EXTENSIONS = {"markdown": "md"}
 
 
-def _print_report(paths, baseline, console, empty_is_error=False):
+def _print_report(paths, baseline, console, empty_is_error=False, skip_empty=False):
     """Load, compare and print the runs in ``paths``; returns the report. With
     ``empty_is_error``, paths that give no run print the reasons (the load warnings, when there
-    were results files) and one error line on stderr instead, and return None."""
+    were results files) and one error line on stderr instead, and return None; with
+    ``skip_empty``, they print nothing and return None."""
     from qeval_plugins.report.compare import compare
     from qeval_plugins.report.load import load_runs, no_runs_message
     from qeval_plugins.report.render import render
 
     runs, warnings = load_runs(paths)
+    if skip_empty and not runs:
+        return None
     report = compare(runs, baseline, warnings=warnings)
     if empty_is_error and not runs:
         message, found = no_runs_message(paths)

@@ -201,3 +201,21 @@ def test_a_full_disk_while_installing_the_results_is_one_line(tmp_path, monkeypa
         "run qeval-tiny × none failed: cannot read or install its results (no space left on "
         "device (the filesystem mounted at "
     )
+
+
+def test_a_sweep_whose_every_run_failed_ends_with_its_failure_lines_only(
+    tmp_path, monkeypatch, capsys
+):
+    """``qeval run`` printed "No runs to report." and a warning before the failure line."""
+    from qeval_plugins.cli.main import main
+
+    _fake_child(tmp_path, monkeypatch, ENOSPC_TRACEBACK.format(path=str(tmp_path / "x")))
+    output = tmp_path / "runs"
+    arguments = ["--model", "qeval-tiny", "--quantizers", "none", "--tasks", TASK]
+    status = main(["run", *arguments, "--output", str(output), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert "No runs to report" not in captured.out + captured.err
+    assert "no results" not in captured.out + captured.err
+    [error] = [line for line in captured.err.splitlines() if line.startswith("qeval: error:")]
+    assert "no space left on device" in error
