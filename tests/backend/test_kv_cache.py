@@ -83,8 +83,8 @@ def test_scoring_is_unchanged():
         ({"kv_bits": "four"}, "kv_bits must be a whole number from 1 to 8, got 'four'"),
         ({"kv_backend": "sim", "kv_format": "fp9"}, "kv_format=fp9 is not an rtn format"),
         (
-            {"kv_backend": "sim", "kv_format": "mxfp4", "kv_bits": 4},
-            "kv_bits=4 has no effect with kv_format=mxfp4",
+            {"kv_backend": "sim", "kv_format": "mxfp4", "kv_bits": 3},
+            r"kv_bits=3 has no effect with kv_format=mxfp4 \(which sets kv_bits=4\)",
         ),
         ({"kv_backend": "sim", "kv_bits": 9}, "kv_bits must be a whole number from 1 to 8"),
         (
