@@ -92,7 +92,7 @@ def test_no_log_samples_option(monkeypatch):
     """``qeval run --no-log-samples`` reaches the sweep; by default samples are logged."""
     calls = []
     monkeypatch.setattr(sweep_module, "sweep", lambda **kw: calls.append(kw["log_samples"]) or [])
-    monkeypatch.setattr(main_module, "_print_report", lambda *args: None)
+    monkeypatch.setattr(main_module, "_print_report", lambda *args, **kwargs: None)
     base = ["run", "--model", "qeval-tiny", "--quantizers", "none", "--tasks", "t", "--output", "o"]
     assert main_module.main(base) == 0
     assert main_module.main([*base, "--no-log-samples", "--limit", "3"]) == 0
