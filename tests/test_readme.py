@@ -37,3 +37,18 @@ def test_code_is_ruff_clean():
         pytest.skip("ruff is not installed (pip install -e '.[test]')")
     result = subprocess.run([ruff, "check", str(REPO)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def github_anchor(heading: str) -> str:
+    """The fragment GitHub gives a heading: lower case, punctuation other than ``-`` and ``_``
+    dropped, spaces turned into hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_readme_links_within_itself_reach_a_heading():
+    text = (REPO / "README.md").read_text()
+    outside_code = re.sub(r"```.*?```", "", text, flags=re.S)
+    anchors = {github_anchor(m) for m in re.findall(r"^#{1,6} (.+)$", outside_code, re.M)}
+    links = re.findall(r"\]\(#([^)]+)\)", text)
+    assert len(links) >= 10  # the table of contents at the top
+    assert sorted(set(links) - anchors) == []
