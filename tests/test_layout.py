@@ -21,11 +21,12 @@ TESTS = Path(__file__).resolve().parent
 
 # layer -> the qeval layers it may import ("" = the public names of qeval_plugins/__init__.py)
 ALLOWED = {
+    "formats": {"formats"},
     "metrics": {"metrics"},
     "core": {"core"},
     "storage": {"core", "storage"},
-    "quantizers": {"", "core", "quantizers"},
-    "backend": {"", "core", "storage", "metrics", "backend"},
+    "quantizers": {"", "core", "formats", "quantizers"},
+    "backend": {"", "core", "formats", "storage", "metrics", "backend"},
     "evals": {"", "core", "storage", "metrics", "backend", "evals"},
     "report": {"", "core", "storage", "metrics", "report"},
 }

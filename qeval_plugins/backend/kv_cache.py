@@ -10,7 +10,7 @@ Loglikelihood scoring does not use a cache and is unchanged; the unquantized ref
 
 Backends: ``sim`` simulates any ``rtn`` number format (``kv_format``, ``kv_bits`` for int) with
 groups of ``kv_group_size`` values along the head dimension (at most the head dimension), per
-token, through :func:`~qeval_plugins.quantizers.rtn_formats.quantize_dequantize`; ``quanto`` and
+token, through :func:`~qeval_plugins.formats.rounding.quantize_dequantize`; ``quanto`` and
 ``hqq`` are transformers' own layers (``optimum-quanto``: 2 or 4 bits; ``hqq``: 1–8 bits).
 """
 
@@ -42,7 +42,7 @@ def new_cache(settings: KvCache, config: Any) -> Any:
 def _sim_layer(settings: KvCache) -> Any:
     from transformers.cache_utils import QuantizedLayer
 
-    from qeval_plugins import quantize_dequantize
+    from qeval_plugins.formats.rounding import quantize_dequantize
 
     class SimulatedLayer(QuantizedLayer):
         """Stores keys and values fake-quantized in ``settings.format``: ``_quantize`` returns the

@@ -2,7 +2,7 @@
 
 A forward pre-hook (:class:`ActivationHook`) on each quantized ``nn.Linear`` replaces its input
 ``x`` ``[..., in_features]`` by its quantized-then-dequantized value, in ``x``'s dtype, with the
-number formats of :mod:`~qeval_plugins.quantizers.rtn_formats` (no second copy of any format):
+number formats of :mod:`qeval_plugins.formats` (no second copy of any format):
 
 * ``token`` (dynamic): one scale per token, ``absmax(x_t) / qmax`` over its ``in_features``
   values (``qmax = 2**(bits-1) - 1`` for int, the format's largest value for fp8), computed at
@@ -22,6 +22,7 @@ from typing import Any
 
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.options import Option, Requires
+from qeval_plugins.formats.table import MX_BLOCK_SIZE
 
 # act_format -> bits per activation element (None: set by act_bits)
 ACT_FORMAT_BITS = {
@@ -141,7 +142,7 @@ class ActivationHook:
         if static_absmax is not None:
             import torch
 
-            from qeval_plugins.quantizers.rtn_formats import group_params
+            from qeval_plugins.formats.rounding import group_params
 
             self.params = group_params(torch.tensor([[static_absmax]]), fmt, bits=bits)
 
@@ -150,14 +151,14 @@ class ActivationHook:
 
     def quantize(self, x: Any) -> Any:
         """``x`` ``[..., in_features]`` quantized-dequantized (same shape and dtype)."""
-        from qeval_plugins.quantizers import rtn_formats
+        from qeval_plugins.formats import rounding
 
         if self.params is not None:
-            params = rtn_formats.GroupParams(self.params.scale.to(x.device))
-            return rtn_formats.quantize_with_params(x, params, self.fmt, bits=self.bits)
-        group = rtn_formats.MX_BLOCK_SIZE if self.fmt.startswith("mx") else 0
+            params = rounding.GroupParams(self.params.scale.to(x.device))
+            return rounding.quantize_with_params(x, params, self.fmt, bits=self.bits)
+        group = MX_BLOCK_SIZE if self.fmt.startswith("mx") else 0
         rows = x.reshape(-1, x.shape[-1])
-        out = rtn_formats.quantize_dequantize(rows, self.fmt, bits=self.bits, group_size=group)
+        out = rounding.quantize_dequantize(rows, self.fmt, bits=self.bits, group_size=group)
         return out.reshape(x.shape)
 
 

@@ -56,9 +56,9 @@ class GptqSimQuantizer(RtnQuantizer):
     def quantize(self, model: Any, options: Mapping[str, Any], context: LoadContext) -> Any:
         from tqdm.auto import tqdm
 
+        from qeval_plugins.formats.groups import group_length
         from qeval_plugins.quantizers.activations import attach_activation_hooks
         from qeval_plugins.quantizers.layer_inputs import decoder_linears, quantize_blocks
-        from qeval_plugins.quantizers.rtn_formats import group_length
         from qeval_plugins.quantizers.smoothquant import smooth_model
 
         if context.calibration is None:

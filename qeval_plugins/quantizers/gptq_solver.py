@@ -16,11 +16,11 @@ inverse scaled by ``1/sqrt([H⁻¹]_jj)``, so ``err_j = (w_j − q_j) / U_jj`` a
 ``block_size`` columns at once per column, to the columns after the block once per block
 (``W[:, i2:] −= Err_block · U[i1:i2, i2:]``), which gives the same numbers up to float rounding.
 
-Rounding uses :mod:`~qeval_plugins.quantizers.rtn_formats` in two steps: a group's parameters
+Rounding uses :mod:`~qeval_plugins.formats.rounding` in two steps: a group's parameters
 (scale, zero point, MX shared exponent) are fixed by
-:func:`~qeval_plugins.quantizers.rtn_formats.group_params` when the group's first column is
+:func:`~qeval_plugins.formats.rounding.group_params` when the group's first column is
 reached, from the group's *current* (error-updated) weights, and each column is then rounded
-with them by :func:`~qeval_plugins.quantizers.rtn_formats.quantize_with_params`. For a group that
+with them by :func:`~qeval_plugins.formats.rounding.quantize_with_params`. For a group that
 starts inside a lazy-batch block (``group_size`` below ``block_size``, e.g. 32 or 64), the GPTQ
 reference and GPTQModel read the group's weights *without* the updates still pending inside the
 block; here they are included, so such groups can get other scales than GPTQModel's (84 % equal
@@ -53,12 +53,8 @@ from typing import Any
 import torch
 
 from qeval_plugins import QevalError
-from qeval_plugins.quantizers.rtn_formats import (
-    GroupParams,
-    group_length,
-    group_params,
-    quantize_with_params,
-)
+from qeval_plugins.formats.groups import group_length
+from qeval_plugins.formats.rounding import GroupParams, group_params, quantize_with_params
 
 logger = logging.getLogger("qeval")
 BLOCK_SIZE = 128
@@ -82,7 +78,7 @@ def gptq_quantize(
     """GPTQ-quantize ``weight`` ``[out, in]`` against ``hessian`` ``[in, in]``; dequantized.
 
     ``fmt``, ``bits``, ``group_size``, ``symmetric`` are those of
-    :func:`~qeval_plugins.quantizers.rtn_formats.quantize_dequantize`. Works in float64 when
+    :func:`~qeval_plugins.formats.rounding.quantize_dequantize`. Works in float64 when
     ``weight`` is float64, else in float32 (the result is cast back to ``weight``'s dtype). A
     diagonal ``hessian`` gives exactly RTN (no error to feed forward). ``layer`` names the layer
     in errors. Raises ValueError for shapes or format options that do not fit.

@@ -3,7 +3,7 @@
 Simulated ("fake") quantization: every selected weight is replaced by its quantized-then-
 dequantized value and kept in the model's dtype, so task scores are those of the quantized
 weights while memory and speed stay those of the original model. The formats, scales and
-rounding rules are in :mod:`qeval_plugins.quantizers.rtn_formats`. The ``act_*`` options
+rounding rules are in :mod:`qeval_plugins.formats`. The ``act_*`` options
 quantize the quantized linears' inputs too (:mod:`~qeval_plugins.quantizers.activations`), with
 SmoothQuant (``smooth``, :mod:`~qeval_plugins.quantizers.smoothquant`) folded in first; only
 they read the calibration options: rtn is not ``calibrated``, but :meth:`needs_calibration` asks
@@ -28,7 +28,7 @@ from qeval_plugins.quantizers.activations import (
 from qeval_plugins.quantizers.skip import SKIP_OPTION, kept_parts, skip_patterns, skipped_names
 
 # Format name -> bits per element (None: set by the bits option). Kept in step with
-# rtn_formats.FORMATS (a test checks it); listed here so registering does not import torch.
+# formats.table.FORMATS (a test checks it); listed here so registering does not import torch.
 FORMAT_BITS = {
     "int": None,
     "fp8_e4m3": 8,
@@ -123,7 +123,7 @@ class RtnQuantizer(Quantizer):
         import torch
         from tqdm.auto import tqdm
 
-        from qeval_plugins.quantizers.rtn_formats import quantize_dequantize
+        from qeval_plugins.formats.rounding import quantize_dequantize
 
         fmt = options["format"]
         every = list(_target_modules(model, options))
@@ -161,7 +161,7 @@ class RtnQuantizer(Quantizer):
         return Scheme(weights=weights, activations=activation_scheme(options), kept=tuple(kept))
 
     def effective_bits(self, options: Mapping[str, Any]) -> float:
-        from qeval_plugins.quantizers.rtn_formats import effective_bits
+        from qeval_plugins.formats.groups import effective_bits
 
         return effective_bits(
             options["format"],

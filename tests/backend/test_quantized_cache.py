@@ -35,7 +35,7 @@ PLUGIN = """
 
         def quantize(self, model, options, context):
             import torch
-            from qeval_plugins.quantizers.rtn_formats import quantize_dequantize
+            from qeval_plugins.formats.rounding import quantize_dequantize
 
             with open(os.environ["COUNTING_RTN_LOG"], "a") as log:
                 log.write(json.dumps({"tokens": context.calibration.tokens_sha256}) + "\\n")

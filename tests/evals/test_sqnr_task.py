@@ -95,7 +95,7 @@ def test_weight_sqnr_matches_an_independent_computation(rtn_runs, tiny_model_dir
     from safetensors.torch import load_file
     from torch.ao.ns.fx.utils import compute_sqnr
 
-    from qeval_plugins.quantizers.rtn_formats import quantize_dequantize
+    from qeval_plugins.formats.rounding import quantize_dequantize
 
     layers = rtn_runs[4]["block"]["sqnr"]["weights"]["layers"]
     original = load_file(str(tiny_model_dir / "model.safetensors"))

@@ -17,9 +17,9 @@ from conftest import inject_outliers
 import qeval_plugins
 from qeval_plugins import LoadContext, QevalError
 from qeval_plugins.core.plan import plan_quantization
+from qeval_plugins.formats.rounding import quantize_dequantize
 from qeval_plugins.metrics.divergence import exact_kl, tensor_sqnr_db
 from qeval_plugins.quantizers.activations import ActivationHook
-from qeval_plugins.quantizers.rtn_formats import quantize_dequantize
 
 EMBEDDED = Path(qeval_plugins.__file__).parent / "embedded" / "qeval-tiny"
 CALIBRATION = dict(
@@ -82,7 +82,7 @@ def test_per_token_int_sqnr_follows_6_db_per_bit():
     assert abs((sqnr[1] - sqnr[0]) / 2 - slope) < 1.0, sqnr
 
 
-def test_hook_uses_the_rtn_formats_on_each_granularity():
+def test_hook_uses_the_number_formats_on_each_granularity():
     """Per token = rtn of the [tokens, in] view per row; MX = its blocks of 32; per tensor = one
     scale from the calibration absmax, saturating beyond it."""
     x = torch.randn(3, 5, 64, generator=torch.Generator().manual_seed(1))
@@ -97,7 +97,8 @@ def test_hook_uses_the_rtn_formats_on_each_granularity():
 
 
 def test_defaults_keep_rtn_bit_identical(base, quantize):
-    """act_format=none: the same weights as rtn_formats gives, no hook, identical logits."""
+    """act_format=none: the same weights as the formats' quantize_dequantize gives, no hook,
+    identical logits."""
     model = quantize(base, bits=4)
     expected = copy.deepcopy(base)
     with torch.no_grad():

@@ -26,9 +26,9 @@ from qeval_plugins import LoadContext, QevalError
 from qeval_plugins.core.calibration import build_calibration
 from qeval_plugins.core.options import resolve_options
 from qeval_plugins.core.registry import get_registry
+from qeval_plugins.formats.rounding import quantize_dequantize
 from qeval_plugins.paths import tasks_path
 from qeval_plugins.quantizers import gptq
-from qeval_plugins.quantizers.rtn_formats import quantize_dequantize
 
 MODEL = Path(gptq.__file__).resolve().parent.parent / "embedded" / "qeval-tiny"
 PASSAGES = tasks_path() / "qeval_sqnr" / "passages.jsonl"

@@ -49,9 +49,9 @@ import qeval_plugins
 from qeval_plugins import LoadContext
 from qeval_plugins.core.calibration import build_calibration
 from qeval_plugins.core.plan import plan_quantization
+from qeval_plugins.formats.rounding import group_params
 from qeval_plugins.metrics.divergence import tensor_sqnr_db
 from qeval_plugins.quantizers import gptq, gptq_solver
-from qeval_plugins.quantizers.rtn_formats import group_params
 
 EMBEDDED = Path(qeval_plugins.__file__).parent / "embedded" / "qeval-tiny"
 GROUP = 128

@@ -3,7 +3,7 @@
 The solver is checked against an independent float64 reference written here: the per-column
 loop of the GPTQ paper's Algorithm 1 / OBQ, with the explicit inverse Hessian updated by
 Gaussian elimination after every column and no lazy batching or Cholesky factor. Both round with
-rtn_formats' group_params/quantize_with_params (the formats are tested in test_rtn_formats.py).
+the formats' group_params/quantize_with_params (tested in tests/formats/test_rounding.py).
 """
 
 from __future__ import annotations
@@ -14,14 +14,10 @@ import pytest
 import torch
 
 from qeval_plugins import QevalError
+from qeval_plugins.formats.groups import group_length
+from qeval_plugins.formats.rounding import group_params, quantize_dequantize, quantize_with_params
+from qeval_plugins.formats.table import FORMATS
 from qeval_plugins.quantizers.gptq_solver import gptq_quantize
-from qeval_plugins.quantizers.rtn_formats import (
-    FORMATS,
-    group_length,
-    group_params,
-    quantize_dequantize,
-    quantize_with_params,
-)
 
 F64 = torch.float64
 

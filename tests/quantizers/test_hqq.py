@@ -9,7 +9,7 @@ from conftest import hide_module
 from qeval_plugins import QevalError
 from qeval_plugins.core.plan import plan_quantization
 from qeval_plugins.core.registry import get_registry
-from qeval_plugins.quantizers.rtn_formats import quantize_dequantize
+from qeval_plugins.formats.rounding import quantize_dequantize
 
 pytest.importorskip("hqq", reason="hqq is not installed: pip install 'qeval[hqq]'")
 

@@ -8,7 +8,7 @@ from conftest import hide_module
 
 from qeval_plugins.core.plan import plan_quantization
 from qeval_plugins.core.registry import get_registry
-from qeval_plugins.quantizers.rtn_formats import quantize_dequantize
+from qeval_plugins.formats.rounding import quantize_dequantize
 
 pytest.importorskip("optimum.quanto", reason="optimum-quanto is not installed")
 

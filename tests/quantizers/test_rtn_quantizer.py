@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from qeval_plugins.core.plan import plan_quantization
+from qeval_plugins.formats.table import FORMATS
 from qeval_plugins.quantizers.rtn import FORMAT_BITS
-from qeval_plugins.quantizers.rtn_formats import FORMATS
 
 
 def sqnr_db(reference: torch.Tensor, quantized: torch.Tensor) -> float:

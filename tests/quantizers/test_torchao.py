@@ -15,8 +15,8 @@ from qeval_plugins import LoadContext, QevalError
 from qeval_plugins.core.options import resolve_options
 from qeval_plugins.core.plan import availability, check_spec
 from qeval_plugins.core.registry import get_registry
+from qeval_plugins.formats.rounding import quantize_dequantize
 from qeval_plugins.quantizers import torchao as tq
-from qeval_plugins.quantizers.rtn_formats import quantize_dequantize
 from qeval_plugins.testing import check_quantizer
 
 CPU_QUANTIZERS = ("torchao-int8", "torchao-int4", "torchao-w8a8")

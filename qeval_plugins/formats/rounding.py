@@ -1,4 +1,4 @@
-"""Round-to-nearest (RTN) simulated weight quantization over many number formats.
+"""Round-to-nearest (RTN) simulated quantization to every format of the table: the torch math.
 
 Everything here is *fake* quantization: :func:`quantize_dequantize` maps a 2-D linear weight
 ``[out_features, in_features]`` to the nearest value representable in the chosen format (after
@@ -6,8 +6,8 @@ scaling) and returns the dequantized result in the input's dtype and shape. Inte
 arithmetic is float32. Only ``torch`` and ``math`` are used; nothing relies on ``torch.float8_*``
 dtypes (the minifloat rounding is generic, built from exponent bits, mantissa bits, bias and max).
 
-Formats (see :data:`FORMATS`)
------------------------------
+Formats (see :data:`~qeval_plugins.formats.table.FORMATS`)
+---------------------------------------------------------
 ``int``
     Uniform integer, ``bits`` in 2..8.
 
@@ -22,7 +22,8 @@ Formats (see :data:`FORMATS`)
       ``zp = round(-min / scale)``, ``q = clamp(round(w / scale) + zp, 0, 2**bits - 1)``,
       ``w_hat = (q - zp) * scale``. ``min``/``max`` are the group's own extremes (the range is not
       forced to include 0), so ``zp`` is an integer that may fall outside ``[0, 2**bits-1]``;
-      it is accounted as a 16-bit value in :func:`effective_bits`. A constant group
+      it is accounted as a 16-bit value in
+      :func:`~qeval_plugins.formats.groups.effective_bits`. A constant group
       (``max == min``) uses ``scale = |max|`` (or 1 when the group is all zeros) so it is
       reproduced exactly.
 
@@ -62,221 +63,23 @@ minifloats a tie goes to the neighbour whose last mantissa bit is 0 -- this is b
 not a floating-point format: a value exactly on the midpoint between two levels goes to the
 *lower* level, like bitsandbytes' ``x > threshold`` decision tree.
 
-Scales are kept in float32 (the 16-bit scale assumed in :func:`effective_bits` is a storage cost
-model, the scale value itself is not rounded to fp16).
+Scales are kept in float32 (the 16-bit scale assumed in
+:func:`~qeval_plugins.formats.groups.effective_bits` is a storage cost model, the scale value
+itself is not rounded to fp16).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-__all__ = [
-    "FORMATS",
-    "FormatSpec",
-    "GroupParams",
-    "effective_bits",
-    "group_length",
-    "group_params",
-    "quantize_dequantize",
-    "quantize_with_params",
-]
+from qeval_plugins.formats.groups import check_format, check_group_size, group_length
+from qeval_plugins.formats.table import NF4_LEVELS, FormatSpec
 
-MX_BLOCK_SIZE = 32
-"""Block length ``k`` of all MX formats (elements sharing one E8M0 scale)."""
+__all__ = ["GroupParams", "group_params", "quantize_dequantize", "quantize_with_params"]
 
-_SCALE_BITS = 16  # storage cost of a per-group/per-channel scale (and zero point) for non-MX
-_MX_SCALE_BITS = 8  # E8M0 shared scale
 _E8M0_MIN_EXP, _E8M0_MAX_EXP = -127, 127
-
-# bitsandbytes.functional.get_4bit_type("nf4"), in increasing order (QLoRA NormalFloat-4).
-NF4_LEVELS: tuple[float, ...] = (
-    -1.0,
-    -0.6961928009986877,
-    -0.5250730514526367,
-    -0.39491748809814453,
-    -0.28444138169288635,
-    -0.18477343022823334,
-    -0.09105003625154495,
-    0.0,
-    0.07958029955625534,
-    0.16093020141124725,
-    0.24611230194568634,
-    0.33791524171829224,
-    0.44070982933044434,
-    0.5626170039176941,
-    0.7229568362236023,
-    1.0,
-)
-
-
-@dataclass(frozen=True)
-class FormatSpec:
-    """Description of one quantization format.
-
-    Attributes:
-        name: registry key (e.g. ``"fp8_e4m3"``).
-        element_bits: storage bits per weight element, excluding scales; ``None`` for ``int``,
-            whose width is the ``bits`` argument.
-        description: one-line human readable description.
-        kind: ``"int"``, ``"float"`` (scaled minifloat), ``"lut"`` (nf4), ``"mxfp"`` or
-            ``"mxint"``.
-        exp_bits, man_bits, bias, max_value: minifloat parameters (``kind`` float/mxfp).
-            ``max_value`` is the largest finite magnitude.
-        frac_bits: fractional bits of MX integer elements (``kind`` mxint).
-        emax_elem: exponent of the element format's largest normal (MX only).
-        block_size: elements per shared scale for MX formats, 0 otherwise.
-    """
-
-    name: str
-    element_bits: int | None
-    description: str
-    kind: str
-    exp_bits: int = 0
-    man_bits: int = 0
-    bias: int = 0
-    max_value: float = 0.0
-    frac_bits: int = 0
-    emax_elem: int = 0
-    block_size: int = 0
-
-    @property
-    def is_mx(self) -> bool:
-        return self.block_size > 0
-
-
-def _minifloat_max(exp_bits: int, man_bits: int, bias: int, *, ieee_like: bool) -> float:
-    """Largest finite value of a minifloat.
-
-    ``ieee_like`` formats (E5M2) reserve the all-ones exponent for inf/NaN; the others use it for
-    normals, except E4M3FN whose all-ones exponent *and* mantissa pattern is NaN.
-    """
-    top_exp = (2**exp_bits - 1) - bias
-    if ieee_like:
-        return (2.0 - 2.0**-man_bits) * 2.0 ** (top_exp - 1)
-    if exp_bits == 4 and man_bits == 3:  # E4M3FN: S.1111.111 is NaN -> max mantissa 1.110
-        return (2.0 - 2.0 ** (1 - man_bits)) * 2.0**top_exp
-    return (2.0 - 2.0**-man_bits) * 2.0**top_exp
-
-
-def _fp(name: str, e: int, m: int, bias: int, ieee_like: bool, desc: str) -> FormatSpec:
-    return FormatSpec(
-        name=name,
-        element_bits=1 + e + m,
-        description=desc,
-        kind="float",
-        exp_bits=e,
-        man_bits=m,
-        bias=bias,
-        max_value=_minifloat_max(e, m, bias, ieee_like=ieee_like),
-    )
-
-
-def _mx_from(base: FormatSpec, name: str, desc: str) -> FormatSpec:
-    emax = math.frexp(base.max_value)[1] - 1  # floor(log2(max)), exact
-    return FormatSpec(
-        name=name,
-        element_bits=base.element_bits,
-        description=desc,
-        kind="mxfp",
-        exp_bits=base.exp_bits,
-        man_bits=base.man_bits,
-        bias=base.bias,
-        max_value=base.max_value,
-        emax_elem=emax,
-        block_size=MX_BLOCK_SIZE,
-    )
-
-
-def _mx_int(name: str, bits: int, desc: str) -> FormatSpec:
-    frac = bits - 2  # sign + 1 integer bit + fractional bits (two's complement)
-    return FormatSpec(
-        name=name,
-        element_bits=bits,
-        description=desc,
-        kind="mxint",
-        frac_bits=frac,
-        max_value=(2 ** (bits - 1) - 1) / 2**frac,
-        emax_elem=0,
-        block_size=MX_BLOCK_SIZE,
-    )
-
-
-_E4M3 = _fp("fp8_e4m3", 4, 3, 7, False, "OCP FP8 E4M3FN minifloat (max 448, no inf), absmax-scaled")
-_E5M2 = _fp("fp8_e5m2", 5, 2, 15, True, "OCP FP8 E5M2 minifloat (max 57344), absmax-scaled")
-_E3M2 = _fp("fp6_e3m2", 3, 2, 3, False, "OCP FP6 E3M2 minifloat (max 28), absmax-scaled")
-_E2M3 = _fp("fp6_e2m3", 2, 3, 1, False, "OCP FP6 E2M3 minifloat (max 7.5), absmax-scaled")
-_E2M1 = _fp("fp4_e2m1", 2, 1, 1, False, "OCP FP4 E2M1 minifloat (+-{0,.5,1,1.5,2,3,4,6}), scaled")
-
-FORMATS: dict[str, FormatSpec] = {
-    "int": FormatSpec(
-        name="int",
-        element_bits=None,
-        description="uniform integer, 2..8 bits, symmetric (restricted range) or asymmetric",
-        kind="int",
-    ),
-    "fp8_e4m3": _E4M3,
-    "fp8_e5m2": _E5M2,
-    "fp6_e3m2": _E3M2,
-    "fp6_e2m3": _E2M3,
-    "fp4_e2m1": _E2M1,
-    "nf4": FormatSpec(
-        name="nf4",
-        element_bits=4,
-        description="QLoRA NormalFloat-4: 16 normal-quantile levels in [-1, 1], absmax-scaled",
-        kind="lut",
-        max_value=1.0,
-    ),
-    "mxint8": _mx_int("mxint8", 8, "OCP MX: 32 x INT8 (k/64, 6 fraction bits) + E8M0 scale"),
-    "mxint4": _mx_int("mxint4", 4, "MX-style: 32 x INT4 (k/4, 2 fraction bits) + E8M0 scale"),
-    "mxfp8": _mx_from(_E4M3, "mxfp8", "OCP MX: 32 x FP8 E4M3 + one E8M0 shared scale"),
-    "mxfp6": _mx_from(_E3M2, "mxfp6", "OCP MX: 32 x FP6 E3M2 + one E8M0 shared scale"),
-    "mxfp4": _mx_from(_E2M1, "mxfp4", "OCP MX: 32 x FP4 E2M1 + one E8M0 shared scale"),
-}
-"""Registry of supported format names -> :class:`FormatSpec`."""
-
-
-# --------------------------------------------------------------------------------------------
-# validation
-# --------------------------------------------------------------------------------------------
-
-
-def _get_spec(fmt: str) -> FormatSpec:
-    try:
-        return FORMATS[fmt]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown quantization format {fmt!r}; expected one of {sorted(FORMATS)}"
-        ) from None
-
-
-def _check_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    return value
-
-
-def _check_bits(bits: object) -> int:
-    bits = _check_int("bits", bits)
-    if not 2 <= bits <= 8:
-        raise ValueError(f"bits must be in 2..8 for the 'int' format, got {bits}")
-    return bits
-
-
-def _check_group_size(spec: FormatSpec, group_size: object) -> int:
-    group_size = _check_int("group_size", group_size)
-    if spec.is_mx:
-        if group_size not in (0, spec.block_size):
-            raise ValueError(
-                f"format {spec.name!r} has a fixed block size of {spec.block_size}; "
-                f"group_size must be 0 or {spec.block_size}, got {group_size}"
-            )
-        return spec.block_size
-    if group_size < 0:
-        raise ValueError(f"group_size must be 0 (per output channel) or > 0, got {group_size}")
-    return group_size
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,7 +238,7 @@ def quantize_dequantize(
 
     Args:
         weight: floating-point tensor ``[out_features, in_features]`` (any float dtype/device).
-        fmt: a key of :data:`FORMATS`.
+        fmt: a key of :data:`~qeval_plugins.formats.table.FORMATS`.
         bits: integer width for ``fmt="int"`` (2..8). Ignored by every other format, whose
             element width is fixed (see ``FORMATS[fmt].element_bits``).
         group_size: 0 = one scale per output channel (row); ``N > 0`` = one scale per ``N``
@@ -454,8 +257,8 @@ def quantize_dequantize(
         ValueError: unknown ``fmt``, bad ``bits``/``group_size``, ``symmetric=False`` with a
             non-int format, non-2-D or non-floating ``weight``, or indivisible ``group_size``.
     """
-    spec, bits = _check_format(fmt, bits, symmetric)
-    _check_group_size(spec, group_size)
+    spec, bits = check_format(fmt, bits, symmetric)
+    check_group_size(spec, group_size)
     if not isinstance(weight, torch.Tensor):
         raise ValueError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
     if weight.dim() != 2:
@@ -482,41 +285,6 @@ def quantize_dequantize(
     return out.to(weight.dtype).contiguous()
 
 
-def _check_format(fmt: str, bits: object, symmetric: bool) -> tuple[FormatSpec, int]:
-    """The format's spec and its checked ``bits`` (ValueError for a wrong combination)."""
-    spec = _get_spec(fmt)
-    if spec.kind == "int":
-        return spec, _check_bits(bits)
-    if not symmetric:
-        raise ValueError(
-            f"symmetric=False (asymmetric, zero-point) quantization is only supported for the "
-            f"'int' format, not {fmt!r}"
-        )
-    return spec, 0
-
-
-def group_length(fmt: str, group_size: int, in_features: int) -> int:
-    """Consecutive input elements of a row that share one scale: ``group_size``, ``in_features``
-    for ``group_size=0`` (per output channel), 32 for MX formats (whose last block may be
-    shorter when ``in_features % 32 != 0``).
-
-    Raises:
-        ValueError: unknown ``fmt``, bad ``group_size``, or ``in_features % group_size != 0``.
-    """
-    spec = _get_spec(fmt)
-    group = _check_group_size(spec, group_size)
-    if spec.is_mx:
-        return group
-    if group == 0:
-        return in_features
-    if in_features % group != 0:
-        raise ValueError(
-            f"in_features={in_features} is not divisible by group_size={group}; choose a "
-            f"group_size that divides in_features, or group_size=0 for per-output-channel scales"
-        )
-    return group
-
-
 def group_params(
     block: torch.Tensor, fmt: str, *, bits: int = 4, symmetric: bool = True
 ) -> GroupParams:
@@ -527,7 +295,7 @@ def group_params(
     computed exactly as :func:`quantize_dequantize` computes them (float32), so
     ``quantize_with_params(block, group_params(block, ...), ...)`` equals RTN of the group.
     """
-    spec, bits = _check_format(fmt, bits, symmetric)
+    spec, bits = check_format(fmt, bits, symmetric)
     return _params(block.detach().to(torch.float32), spec, bits, symmetric)
 
 
@@ -546,52 +314,8 @@ def quantize_with_params(
     range saturate at the format's largest code. Returns the dequantized values (computed in
     float32, by the same code :func:`quantize_dequantize` uses) in ``values``' dtype.
     """
-    spec, bits = _check_format(fmt, bits, symmetric)
+    spec, bits = check_format(fmt, bits, symmetric)
     if params.zero is not None and not (spec.kind == "int" and not symmetric):
         raise ValueError("params with a zero point belong to symmetric=False int quantization")
     out = _round_with(values.detach().to(torch.float32), params, spec, bits)
     return out.to(values.dtype)
-
-
-def effective_bits(
-    fmt: str,
-    bits: int = 4,
-    group_size: int = 0,
-    *,
-    symmetric: bool = True,
-    in_features: int | None = None,
-) -> float:
-    """Average storage cost in bits per weight: element bits + amortised scale overhead.
-
-    Cost model (units: bits per weight element):
-
-    * ``int``: ``bits + (16 + (16 if asymmetric else 0)) / G``
-    * ``fp8_*``, ``fp6_*``, ``fp4_e2m1``, ``nf4``: ``element_bits + 16 / G``
-    * MX formats: ``element_bits + 8 / 32`` (one E8M0 scale per 32 elements), e.g. mxfp4 = 4.25
-
-    where ``G = group_size`` for ``group_size > 0``. For ``group_size == 0`` (one scale per output
-    channel) ``G = in_features``; if ``in_features`` is not given, the per-channel overhead is
-    treated as negligible and only the element bits are returned. ``bits`` is used for ``int``
-    only.
-    """
-    spec = _get_spec(fmt)
-    group = _check_group_size(spec, group_size)
-    if spec.is_mx:
-        assert spec.element_bits is not None
-        return float(spec.element_bits) + _MX_SCALE_BITS / spec.block_size
-    if spec.kind == "int":
-        elem = float(_check_bits(bits))
-        overhead = _SCALE_BITS * (1 if symmetric else 2)
-    else:
-        if not symmetric:
-            raise ValueError(f"symmetric=False is only supported for the 'int' format, not {fmt!r}")
-        assert spec.element_bits is not None
-        elem = float(spec.element_bits)
-        overhead = _SCALE_BITS
-    if group == 0:
-        if in_features is None:
-            return elem
-        group = _check_int("in_features", in_features)
-        if group <= 0:
-            raise ValueError(f"in_features must be > 0, got {group}")
-    return elem + overhead / group

@@ -1,4 +1,5 @@
-"""Tests for the pure-math RTN fake-quantization core (qeval_plugins.quantizers.rtn_formats)."""
+"""The rounding math of every number format (qeval_plugins.formats.rounding), against hand
+computed values, brute-force references, torch's fp8 casts and bitsandbytes' NF4 levels."""
 
 from __future__ import annotations
 
@@ -9,12 +10,8 @@ import pytest
 import torch
 from bitsandbytes.functional import get_4bit_type
 
-from qeval_plugins.quantizers.rtn_formats import (
-    FORMATS,
-    FormatSpec,
-    effective_bits,
-    quantize_dequantize,
-)
+from qeval_plugins.formats.rounding import quantize_dequantize
+from qeval_plugins.formats.table import FORMATS
 
 MX_FORMATS = ["mxint8", "mxint4", "mxfp8", "mxfp6", "mxfp4"]
 MINIFLOATS = {  # name -> (exp_bits, man_bits, bias, max)
@@ -41,57 +38,6 @@ def sqnr_db(w: torch.Tensor, w_hat: torch.Tensor) -> float:
 @pytest.fixture(scope="module")
 def gaussian() -> torch.Tensor:
     return torch.randn(256, 1024, generator=torch.Generator().manual_seed(0))
-
-
-# ---------------------------------------------------------------------------------------------
-# registry / effective bits
-# ---------------------------------------------------------------------------------------------
-
-
-def test_registry_names_and_element_bits():
-    expected = {
-        "int": None,
-        "fp8_e4m3": 8,
-        "fp8_e5m2": 8,
-        "fp6_e3m2": 6,
-        "fp6_e2m3": 6,
-        "fp4_e2m1": 4,
-        "nf4": 4,
-        "mxint8": 8,
-        "mxint4": 4,
-        "mxfp8": 8,
-        "mxfp6": 6,
-        "mxfp4": 4,
-    }
-    assert set(FORMATS) == set(expected)
-    for name, bits in expected.items():
-        spec = FORMATS[name]
-        assert isinstance(spec, FormatSpec)
-        assert spec.name == name
-        assert spec.element_bits == bits
-        assert spec.description and "\n" not in spec.description
-    for name, (_, _, _, fmax) in MINIFLOATS.items():
-        assert FORMATS[name].max_value == fmax
-    # emax_elem of the MX element formats (exponent of the largest normal)
-    assert [FORMATS[f].emax_elem for f in MX_FORMATS] == [0, 0, 8, 4, 2]
-
-
-def test_effective_bits():
-    assert effective_bits("int", 4, 128) == 4 + 16 / 128
-    assert effective_bits("int", 4, 128, symmetric=False) == 4 + 32 / 128
-    assert effective_bits("int", 3, 0, in_features=4096) == 3 + 16 / 4096
-    assert effective_bits("int", 8, 0) == 8.0  # per-channel overhead unknown -> ignored
-    assert effective_bits("nf4", group_size=64) == 4.25
-    assert effective_bits("fp8_e4m3", group_size=0, in_features=1024) == 8 + 16 / 1024
-    assert effective_bits("fp6_e2m3", group_size=32) == 6.5
-    assert effective_bits("mxfp4") == 4.25
-    assert effective_bits("mxfp4", group_size=32) == 4.25
-    assert effective_bits("mxint8") == 8.25
-    assert effective_bits("mxfp6") == 6.25
-    with pytest.raises(ValueError, match="group_size"):
-        effective_bits("mxfp8", group_size=64)
-    with pytest.raises(ValueError, match="bits"):
-        effective_bits("int", 9, 128)
 
 
 # ---------------------------------------------------------------------------------------------
