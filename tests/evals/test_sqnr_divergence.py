@@ -26,7 +26,7 @@ QUANTILES.update({"p25": 25, "p10": 10, "p5": 5, "p1": 1, "p01": 0.1, "min": 0})
 
 @pytest.fixture(scope="module")
 def models(base):
-    from qeval_plugins.quantizers.rtn_formats import quantize_dequantize
+    from qeval_plugins.formats.rounding import quantize_dequantize
 
     quantized = copy.deepcopy(base)
     with torch.no_grad():
