@@ -19,6 +19,8 @@ from typing import Any
 
 from qeval_plugins import LoadContext, Option, QevalError, Quantizer, Requires, Scheme, hookimpl
 from qeval_plugins.core.calibration import CALIBRATION_OPTIONS
+from qeval_plugins.formats.groups import effective_bits
+from qeval_plugins.formats.table import FORMATS, MX_BLOCK_SIZE
 from qeval_plugins.quantizers.activations import (
     ACT_OPTIONS,
     activation_scheme,
@@ -27,28 +29,11 @@ from qeval_plugins.quantizers.activations import (
 )
 from qeval_plugins.quantizers.skip import SKIP_OPTION, kept_parts, skip_patterns, skipped_names
 
-# Format name -> bits per element (None: set by the bits option). Kept in step with
-# formats.table.FORMATS (a test checks it); listed here so registering does not import torch.
-FORMAT_BITS = {
-    "int": None,
-    "fp8_e4m3": 8,
-    "fp8_e5m2": 8,
-    "fp6_e3m2": 6,
-    "fp6_e2m3": 6,
-    "fp4_e2m1": 4,
-    "nf4": 4,
-    "mxint8": 8,
-    "mxint4": 4,
-    "mxfp8": 8,
-    "mxfp6": 6,
-    "mxfp4": 4,
-}
-MX_BLOCK = 32
 DEFAULT_GROUP_SIZE = 128
-FIXED_FORMATS = tuple(fmt for fmt, bits in FORMAT_BITS.items() if bits)
-SCALED_FORMATS = tuple(fmt for fmt in FORMAT_BITS if not fmt.startswith("mx"))  # own group_size
+FIXED_FORMATS = tuple(fmt for fmt, spec in FORMATS.items() if spec.element_bits)  # bits implied
+SCALED_FORMATS = tuple(fmt for fmt, spec in FORMATS.items() if not spec.is_mx)  # own group_size
 FORMAT_OPTIONS = (  # shared by every quantizer over these formats (rtn, gptq-sim)
-    Option("format", str, "int", "number format of the weights", tuple(FORMAT_BITS)),
+    Option("format", str, "int", "number format of the weights", tuple(FORMATS)),
     Option(
         "bits",
         int,
@@ -57,7 +42,11 @@ FORMAT_OPTIONS = (  # shared by every quantizer over these formats (rtn, gptq-si
         minimum=2,
         maximum=8,
         requires=(
-            Requires("format", ("int",), implies=tuple((f, FORMAT_BITS[f]) for f in FIXED_FORMATS)),
+            Requires(
+                "format",
+                ("int",),
+                implies=tuple((f, FORMATS[f].element_bits) for f in FIXED_FORMATS),
+            ),
         ),
     ),
     Option(
@@ -71,7 +60,7 @@ FORMAT_OPTIONS = (  # shared by every quantizer over these formats (rtn, gptq-si
             Requires(
                 "format",
                 SCALED_FORMATS,
-                implies=tuple((f, MX_BLOCK) for f in FORMAT_BITS if f not in SCALED_FORMATS),
+                implies=tuple((f, MX_BLOCK_SIZE) for f in FORMATS if f not in SCALED_FORMATS),
             ),
         ),
     ),
@@ -114,9 +103,9 @@ class RtnQuantizer(Quantizer):
         skip_patterns(options, self.name)  # a malformed pattern fails before loading
         final = finalize_activation_options(self.name, options)
         if fmt != "int":
-            final["bits"] = FORMAT_BITS[fmt]
-        if fmt.startswith("mx"):
-            final["group_size"] = MX_BLOCK
+            final["bits"] = FORMATS[fmt].element_bits
+        if FORMATS[fmt].is_mx:
+            final["group_size"] = MX_BLOCK_SIZE
         return final
 
     def quantize(self, model: Any, options: Mapping[str, Any], context: LoadContext) -> Any:
@@ -151,7 +140,7 @@ class RtnQuantizer(Quantizer):
         """``int4 g128``, ``int3 per-channel asym``, ``fp8_e4m3 g128``, ``mxfp4`` (blocks of 32)."""
         fmt = options["format"]
         weights = f"int{options['bits']}" if fmt == "int" else fmt
-        if not fmt.startswith("mx"):
+        if not FORMATS[fmt].is_mx:
             group = options["group_size"]
             weights += f" g{group}" if group else " per-channel"
         if not options["symmetric"]:
@@ -161,8 +150,6 @@ class RtnQuantizer(Quantizer):
         return Scheme(weights=weights, activations=activation_scheme(options), kept=tuple(kept))
 
     def effective_bits(self, options: Mapping[str, Any]) -> float:
-        from qeval_plugins.formats.groups import effective_bits
-
         return effective_bits(
             options["format"],
             options["bits"],

@@ -7,7 +7,6 @@ import torch
 
 from qeval_plugins.core.plan import plan_quantization
 from qeval_plugins.formats.table import FORMATS
-from qeval_plugins.quantizers.rtn import FORMAT_BITS
 
 
 def sqnr_db(reference: torch.Tensor, quantized: torch.Tensor) -> float:
@@ -38,10 +37,12 @@ def linear_sqnr(original, model) -> float:
     )
 
 
-def test_format_names_match_the_math_module():
-    assert set(FORMAT_BITS) == set(FORMATS)
-    for name, bits in FORMAT_BITS.items():
-        assert bits == FORMATS[name].element_bits
+def test_every_format_of_the_table_plans_with_its_own_width_and_block():
+    """A fixed-width format implies its element bits, an MX format its block of 32."""
+    for fmt, spec in FORMATS.items():
+        options = plan_quantization("rtn", {"format": fmt}, set(), "cpu").options
+        assert options["bits"] == (spec.element_bits or 4), fmt
+        assert options["group_size"] == (32 if spec.is_mx else 128), fmt
 
 
 def test_lm_head_and_embeddings_stay_unless_asked(tiny_model_dir):
@@ -73,7 +74,7 @@ def test_group_wise_beats_per_channel(tiny_model_dir, fmt):
 
 
 def test_every_format_runs_and_keeps_dtype(tiny_model_dir):
-    for fmt in FORMAT_BITS:
+    for fmt in FORMATS:
         original, model = quantize_tiny(tiny_model_dir, format=fmt)
         weight = model.model.layers[1].self_attn.o_proj.weight
         assert weight.dtype == original.model.layers[1].self_attn.o_proj.weight.dtype
