@@ -37,6 +37,7 @@ from qeval_plugins.backend.checkpoints import (
 )
 from qeval_plugins.backend.memory import model_storage_bytes
 from qeval_plugins.backend.model_args import checked_model_args, parse_model_args
+from qeval_plugins.backend.preflight import preflight
 from qeval_plugins.backend.quantized import QuantizedCache
 from qeval_plugins.backend.reference import (
     check_same_architecture,
@@ -87,8 +88,10 @@ class QevalLM(HFLM):
         self._qeval_throughput = Throughput()
         self._qeval_doing = ("forward pass", False)  # what _check_logits names; last position only
         self._qeval_reference = resolve_reference(reference)
-        pretrained = resolve_pretrained(pretrained)
+        shown, pretrained = pretrained, resolve_pretrained(pretrained)
         prequantized = checked_quantization(pretrained, plan.quantizer.name, kwargs.get("revision"))
+        device, dtype, revision = kwargs.get("device"), kwargs.get("dtype"), kwargs.get("revision")
+        preflight(pretrained, plan, device, dtype, revision, shown)  # before loading the model
         plan.measured["prequantized"] = prequantized
         plan.measured["reference"] = self._qeval_reference
         if prequantized:

@@ -90,8 +90,8 @@ def check_same_architecture(reference: str, model: str, revision: str | None = N
                 f"checkpoint was made from."
             )
     packed = checkpoint_quantization(model, revision) is not None
-    ours_layers = _layers(_local_shapes(model, revision), packed)
-    theirs_layers = _layers(_local_shapes(reference, None), packed)
+    ours_layers = _layers(local_shapes(model, revision), packed)
+    theirs_layers = _layers(local_shapes(reference, None), packed)
     if not ours_layers or not theirs_layers:
         return
     differing = min(
@@ -114,7 +114,7 @@ def _shown(value: Any) -> str:
     return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-def _local_shapes(model: str, revision: str | None) -> dict[str, list[int]]:
+def local_shapes(model: str, revision: str | None) -> dict[str, list[int]]:
     """:func:`tensor_shapes` of ``model``'s files on this machine; {} when they are not here."""
     try:
         return tensor_shapes(local_folder(model, revision))

@@ -428,6 +428,28 @@ class Quantizer:
         """
         return options
 
+    def check_run(
+        self,
+        options: Mapping[str, Any],
+        context: LoadContext,
+        layers: Mapping[str, tuple[int, ...]] | None,
+    ) -> None:
+        """Refuse, before any run starts, options that cannot work for this model and device.
+
+        Raise a one-line QevalError saying what is wrong and what to do instead (qeval prefixes
+        the spec and the model: ``gptq:kernel=marlin on qeval-tiny: ...``). Called by ``qeval
+        run``, ``qeval scan`` and ``qeval demo`` for every spec and model before the first run,
+        and by the backend before it loads the model, so a rule here fails in a second instead
+        of minutes into a run. Nothing is loaded: ``context`` has the run's ``device`` (resolved:
+        ``"cuda"`` or ``"cpu"`` when the user gave none), its resolved ``dtype``, the local
+        ``checkpoint`` folder (None for a hub model not on this machine) and ``plugin``; the
+        rest is None. ``layers`` maps the name of every layer with a 2-D ``weight`` in the
+        checkpoint (``model.layers.0.self_attn.q_proj``) to that weight's shape ``[out, in]``,
+        read from its safetensors headers; None when they cannot be known without loading or
+        downloading. ``options`` are final and read-only. Keep it fast and free of heavy
+        imports. Default: accepts everything.
+        """
+
     def load_kwargs(self, options: Mapping[str, Any], context: LoadContext) -> dict[str, Any]:
         """Extra keyword arguments for ``AutoModelForCausalLM.from_pretrained``.
 

@@ -31,7 +31,8 @@ Pinned here instead of left to GPTQModel's defaults (each one recorded as an opt
 * the work folder is removed when the quantized model is freed, and at once when
   :meth:`GptqQuantizer.quantize` fails;
 * a ``kernel`` that cannot run on the run's device or dtype (:data:`KERNEL_SUPPORT`) is refused
-  in :meth:`GptqQuantizer.load_kwargs`, before anything is loaded.
+  by :meth:`GptqQuantizer.check_run`, before any run starts (``kernel=marlin`` on a CPU), and
+  again in :meth:`GptqQuantizer.load_kwargs`, before anything is loaded.
 
 GPTQModel's freshly quantized layers hold zero points in the GPTQ "v1" layout while its kernels
 compute with "v2" (they differ by one quantization step), which GPTQModel converts only when it
@@ -159,6 +160,18 @@ class GptqQuantizer(Quantizer):
             final["act_group_aware"] = False
         return final
 
+    def check_run(
+        self,
+        options: Mapping[str, Any],
+        context: LoadContext,
+        layers: Mapping[str, tuple[int, ...]] | None,
+    ) -> None:
+        """Refuse a ``kernel`` the run's device or dtype cannot use (:func:`kernel_problem`)
+        before any run starts."""
+        problem = kernel_problem(options["kernel"], context)
+        if problem:
+            raise QevalError(problem)
+
     def load_kwargs(self, options: Mapping[str, Any], context: LoadContext) -> dict[str, Any]:
         """No ``from_pretrained`` arguments (GPTQModel reads the checkpoint); refuses a
         ``kernel`` the run's device or dtype cannot use, before anything is loaded."""
@@ -270,25 +283,34 @@ class GptqQuantizer(Quantizer):
 
 
 def check_kernel(kernel: str, context: LoadContext) -> None:
-    """Refuse a ``kernel`` whose GPTQModel class cannot run on the run's device or dtype."""
+    """Refuse (``gptq: ...``) a ``kernel`` whose GPTQModel class cannot run on the run's device
+    or dtype."""
+    problem = kernel_problem(kernel, context)
+    if problem:
+        raise QevalError(f"gptq: {problem}")
+
+
+def kernel_problem(kernel: str, context: LoadContext) -> str | None:
+    """Why ``kernel`` cannot run on ``context``'s device or dtype (:data:`KERNEL_SUPPORT`) and
+    what to use instead, or None when it can (``auto`` always can)."""
     if kernel not in KERNEL_SUPPORT:
-        return
+        return None
     devices, dtypes = KERNEL_SUPPORT[kernel]
     device = context.device.split(":")[0]
     on_cpu = " or torch_fused on CPU" if device == "cpu" else ""
     if devices is not None and device not in devices:
         where = " or ".join(DEVICE_NAMES.get(d, d) for d in devices)
         needs = "needs a CUDA GPU" if devices == ("cuda",) else f"runs on {where} only"
-        raise QevalError(
-            f"gptq: kernel={kernel} {needs} (this run is on {context.device}); "
-            f"use kernel=auto{on_cpu}."
+        return (
+            f"kernel={kernel} {needs} (this run is on {context.device}); use kernel=auto{on_cpu}."
         )
     dtype = str(_torch_dtype(context)).removeprefix("torch.")
     if dtype not in dtypes:
-        raise QevalError(
-            f"gptq: kernel={kernel} computes in {' or '.join(dtypes)} only (this run is {dtype}); "
+        return (
+            f"kernel={kernel} computes in {' or '.join(dtypes)} only (this run is {dtype}); "
             f"use dtype={dtypes[-1]}, or kernel=auto{on_cpu}."
         )
+    return None
 
 
 def _one_line(error: BaseException, *folders: Path) -> str:

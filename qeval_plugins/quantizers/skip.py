@@ -11,7 +11,9 @@ Skipped modules keep their weights, bit for bit, in the model's dtype (with Smoo
 ``smooth=``, they are smoothed like their neighbours, which leaves their outputs unchanged, but
 neither rounded nor given activation quantization). A pattern that matches
 none of the modules the quantizer would quantize is one :class:`QevalError` line, before any
-weight is changed.
+weight is changed; one that matches no layer of the checkpoint at all is refused even before
+the run starts (:meth:`SkipOption.check_layers`, called by qeval's pre-run check with the layer
+names of the checkpoint's safetensors headers).
 """
 
 from __future__ import annotations
@@ -23,7 +25,33 @@ from typing import Any
 from qeval_plugins import Option, QevalError
 
 SEPARATOR = "+"
-SKIP_OPTION = Option(
+
+
+class SkipOption(Option):
+    """The ``skip`` option: an :class:`Option` that also checks its patterns against the layer
+    names of a checkpoint before the run starts."""
+
+    def check_layers(self, value: Any, layers: Mapping[str, Any]) -> None:
+        """One QevalError line for the first pattern of ``value`` that matches none of
+        ``layers`` (the checkpoint's layer names, e.g. ``model.layers.0.self_attn.q_proj``),
+        naming the pattern and an example name. ``layers`` holds every layer with a 2-D weight,
+        more than any quantizer quantizes, so a pattern refused here would fail the run too
+        (a checkpoint saved without its head class's prefix, ``h.0`` for ``transformer.h.0``,
+        is read with its own names: the message shows the form to write)."""
+        patterns = skip_patterns({self.name: value}, self.name)
+        names = sorted(layers)
+        if not patterns or not names:
+            return
+        example = max(names, key=lambda name: name.count("."))  # the first of the deepest
+        for pattern in patterns:
+            if not any(name_matches(name, pattern) for name in names):
+                raise QevalError(
+                    f"skip pattern {pattern!r} matches no layer of the model (its linear layers "
+                    f"are named like {example}): fix the pattern."
+                )
+
+
+SKIP_OPTION = SkipOption(
     "skip",
     str,
     "",
