@@ -255,7 +255,7 @@ def child(args: argparse.Namespace) -> None:
         key.split(",")[0]: value
         for key, value in results["results"][task].items()
         if key.endswith(",none")
-    }
+    } | block.get("sqnr", {}).get("metrics", {})  # qeval_sqnr: the metrics outside the table
     record = {
         "mode": args.child,
         "task": task,

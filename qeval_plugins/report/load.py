@@ -33,6 +33,7 @@ from qeval_plugins.report.labels import run_label
 from qeval_plugins.report.runs import Metric, Run, model_args
 from qeval_plugins.report.sensitivity import SWEEP_TASK
 from qeval_plugins.report.settings import fewshot_counts, run_settings
+from qeval_plugins.report.sqnr import SQNR_TASK
 from qeval_plugins.report.values import (
     as_mapping,
     as_number,
@@ -271,7 +272,8 @@ def parse_metrics(data: dict[str, Any], notes: MetricNotes) -> dict[str, dict[st
 
     Keys are lm-eval's ``"metric,filter"`` (plain ``"metric"`` in older files); the metric is named
     ``metric`` for filter ``none``, else ``metric,filter``. Subtasks of a group that reports its
-    own aggregate (mmlu) are folded into the group.
+    own aggregate (mmlu) are folded into the group. ``qeval_sqnr``'s metrics kept in the qeval
+    block are read as the task's own (:func:`_with_block_metrics`).
     """
     directions = as_mapping(data.get("higher_is_better"))
     folded = _folded_subtasks(data)
@@ -279,6 +281,7 @@ def parse_metrics(data: dict[str, Any], notes: MetricNotes) -> dict[str, dict[st
     for task, entry in data["results"].items():
         if task in folded or not isinstance(entry, dict):
             continue
+        entry = _with_block_metrics(data, task, entry)
         task_directions = as_mapping(directions.get(task))
         found = {}
         for key, raw in entry.items():
@@ -316,6 +319,20 @@ def parse_metrics(data: dict[str, Any], notes: MetricNotes) -> dict[str, dict[st
         if found:
             metrics[task] = found
     return metrics
+
+
+def _with_block_metrics(data: dict[str, Any], task: str, entry: dict[str, Any]) -> dict:
+    """``entry`` (``results[task]``) and, for ``qeval_sqnr``, the metrics its run keeps out of
+    lm-eval's table, in the qeval block (``config.qeval.sqnr.metrics``: name -> value), as lm-eval
+    would write them (``name,none``, stderr "N/A"), so that a results file from before the move
+    (every metric in ``results``) reads the same; a metric in ``results`` wins."""
+    if task != SQNR_TASK:
+        return entry
+    block = as_mapping(as_mapping(as_mapping(data.get("config")).get("qeval")).get("sqnr"))
+    moved = {}
+    for name, value in as_mapping(block.get("metrics")).items():
+        moved |= {f"{name},none": value, f"{name}_stderr,none": "N/A"}
+    return {**entry, **{key: value for key, value in moved.items() if key not in entry}}
 
 
 def _stated_error(entry: dict[str, Any], base: str, kind: str) -> float | None:

@@ -158,6 +158,7 @@ def test_the_results_carry_every_statistic_the_mode_and_the_worst_tokens(
     tiny_model_dir, tasks_dir, monkeypatch, tmp_path
 ):
     from qeval_plugins.evals.sqnr.task import AGGREGATIONS, HIGHER_IS_BETTER
+    from qeval_plugins.metrics.directions import direction
 
     monkeypatch.setenv("QEVAL_CACHE_DIR", str(tmp_path / "cache"))
     runs = {
@@ -188,8 +189,8 @@ def test_the_results_carry_every_statistic_the_mode_and_the_worst_tokens(
     assert 0 < runs["exact"]["metrics"]["kl_error_bound"] < 1e-3
     assert runs["exact"]["metrics"]["kl_mean"] > runs["topk"]["metrics"]["kl_mean"]
     # uncertainties and signed differences have no direction: never a degradation
-    assert HIGHER_IS_BETTER["kl_mean_err"] is None and HIGHER_IS_BETTER["dp_mean"] is None
-    assert HIGHER_IS_BETTER["kl_median"] is False and HIGHER_IS_BETTER["ln_ppl_corr"] is True
+    assert direction("kl_mean_err") is None and direction("dp_mean") is None
+    assert HIGHER_IS_BETTER["kl_median"] is False and direction("ln_ppl_corr") is True
 
 
 def test_cache_key_separates_the_modes_and_ignores_the_budget():

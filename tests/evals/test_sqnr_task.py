@@ -23,7 +23,8 @@ def sqnr_run(
     **settings,
 ) -> dict:
     """simple_evaluate of ``tasks``; qeval_sqnr's {"metrics": ..., "block": config.qeval} (and
-    "samples", lm-eval's per-document log, with ``log_samples``)."""
+    "samples", lm-eval's per-document log, with ``log_samples``). "metrics": the table metrics of
+    ``results`` and the rest, from the block's ``sqnr.metrics``."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -44,6 +45,7 @@ def sqnr_run(
         for k, v in results["results"]["qeval_sqnr"].items()
         if k.endswith(",none")
     }
+    metrics |= results["config"]["qeval"]["sqnr"]["metrics"]
     samples = results.get("samples", {}).get("qeval_sqnr")
     return {"metrics": metrics, "block": results["config"]["qeval"], "samples": samples}
 

@@ -41,6 +41,59 @@ WORST_TOKENS = 10  # tokens with the highest KL named in the results
 CONTEXT_TOKENS = 12  # tokens of context shown before each of them
 logger = logging.getLogger("qeval")
 
+# run-level divergence statistics (qeval_plugins.metrics.divergence_stats) the results name
+DIVERGENCE_METRICS = (
+    "kl_mean_err",
+    *(f"kl_{name}" for name in divergence_stats.KL_PERCENTILES if name != "p99"),
+    "kl_reverse_mean",
+    "kl_reverse_mean_err",
+    "kl_symmetric_mean",
+    "kl_symmetric_mean_err",
+    "kl_mean_pos_early",
+    "kl_mean_pos_late",
+    "kl_error_bound",
+    "dp_mean",
+    "dp_mean_err",
+    *(f"dp_{name}" for name in divergence_stats.DP_PERCENTILES),
+    "rms_dp",
+    "rms_dp_err",
+    "top1_agreement_err",
+    "ppl_quantized_err",
+    "ppl_reference_err",
+    "ppl_ratio",
+    "ppl_ratio_err",
+    "ln_ppl_ratio",
+    "ln_ppl_ratio_err",
+    "ln_ppl_corr",
+)
+# every run-level metric: one value over all texts, computed here (the task's own aggregations
+# over documents are logit_sqnr_db, kl_mean, kl_p99 and top1_agreement)
+RUN_METRICS = (
+    "ppl_reference",
+    "ppl_quantized",
+    "ppl_delta",
+    "weight_sqnr_mean_db",
+    "weight_sqnr_min_db",
+    "weight_sqnr_global_db",
+    "activation_sqnr_last_db",
+    "activation_sqnr_min_db",
+    *DIVERGENCE_METRICS,
+)
+# the headline metrics: the only ones in lm-eval's results (and so in its printed table); every
+# other metric of RUN_METRICS goes to the qeval block, config.qeval.sqnr.metrics.
+# kl_error_bound is the KL's lower-bound mark: "inf" when the KL is a top-k lower bound.
+TABLE_METRICS = (
+    "weight_sqnr_mean_db",
+    "logit_sqnr_db",
+    "kl_mean",
+    "kl_median",
+    "kl_p99",
+    "kl_error_bound",
+    "top1_agreement",
+    "ppl_ratio",
+)
+BLOCK_METRICS = tuple(name for name in RUN_METRICS if name not in TABLE_METRICS)
+
 
 @dataclass(frozen=True)
 class SqnrSettings:
@@ -520,9 +573,10 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
     """Answer ``qeval_sqnr`` requests on ``lm`` (a QevalLM): reference (cached), compare, summarize.
 
     Returns one dict per request (per text) for the task's ``process_results``, each carrying the
-    run-level summary (divergence statistics over all texts, weight and activation SQNR) under
-    ``"model"``; the per-layer and per-block figures, the KL mode with its error bounds and the
-    most divergent tokens go to the run's ``qeval`` block under ``sqnr``. ``kl=auto`` is resolved
+    run-level metrics of :data:`TABLE_METRICS` under ``"model"``; the other run-level metrics
+    (:data:`BLOCK_METRICS`, under ``metrics``), the per-layer and per-block figures, the KL mode
+    with its error bounds and the most divergent tokens go to the run's ``qeval`` block under
+    ``sqnr``. ``kl=auto`` is resolved
     (:func:`resolve_kl`; a fall-back to top-k is one warning and recorded as ``kl_fallback``)
     and, with ``kl=exact``, the cache budget checked before any pass; the cache key holds the
     mode used.
@@ -577,6 +631,16 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
     results = compare(lm.model, texts, reference)
     blocks = summarize_blocks(results)
     mode = divergence_mode(settings, results)
+    summary = {
+        **{name: divergence_stats.json_safe(value) for name, value in statistics(results).items()},
+        **perplexities(results),
+        "kl_error_bound": mode["kl_error_bound"],
+        "weight_sqnr_mean_db": weights["mean_db"],
+        "weight_sqnr_min_db": weights["min_db"],
+        "weight_sqnr_global_db": weights["global_db"],
+        "activation_sqnr_last_db": blocks[-1] if blocks else None,
+        "activation_sqnr_min_db": _worst(blocks),
+    }
     lm.record(
         "sqnr",
         {
@@ -586,6 +650,7 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
                 "reused": reused,
                 "dir": str(reference_cache.cache_dir()),
             },
+            "metrics": {name: summary[name] for name in BLOCK_METRICS},
             "weights": weights,
             "activation_blocks_db": blocks,
             "divergence": {
@@ -595,18 +660,25 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
             },
         },
     )
-    summary = {
-        **{name: divergence_stats.json_safe(value) for name, value in statistics(results).items()},
-        "kl_error_bound": mode["kl_error_bound"],
-        "weight_sqnr_mean_db": weights["mean_db"],
-        "weight_sqnr_min_db": weights["min_db"],
-        "weight_sqnr_global_db": weights["global_db"],
-        "activation_sqnr_last_db": blocks[-1] if blocks else None,
-        "activation_sqnr_min_db": _worst(blocks),
-    }
+    table = {name: summary[name] for name in TABLE_METRICS if name in RUN_METRICS}
     for result in results:
-        result["model"] = summary
+        result["model"] = table
     return results
+
+
+def perplexities(results: list[dict[str, Any]]) -> dict[str, float | str]:
+    """``ppl_reference`` and ``ppl_quantized``: token perplexity exp(Σ NLL / Σ tokens) of each
+    model over every scored token of every text; ``ppl_delta``: quantized minus reference
+    (``"inf"`` when not finite). JSON-safe (:func:`.divergence_stats.json_safe`)."""
+    tokens = sum(result["tokens"] for result in results)
+    reference = divergence.perplexity(sum(r["nll_reference"] for r in results), tokens)
+    quantized = divergence.perplexity(sum(r["nll_quantized"] for r in results), tokens)
+    delta = quantized - reference
+    return {
+        "ppl_reference": divergence_stats.json_safe(reference),
+        "ppl_quantized": divergence_stats.json_safe(quantized),
+        "ppl_delta": divergence_stats.json_safe(delta if math.isfinite(delta) else math.inf),
+    }
 
 
 def _pooled(results: list[dict[str, Any]], name: str) -> torch.Tensor:

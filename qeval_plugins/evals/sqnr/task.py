@@ -1,48 +1,59 @@
 """The lm-eval task class of ``qeval_sqnr`` and the aggregation of its metrics.
 
 Each document is one text; its request (type ``qeval_sqnr``) is answered by the ``qeval``
-backend (``backend.lm.QevalLM.qeval_sqnr``), which returns per-text sums. The metrics:
+backend (``backend.lm.QevalLM.qeval_sqnr``), which returns per-text sums.
 
+**In lm-eval's results (its printed table)** — the headline metrics only
+(:data:`~qeval_plugins.evals.sqnr.engine.TABLE_METRICS`):
+
+* ``weight_sqnr_mean_db`` — weight SQNR, the mean in dB over the layers that changed;
 * ``logit_sqnr_db`` — 10·log10(Σx²/Σ(x−x̂)²) over the reference's full logits x and the quantized
   logits x̂ at the first ``logit_positions`` token positions (dB; ``"inf"`` when identical,
   ``"-inf"`` when the reference is all zeros and the quantized model's is not);
-* ``kl_mean``, ``kl_p99`` — KL(P_ref‖P_quant) per token in nats, mean and 99th percentile. With
-  ``kl=exact`` over every token, from the reference's full log-probabilities cached in 2 bytes
-  per entry, within ``kl_error_bound``; with ``kl=topk`` over the reference's top-k tokens plus
-  one lumped tail category (a lower bound of the exact KL, equal to it when the reference's tail
-  mass is zero: 0.47-0.65x the exact KL on a text-trained model); ``kl=auto`` (default) is exact
-  when its cache fits ``kl_cache_budget``, else top-k with one warning;
+* ``kl_mean``, ``kl_median``, ``kl_p99`` — KL(P_ref‖P_quant) per token in nats: mean, median and
+  99th percentile. With ``kl=exact`` over every token, from the reference's full
+  log-probabilities cached in 2 bytes per entry, within ``kl_error_bound``; with ``kl=topk`` over
+  the reference's top-k tokens plus one lumped tail category (a lower bound of the exact KL, equal
+  to it when the reference's tail mass is zero: 0.47-0.65x the exact KL on a text-trained model);
+  ``kl=auto`` (default) is exact when its cache fits ``kl_cache_budget``, else top-k with one
+  warning;
+* ``kl_error_bound`` — the KL's lower-bound mark: exact mode, a bound on the error of
+  ``kl_mean``; top-k mode, ``"inf"`` (every KL figure a lower bound);
 * ``top1_agreement`` — fraction of tokens whose argmax agrees;
-* ``ppl_reference``, ``ppl_quantized``, ``ppl_delta`` — token perplexity exp(mean NLL) of both
-  models on the texts, and quantized minus reference;
-* ``weight_sqnr_mean_db``, ``weight_sqnr_min_db``, ``weight_sqnr_global_db`` — weight SQNR, mean
-  over the layers that changed, worst layer and over all weights together;
+* ``ppl_ratio`` — PPL_quant / PPL_ref, token perplexities exp(mean NLL) over all texts.
+
+**In the qeval block** (``config.qeval.sqnr.metrics`` of the results JSON, where ``qeval report``
+reads them as metrics of this task) — every other metric
+(:data:`~qeval_plugins.evals.sqnr.engine.BLOCK_METRICS`):
+
+* ``ppl_reference``, ``ppl_quantized``, ``ppl_delta`` — token perplexity of both models on the
+  texts, and quantized minus reference;
+* ``weight_sqnr_min_db``, ``weight_sqnr_global_db`` — weight SQNR of the worst layer and over all
+  weights together;
 * ``activation_sqnr_last_db``, ``activation_sqnr_min_db`` — SQNR of the hidden state after the last
   decoder block and after the worst block;
 * the statistics of llama.cpp's ``llama-perplexity --kl-divergence`` and more, over every scored
   token of every text (:mod:`qeval_plugins.metrics.divergence_stats` defines each): KL
-  ``kl_mean_err``, ``kl_max``, ``kl_p999``, ``kl_p95``, ``kl_p90``, ``kl_median``, ``kl_p10``,
-  ``kl_p5``, ``kl_p1``, ``kl_p01``, ``kl_min``; ``kl_reverse_mean`` (KL(P_quant‖P_ref)),
+  ``kl_mean_err``, ``kl_max``, ``kl_p999``, ``kl_p95``, ``kl_p90``, ``kl_p10``, ``kl_p5``,
+  ``kl_p1``, ``kl_p01``, ``kl_min``; ``kl_reverse_mean`` (KL(P_quant‖P_ref)),
   ``kl_symmetric_mean`` (their sum), each ``_err``; ``kl_mean_pos_early`` / ``kl_mean_pos_late``
-  (tokens at position < / >= 32 of their text); ``kl_error_bound`` (exact mode: a bound on the
-  error of ``kl_mean``; top-k mode: ``"inf"``, the KL being a lower bound); Δp = p_quant(correct)
-  − p_ref(correct): ``dp_mean(_err)``, ``dp_max`` … ``dp_min`` (with ``dp_p75``, ``dp_p25``),
-  ``rms_dp(_err)``; ``top1_agreement_err``; ``ppl_quantized_err``, ``ppl_reference_err``,
-  ``ppl_ratio(_err)``, ``ln_ppl_ratio(_err)``, ``ln_ppl_corr``. Δp, perplexity and agreement
-  statistics are exact in both modes (they need only p_ref of the correct token).
+  (tokens at position < / >= 32 of their text); Δp = p_quant(correct) − p_ref(correct):
+  ``dp_mean(_err)``, ``dp_max`` … ``dp_min`` (with ``dp_p75``, ``dp_p25``), ``rms_dp(_err)``;
+  ``top1_agreement_err``; ``ppl_quantized_err``, ``ppl_reference_err``, ``ppl_ratio_err``,
+  ``ln_ppl_ratio(_err)``, ``ln_ppl_corr``. Δp, perplexity and agreement statistics are exact in
+  both modes (they need only p_ref of the correct token).
 
 The ``_err`` metrics are standard errors (lm-eval's own ``_stderr`` of these metrics is "N/A":
 they are not means over documents). Run-level values reach lm-eval as ``{"run": value}`` per
 document (:func:`~qeval_plugins.evals.base.run_level`). Per-layer and per-block values, the names
 of the worst layers, the cache key, the KL mode with its bound (``kl_mode``, ``kl_is_lower_bound``,
-and ``kl_fallback``: why ``kl=auto`` used top-k) and the tokens where the models disagree most go
-into the results JSON's ``config.qeval.sqnr`` block.
+and ``kl_fallback``: why ``kl=auto`` used top-k) and the tokens where the models disagree most are
+in the same ``config.qeval.sqnr`` block.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +61,13 @@ import datasets
 
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.evals.base import TextTask, first_run_level, run_level
-from qeval_plugins.evals.sqnr.engine import REQUEST_TYPE, SqnrSettings
+from qeval_plugins.evals.sqnr.engine import (
+    REQUEST_TYPE,
+    RUN_METRICS,
+    TABLE_METRICS,
+    SqnrSettings,
+)
 from qeval_plugins.metrics.directions import directions
-from qeval_plugins.metrics.divergence_stats import DP_PERCENTILES, KL_PERCENTILES
 
 
 def load_texts(text_file: str | None = None, text_field: str = "text", **_: Any):
@@ -115,64 +130,16 @@ def _ratio(pairs: list[tuple[float, float]]) -> float:
     return sum(p[0] for p in pairs) / total if total else 0.0
 
 
-def _perplexity(pairs: list[tuple[float, float]]) -> float:
-    from qeval_plugins.metrics.divergence import perplexity
-
-    return perplexity(sum(p[0] for p in pairs), int(sum(p[1] for p in pairs)))
-
-
-def _perplexity_delta(triples: list[tuple[float, float, float]]) -> float:
-    quantized = _perplexity([(t[1], t[2]) for t in triples])
-    reference = _perplexity([(t[0], t[2]) for t in triples])
-    return quantized - reference if math.isfinite(quantized - reference) else math.inf
-
-
-# run-level divergence statistics (qeval_plugins.metrics.divergence_stats), same for every text
-DIVERGENCE_METRICS = (
-    "kl_mean_err",
-    *(f"kl_{name}" for name in KL_PERCENTILES if name != "p99"),
-    "kl_reverse_mean",
-    "kl_reverse_mean_err",
-    "kl_symmetric_mean",
-    "kl_symmetric_mean_err",
-    "kl_mean_pos_early",
-    "kl_mean_pos_late",
-    "kl_error_bound",
-    "dp_mean",
-    "dp_mean_err",
-    *(f"dp_{name}" for name in DP_PERCENTILES),
-    "rms_dp",
-    "rms_dp_err",
-    "top1_agreement_err",
-    "ppl_quantized_err",
-    "ppl_reference_err",
-    "ppl_ratio",
-    "ppl_ratio_err",
-    "ln_ppl_ratio",
-    "ln_ppl_ratio_err",
-    "ln_ppl_corr",
-)
-
-
+# the table metrics (engine.TABLE_METRICS): aggregated over documents, or run-level values
+# computed by the engine over all texts, which every document carries
 AGGREGATIONS = {
     "logit_sqnr_db": _sqnr,
     "kl_mean": _mean_of_lists,
     "kl_p99": _p99_of_lists,
     "top1_agreement": _ratio,
-    "ppl_reference": _perplexity,
-    "ppl_quantized": _perplexity,
-    "ppl_delta": _perplexity_delta,
-    "weight_sqnr_mean_db": first_run_level,
-    "weight_sqnr_min_db": first_run_level,
-    "weight_sqnr_global_db": first_run_level,
-    "activation_sqnr_last_db": first_run_level,
-    "activation_sqnr_min_db": first_run_level,
-    **dict.fromkeys(DIVERGENCE_METRICS, first_run_level),
+    **{name: first_run_level for name in TABLE_METRICS if name in RUN_METRICS},
 }
 HIGHER_IS_BETTER = directions(AGGREGATIONS)  # from the one table of metric directions
-SUMMARY_METRICS = tuple(
-    name for name, how in AGGREGATIONS.items() if how is first_run_level
-)  # run-level values, the same for every text: computed by the engine over all texts
 
 
 class SqnrTask(TextTask):
@@ -185,15 +152,10 @@ class SqnrTask(TextTask):
 
     def process_results(self, doc: dict, results: list[dict[str, Any]]) -> dict[str, Any]:
         [result] = results
-        model = result["model"]
-        tokens = result["tokens"]
         return {
             "logit_sqnr_db": result["logit_energy"],
             "kl_mean": result["kl"],
             "kl_p99": result["kl"],
-            "top1_agreement": (result["top1_agree"], tokens),
-            "ppl_reference": (result["nll_reference"], tokens),
-            "ppl_quantized": (result["nll_quantized"], tokens),
-            "ppl_delta": (result["nll_reference"], result["nll_quantized"], tokens),
-            **{name: run_level(model[name]) for name in SUMMARY_METRICS},
+            "top1_agreement": (result["top1_agree"], result["tokens"]),
+            **{name: run_level(value) for name, value in result["model"].items()},
         }
