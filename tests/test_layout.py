@@ -23,7 +23,7 @@ TESTS = Path(__file__).resolve().parent
 ALLOWED = {
     "formats": {"formats"},
     "metrics": {"metrics"},
-    "core": {"core"},
+    "core": {"core", "formats"},
     "storage": {"core", "storage"},
     "quantizers": {"", "core", "formats", "quantizers"},
     "backend": {"", "core", "formats", "storage", "metrics", "backend"},

@@ -2,7 +2,8 @@
 
 ``kv_backend=sim|quanto|hqq`` with ``kv_bits``, ``kv_format``, ``kv_group_size`` and
 ``kv_residual_length`` make every ``generate`` of the quantized model store its keys and values
-quantized (:mod:`qeval_plugins.backend.kv_cache` does it). Any ``kv_*`` option without
+quantized (:mod:`qeval_plugins.backend.kv_cache` does it); ``kv_format`` is any format of the
+table :data:`qeval_plugins.formats.table.FORMATS` (rtn's formats). Any ``kv_*`` option without
 ``kv_backend`` means ``kv_backend=sim``, and an MX ``kv_format`` means blocks of 32. A setting
 given that has no effect in its combination is refused, by the quantizers' rule
 (:class:`~qeval_plugins.core.options.Requires`): ``kv_format`` other than ``int`` with a backend
@@ -21,13 +22,13 @@ from typing import Any
 
 from qeval_plugins.core.errors import QevalError, did_you_mean
 from qeval_plugins.core.options import Option, Requires
-from qeval_plugins.core.registry import get_registry
+from qeval_plugins.formats.table import FORMATS, MX_BLOCK_SIZE
 
 KV_CACHE_ARGS = ("kv_backend", "kv_bits", "kv_format", "kv_group_size", "kv_residual_length")
 BACKENDS = ("sim", "quanto", "hqq")
 PACKAGES = {"quanto": "optimum.quanto", "hqq": "hqq"}  # backend -> module (and qeval extra)
 DEFAULTS = {"kv_bits": 4, "kv_format": "int", "kv_group_size": 64, "kv_residual_length": 128}
-MX_BLOCK = 32  # the MX formats' block: their kv_group_size
+MX_FORMATS = tuple(fmt for fmt, spec in FORMATS.items() if spec.is_mx)  # kv_group_size: their block
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,8 @@ def take_kv_cache(model_args: dict[str, Any]) -> KvCache | None:
         )
     values = {**DEFAULTS, **given}
     fmt = str(values["kv_format"]).strip()
-    if fmt.startswith("mx") and "kv_group_size" not in given:
-        values["kv_group_size"] = MX_BLOCK
+    if fmt in MX_FORMATS and "kv_group_size" not in given:
+        values["kv_group_size"] = MX_BLOCK_SIZE
     settings = KvCache(
         backend=backend,
         bits=_integer(values["kv_bits"], "kv_bits", 1, 8),
@@ -90,11 +91,11 @@ def check_head_dim(settings: KvCache | None, head_dim: int | None) -> None:
     head dimension."""
     if settings is None or head_dim is None or settings.backend != "sim":
         return
-    if settings.format.startswith("mx"):
-        if head_dim < MX_BLOCK:
+    if settings.format in MX_FORMATS:
+        if head_dim < MX_BLOCK_SIZE:
             raise QevalError(
-                f"kv_format={settings.format} quantizes blocks of {MX_BLOCK} values, more than the "
-                f"model's head dimension {head_dim}; pick a kv_format that is not MX."
+                f"kv_format={settings.format} quantizes blocks of {MX_BLOCK_SIZE} values, more "
+                f"than the model's head dimension {head_dim}; pick a kv_format that is not MX."
             )
         return
     if head_dim % min(settings.group_size, head_dim):
@@ -130,31 +131,20 @@ def _integer(value: Any, name: str, low: int, high: int) -> int:
     return value
 
 
-def _rtn_option(name: str) -> Option:
-    """Option ``name`` of the built-in ``rtn`` quantizer, whose formats the KV cache uses."""
-    rtn = get_registry().get("rtn").quantizer
-    return next(option for option in rtn.options if option.name == name)
-
-
-def _rtn_formats() -> tuple[str, ...]:
-    """The number formats of the built-in ``rtn`` quantizer (its ``format`` option's choices)."""
-    return tuple(_rtn_option("format").choices)
-
-
-def _kv_options(formats: tuple[str, ...]) -> dict[str, Option]:
+def _kv_options() -> dict[str, Option]:
     """The ``kv_*`` settings that depend on others, as options with their :class:`Requires`;
     ``kv_bits`` of a fixed-width format is, as rtn's ``bits``, accepted at the format's own width
     (``kv_format=mxfp4:kv_bits=4``)."""
-    [bits_rule] = _rtn_option("bits").requires
-    mx = tuple(fmt for fmt in formats if fmt.startswith("mx"))
-    scaled = tuple(fmt for fmt in formats if fmt not in mx)
+    widths = tuple((fmt, spec.element_bits) for fmt, spec in FORMATS.items() if spec.element_bits)
+    scaled = tuple(fmt for fmt in FORMATS if fmt not in MX_FORMATS)
+    blocks = tuple((fmt, MX_BLOCK_SIZE) for fmt in MX_FORMATS)
     return {
         "kv_format": Option(
             "kv_format",
             str,
             "int",
             "number format",
-            formats,
+            tuple(FORMATS),
             requires=(
                 Requires("kv_backend", ("sim",), implies=(("quanto", "int"), ("hqq", "int"))),
             ),
@@ -166,7 +156,7 @@ def _kv_options(formats: tuple[str, ...]) -> dict[str, Option]:
             "bits",
             minimum=1,
             maximum=8,
-            requires=(Requires("kv_format", ("int",), implies=bits_rule.implies),),
+            requires=(Requires("kv_format", ("int",), implies=widths),),
         ),
         "kv_group_size": Option(
             "kv_group_size",
@@ -174,20 +164,19 @@ def _kv_options(formats: tuple[str, ...]) -> dict[str, Option]:
             64,
             "values per scale",
             minimum=1,
-            requires=(Requires("kv_format", scaled, implies=tuple((f, MX_BLOCK) for f in mx)),),
+            requires=(Requires("kv_format", scaled, implies=blocks),),
         ),
     }
 
 
 def _check(settings: KvCache, given: dict[str, Any]) -> None:
-    formats = _rtn_formats()
-    if settings.format not in formats:
+    if settings.format not in FORMATS:
         raise QevalError(
             f"kv_format={settings.format} is not an rtn format."
-            f"{did_you_mean(settings.format, formats)} ('qeval quantizers' lists them)"
+            f"{did_you_mean(settings.format, tuple(FORMATS))} ('qeval quantizers' lists them)"
         )
     resolved = {f"kv_{name}": value for name, value in asdict(settings).items()}
-    for name, option in _kv_options(formats).items():
+    for name, option in _kv_options().items():
         problem = option.inert(resolved) if name in given else None
         if problem:
             raise QevalError(problem)

@@ -22,21 +22,14 @@ from typing import Any
 
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.options import Option, Requires
-from qeval_plugins.formats.table import MX_BLOCK_SIZE
+from qeval_plugins.formats.table import FORMATS, MX_BLOCK_SIZE
 
-# act_format -> bits per activation element (None: set by act_bits)
-ACT_FORMAT_BITS = {
-    "none": None,
-    "int": None,
-    "fp8_e4m3": 8,
-    "fp8_e5m2": 8,
-    "mxint8": 8,
-    "mxfp8": 8,
-    "mxfp6": 6,
-    "mxfp4": 4,
-}
+# the formats of the table that activations may take, and their bits per element (None for
+# int: set by act_bits); act_format=none leaves the activations unquantized
+ACT_FORMATS = ("int", "fp8_e4m3", "fp8_e5m2", "mxint8", "mxfp8", "mxfp6", "mxfp4")
+ACT_FORMAT_BITS = {fmt: FORMATS[fmt].element_bits for fmt in ACT_FORMATS}
 DEFAULT_ACT_BITS = 8
-MX_ACT_FORMATS = tuple(fmt for fmt in ACT_FORMAT_BITS if fmt.startswith("mx"))
+MX_ACT_FORMATS = tuple(fmt for fmt in ACT_FORMATS if FORMATS[fmt].is_mx)
 QUANTIZED = Requires("act_format", ("none",), other_than=True)
 ACT_OPTIONS = (
     Option(
@@ -44,7 +37,7 @@ ACT_OPTIONS = (
         str,
         "none",
         "number format of the linear layers' inputs (none: unquantized)",
-        tuple(ACT_FORMAT_BITS),
+        ("none", *ACT_FORMATS),
     ),
     Option(
         "act_bits",
@@ -71,7 +64,7 @@ ACT_OPTIONS = (
         requires=(
             Requires(
                 "act_format",
-                tuple(fmt for fmt in ACT_FORMAT_BITS if fmt != "none" and not fmt.startswith("mx")),
+                tuple(fmt for fmt in ACT_FORMATS if fmt not in MX_ACT_FORMATS),
                 implies=tuple((fmt, "mx") for fmt in MX_ACT_FORMATS),
             ),
         ),
@@ -96,7 +89,7 @@ def finalize_activation_options(name: str, options: Mapping[str, Any]) -> dict[s
     Options that ``act_format`` leaves without effect were refused when given (``requires``).
     """
     fmt, granularity = options["act_format"], options["act_granularity"]
-    mx = fmt.startswith("mx")
+    mx = fmt in MX_ACT_FORMATS
     if not mx and granularity == "mx":
         raise QevalError(f"{name}: act_granularity=mx belongs to the MX act_formats, not {fmt}.")
     final = dict(options)
@@ -156,7 +149,7 @@ class ActivationHook:
         if self.params is not None:
             params = rounding.GroupParams(self.params.scale.to(x.device))
             return rounding.quantize_with_params(x, params, self.fmt, bits=self.bits)
-        group = MX_BLOCK_SIZE if self.fmt.startswith("mx") else 0
+        group = MX_BLOCK_SIZE if FORMATS[self.fmt].is_mx else 0
         rows = x.reshape(-1, x.shape[-1])
         out = rounding.quantize_dequantize(rows, self.fmt, bits=self.bits, group_size=group)
         return out.reshape(x.shape)
