@@ -1,13 +1,19 @@
-"""``qeval report``: reading results files, comparing runs, rendering, exporting, plotting.
+"""``qeval report``: load -> compare -> sections -> render | export | plot.
 
-Modules, bottom up: ``values`` (reading untrusted JSON values, :func:`printable`), ``runs`` (a run
-and its metrics), ``figures`` (impossible figures and settings dropped), ``labels`` (run labels,
-model names), ``settings`` (recorded evaluation settings and their differences), ``load`` (results
-files → runs), ``sensitivity`` and ``sqnr`` (the sampling sweeps and the SQNR figures of a model's
-runs), ``compare`` (baselines, deltas, significance: the ``Report``), ``data`` (the report as
-JSON-safe data), ``grid`` (the table cells every view draws, numbers as text), ``tables`` (the
-report's grids), ``render`` (terminal), ``output`` (``--out`` destinations, safe writes), ``export``
-(Markdown, CSV, JSON, HTML), ``plot`` (PNG charts), ``demo_table`` (the ``qeval demo`` table).
+Modules, bottom up: ``values`` (reading untrusted JSON values), ``runs`` (a run and its
+metrics), ``figures`` (impossible figures and settings dropped), ``labels`` (run labels, model
+names), ``settings`` (recorded evaluation settings and their differences), ``load`` (results
+files → runs), ``inputs`` (runs and scan files of ``qeval report``'s paths), ``comparison`` (the
+records: ``Score``, ``Row``, ``Comparison``, ``Report``), ``compare`` (baselines, deltas,
+significance), ``grid`` (the table cells every view draws, numbers as text), ``chart`` (what
+every chart shares), ``section`` (the shape of a section) and the sections themselves, in
+``sections.SECTIONS`` order: ``summary``, ``sqnr``, ``sensitivity``, ``outliers``, ``scan``; then
+``layout`` (grids as terminal lines), ``render`` (terminal), ``data`` (the report as JSON-safe
+data), ``output`` (``--out`` destinations, safe writes), ``export`` (Markdown, CSV, JSON, HTML),
+``plot`` (PNG charts), ``demo_table`` (the ``qeval demo`` table).
+
+A new section is one module with a :class:`~.section.Section` and one entry in
+:data:`~.sections.SECTIONS`; the views only loop over that list.
 
 May import: ``core``, ``metrics``, ``storage``; never the backend, torch or lm-eval at module
 level (``qeval report`` stays instant and runs without a model library).

@@ -16,19 +16,20 @@ baseline's, se their standard errors:
   test; unknown (None) when either standard error is missing.
 
 Different task sets, duplicates and differing settings (:mod:`.settings`) each become one warning
-line, and everything else is still compared. Text read from a file may be hostile:
-:meth:`Report.to_dict` and every table (:mod:`.tables`) pass it through
-``printable``.
+line, and everything else is still compared. The records it makes are :mod:`.comparison`'s.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from qeval_plugins.core.errors import QevalError, did_you_mean
 from qeval_plugins.core.text import printable
+from qeval_plugins.report import sections
+from qeval_plugins.report.comparison import Comparison, Report, Row, Score
 from qeval_plugins.report.labels import (
     aliases,
     display_names,
@@ -39,22 +40,18 @@ from qeval_plugins.report.outliers import OUTLIERS_TASK
 from qeval_plugins.report.paired import Paired
 from qeval_plugins.report.runs import Metric, Run
 from qeval_plugins.report.samples import SamplesReader, paired_metric
-from qeval_plugins.report.sensitivity import (
-    SWEEP_SUMMARY,
-    SWEEP_TASK,
-    SWEEPS,
-    Sweep,
-    is_sweep_point,
-    sensitivity,
-)
+from qeval_plugins.report.sensitivity import SWEEP_SUMMARY, SWEEP_TASK, SWEEPS, is_sweep_point
 from qeval_plugins.report.settings import setting_differences
-from qeval_plugins.report.sqnr import SQNR_TASK, SqnrRun, sqnr_summary
+from qeval_plugins.report.sqnr import SQNR_TASK
 from qeval_plugins.report.values import (
     as_mapping,
     as_value,
     listing,
     scalar_text,
 )
+
+if TYPE_CHECKING:
+    from qeval_plugins.report.scan import ScanSummary
 
 # A task's main metric: the first of these it reports, else its first numeric metric.
 MAIN_METRIC_PRIORITY = (
@@ -81,75 +78,16 @@ DTYPE_BITS = {"float64": 64, "float32": 32, "float16": 16, "bfloat16": 16}
 MIB = 2**20
 
 
-@dataclass(frozen=True)
-class Score:
-    """A run's main metric on one task, compared with the baseline (None where not defined).
-
-    ``significance_method`` says how ``significant`` was decided: "paired" (the interval
-    ``delta_ci_low``..``delta_ci_high`` at ``ci_level`` over ``paired_docs`` documents excludes
-    0; McNemar's exact ``mcnemar_p`` for 0/1 metrics; ``paired_by`` "doc_hash" or "position": how
-    the documents were matched) or "screen" (the unpaired screen)."""
-
-    metric: str
-    value: float
-    stderr: float | None
-    higher_is_better: bool | None
-    delta: float | None = None
-    relative_degradation_pct: float | None = None
-    significant: bool | None = None
-    significance_method: str | None = None
-    delta_ci_low: float | None = None
-    delta_ci_high: float | None = None
-    ci_level: float | None = None
-    mcnemar_p: float | None = None
-    paired_docs: int | None = None
-    paired_by: str | None = None  # "doc_hash" or "position" (no hashes in either run's samples)
-
-
-@dataclass
-class Row:
-    """One run of a model: its cost figures and a score per task."""
-
-    run: Run
-    is_baseline: bool
-    bits_per_param: float | None
-    simulated: bool
-    scheme: str | None  # "W int4 g128" (+ " · A int8"): the quantizer's stated scheme, if any
-    size_mib: float | None
-    quantize_seconds: float | None
-    tokens_per_s: dict[str, float]  # "loglikelihood" and/or "generate"
-    peak_memory_mib: float | None
-    peak_memory_kind: str | None
-    scores: dict[str, Score]
-
-
-@dataclass
-class Comparison:
-    """Every run of one model, each compared with the model's baseline."""
-
-    model: str
-    name: str
-    baseline: Run | None
-    baseline_reason: str
-    tasks: dict[str, str]  # task -> main metric, in column order (no per-setting sweep tasks)
-    rows: list[Row]
-    sqnr: list[SqnrRun]
-    sensitivity: list[Sweep]  # in SWEEPS order; empty without sampling tasks
-
-
-@dataclass
-class Report:
-    """Every model's comparison and the warnings: what :mod:`.render` draws, :mod:`.export`
-    writes and :mod:`.plot` charts."""
-
-    comparisons: list[Comparison]
-    warnings: list[str]
-
-
 def compare(
-    runs: list[Run], baseline: str | None = None, *, warnings: Sequence[str] = ()
+    runs: list[Run],
+    baseline: str | None = None,
+    *,
+    warnings: Sequence[str] = (),
+    scans: Sequence[ScanSummary] = (),
 ) -> Report:
-    """Group ``runs`` by model, pick each model's baseline and compare every run with it.
+    """Group ``runs`` by model, pick each model's baseline and compare every run with it; each
+    section (:mod:`.sections`) then reads its figures of each model (:func:`compare_model`).
+    ``scans`` (layer-sensitivity scans read beside the runs) are kept for the whole report.
 
     ``baseline`` is a spec (``none``, ``hf``, ``rtn:bits=8``; a quantizer's aliases work too)
     naming the baseline of every model; by default it is the model's qeval ``none`` run, else a
@@ -169,7 +107,7 @@ def compare(
         compare_model(model, names[model], by_model[model], baseline, notes)
         for model in sorted(by_model, key=lambda model: (names[model].lower(), model))
     ]
-    return Report(comparisons, notes)
+    return Report(comparisons, notes, list(scans))
 
 
 def _by_model(runs: list[Run]) -> dict[str, list[Run]]:
@@ -245,7 +183,8 @@ def check_baseline(by_model: dict[str, list[Run]], spec: str) -> None:
 def compare_model(
     model: str, name: str, runs: list[Run], baseline: str | None, notes: list[str]
 ) -> Comparison:
-    """The :class:`Comparison` of one model's runs (warnings appended to ``notes``)."""
+    """The :class:`Comparison` of one model's runs, with every section's figures of them
+    (warnings appended to ``notes``)."""
     base, reason = choose_baseline(runs, baseline)
     if baseline is not None and base is None:
         notes.append(f"{name}: {reason}")
@@ -271,10 +210,11 @@ def compare_model(
             f"{name}: compared runs differ in {'; '.join(differences)}: their deltas may measure "
             "these settings, not the quantization"
         )
-    sqnr = [summary for row in rows if (summary := sqnr_summary(row.run)) is not None]
     tasks = {task: metric for task, metric in scored.items() if not is_sweep_point(task)}
-    sweeps = sensitivity([row.run for row in rows], base, name, notes)
-    return Comparison(model, name, base, reason, tasks, rows, sqnr, sweeps)
+    comparison = Comparison(model, name, base, reason, tasks, rows)
+    for section in sections.SECTIONS:
+        comparison.figures[section.name] = section.read(comparison, notes)
+    return comparison
 
 
 def pair_rows(rows: list[Row], base: Run, notes: list[str]) -> None:

@@ -11,100 +11,39 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from qeval_plugins.core.text import printable
-from qeval_plugins.report.outliers import outlier_data
+from qeval_plugins.report import sections
 from qeval_plugins.report.paired import SETTINGS as PAIRED_SETTINGS
-from qeval_plugins.report.values import HugeInteger, as_mapping
 
 if TYPE_CHECKING:
-    from qeval_plugins.report.compare import Comparison, Report, Row
-    from qeval_plugins.report.sensitivity import Sweep
+    from qeval_plugins.report.comparison import Comparison, Report
 
 
 def report_data(report: Report) -> dict[str, Any]:
-    """``report`` as strict-JSON-safe data: ``{"models": [...], "significance": {...},
-    "warnings": [...]}`` (``significance``: the paired test's settings, :mod:`.paired`)."""
+    """``report`` as strict-JSON-safe data: ``{"models": [...], ..., "significance": {...},
+    "warnings": [...]}``: per model every section's :meth:`~.section.Section.data`, then every
+    section's data of the whole report (``scans`` when there are any); ``significance``: the
+    paired test's settings, :mod:`.paired`."""
     return _json_safe(
         {
-            "models": [_comparison_dict(comparison) for comparison in report.comparisons],
+            "models": [model_data(comparison) for comparison in report.comparisons],
+            **{
+                key: value
+                for section in sections.SECTIONS
+                for key, value in section.report_data(report).items()
+            },
             "significance": PAIRED_SETTINGS,
             "warnings": report.warnings,
         }
     )
 
 
-def _comparison_dict(comparison: Comparison) -> dict[str, Any]:
-    base = comparison.baseline
+def model_data(comparison: Comparison) -> dict[str, Any]:
+    """One model's entry: every section's data, in order."""
     return {
-        "model": comparison.model,
-        "name": comparison.name,
-        "baseline": None if base is None else base.label,
-        "baseline_reason": comparison.baseline_reason,
-        "tasks": comparison.tasks,
-        "runs": [_row_dict(row) for row in comparison.rows],
-        "sqnr": [
-            {
-                **vars(summary),
-                "worst": [{"layer": layer, "sqnr_db": value} for layer, value in summary.worst],
-            }
-            for summary in comparison.sqnr
-        ],
-        "sensitivity": [_sweep_dict(sweep) for sweep in comparison.sensitivity],
-        "outliers": outlier_data(comparison),
+        key: value
+        for section in sections.SECTIONS
+        for key, value in section.data(comparison).items()
     }
-
-
-def _sweep_dict(sweep: Sweep) -> dict[str, Any]:
-    """Settings as their labels ("0.5", "all"); per run, every metric's value per setting."""
-    return {
-        "sweep": sweep.name,
-        "settings": [sweep.label(setting) for setting in sweep.settings],
-        "band": None if sweep.band is None else list(sweep.band),
-        "runs": [
-            {
-                "label": entry.label,
-                "is_baseline": entry.is_baseline,
-                "metrics": {
-                    sweep.label(setting): {name: metric.value for name, metric in metrics.items()}
-                    for setting, metrics in entry.points.items()
-                },
-                "summary": {name: metric.value for name, metric in entry.summary.items()},
-            }
-            for entry in sweep.runs
-        ],
-    }
-
-
-def _row_dict(row: Row) -> dict[str, Any]:
-    run = row.run
-    return {
-        "label": run.label,
-        "backend": run.backend,
-        "quantizer": run.quantizer,
-        "options": {
-            key: _option_value(value) for key, value in as_mapping(run.qeval.get("options")).items()
-        },
-        "settings": run.settings,
-        "num_fewshot": run.fewshot,
-        "is_baseline": row.is_baseline,
-        "paths": [str(path) for path in [run.path, *run.merged]],
-        "bits_per_param": row.bits_per_param,
-        "simulated": row.simulated,
-        "scheme": row.scheme,
-        "size_mib": row.size_mib,
-        "quantize_seconds": row.quantize_seconds,
-        "tokens_per_s": row.tokens_per_s,
-        "peak_memory_mib": row.peak_memory_mib,
-        "peak_memory_kind": row.peak_memory_kind,
-        "scores": {task: vars(score) for task, score in row.scores.items()},
-    }
-
-
-def _option_value(value: Any) -> Any:
-    """An option's value for export: a JSON scalar as is, anything else as short text (a
-    container read from a file could be nested too deeply to copy)."""
-    if value is None or isinstance(value, str | int | float):
-        return value
-    return str(value) if isinstance(value, HugeInteger) else f"<{type(value).__name__}>"
 
 
 def _json_safe(value: Any) -> Any:

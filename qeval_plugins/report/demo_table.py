@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from qeval_plugins.core.errors import QevalError
-from qeval_plugins.report.compare import Score, make_row
+from qeval_plugins.report.compare import make_row
 from qeval_plugins.report.compare import score as compare_score
+from qeval_plugins.report.comparison import Score
 from qeval_plugins.report.grid import Cell, Grid, arrow, fixed, small_number
 from qeval_plugins.report.labels import display_names
 from qeval_plugins.report.load import results_run
@@ -204,9 +205,9 @@ def _figure(value: float | None) -> Cell:
 
 
 def print_demo(grid: Grid, console: Any) -> None:
-    """Draw ``grid`` as the report draws its tables (:func:`~.render.print_grid`: fitted to the
+    """Draw ``grid`` as the report draws its tables (:func:`~.layout.print_grid`: fitted to the
     console, split into blocks of whole columns that repeat the run column when too wide, never
     cutting a number), caption included."""
-    from qeval_plugins.report.render import print_grid
+    from qeval_plugins.report.layout import print_grid
 
     print_grid(grid, console)

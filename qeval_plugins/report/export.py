@@ -1,9 +1,10 @@
 """The report as a file: Markdown, CSV, JSON or HTML (:data:`FORMATS`).
 
-Markdown and HTML draw the same grids as the terminal (:mod:`.tables`); JSON is
-:func:`~.data.report_data` and the CSV its long form. Every text read from a results file
-is ``printable`` and, per format, Markdown-escaped, HTML-escaped or quoted against
-spreadsheet formulas. :func:`export` writes through :func:`~.output.write_output`.
+Markdown and HTML draw the same grids as the terminal (every section's, :mod:`.sections`); JSON
+is :func:`~.data.report_data` and the CSV the sections' lines of it (the summary's long form).
+Every text read from a results file is ``printable`` and, per format, Markdown-escaped,
+HTML-escaped or quoted against spreadsheet formulas. :func:`export` writes through
+:func:`~.output.write_output`.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from typing import Any
 
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.text import printable
-from qeval_plugins.report.compare import Report
+from qeval_plugins.report import sections
+from qeval_plugins.report.comparison import Comparison, Report
 from qeval_plugins.report.data import report_data
 from qeval_plugins.report.grid import Cell, Grid, one_line
-from qeval_plugins.report.outliers import outlier_grids
 from qeval_plugins.report.output import (
     STDOUT,
     make_folder,
@@ -30,7 +31,8 @@ from qeval_plugins.report.output import (
     write_output,
     writes_in_place,
 )
-from qeval_plugins.report.tables import LEGEND, grids
+from qeval_plugins.report.render import report_grids
+from qeval_plugins.report.summary import CSV_COLUMNS, LEGEND
 
 FORMAT_EXTENSIONS = {
     ".md": "markdown",
@@ -64,46 +66,14 @@ def to_json(report: Report) -> str:
     return json.dumps(report_data(report), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-CSV_COLUMNS = (
-    "model",
-    "run",
-    "is_baseline",
-    "backend",
-    "quantizer",
-    "bits_per_param",
-    "simulated",
-    "size_mib",
-    "quantize_seconds",
-    "loglikelihood_tokens_per_s",
-    "generate_tokens_per_s",
-    "peak_memory_mib",
-    "peak_memory_kind",
-    "task",
-    "metric",
-    "higher_is_better",
-    "value",
-    "stderr",
-    "delta",
-    "relative_degradation_pct",
-    "significant",
-    "significance_method",
-    "delta_ci_low",
-    "delta_ci_high",
-    "ci_level",
-    "mcnemar_p",
-    "paired_docs",
-    "paired_by",
-    "limit",
-    "num_fewshot",
-)
-CSV_RUN_KEYS = CSV_COLUMNS[2:9]  # is_baseline ... quantize_seconds, as in report_data()
 # A cell starting with one of these is a formula to a spreadsheet (=HYPERLINK, +cmd|, @SUM).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 NUMBER_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?inf|nan")
 
 
 def to_csv(report: Report) -> str:
-    """Long format: one line per model × run × task (a run without scores gets one line).
+    """Long format: per model every section's :meth:`~.section.Section.csv_rows` (the summary's:
+    one line per run × task, a run without scores gets one line).
 
     Text cells that a spreadsheet would run as a formula (starting with ``= + - @``, tab or CR)
     get a leading ``'``; numbers, "-inf" included, stay numbers."""
@@ -111,20 +81,8 @@ def to_csv(report: Report) -> str:
     writer = csv.DictWriter(stream, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for model in report_data(report)["models"]:
-        for run in model["runs"]:
-            common = {
-                "model": model["model"],
-                "run": run["label"],
-                **{key: run[key] for key in CSV_RUN_KEYS},
-                "loglikelihood_tokens_per_s": run["tokens_per_s"].get("loglikelihood"),
-                "generate_tokens_per_s": run["tokens_per_s"].get("generate"),
-                "peak_memory_mib": run["peak_memory_mib"],
-                "peak_memory_kind": run["peak_memory_kind"],
-                "limit": run["settings"].get("limit"),
-            }
-            scores = run["scores"] or {None: {}}
-            for task, score in scores.items():
-                row = {**common, "task": task, **score, "num_fewshot": run["num_fewshot"].get(task)}
+        for section in sections.SECTIONS:
+            for row in section.csv_rows(model):
                 writer.writerow({key: csv_cell(value) for key, value in row.items()})
     return stream.getvalue()
 
@@ -140,22 +98,37 @@ def to_markdown(report: Report) -> str:
     """GitHub Markdown: a section per model, its tables, the legend and the warnings. Text is
     escaped (:func:`_md`), so names cannot add markup, HTML, links or table cells."""
     parts = ["# qeval report", ""]
+    overall = report_grids(report)
     for comparison in report.comparisons:
         parts += [f"## {_md(printable(comparison.name))}", ""]
-        for grid in [*grids(comparison), *outlier_grids(comparison)]:
-            own = grid.title != printable(comparison.name)  # the summary's heads the section
-            caption = [_md(line) + "\n" for line in grid.caption.split("\n") if line]
-            parts += [f"**{_md(grid.title)}**", ""] if own else caption
-            parts.append("| " + " | ".join(_md(one_line(h)) for h in grid.headers) + " |")
-            parts.append("|" + "|".join("---:" if r else ":---" for r in grid.right) + "|")
-            parts += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in grid.rows]
-            parts.append("")
-            parts += caption if own else []
-    parts += [_md(LEGEND), ""] if report.comparisons else ["No runs to report.", ""]
+        for grid in model_grids(comparison):
+            parts += _md_table(grid, heads_section=grid.title == printable(comparison.name))
+    parts += [_md(LEGEND), ""] if report.comparisons else []
+    parts += [] if report.comparisons or overall else ["No runs to report.", ""]
+    for grid in overall:
+        parts += _md_table(grid, heads_section=False)
     if report.warnings:
         warnings = [f"- {_md(printable(warning))}" for warning in report.warnings]
         parts += ["## Warnings", "", *warnings, ""]
     return "\n".join(parts)
+
+
+def _md_table(grid: Grid, heads_section: bool) -> list[str]:
+    """A grid as Markdown lines: its title in bold, the table, its caption; a grid that
+    ``heads_section`` (the summary, titled with the model's name) has its caption first and no
+    title of its own."""
+    caption = [_md(line) + "\n" for line in grid.caption.split("\n") if line]
+    parts = caption if heads_section else [f"**{_md(grid.title)}**", ""]
+    parts.append("| " + " | ".join(_md(one_line(h)) for h in grid.headers) + " |")
+    parts.append("|" + "|".join("---:" if r else ":---" for r in grid.right) + "|")
+    parts += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in grid.rows]
+    parts.append("")
+    return parts + ([] if heads_section else caption)
+
+
+def model_grids(comparison: Comparison) -> list[Grid]:
+    """Every section's tables of one model, in order."""
+    return [grid for section in sections.SECTIONS for grid in section.grids(comparison)]
 
 
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|#~$!&])")
@@ -189,11 +162,13 @@ def to_html(report: Report) -> str:
     body = ["<h1>qeval report</h1>"]
     for comparison in report.comparisons:
         body.append(f"<h2>{_html(comparison.name)}</h2>")
-        for grid in [*grids(comparison), *outlier_grids(comparison)]:
+        for grid in model_grids(comparison):
             if grid.title != printable(comparison.name):
                 body.append(f"<h3>{html.escape(grid.title)}</h3>")
             body.append(_html_table(grid))
     body.append(f'<p class="dim">{html.escape(LEGEND)}</p>' if report.comparisons else "")
+    for grid in report_grids(report):
+        body += [f"<h3>{html.escape(grid.title)}</h3>", _html_table(grid)]
     body += [f'<p class="warning">warning: {_html(w)}</p>' for w in report.warnings]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>qeval report</title>'

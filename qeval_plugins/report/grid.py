@@ -1,8 +1,8 @@
 """The :class:`Grid` every view of the report is drawn from, and numbers as text.
 
 A grid is a table to draw: headers and cells of styled lines. The terminal (:mod:`.render`),
-Markdown and HTML (:mod:`.export`) draw the same grids (:mod:`.tables`), so they show the same
-figures, written by :func:`number` and :func:`fixed`.
+Markdown and HTML (:mod:`.export`) draw the same grids (the sections', :mod:`.sections`), so they
+show the same figures, written by :func:`number` and :func:`fixed`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""A run's ``qeval_outliers`` figures: outlier features of the quantized model and its reference.
+"""The outlier-features section: a run's ``qeval_outliers`` figures (outlier features of the
+quantized model and its reference), their table and data.
 
 The counts, the largest activation magnitude and the mean kurtosis come from the task's metrics;
 the outlier dimensions themselves from the qeval block's ``outliers`` entry
@@ -8,15 +9,16 @@ the outlier dimensions themselves from the qeval block's ``outliers`` entry
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from qeval_plugins.core.text import printable
 from qeval_plugins.report.grid import SCIENTIFIC_FROM, Cell, Grid, number
 from qeval_plugins.report.runs import Run
+from qeval_plugins.report.section import Section
 from qeval_plugins.report.values import as_mapping, as_value
 
 if TYPE_CHECKING:
-    from qeval_plugins.report.compare import Comparison
+    from qeval_plugins.report.comparison import Comparison
 
 OUTLIERS_TASK = "qeval_outliers"
 MAX_DIMENSION = 2**31  # a hidden dimension index beyond this is not one
@@ -93,9 +95,8 @@ def outlier_summary(run: Run) -> OutlierRun | None:
 
 def outlier_runs(comparison: Comparison) -> list[OutlierRun]:
     """The ``qeval_outliers`` figures of every run of ``comparison`` that has them, in its
-    order."""
-    runs = [row.run for row in comparison.rows]
-    return [summary for run in runs if (summary := outlier_summary(run)) is not None]
+    order (what :meth:`Outliers.read` found)."""
+    return comparison.figures.get(OUTLIERS.name) or []
 
 
 def dimensions_text(dimensions: list[int]) -> str:
@@ -163,3 +164,22 @@ def outlier_data(comparison: Comparison) -> list[dict[str, object]]:
         }
         for summary in outlier_runs(comparison)
     ]
+
+
+class Outliers(Section):
+    """The outlier-feature table and every run's outlier figures."""
+
+    name = "outliers"
+
+    def read(self, comparison: Comparison, notes: list[str]) -> list[OutlierRun]:
+        runs = [row.run for row in comparison.rows]
+        return [summary for run in runs if (summary := outlier_summary(run)) is not None]
+
+    def grids(self, comparison: Comparison) -> list[Grid]:
+        return outlier_grids(comparison)
+
+    def data(self, comparison: Comparison) -> dict[str, Any]:
+        return {"outliers": outlier_data(comparison)}
+
+
+OUTLIERS = Outliers()

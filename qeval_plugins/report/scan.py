@@ -1,23 +1,32 @@
-"""The "Layer sensitivity" section of ``qeval report``: ``scan.json`` files of ``qeval scan``.
+"""The "Layer sensitivity" section of ``qeval report``: ``scan.json`` files of ``qeval scan``,
+read beside the runs (:mod:`.inputs`) and kept in the whole report (``Report.scans``).
 
 :func:`find_scans` reads every ``scan.json`` (given, or under given folders, hidden folders
 skipped) into a :class:`ScanSummary`; a file that cannot be one — unreadable, too large, not
 UTF-8 JSON, another format version, a field of the wrong type — is one warning line and is
-skipped, never a crash. :func:`scan_grid_rows` gives the table rows (texts made
-:func:`printable`), :func:`render_scans` prints the section with rich (no markup is parsed) and
-:func:`scan_chart` draws the ranking as a bar chart. No torch import.
+skipped, never a crash. :func:`scan_grid` is a scan's table (rows of
+:func:`scan_grid_rows`, texts made :func:`printable`, the verdict in its caption), which
+:func:`render_scans` prints for ``qeval scan`` and ``qeval demo``; :func:`scan_chart` draws the
+ranking as a bar chart. No torch import.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qeval_plugins.core.safe_read import read_regular
 from qeval_plugins.core.text import printable
+from qeval_plugins.report.chart import Chart, digest, slug
+from qeval_plugins.report.grid import Grid
+from qeval_plugins.report.layout import print_grid
+from qeval_plugins.report.section import Section
+
+if TYPE_CHECKING:
+    from qeval_plugins.report.comparison import Report
 
 SCAN_FILE = "scan.json"
 FORMAT_VERSION = 1
@@ -227,30 +236,38 @@ def verdict_lines(summary: ScanSummary) -> list[str]:
     return lines
 
 
+def scan_grid(summary: ScanSummary, top: int = TOP) -> Grid:
+    """One scan as a grid: the ``top`` most sensitive units (:func:`scan_grid_rows`), the caption
+    the units left out and the verdict lines. The scan's KL is the top-k bound, a lower bound of
+    the exact KL: its column is headed ``KL mean ≥``."""
+    grid = Grid(
+        title=f"Layer sensitivity — {printable(summary.model)} · {printable(summary.spec)}",
+        caption="\n".join([*more_units(summary, top), *verdict_lines(summary)]),
+        headers=["#", summary.unit, "params", "KL mean ≥", "ΔNLL", ""],
+        right=[True, False, True, True, True, False],
+        keys=2,
+    )
+    grid.rows = [[[(text, "")] for text in row] for row in scan_grid_rows(summary, top)]
+    return grid.printable()
+
+
+def more_units(summary: ScanSummary, top: int = TOP) -> list[str]:
+    """``… N more units in PATH`` when the scan ranks more than ``top`` units, else nothing."""
+    more = len(summary.units) - top
+    return [f"… {more} more units in {printable(summary.path)}"] if more > 0 else []
+
+
 def render_scans(
     scans: list[ScanSummary], warnings: list[str], console: Any, top: int = TOP
 ) -> None:
-    """Print the "Layer sensitivity" section: per scan a table of the ``top`` units and the
-    verdict lines; then the warnings (one line each). The scan's KL is the top-k bound, a lower
-    bound of the exact KL: its column is headed ``KL mean ≥``."""
-    from rich.table import Table
+    """Print the "Layer sensitivity" tables of ``scans`` (:func:`scan_grid`, no markup parsed),
+    then the ``warnings`` (one line each): what ``qeval scan`` and ``qeval demo`` print."""
     from rich.text import Text
 
     for summary in scans:
-        title = f"Layer sensitivity — {printable(summary.model)} · {printable(summary.spec)}"
-        table = Table(title=Text(title), title_justify="left")
-        for header in ("#", summary.unit, "params", "KL mean ≥", "ΔNLL", ""):
-            table.add_column(Text(header), overflow="fold")
-        for row in scan_grid_rows(summary, top):
-            table.add_row(*(Text(cell) for cell in row))
-        console.print(table)
-        more = len(summary.units) - top
-        if more > 0:
-            console.print(Text(f"… {more} more units in {printable(summary.path)}", style="dim"))
-        for line in verdict_lines(summary):
-            console.print(Text(line))
+        print_grid(scan_grid(summary, top), console)
     for warning in warnings:
-        console.print(Text.assemble(("warning: ", "yellow"), warning))
+        console.print(Text.assemble(("warning: ", "yellow"), printable(warning)))
 
 
 def scan_chart(figure_class: Any, summary: ScanSummary, top: int = TOP) -> Any:
@@ -273,27 +290,28 @@ def scan_chart(figure_class: Any, summary: ScanSummary, top: int = TOP) -> Any:
     return figure
 
 
-def plot_scans(scans: list[ScanSummary], directory: str | Path) -> list[Path]:
-    """One ranking chart per scan in ``directory`` (created if missing):
-    ``scan_<model>_<unit>-<8 hex of the file's path>.png``. Returns the files written."""
-    from qeval_plugins.core.errors import QevalError
-    from qeval_plugins.report.output import make_folder
-    from qeval_plugins.report.plot import _digest, _save, _slug
+class Scans(Section):
+    """The "Layer sensitivity" section: every scan read beside the runs (``Report.scans``),
+    for the whole report: a table each, their data, a ranking chart each."""
 
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as error:
-        raise QevalError("plots need matplotlib; run: pip install 'qeval[plot]'") from error
-    folder = make_folder(Path(directory))
-    written = []
-    for summary in scans:
-        name = f"scan_{_slug(summary.model)}_{_slug(summary.unit, 16)}-{_digest(summary.path)}.png"
-        written.append(_save(scan_chart(Figure, summary), folder / name))
-    return written
+    name = "scans"
+
+    def report_grids(self, report: Report) -> list[Grid]:
+        return [scan_grid(summary) for summary in report.scans]
+
+    def report_data(self, report: Report) -> dict[str, Any]:
+        return {"scans": [asdict(summary) for summary in report.scans]} if report.scans else {}
+
+    def report_charts(self, report: Report) -> list[Chart]:
+        """``scan_<model>_<unit>-<8 hex of the file's path>.png`` per scan."""
+        return [
+            Chart(
+                f"scan_{slug(summary.model)}_{slug(summary.unit, 16)}-{digest(summary.path)}",
+                summary.path,
+                lambda figure_class, s=summary: scan_chart(figure_class, s),
+            )
+            for summary in report.scans
+        ]
 
 
-def has_results(paths: list[str | Path]) -> bool:
-    """Whether ``paths`` hold any lm-eval results file (``results*.json``) for the run tables."""
-    from qeval_plugins.report.load import no_runs_message
-
-    return bool(paths) and no_runs_message(paths)[1]
+SCANS = Scans()

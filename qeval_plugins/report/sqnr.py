@@ -1,4 +1,5 @@
-"""A run's ``qeval_sqnr`` figures: the task's metrics, weight SQNR per layer, activation SQNR.
+"""The SQNR section: a run's ``qeval_sqnr`` figures (the task's metrics, weight SQNR per layer,
+activation SQNR) and their tables, data and chart.
 
 The task's metrics come from the results; the per-layer and per-block values and the number of
 worst layers to show from the qeval block's ``sqnr`` entry (``config.qeval.sqnr``); the KL mode
@@ -6,21 +7,45 @@ and the most divergent token from its ``divergence`` entry. :func:`divergence_gr
 output-divergence table (KL distribution, Δp, perplexity ratio), drawn when a run has them. A KL
 of the top-k mode is a lower bound of the exact KL: every table shows it as ``≥ value``
 (:func:`kl_text`).
+
+Tables (:func:`sqnr_grids`): SQNR per run with a one-character-per-layer bar view of the weight
+SQNR (:func:`sparkline`; the worst layer of a bucket when the layers outnumber the width), the
+worst layers with proportional bars (0 dB → empty, :func:`hbar`), and the output divergence.
+Chart: the weight SQNR per layer of every run.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass
 from operator import itemgetter
+from typing import TYPE_CHECKING, Any
 
 from qeval_plugins.core.text import printable
-from qeval_plugins.report.grid import Grid, small_number
+from qeval_plugins.report.chart import (
+    LEGEND_POINTS,
+    TITLE_POINTS,
+    Chart,
+    chart_lines,
+    fitted,
+    slug,
+    title_room,
+)
+from qeval_plugins.report.grid import Grid, number, small_number
 from qeval_plugins.report.runs import Run
+from qeval_plugins.report.section import Section
 from qeval_plugins.report.values import as_finite, as_mapping, as_value
+
+if TYPE_CHECKING:
+    from qeval_plugins.report.comparison import Comparison
 
 SQNR_TASK = "qeval_sqnr"
 DEFAULT_WORST_LAYERS = 5
+SPARK = "▁▂▃▄▅▆▇█"
+EIGHTHS = " ▏▎▍▌▋▊▉█"
+SPARK_WIDTH = 28
+BAR_WIDTH = 24
 
 
 @dataclass
@@ -135,3 +160,166 @@ def divergence_grid(name: str, runs: list[SqnrRun]) -> Grid | None:
         cells += [[(mode, "dim")], [(run.worst_token, "")]]
         grid.rows.append(cells)
     return grid
+
+
+SQNR_COLUMNS = (
+    ("weight_sqnr_mean_db", "W mean\ndB"),
+    ("weight_sqnr_min_db", "W min\ndB"),
+    ("weight_sqnr_global_db", "W global\ndB"),
+    ("logit_sqnr_db", "logit\ndB"),
+    ("activation_sqnr_last_db", "act last\ndB"),
+    ("kl_mean", "KL mean\nnats"),
+    ("top1_agreement", "top-1\nagree"),
+)
+
+
+def sqnr_grids(comparison: Comparison) -> list[Grid]:
+    """The SQNR summary (with per-layer bars) and the worst layers; none without SQNR runs."""
+    runs = sqnr_runs(comparison)
+    if not runs:
+        return []
+    finite = [v for run in runs for v in run.layers.values() if math.isfinite(v)]
+    low, high = (min(finite), max(finite)) if finite else (0.0, 0.0)
+    lower = any(run.kl_is_lower_bound for run in runs)
+    summary = Grid(
+        title=f"{comparison.name}: SQNR vs the unquantized model (higher = closer)",
+        caption="KL ≥: top-k mode, a lower bound of the exact KL" if lower else "",
+        headers=[
+            "run",
+            *(title for _, title in SQNR_COLUMNS),
+            f"weight SQNR per layer\n▁ {number(low)} … █ {number(high)} dB" if finite else "layers",
+        ],
+        right=[False] + [True] * len(SQNR_COLUMNS) + [False],
+    )
+    worst = Grid(
+        title=f"{comparison.name}: worst layers (weight SQNR)",
+        caption="",
+        headers=["run", "layer", "dB", ""],
+        right=[False, False, True, False],
+        keys=3,  # a bar split off on a narrow console keeps its run, layer and value
+    )
+    for run in runs:
+        summary.rows.append(
+            [[(run.label, "bold")]]
+            + [
+                [(kl_text(run, name, number(run.metrics.get(name))), "")]
+                for name, _ in SQNR_COLUMNS
+            ]
+            + [[(sparkline(list(run.layers.values()), low, high), "")]]
+        )
+        for layer, value in run.worst:
+            if value != math.inf:  # −∞ (all-zero reference, nonzero noise) is the worst of all
+                bar = hbar(value, high)
+                worst.rows.append(
+                    [[(run.label, "bold")], [(layer, "")], [(number(value), "")], [(bar, "")]]
+                )
+    divergence = divergence_grid(comparison.name, runs)
+    return [summary] + ([worst] if worst.rows else []) + ([divergence] if divergence else [])
+
+
+def sparkline(values: list[float], low: float, high: float, width: int = SPARK_WIDTH) -> str:
+    """One block character per value (▁ at ``low`` … █ at ``high``; +∞ is █, −∞ is ▁), the
+    minimum of each bucket when there are more values than ``width``; "identical (∞)" if all
+    are +∞. The share (value − low)/(high − low) is computed on halves, so ±1e308 cannot
+    overflow."""
+    if not values:
+        return "—"
+    if all(v == math.inf for v in values):
+        return "identical (∞)"
+    buckets = min(width, len(values))
+    marks = []
+    for index in range(buckets):
+        chunk = values[index * len(values) // buckets : (index + 1) * len(values) // buckets]
+        value = min(chunk)
+        if value >= high:
+            share = 1.0
+        elif value <= low:
+            share = 0.0
+        else:
+            share = (value / 2 - low / 2) / (high / 2 - low / 2)
+        marks.append(SPARK[round(share * (len(SPARK) - 1))])
+    return "".join(marks)
+
+
+def hbar(value: float, high: float, width: int = BAR_WIDTH) -> str:
+    """A bar of value/high · ``width`` characters in eighths (empty at or below 0 dB)."""
+    if high <= 0:
+        return ""
+    eighths = round(max(0.0, min(value / high, 1.0)) * width * 8)
+    return "█" * (eighths // 8) + (EIGHTHS[eighths % 8] if eighths % 8 else "")
+
+
+def sqnr_chart(figure_class: Any, comparison: Comparison) -> Any:
+    """Weight SQNR (dB) per layer, one line per run; +∞ (identical) layers are gaps, −∞ layers
+    (all-zero reference, nonzero noise: the worst) red ▼ marks 3 dB below the lowest figure."""
+    lines = [
+        run for run in sqnr_runs(comparison) if any(v != math.inf for v in run.layers.values())
+    ]
+    if not lines:
+        return None
+    finite = [v for run in lines for v in run.layers.values() if math.isfinite(v)]
+    floor = min(finite, default=0.0) - 3.0
+    figure = figure_class(figsize=(7.0, 3.6), layout="constrained")
+    axes = figure.add_subplot()
+    marked = False
+    for run in lines:
+        values = list(run.layers.values())
+        shown = [v if math.isfinite(v) else math.nan for v in values]
+        label = fitted(run.label, figure.get_size_inches()[0] / 2, LEGEND_POINTS)
+        axes.plot(range(len(values)), shown, marker=".", linewidth=1, label=label)
+        worst = [index for index, v in enumerate(values) if v == -math.inf]
+        if worst:
+            label = None if marked else "−∞ dB (all-zero reference)"
+            axes.scatter(worst, [floor] * len(worst), marker="v", color="#cf222e", label=label)
+            marked = True
+    title = chart_lines(title_room(figure), comparison.name, "weight SQNR per layer")
+    figure.suptitle(title, fontsize=TITLE_POINTS)
+    axes.set_xlabel("layer (checkpoint order)")
+    axes.set_ylabel("SQNR (dB, higher = closer)")
+    axes.legend(loc="best", fontsize=8)
+    return figure
+
+
+def sqnr_runs(comparison: Comparison) -> list[SqnrRun]:
+    """The ``qeval_sqnr`` figures of every run of ``comparison`` that has them, in its order
+    (what :meth:`Sqnr.read` found)."""
+    return comparison.figures.get(SQNR.name) or []
+
+
+class Sqnr(Section):
+    """The SQNR tables (summary with per-layer bars, worst layers, output divergence), each
+    run's figures, the per-layer chart."""
+
+    name = "sqnr"
+
+    def read(self, comparison: Comparison, notes: list[str]) -> list[SqnrRun]:
+        return [
+            summary for row in comparison.rows if (summary := sqnr_summary(row.run)) is not None
+        ]
+
+    def grids(self, comparison: Comparison) -> list[Grid]:
+        return [grid.printable() for grid in sqnr_grids(comparison)]
+
+    def data(self, comparison: Comparison) -> dict[str, Any]:
+        return {
+            "sqnr": [
+                {
+                    **vars(summary),
+                    "worst": [{"layer": layer, "sqnr_db": value} for layer, value in summary.worst],
+                }
+                for summary in sqnr_runs(comparison)
+            ]
+        }
+
+    def charts(self, comparison: Comparison) -> list[Chart]:
+        """``<model>__sqnr_layers.png``: the weight SQNR per layer of every run."""
+        return [
+            Chart(
+                f"{slug(comparison.name)}__sqnr_layers",
+                f"{comparison.model}\0sqnr",
+                lambda figure_class: sqnr_chart(figure_class, comparison),
+            )
+        ]
+
+
+SQNR = Sqnr()

@@ -29,7 +29,7 @@ from qeval_plugins.report.compare import compare
 from qeval_plugins.report.export import to_csv, to_html, to_json, to_markdown
 from qeval_plugins.report.load import load_runs
 from qeval_plugins.report.render import render
-from qeval_plugins.report.tables import LEGEND
+from qeval_plugins.report.summary import LEGEND
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "report-paired"
 SYNTHETIC = DATA / "synthetic"

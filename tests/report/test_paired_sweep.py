@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from qeval_plugins.cli import main as main_module
+from qeval_plugins.cli import report as report_module
 from qeval_plugins.cli import sweep as sweep_module
 from qeval_plugins.cli.sweep import sweep
 from qeval_plugins.report.compare import compare
@@ -92,7 +93,7 @@ def test_no_log_samples_option(monkeypatch):
     """``qeval run --no-log-samples`` reaches the sweep; by default samples are logged."""
     calls = []
     monkeypatch.setattr(sweep_module, "sweep", lambda **kw: calls.append(kw["log_samples"]) or [])
-    monkeypatch.setattr(main_module, "_print_report", lambda *args, **kwargs: None)
+    monkeypatch.setattr(report_module, "print_report", lambda *args, **kwargs: None)
     base = ["run", "--model", "qeval-tiny", "--quantizers", "none", "--tasks", "t", "--output", "o"]
     assert main_module.main(base) == 0
     assert main_module.main([*base, "--no-log-samples", "--limit", "3"]) == 0

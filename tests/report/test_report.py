@@ -41,7 +41,8 @@ from qeval_plugins.report.load import load_runs, read_run
 from qeval_plugins.report.paired import SETTINGS
 from qeval_plugins.report.plot import plot
 from qeval_plugins.report.render import render
-from qeval_plugins.report.sensitivity import setting_label, sweep_setting
+from qeval_plugins.report.sensitivity import setting_label, sweep_setting, sweeps_of
+from qeval_plugins.report.sqnr import sqnr_runs
 
 TESTS = Path(__file__).resolve().parents[1]
 DATA = TESTS / "data" / "report"
@@ -170,8 +171,8 @@ def test_grouping_baselines_and_merging(report):
     assert mini.baseline is None
     assert mini.baseline_reason.startswith("no baseline:")
     assert all(score.delta is None for row in mini.rows for score in row.scores.values())
-    assert [s.label for s in tiny.sqnr] == ["none", "bnb-nf4", "rtn:bits=4"]
-    assert tiny.sqnr[2].worst[0] == ("model.layers.0.mlp.down_proj", 16.42)
+    assert [s.label for s in sqnr_runs(tiny)] == ["none", "bnb-nf4", "rtn:bits=4"]
+    assert sqnr_runs(tiny)[2].worst[0] == ("model.layers.0.mlp.down_proj", 16.42)
 
 
 def test_compare_does_not_change_its_input(loaded, report):
@@ -586,7 +587,7 @@ def test_settings_come_from_metadata_before_the_name(tmp_path):
     report = compare(runs, warnings=warnings)
     (warning,) = report.warnings
     assert "none qeval_temperature_hot" in warning and "left out" in warning
-    temperature, tokens = report.comparisons[0].sensitivity
+    temperature, tokens = sweeps_of(report.comparisons[0])
     assert (temperature.name, temperature.settings, temperature.band) == (
         "temperature",
         [0.7],
@@ -609,7 +610,7 @@ def test_mutated_sensitivity_files_never_crash(tmp_path):
         write(tmp_path, f"results_{index:03d}.json", data)
     runs, warnings = load_runs([tmp_path])
     report = compare(runs, warnings=warnings)
-    assert any(comparison.sensitivity for comparison in report.comparisons)
+    assert any(sweeps_of(comparison) for comparison in report.comparisons)
     render(report, Console(width=100, file=io.StringIO()))
     for fmt in FORMATS:
         export(report, fmt, tmp_path / "out" / f"report.{fmt}")

@@ -18,10 +18,11 @@ from rich.console import Console
 from qeval_plugins.cli.main import main
 from qeval_plugins.report.compare import compare
 from qeval_plugins.report.export import export
+from qeval_plugins.report.layout import grid_lines
 from qeval_plugins.report.load import load_runs
 from qeval_plugins.report.plot import plot
-from qeval_plugins.report.render import grid_lines, render
-from qeval_plugins.report.tables import summary_grid
+from qeval_plugins.report.render import render
+from qeval_plugins.report.summary import summary_grid
 
 TESTS = Path(__file__).resolve().parents[1]
 DATA = TESTS / "data" / "report"
@@ -471,8 +472,8 @@ def test_paths_without_runs_are_an_error_but_not_for_a_sweep(tmp_path, capsys):
         f"{tmp_path}/empty could not be read (see the warnings); pass the folder"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # no report written
-    from qeval_plugins.cli.main import _print_report  # what qeval run prints after a sweep
+    from qeval_plugins.cli.report import print_report  # what qeval run prints after a sweep
 
     console = Console(width=80, record=True, color_system=None, file=io.StringIO())
-    report = _print_report([tmp_path / "empty"], None, console)
+    report = print_report([tmp_path / "empty"], None, console)
     assert report.comparisons == [] and "No runs to report." in console.export_text()

@@ -25,6 +25,7 @@ from qeval_plugins.report.grid import number
 from qeval_plugins.report.load import load_runs
 from qeval_plugins.report.render import render
 from qeval_plugins.report.settings import setting_text
+from qeval_plugins.report.sqnr import sqnr_runs
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "report"
 NONE_RUN = DATA / "qeval-tiny" / "none" / "results_2026-11-23T10-00-00.000000.json"
@@ -324,7 +325,7 @@ def test_minus_infinite_sqnr_is_the_worst_layer_and_is_shown(tmp_path):
     layers = {"a.q_proj": 20.5, "a.k_proj": "-inf", "a.v_proj": "inf", "a.o_proj": 18.25}
     runs, warnings = load_runs([sqnr_run(tmp_path, layers), NONE_RUN])
     report = compare(runs, warnings=warnings)
-    (nf4,) = [s for s in report.comparisons[0].sqnr if s.label == "bnb-nf4"]
+    (nf4,) = [s for s in sqnr_runs(report.comparisons[0]) if s.label == "bnb-nf4"]
     assert nf4.layers["a.k_proj"] == -math.inf
     assert [layer for layer, _ in nf4.worst[:3]] == ["a.k_proj", "a.o_proj", "a.q_proj"]
     console = Console(width=120, record=True, color_system=None, file=io.StringIO())
@@ -613,8 +614,8 @@ def test_an_error_bound_of_infinity_is_by_design_and_not_warned_about(tmp_path):
 def test_worst_layer_bars_keep_their_layer_and_value_on_a_narrow_console():
     """Too wide for 60 columns, the worst-layers table keeps run, layer and dB together with
     each bar (folded below its row), instead of a second block of bars under the run alone."""
-    from qeval_plugins.report.render import grid_lines
-    from qeval_plugins.report.tables import sqnr_grids
+    from qeval_plugins.report.layout import grid_lines
+    from qeval_plugins.report.sqnr import sqnr_grids
 
     runs, warnings = load_runs([NONE_RUN, NF4_RUN])
     [comparison] = compare(runs, warnings=warnings).comparisons

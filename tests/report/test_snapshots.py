@@ -124,9 +124,11 @@ def full(tmp_path):
 
 
 def cli_text(tmp_path: Path, text: str) -> str:
-    return "".join(
-        line.rstrip() + "\n" for line in text.replace(str(tmp_path), "<tmp>").splitlines()
-    )
+    """``text`` with ``tmp_path`` (as is, or Markdown-escaped) written ``<tmp>``, trailing
+    spaces stripped."""
+    for shown in (str(tmp_path), str(tmp_path).replace("_", "\\_")):
+        text = text.replace(shown, "<tmp>")
+    return "".join(line.rstrip() + "\n" for line in text.splitlines())
 
 
 @pytest.mark.parametrize("width", WIDTHS)
