@@ -168,7 +168,7 @@ def time_phases(phases: dict[str, list[float]]) -> None:
 
     from qeval_plugins.backend import lm
     from qeval_plugins.evals.sqnr import engine as sqnr
-    from qeval_plugins.storage import cache as reference_cache
+    from qeval_plugins.storage import reference_cache
 
     depth = [0]
 

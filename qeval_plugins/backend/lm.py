@@ -51,7 +51,7 @@ from qeval_plugins.core.logs import MODEL_LOADING_NOISE, quiet
 from qeval_plugins.core.plan import plan_quantization
 from qeval_plugins.core.prequantized import checkpoint_scheme
 from qeval_plugins.core.version import qeval_version
-from qeval_plugins.storage.cache import max_size
+from qeval_plugins.storage.cache_pruning import max_size
 
 install_excepthook()
 quiet(MODEL_LOADING_NOISE)

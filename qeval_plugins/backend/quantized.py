@@ -23,8 +23,8 @@ from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.plan import QuantizationPlan
 from qeval_plugins.core.quantizer import LoadContext, PluginRecord, resolve_dtype
 from qeval_plugins.core.registry import run_load_quantized, run_save_quantized
-from qeval_plugins.storage import cache as reference_cache
-from qeval_plugins.storage import model_cache
+from qeval_plugins.storage import model_cache, reference_cache
+from qeval_plugins.storage.cache_layout import cache_root
 
 logger = logging.getLogger("qeval")
 
@@ -72,7 +72,7 @@ class QuantizedCache:
             checkpoint=checkpoint,
             tokenizer=tokenizer,
             calibration=self.calibration,
-            cache_dir=str(model_cache.cache_root() / "quantizers" / quantizer.name),
+            cache_dir=str(cache_root() / "quantizers" / quantizer.name),
             load_kwargs=MappingProxyType(dict(load_kwargs or {})),
             plugin=self.plan.plugin.name,
             records=self.records,

@@ -1,5 +1,6 @@
 """``qeval cache``: list, prune and clear qeval's cache: the reference outputs
-(:mod:`qeval_plugins.storage.cache`) and the quantized models (:mod:`~.storage.model_cache`).
+(:mod:`qeval_plugins.storage.reference_cache`) and the quantized models
+(:mod:`~.storage.model_cache`).
 
 ``list`` shows every entry (model, what it was computed on, size, creation, last use); ``prune``
 deletes entries unused for ``--older-than DAYS`` and/or the least recently used until the cache
@@ -106,11 +107,11 @@ def list_entries(console) -> None:
     from rich.text import Text
 
     from qeval_plugins.cli.listing import INDENT, SEPARATOR, fits_one_table, print_indented
-    from qeval_plugins.storage import cache as reference_cache
-    from qeval_plugins.storage.model_cache import cache_root
+    from qeval_plugins.storage import cache_pruning, reference_cache
+    from qeval_plugins.storage.cache_layout import cache_root
 
     reference_cache.existing_cache_dir()
-    found = reference_cache.entries()
+    found = cache_pruning.entries()
     if not found:
         console.print(Text(f"the qeval cache {cache_root()} is empty"), soft_wrap=True)
         return
@@ -139,7 +140,7 @@ def list_entries(console) -> None:
 
 
 def _removed_line(removed: list) -> str:
-    from qeval_plugins.storage.model_cache import cache_root
+    from qeval_plugins.storage.cache_layout import cache_root
 
     size = format_size(sum(entry.size for entry in removed))
     return f"removed {count(len(removed), 'entry', 'entries')} ({size}) from {cache_root()}"
@@ -149,7 +150,7 @@ def prune_entries(older_than_days: float | None, max_size: str | None, console) 
     """``qeval cache prune``: by age, then by size (least recently used first)."""
     from rich.text import Text
 
-    from qeval_plugins.storage import cache as reference_cache
+    from qeval_plugins.storage import cache_pruning, reference_cache
 
     if older_than_days is None and max_size is None:
         raise QevalError("give --older-than DAYS and/or --max-size SIZE (e.g. --max-size 2G).")
@@ -157,11 +158,11 @@ def prune_entries(older_than_days: float | None, max_size: str | None, console) 
         math.isfinite(older_than_days) and older_than_days >= 0
     ):
         raise QevalError(f"--older-than must be a number of days >= 0, got {older_than_days}.")
-    max_bytes = None if max_size is None else reference_cache.parse_size(max_size, "--max-size")
+    max_bytes = None if max_size is None else cache_pruning.parse_size(max_size, "--max-size")
     older_than = None if older_than_days is None else older_than_days * SECONDS_PER_DAY
     reference_cache.existing_cache_dir()
-    removed = _changing(lambda: reference_cache.prune(older_than, max_bytes))
-    left = reference_cache.entries()
+    removed = _changing(lambda: cache_pruning.prune(older_than, max_bytes))
+    left = cache_pruning.entries()
     remain = "remains" if len(left) == 1 else "remain"
     console.print(
         Text(
@@ -177,23 +178,23 @@ def clear_entries(console) -> None:
     """``qeval cache clear``: every entry."""
     from rich.text import Text
 
-    from qeval_plugins.storage import cache as reference_cache
+    from qeval_plugins.storage import cache_pruning, reference_cache
 
     reference_cache.existing_cache_dir()
-    removed = _changing(lambda: reference_cache.prune(max_bytes=0))
+    removed = _changing(lambda: cache_pruning.prune(max_bytes=0))
     console.print(Text(_removed_line(removed)), soft_wrap=True)
 
 
 def _changing(change):
     """Run ``change()``; an OSError (read-only folder, ...) becomes one QevalError line."""
-    from qeval_plugins.storage import cache as reference_cache
+    from qeval_plugins.storage.cache_layout import CACHE_ENV, cache_root
 
     try:
         return change()
     except OSError as error:
         raise QevalError(
-            f"cannot change the cache folder {reference_cache.cache_dir().parent} "
-            f"({error.strerror or error}); check its permissions or {reference_cache.CACHE_ENV}."
+            f"cannot change the cache folder {cache_root()} "
+            f"({error.strerror or error}); check its permissions or {CACHE_ENV}."
         ) from None
 
 

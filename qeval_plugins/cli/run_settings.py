@@ -174,10 +174,10 @@ def _version(distribution: str) -> str:
 
 def model_identity(model: str) -> Any:
     """What identifies a model's weights: its name, and for a local folder the SHA-256 of its
-    files (:func:`~qeval_plugins.storage.cache.checkpoint_identity`): weights replaced in place
-    with their size and modification time kept are other settings, never a match."""
+    files (:func:`~qeval_plugins.storage.reference_cache.checkpoint_identity`): weights replaced
+    in place with their size and modification time kept are other settings, never a match."""
     from qeval_plugins.backend.checkpoints import EMBEDDED_MODELS
-    from qeval_plugins.storage.cache import checkpoint_identity
+    from qeval_plugins.storage.reference_cache import checkpoint_identity
 
     folder = Path(model).expanduser()
     if model in EMBEDDED_MODELS or not folder.is_dir():

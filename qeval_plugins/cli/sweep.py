@@ -514,7 +514,7 @@ def prepare(
 ) -> tuple[list[PlannedRun], dict, list[str]]:
     """Every check before the first run: (runs, settings per run, names the results must hold)."""
     from qeval_plugins.cli.task_check import expected_results
-    from qeval_plugins.storage.cache import max_size
+    from qeval_plugins.storage.cache_pruning import max_size
 
     max_size()  # QEVAL_CACHE_MAX_SIZE: one line now, not in the first run that saves an entry
     runs = plan_runs(models, specs, output, device)

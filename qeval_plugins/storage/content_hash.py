@@ -39,6 +39,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from qeval_plugins.storage.atomic import remove_stale_temporaries, write_atomic
+from qeval_plugins.storage.cache_layout import cache_root
 from qeval_plugins.storage.locks import locked
 
 MEMO_NAME = "sha256.json"
@@ -56,8 +57,6 @@ _known: dict[str, str] = {}  # this process's memo: stamp -> digest
 
 def memo_dir() -> Path:
     """The folder of the on-disk memo: ``cache_root()/hashes``."""
-    from qeval_plugins.storage.model_cache import cache_root
-
     return cache_root() / "hashes"
 
 

@@ -9,7 +9,7 @@ file, so weights replaced in place quantize afresh), the quantizer's name, versi
 options, the versions of the packages it ``requires``, the calibration windows' SHA-256 and the
 dtype, plus this cache's format version.
 
-Location: ``cache_root()/quantized`` (``$QEVAL_CACHE_DIR/quantized``, else
+Location: ``cache_root()/quantized`` (:mod:`.cache_layout`: ``$QEVAL_CACHE_DIR/quantized``, else
 ``~/.cache/qeval/quantized``). An entry is a folder ``KEY/`` holding what ``save_quantized``
 wrote, and ``KEY.json``: the SHA-256 and size of every file in the folder, what it was made from
 (model, spec, options, dtype, calibration), how long quantizing took (``quantize_seconds``)
@@ -27,7 +27,7 @@ corrupting bytes without a write. Entries are written into a hidden temporary fo
 into place (a killed run never leaves a half entry under a key); the folder's ``.lock`` is held
 shared while an entry is verified and loaded, exclusively while one is added or deleted.
 Entries count towards ``QEVAL_CACHE_MAX_SIZE`` and are listed, pruned and cleared by
-``qeval cache`` with the reference entries.
+``qeval cache`` with the reference entries (:mod:`.cache_pruning`).
 """
 
 from __future__ import annotations
@@ -45,27 +45,18 @@ from pathlib import Path
 from typing import Any
 
 from qeval_plugins.storage.atomic import fsync_dir, probe_writable, write_atomic
+from qeval_plugins.storage.cache_layout import LOCK_NAME, models_dir, read_model_meta
+from qeval_plugins.storage.cache_pruning import (
+    apply_size_cap,
+    remove_model_entry,
+    remove_stale_folders,
+)
 from qeval_plugins.storage.content_hash import file_digest
 from qeval_plugins.storage.locks import locked
 
 FORMAT_VERSION = 1
-LOCK_NAME = ".lock"
-STALE_SECONDS = 24 * 3600.0  # a temporary folder untouched this long belongs to a killed run
 
 logger = logging.getLogger("qeval")
-
-
-def cache_root() -> Path:
-    """``$QEVAL_CACHE_DIR``, else ``$XDG_CACHE_HOME/qeval`` (``~/.cache/qeval``)."""
-    base = os.environ.get("QEVAL_CACHE_DIR")
-    if base:
-        return Path(base).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qeval"
-
-
-def models_dir() -> Path:
-    """The folder of quantized-model entries."""
-    return cache_root() / "quantized"
 
 
 def model_key(identity: list[Any], recipe: dict[str, Any]) -> str:
@@ -83,20 +74,6 @@ def _listing(folder: Path) -> dict[str, int]:
         for path in sorted(folder.rglob("*"))
         if path.is_file() and not path.is_symlink()
     }
-
-
-def read_meta(path: Path) -> dict[str, Any] | None:
-    """An entry's ``KEY.json``, or None when missing, unreadable or not what :func:`save` writes."""
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None
-    files = meta.get("files") if isinstance(meta, dict) else None
-    if not isinstance(files, dict) or not all(
-        isinstance(name, str) and isinstance(digest, str) for name, digest in files.items()
-    ):
-        return None
-    return meta
 
 
 def _stamp(path: Path) -> list[int]:
@@ -142,7 +119,7 @@ def opened(key: str) -> Iterator[tuple[Path, dict[str, Any]] | None]:
         yield None
         return
     with locked(directory / LOCK_NAME, shared=True):
-        meta = read_meta(directory / f"{key}.json")
+        meta = read_model_meta(directory / f"{key}.json")
         problem, stamps = _verify(folder, meta)
         if problem is None:
             yield folder, meta
@@ -151,7 +128,7 @@ def opened(key: str) -> Iterator[tuple[Path, dict[str, Any]] | None]:
             "quantized-model cache entry %s %s; quantizing again and replacing it.", folder, problem
         )
         with contextlib.suppress(OSError), locked(directory / LOCK_NAME):
-            remove_entry(directory, key)
+            remove_model_entry(directory, key)
         yield None
         return
     touch(directory, key, stamps)
@@ -161,26 +138,11 @@ def touch(directory: Path, key: str, stamps: dict[str, list]) -> None:
     """Record now as the entry's last use, and the ``stamps`` of its files just verified
     (skipped where the folder is read-only)."""
     with contextlib.suppress(OSError), locked(directory / LOCK_NAME):
-        meta = read_meta(directory / f"{key}.json")
+        meta = read_model_meta(directory / f"{key}.json")
         if meta is not None:
             meta["last_used"] = time.time()
             meta["stamps"] = stamps
             write_atomic(directory / f"{key}.json", json.dumps(meta, sort_keys=True).encode())
-
-
-def remove_entry(directory: Path, key: str) -> None:
-    """Delete an entry's metadata, then its folder (the lock is the caller's)."""
-    (directory / f"{key}.json").unlink(missing_ok=True)
-    shutil.rmtree(directory / key, ignore_errors=True)
-
-
-def remove_stale_folders(directory: Path, older_than: float = STALE_SECONDS) -> None:
-    """Delete temporary entry folders of killed runs (untouched for ``older_than`` seconds)."""
-    now = time.time()
-    for temporary in directory.glob(".*.tmp"):
-        with contextlib.suppress(OSError):
-            if temporary.is_dir() and now - temporary.stat().st_mtime > older_than:
-                shutil.rmtree(temporary)
 
 
 def save(key: str, write: Callable[[Path], None], meta: dict[str, Any]) -> Path | None:
@@ -190,8 +152,6 @@ def save(key: str, write: Callable[[Path], None], meta: dict[str, Any]) -> Path 
     full): the run itself goes on with the model in memory. An entry another process saved first
     is kept and this one discarded. ``QEVAL_CACHE_MAX_SIZE`` is applied afterwards.
     """
-    from qeval_plugins.storage import cache as caches
-
     directory = models_dir()
     temporary = None
     try:
@@ -219,7 +179,7 @@ def save(key: str, write: Callable[[Path], None], meta: dict[str, Any]) -> Path 
             temporary = None
             fsync_dir(directory)
             write_atomic(directory / f"{key}.json", json.dumps(record, default=str).encode())
-        caches.apply_size_cap(keep={key})
+        apply_size_cap(keep={key})
         return directory / key
     except OSError as error:
         logger.warning(

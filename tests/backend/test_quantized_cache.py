@@ -189,14 +189,14 @@ def test_cache_list_and_clear_cover_quantized_models(counting_rtn, capsys):
 
 
 def test_the_size_cap_counts_quantized_models(counting_rtn, monkeypatch):
-    from qeval_plugins.storage import cache
+    from qeval_plugins.storage import cache_pruning
 
     load()
-    [entry] = cache.entries()
+    [entry] = cache_pruning.entries()
     assert entry.store == "quantized" and entry.size > 1_000_000  # the 5 MB embedded model
     monkeypatch.setenv("QEVAL_CACHE_MAX_SIZE", str(entry.size + 1000))
     load(bits=3)  # the older entry goes; the one just saved stays
-    assert [e.meta["options"]["bits"] for e in cache.entries()] == [3]
+    assert [e.meta["options"]["bits"] for e in cache_pruning.entries()] == [3]
 
 
 def test_an_unwritable_cache_warns_and_the_run_goes_on(counting_rtn, monkeypatch, caplog):

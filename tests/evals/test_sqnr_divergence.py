@@ -195,7 +195,7 @@ def test_the_results_carry_every_statistic_the_mode_and_the_worst_tokens(
 
 def test_cache_key_separates_the_modes_and_ignores_the_budget():
     from qeval_plugins.evals.sqnr.engine import SqnrSettings
-    from qeval_plugins.storage.cache import reference_key
+    from qeval_plugins.storage.reference_cache import reference_key
 
     def key(**settings):
         return reference_key(["m"], [[1, 2, 3]], SqnrSettings(**settings).cache_settings(), "f32")

@@ -11,8 +11,7 @@ import time
 import pytest
 
 from qeval_plugins.cli.run_settings import model_identity
-from qeval_plugins.storage import cache as reference_cache
-from qeval_plugins.storage import content_hash, model_cache
+from qeval_plugins.storage import content_hash, model_cache, reference_cache
 
 WEIGHTS = bytes(range(256)) * 64  # 16 KiB
 

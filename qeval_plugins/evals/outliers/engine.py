@@ -25,8 +25,8 @@ magnitude reaches ``threshold`` (6.0) in at least ``layer_share`` (25 %) of the 
 (6 %) of the token positions (positions t with |X_l[t, i]| ≥ threshold in some layer l).
 
 The reference's figures are computed once per model + texts + settings and cached on disk
-(:mod:`qeval_plugins.storage.cache`), on the reference model loaded in place of the quantized
-one (:meth:`QevalLM.on_reference_model`): the two are never in memory together.
+(:mod:`qeval_plugins.storage.reference_cache`), on the reference model loaded in place of the
+quantized one (:meth:`QevalLM.on_reference_model`): the two are never in memory together.
 """
 
 from __future__ import annotations
@@ -369,7 +369,8 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
     (cached), the quantized model's, their summaries in the run's ``qeval`` block under
     ``outliers`` and, per request, the model-level metrics."""
     from qeval_plugins.core.registry import get_registry
-    from qeval_plugins.storage import cache as reference_cache
+    from qeval_plugins.storage import reference_cache
+    from qeval_plugins.storage.cache_layout import reference_dir
 
     settings = OutlierSettings.from_mapping(requests[0].args[1])
     prefix = [lm.prefix_token_id] if lm.prefix_token_id is not None else []
@@ -415,7 +416,7 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
             "reference_cache": {
                 "key": key,
                 "reused": reused,
-                "dir": str(reference_cache.cache_dir()),
+                "dir": str(reference_dir()),
             },
             "reference": ref_summary,
             "quantized": quant_summary,

@@ -4,8 +4,9 @@ Each ``qeval_sample`` request is a prompt plus generation settings; lm-eval repe
 sample (the task's ``repeats``). For every distinct (prompt, settings) the quantized model and
 the unquantized reference generate the same number of samples with the same seed, so the two are
 compared under matched sampling. The reference's generations are cached on disk (see
-:mod:`qeval_plugins.storage.cache`) and reused by runs of other quantizers; identical requests
-from several tasks in one run (a setting's own task and the sweep summary) are generated once.
+:mod:`qeval_plugins.storage.reference_cache`) and reused by runs of other quantizers; identical
+requests from several tasks in one run (a setting's own task and the sweep summary) are generated
+once.
 
 Settings reach ``generate`` as a fresh ``GenerationConfig`` built only from them, so a model's own
 generation defaults (top_p, repetition penalty, ...) never leak in: temperature 0 is greedy
@@ -128,7 +129,7 @@ def _strip(ids: list[int], tokenizer: Any) -> list[int]:
 
 def run(lm: Any, requests: list) -> list[dict[str, Any]]:
     """Answer ``qeval_sample`` requests: one sample per (repeated) request, matched reference."""
-    from qeval_plugins.storage import cache as reference_cache
+    from qeval_plugins.storage import reference_cache
 
     lm.require_reference()
     repeats = Counter(id(request) for request in requests)

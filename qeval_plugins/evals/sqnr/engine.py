@@ -12,9 +12,9 @@ Three comparisons, all against the unquantized model in the run's dtype (the "re
 * **activations** — the hidden state after each decoder block, over a bounded number of tokens.
 
 The reference's outputs are computed once per model + texts + settings and cached on disk
-(:mod:`qeval_plugins.storage.cache`). On a cache miss the quantized model is released, the
-reference is loaded, run and released, and the quantized model is loaded again: the two are never
-in memory together. SQNR_dB = 10·log10(Σx² / Σ(x − x̂)²), accumulated in float64.
+(:mod:`qeval_plugins.storage.reference_cache`). On a cache miss the quantized model is released,
+the reference is loaded, run and released, and the quantized model is loaded again: the two are
+never in memory together. SQNR_dB = 10·log10(Σx² / Σ(x − x̂)²), accumulated in float64.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ class SqnrSettings:
 
     def budget_bytes(self) -> int:
         """``kl_cache_budget`` in bytes (K, M, G, T are powers of 1024)."""
-        from qeval_plugins.storage.cache import parse_size
+        from qeval_plugins.storage.cache_pruning import parse_size
 
         return parse_size(self.kl_cache_budget, "qeval_sqnr setting 'kl_cache_budget'")
 
@@ -582,7 +582,8 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
     mode used.
     """
     from qeval_plugins.core.registry import get_registry
-    from qeval_plugins.storage import cache as reference_cache
+    from qeval_plugins.storage import reference_cache
+    from qeval_plugins.storage.cache_layout import reference_dir
 
     requested = SqnrSettings.from_mapping(requests[0].args[1])
     prefix = [lm.prefix_token_id] if lm.prefix_token_id is not None else []
@@ -648,7 +649,7 @@ def run(lm: Any, requests: list) -> list[dict[str, Any]]:
             "reference_cache": {
                 "key": key,
                 "reused": reused,
-                "dir": str(reference_cache.cache_dir()),
+                "dir": str(reference_dir()),
             },
             "metrics": {name: summary[name] for name in BLOCK_METRICS},
             "weights": weights,

@@ -17,8 +17,7 @@ from qeval_plugins import QevalError
 from qeval_plugins.cli.main import main
 from qeval_plugins.evals.sampling.engine import check_samples
 from qeval_plugins.evals.sqnr.engine import SqnrSettings, check_reference, compute_reference
-from qeval_plugins.storage import atomic
-from qeval_plugins.storage import cache as reference_cache
+from qeval_plugins.storage import atomic, cache_pruning, reference_cache
 from qeval_plugins.storage.locks import locked
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -36,9 +35,10 @@ def cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def clock(monkeypatch):
-    """The cache's clock, set by the test (seconds since the epoch)."""
+    """The caches' clock (saving, loading, pruning), set by the test (seconds since the epoch)."""
     now = SimpleNamespace(value=1_000_000.0)
-    monkeypatch.setattr(reference_cache, "time", SimpleNamespace(time=lambda: now.value))
+    for module in (reference_cache, cache_pruning):
+        monkeypatch.setattr(module, "time", SimpleNamespace(time=lambda: now.value))
     return now
 
 
@@ -67,7 +67,7 @@ def test_an_entry_round_trips_with_its_metadata_and_last_use(cache, clock):
     clock.value += 3600
     loaded = reference_cache.load(KEY)
     assert torch.equal(loaded["texts"][0]["logits"], reference()["texts"][0]["logits"])
-    [entry] = reference_cache.entries()
+    [entry] = cache_pruning.entries()
     assert entry.meta["model"] == "org/model" and entry.meta["settings"] == {"top_k": 32}
     assert entry.meta["created"] == 1_000_000.0 and entry.last_used == 1_003_600.0
     assert entry.size == path.stat().st_size + (cache / f"{KEY}.json").stat().st_size
@@ -319,41 +319,32 @@ def test_prune_by_age_and_by_size_least_recently_used_first(cache, clock):
         reference_cache.save(key, reference())
         clock.value += day
     reference_cache.load(KEY)  # the oldest entry is the most recently used now
-    size = reference_cache.entries()[0].size
-    assert [e.key for e in reference_cache.entries()] == [OTHER, THIRD, KEY]
+    size = cache_pruning.entries()[0].size
+    assert [e.key for e in cache_pruning.entries()] == [OTHER, THIRD, KEY]
 
-    assert reference_cache.prune(older_than=10 * day) == []
-    assert [e.key for e in reference_cache.prune(max_bytes=2 * size)] == [OTHER]
+    assert cache_pruning.prune(older_than=10 * day) == []
+    assert [e.key for e in cache_pruning.prune(max_bytes=2 * size)] == [OTHER]
     clock.value += 2 * day
-    assert [e.key for e in reference_cache.prune(older_than=2.5 * day)] == [THIRD]
-    assert [e.key for e in reference_cache.entries()] == [KEY]
+    assert [e.key for e in cache_pruning.prune(older_than=2.5 * day)] == [THIRD]
+    assert [e.key for e in cache_pruning.entries()] == [KEY]
     assert not (cache / f"{OTHER}.json").exists()
 
 
 def test_the_size_cap_evicts_after_each_save(cache, clock, monkeypatch):
     reference_cache.save(KEY, reference())
-    size = reference_cache.entries()[0].size
+    size = cache_pruning.entries()[0].size
     monkeypatch.setenv("QEVAL_CACHE_MAX_SIZE", str(2 * size))
     for key in (OTHER, THIRD):
         clock.value += 60
         reference_cache.save(key, reference())
-    assert sorted(e.key for e in reference_cache.entries()) == sorted([OTHER, THIRD])
+    assert sorted(e.key for e in cache_pruning.entries()) == sorted([OTHER, THIRD])
     monkeypatch.setenv("QEVAL_CACHE_MAX_SIZE", "1")  # smaller than any entry: keeps the new one
     clock.value += 60
     reference_cache.save(KEY, reference())
-    assert [e.key for e in reference_cache.entries()] == [KEY]
+    assert [e.key for e in cache_pruning.entries()] == [KEY]
     monkeypatch.setenv("QEVAL_CACHE_MAX_SIZE", "2 gigs")
     with pytest.raises(QevalError, match="QEVAL_CACHE_MAX_SIZE '2 gigs' is not a size"):
         reference_cache.load(OTHER)  # checked before a reference would be computed
-
-
-def test_sizes():
-    parse = reference_cache.parse_size
-    assert parse("2G") == 2 * 1024**3 and parse("1.5k") == 1536 and parse("500MiB") == 500 << 20
-    assert parse("123") == 123
-    for bad in ("", "-1G", "G", "1e9", "2X"):
-        with pytest.raises(QevalError):
-            parse(bad)
 
 
 def test_qeval_cache_list_prune_clear(cache, clock, capsys):
@@ -372,11 +363,11 @@ def test_qeval_cache_list_prune_clear(cache, clock, capsys):
 
     assert main(["cache", "prune", "--older-than", "1"]) == 0
     assert "removed 0 entries" in capsys.readouterr().out
-    size = reference_cache.entries()[0].size
+    size = cache_pruning.entries()[0].size
     assert main(["cache", "prune", "--max-size", str(size)]) == 0
     out = capsys.readouterr().out
     assert "removed 1 entry (" in out and "; 1 entry (" in out and ") remains" in out
-    assert [e.key for e in reference_cache.entries()] == [OTHER]  # the least recently used went
+    assert [e.key for e in cache_pruning.entries()] == [OTHER]  # the least recently used went
 
     assert main(["cache", "clear"]) == 0
     assert "removed 1 entry (" in capsys.readouterr().out

@@ -8,8 +8,8 @@ file version by :mod:`.content_hash`), the token ids of the texts, the settings,
 dtype and the cache format version. Changing any of them gives a new key: a stale entry is never
 reused, also when a file is replaced by other bytes of the same size and modification time.
 
-Location: ``$QEVAL_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/qeval`` (``~/.cache/qeval``),
-subfolder ``reference/``. An entry is two files: ``KEY.pt`` (the ``torch.save`` payload) and
+Location: ``cache_root()/reference`` (:mod:`.cache_layout`: ``$QEVAL_CACHE_DIR/reference``, else
+``~/.cache/qeval/reference``). An entry is two files: ``KEY.pt`` (the ``torch.save`` payload) and
 ``KEY.json`` (its SHA-256 and size, what it was computed for — kind, model, settings, dtype — and
 when it was created and last used, in seconds since the epoch).
 
@@ -26,58 +26,38 @@ one is written, touched or deleted; every file is written atomically (temporary 
 rename). Temporary files of a killed writer (unlocked, older than an hour) are deleted whenever
 the cache is opened for writing.
 
-Size: ``QEVAL_CACHE_MAX_SIZE`` (e.g. ``20G``; K, M, G, T are powers of 1024) caps the folder:
-after each save the least recently used entries are deleted until the rest fit (the entry just
-saved is kept). ``qeval cache`` lists, prunes and clears entries.
+Size: after each save ``QEVAL_CACHE_MAX_SIZE`` is applied to this cache and the quantized-model
+cache together (:mod:`.cache_pruning`, which also lists, prunes and clears entries for
+``qeval cache``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import logging
-import math
-import os
-import re
 import time
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from qeval_plugins.core.errors import QevalError
-from qeval_plugins.storage import content_hash, model_cache
+from qeval_plugins.storage import content_hash
 from qeval_plugins.storage.atomic import probe_writable, remove_stale_temporaries, write_atomic
+from qeval_plugins.storage.cache_layout import (
+    CACHE_ENV,
+    LOCK_NAME,
+    read_reference_meta,
+    reference_dir,
+)
+from qeval_plugins.storage.cache_pruning import apply_size_cap, max_size
 from qeval_plugins.storage.locks import locked
 
-CACHE_ENV = "QEVAL_CACHE_DIR"
-MAX_SIZE_ENV = "QEVAL_CACHE_MAX_SIZE"
 FORMAT_VERSION = 1
-LOCK_NAME = ".lock"
 _IDENTITY_SUFFIXES = (".safetensors", ".bin", ".json", ".py")
-_KEY = re.compile(r"[0-9a-f]{32}")
-_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 logger = logging.getLogger("qeval")
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One cache entry: ``size`` in bytes (payload + metadata), ``last_used`` in epoch seconds;
-    ``store`` is ``reference`` (this module's entries) or ``quantized`` (:mod:`.model_cache`)."""
-
-    key: str
-    size: int
-    last_used: float
-    meta: dict[str, Any]
-    store: str = "reference"
-
-
-def cache_dir() -> Path:
-    """The reference cache folder (see the module docstring)."""
-    return model_cache.cache_root() / "reference"
 
 
 def checkpoint_identity(model_dir: str) -> list[Any]:
@@ -104,23 +84,6 @@ def reference_key(
         digest.update(len(ids).to_bytes(4, "little"))
         digest.update(b"".join(int(i).to_bytes(4, "little", signed=True) for i in ids))
     return digest.hexdigest()[:32]
-
-
-# ---------------------------------------------------------------- sizes
-
-
-def parse_size(text: str, what: str = "size") -> int:
-    """Bytes in ``text``: ``2G`` = 2·1024³; units K, M, G, T (powers of 1024, optional B/iB)."""
-    match = re.fullmatch(r"(\d+(?:\.\d*)?)\s*([KMGT]?)(?:I?B)?", str(text).strip().upper())
-    if not match or len(match[1]) > 20:
-        raise QevalError(f"{what} '{text}' is not a size; write e.g. 500M, 2G or 1.5T.")
-    return int(float(match[1]) * _UNITS[match[2]])
-
-
-def max_size() -> int | None:
-    """The size cap from ``QEVAL_CACHE_MAX_SIZE`` in bytes, or None when unset."""
-    value = os.environ.get(MAX_SIZE_ENV, "").strip()
-    return parse_size(value, MAX_SIZE_ENV) if value else None
 
 
 # ---------------------------------------------------------------- opening
@@ -153,7 +116,7 @@ def open_cache() -> Path:
     Raises QevalError (naming the folder and ``QEVAL_CACHE_DIR``) when it cannot be created or
     written — a file, read-only, full — or when ``QEVAL_CACHE_MAX_SIZE`` is not a size.
     """
-    directory = cache_dir()
+    directory = reference_dir()
     max_size()
     problem = _unusable(directory)
     if problem:
@@ -167,17 +130,6 @@ def open_cache() -> Path:
 
 
 # ---------------------------------------------------------------- entries
-
-
-def _read_meta(path: Path) -> dict[str, Any] | None:
-    """An entry's metadata, or None when missing, unreadable or not what :func:`save` writes."""
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None
-    if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str):
-        return None
-    return meta
 
 
 def _one_line(error: BaseException) -> str:
@@ -194,7 +146,7 @@ def _read(directory: Path, key: str, check: Callable[[Any], None] | None) -> tup
         return None, None
     try:
         with locked(directory / LOCK_NAME, shared=True):
-            meta = _read_meta(directory / f"{key}.json")
+            meta = read_reference_meta(directory / f"{key}.json")
             data = payload.read_bytes()
     except OSError as error:
         return None, f"cannot be read ({error.strerror or error})"
@@ -219,7 +171,7 @@ def _touch(directory: Path, key: str) -> None:
     try:
         with locked(directory / LOCK_NAME):
             path = directory / f"{key}.json"
-            meta = _read_meta(path)
+            meta = read_reference_meta(path)
             if meta is not None:
                 meta["last_used"] = time.time()
                 write_atomic(path, json.dumps(meta, sort_keys=True).encode())
@@ -237,7 +189,7 @@ def load(key: str, check: Callable[[Any], None] | None = None) -> Any:
     and its save replaces it. Before returning None the folder is checked usable (:func:`open_cache`
     raises QevalError otherwise). A hit records its use (for ``qeval cache`` and the size cap).
     """
-    directory = cache_dir()
+    directory = reference_dir()
     reference, problem = _read(directory, key, check)
     if problem is None and reference is not None:
         _touch(directory, key)
@@ -262,7 +214,7 @@ def save(key: str, reference: Any, meta: dict[str, Any] | None = None) -> Path |
     """
     import torch
 
-    directory = cache_dir()
+    directory = reference_dir()
     buffer = io.BytesIO()
     torch.save(reference, buffer)
     data = buffer.getvalue()
@@ -305,7 +257,7 @@ def existing_cache_dir() -> Path | None:
     (``QEVAL_CACHE_DIR`` naming a file): listing, pruning or clearing it would report an empty
     cache that can never fill.
     """
-    directory = cache_dir()
+    directory = reference_dir()
     blocking = _blocking_file(directory)
     if blocking is not None:
         raise QevalError(
@@ -313,113 +265,3 @@ def existing_cache_dir() -> Path | None:
             f"folder; point {CACHE_ENV} at a folder."
         )
     return directory if directory.is_dir() else None
-
-
-def entries() -> list[Entry]:
-    """Every entry of both stores (reference outputs, quantized models), least recently used
-    first."""
-    directory, models = cache_dir(), model_cache.models_dir()
-    found = _entries(directory) if directory.is_dir() else []
-    found += _model_entries(models) if models.is_dir() else []
-    return sorted(found, key=lambda entry: entry.last_used)
-
-
-def _last_used(meta: dict[str, Any], fallback: float) -> float:
-    used = meta.get("last_used")
-    valid = isinstance(used, (int, float)) and not isinstance(used, bool) and math.isfinite(used)
-    return float(used) if valid else fallback
-
-
-def _entries(directory: Path) -> list[Entry]:
-    found = []
-    for payload in directory.glob("*.pt"):
-        key = payload.stem
-        if not _KEY.fullmatch(key):
-            continue  # not a file qeval wrote: never listed, never deleted
-        meta_path = directory / f"{key}.json"
-        meta = _read_meta(meta_path) or {}
-        try:
-            size = payload.stat().st_size + (meta_path.stat().st_size if meta_path.exists() else 0)
-            mtime = payload.stat().st_mtime
-        except OSError:
-            continue
-        found.append(Entry(key, size, _last_used(meta, mtime), meta))
-    return found
-
-
-def _model_entries(directory: Path) -> list[Entry]:
-    """Quantized-model entries: folders named by a key (their metadata may be missing)."""
-    found = []
-    for folder in directory.iterdir():
-        if not (_KEY.fullmatch(folder.name) and folder.is_dir() and not folder.is_symlink()):
-            continue
-        meta_path = directory / f"{folder.name}.json"
-        meta = model_cache.read_meta(meta_path) or {}
-        try:
-            size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-            size += meta_path.stat().st_size if meta_path.exists() else 0
-            mtime = folder.stat().st_mtime
-        except OSError:
-            continue
-        found.append(Entry(folder.name, size, _last_used(meta, mtime), meta, "quantized"))
-    return found
-
-
-def _remove(entry: Entry) -> None:
-    if entry.store == "quantized":
-        model_cache.remove_entry(model_cache.models_dir(), entry.key)
-        return
-    for suffix in (".pt", ".json"):
-        (cache_dir() / f"{entry.key}{suffix}").unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def _both_locked():
-    """Both stores' folder locks, reference first (one order everywhere: no deadlock)."""
-    with contextlib.ExitStack() as stack:
-        for directory in (cache_dir(), model_cache.models_dir()):
-            if directory.is_dir():
-                stack.enter_context(locked(directory / LOCK_NAME))
-        yield
-
-
-def _prune_locked(
-    older_than: float | None, max_bytes: int | None, keep: Collection[str]
-) -> list[Entry]:
-    """:func:`prune` with the folder locks already held."""
-    now = time.time()
-    every = entries()
-    current = [entry for entry in every if entry.key not in keep]
-    removed = [e for e in current if older_than is not None and now - e.last_used > older_than]
-    if max_bytes is not None:
-        kept = [entry for entry in current if entry not in removed]
-        total = sum(entry.size for entry in every) - sum(e.size for e in removed)
-        for entry in kept:  # least recently used first
-            if total <= max_bytes:
-                break
-            removed.append(entry)
-            total -= entry.size
-    for entry in removed:
-        _remove(entry)
-    return removed
-
-
-def apply_size_cap(keep: Collection[str]) -> None:
-    """Delete the least recently used entries of both stores until they fit
-    ``QEVAL_CACHE_MAX_SIZE`` (unset: nothing); the entries in ``keep`` stay."""
-    limit = max_size()
-    if limit is not None:
-        with _both_locked():
-            _prune_locked(None, limit, keep)
-
-
-def prune(older_than: float | None = None, max_bytes: int | None = None) -> list[Entry]:
-    """Delete entries unused for more than ``older_than`` seconds, then the least recently used
-    ones until the rest take at most ``max_bytes``; returns the deleted entries."""
-    with _both_locked():
-        removed = _prune_locked(older_than, max_bytes, keep=())
-        if cache_dir().is_dir():
-            remove_stale_temporaries(cache_dir())
-        if model_cache.models_dir().is_dir():
-            model_cache.remove_stale_folders(model_cache.models_dir())
-    return removed
