@@ -1,10 +1,13 @@
 """The package's layers: what each may import, and that ``qeval report`` needs no model library.
 
-Layers, bottom up (README "How it works"): ``metrics`` imports nothing of qeval's; ``core`` only
-itself; ``storage`` core; ``quantizers`` core (through the public ``qeval_plugins`` names);
-``backend`` core, storage, metrics; ``evals`` those and the backend; ``report`` core, metrics,
-storage — never the backend, the evals, torch, transformers or lm-eval at module level; ``cli``
-anything. Every import is checked, also those inside functions.
+Layers, bottom up (README "How it works"): ``formats`` and ``metrics`` import nothing of
+qeval's; ``core`` only itself and formats; ``storage`` core; ``quantizers`` core (through the
+public ``qeval_plugins`` names) and formats; ``backend`` core, formats, storage, metrics;
+``evals`` those and the backend; ``report`` core, formats, metrics, storage — never the backend,
+the evals, torch, transformers or lm-eval at module level; ``cli`` anything. Every layer but
+metrics may import formats, whose table lists the formats without torch. Every import is
+checked, also those inside functions, and a public name of ``qeval_plugins`` counts as the layer
+that defines it: the facade is no way around the layers.
 """
 
 from __future__ import annotations
@@ -19,18 +22,30 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "qeval_plugins"
 TESTS = Path(__file__).resolve().parent
 
-# layer -> the qeval layers it may import ("" = the public names of qeval_plugins/__init__.py)
+# layer -> the qeval layers it may import ("" = the top-level modules such as paths; a public
+# name of qeval_plugins/__init__.py counts as the layer of the module that defines it)
 ALLOWED = {
     "formats": {"formats"},
     "metrics": {"metrics"},
     "core": {"core", "formats"},
-    "storage": {"core", "storage"},
+    "storage": {"core", "formats", "storage"},
     "quantizers": {"", "core", "formats", "quantizers"},
     "backend": {"", "core", "formats", "storage", "metrics", "backend"},
-    "evals": {"", "core", "storage", "metrics", "backend", "evals"},
-    "report": {"", "core", "storage", "metrics", "report"},
+    "evals": {"", "core", "formats", "storage", "metrics", "backend", "evals"},
+    "report": {"", "core", "formats", "storage", "metrics", "report"},
 }
 HEAVY = ("torch", "transformers", "lm_eval", "bitsandbytes", "datasets", "matplotlib")
+
+
+def public_names() -> dict[str, str]:
+    """Public name of ``qeval_plugins`` -> its defining module (``__init__``'s ``_PUBLIC``)."""
+    for node in ast.parse((PACKAGE / "__init__.py").read_text()).body:
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "_PUBLIC":
+            return ast.literal_eval(node.value)
+    raise AssertionError("qeval_plugins/__init__.py has no _PUBLIC map")
+
+
+PUBLIC = public_names()
 
 
 def layer_of(path: Path) -> str:
@@ -52,17 +67,24 @@ def imports(path: Path, top_level_only: bool = False) -> list[tuple[str, int]]:
             if node.level:
                 anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
                 base = f"{anchor}.{base}" if base else anchor
-            found.append((base, node.lineno))
             if base == "qeval_plugins":  # from qeval_plugins import core / Quantizer
                 found += [(f"qeval_plugins.{alias.name}", node.lineno) for alias in node.names]
+            else:
+                found.append((base, node.lineno))
+        elif isinstance(node, ast.Attribute) and ast.unparse(node.value) == "qeval_plugins":
+            found.append((f"qeval_plugins.{node.attr}", node.lineno))  # qeval_plugins.FORMATS
     return found
 
 
 def qeval_layer(module: str) -> str | None:
-    """The layer a ``qeval_plugins...`` module belongs to ("" for the public names), else None."""
-    if module != "qeval_plugins" and not module.startswith("qeval_plugins."):
+    """The layer a ``qeval_plugins...`` module belongs to, that of its defining module for a
+    public name (``qeval_plugins.Quantizer``: core), "" for a top-level module; else None (also
+    for the bare package, whose names are checked where they are read)."""
+    if not module.startswith("qeval_plugins."):
         return None
     parts = module.split(".")
+    if len(parts) == 2 and parts[1] in PUBLIC:
+        return qeval_layer(PUBLIC[parts[1]])
     return parts[1] if len(parts) > 1 and (PACKAGE / parts[1]).is_dir() else ""
 
 
@@ -82,6 +104,39 @@ def test_imports_only_run_down_the_layers(path):
 
 @pytest.mark.parametrize(
     "path",
+    sorted(p for p in PACKAGE.rglob("*.py") if p != PACKAGE / "__init__.py"),
+    ids=lambda p: str(p.relative_to(PACKAGE)),
+)
+def test_only_the_plugin_contract_is_imported_through_the_public_names(path):
+    """Inside the package, ``from qeval_plugins import ...`` is the plugin contract's route (core's
+    names, which the built-in quantizers import as a third-party plugin does); anything else,
+    the number formats above all, is imported from where it lives (``qeval_plugins.formats``)."""
+    through = [
+        f"line {line}: {module} (from {PUBLIC[module.split('.')[1]]})"
+        for module, line in imports(path)
+        if module.count(".") == 1
+        and module.split(".")[1] in PUBLIC
+        and qeval_layer(module) != "core"
+    ]
+    assert not through, f"import these from their own module: {through}"
+
+
+def test_the_formats_table_lists_them_without_torch():
+    """Quantizers declare the formats as option choices at registration, which must stay light."""
+    code = (
+        "import sys\n"
+        "from qeval_plugins.formats.groups import effective_bits\n"
+        "from qeval_plugins.formats.table import FORMATS\n"
+        "assert len(FORMATS) > 10 and effective_bits('mxfp4') == 4.25\n"
+        f"print([name for name in {HEAVY!r} if name in sys.modules])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "path",
     sorted((PACKAGE / "report").rglob("*.py")),
     ids=lambda p: p.name,
 )
@@ -92,14 +147,34 @@ def test_report_modules_import_no_model_library_at_module_level(path):
 
 def test_the_layer_check_catches_an_upward_import(tmp_path, monkeypatch):
     """The check itself, on a copy of the tree: a metrics module importing the backend (inside a
-    function), and one importing its own layer relatively, which is allowed."""
+    function), and one importing its own layer relatively, which is allowed; a formats module
+    reaching core through a public name."""
     probe = tmp_path / "qeval_plugins" / "metrics" / "probe.py"
     probe.parent.mkdir(parents=True)
-    (tmp_path / "qeval_plugins" / "backend").mkdir()
+    for layer in ("backend", "core", "formats"):
+        (tmp_path / "qeval_plugins" / layer).mkdir()
     probe.write_text("def f():\n    from qeval_plugins.backend import lm\n    from . import text\n")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path / "qeval_plugins")
     with pytest.raises(AssertionError, match=r": \['line 2: qeval_plugins\.backend'\]"):
         test_imports_only_run_down_the_layers(probe)
+    facade = tmp_path / "qeval_plugins" / "formats" / "probe.py"
+    facade.write_text("import qeval_plugins\nerror = qeval_plugins.QevalError\n")
+    with pytest.raises(AssertionError, match=r"formats may .*'line 2: qeval_plugins\.QevalError'"):
+        test_imports_only_run_down_the_layers(facade)
+
+
+def test_the_facade_check_catches_a_format_imported_through_it(tmp_path, monkeypatch):
+    probe = tmp_path / "qeval_plugins" / "quantizers" / "probe.py"
+    for layer in ("quantizers", "core", "formats"):
+        (tmp_path / "qeval_plugins" / layer).mkdir(parents=True)
+    probe.write_text(
+        "from qeval_plugins import Quantizer, quantize_dequantize\n"
+        "from qeval_plugins.formats.table import FORMATS\n"
+    )
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path / "qeval_plugins")
+    expected = r"\['line 1: qeval_plugins\.quantize_dequantize \(from qeval_plugins\.formats\."
+    with pytest.raises(AssertionError, match=expected):
+        test_only_the_plugin_contract_is_imported_through_the_public_names(probe)
 
 
 def test_engines_use_the_backends_public_api_only():
@@ -137,5 +212,5 @@ def test_qeval_report_runs_without_any_model_library():
 
 def test_tests_mirror_the_package():
     """Every layer has its own test folder."""
-    for layer in ("core", "quantizers", "backend", "metrics", "storage", "evals", "report", "cli"):
+    for layer in ALLOWED.keys() | {"cli"}:
         assert any((TESTS / layer).glob("test_*.py")), f"tests/{layer}/ has no tests"
