@@ -1,16 +1,17 @@
 """``qeval report``: load -> compare -> sections -> render | export | plot.
 
 Modules, bottom up: ``values`` (reading untrusted JSON values), ``runs`` (a run and its
-metrics), ``figures`` (impossible figures and settings dropped), ``labels`` (run labels, model
-names), ``settings`` (recorded evaluation settings and their differences), ``load`` (results
-files → runs), ``inputs`` (runs and scan files of ``qeval report``'s paths), ``comparison`` (the
-records: ``Score``, ``Row``, ``Comparison``, ``Report``), ``compare`` (baselines, deltas,
-significance), ``grid`` (the table cells every view draws, numbers as text), ``chart`` (what
-every chart shares), ``section`` (the shape of a section) and the sections themselves, in
-``sections.SECTIONS`` order: ``summary``, ``sqnr``, ``sensitivity``, ``outliers``, ``scan``; then
-``layout`` (grids as terminal lines), ``render`` (terminal), ``data`` (the report as JSON-safe
-data), ``output`` (``--out`` destinations, safe writes), ``export`` (Markdown, CSV, JSON, HTML),
-``plot`` (PNG charts), ``demo_table`` (the ``qeval demo`` table).
+metrics), ``impossible`` (figures and settings that cannot be true, dropped), ``labels`` (run
+labels, model names), ``settings`` (recorded evaluation settings and their differences),
+``load`` (results files → runs), ``inputs`` (runs and scan files of ``qeval report``'s paths),
+``comparison`` (the records: ``Score``, ``Row``, ``Comparison``, ``Report``), ``compare``
+(baselines, deltas, significance), ``grid`` (the table cells every view draws, numbers as
+text), ``chart`` (what every chart shares), ``section`` (the shape of a section) and the
+sections themselves, in ``sections.SECTIONS`` order: ``summary``, ``sqnr``, ``sensitivity``,
+``outliers``, ``scan``; then ``layout`` (grids as terminal lines), ``render`` (terminal),
+``data`` (the report as JSON-safe data), ``output`` (``--out`` destinations, safe writes),
+``export`` (Markdown, CSV, JSON, HTML), ``plot`` (PNG charts), ``demo_table`` (the ``qeval
+demo`` table).
 
 A new section is one module with a :class:`~.section.Section` and one entry in
 :data:`~.sections.SECTIONS`; the views only loop over that list.

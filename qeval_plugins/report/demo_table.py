@@ -134,7 +134,7 @@ def demo_grid(runs: list[Run]) -> Grid:
             ]
             + [_figure(row.size_mib), _figure(row.quantize_seconds)]
         )
-    return grid.printable()
+    return grid.escaped()
 
 
 def _metric(column: Column, runs: list[Run]) -> str:

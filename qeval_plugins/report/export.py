@@ -23,7 +23,7 @@ from qeval_plugins.core.text import printable
 from qeval_plugins.report import sections
 from qeval_plugins.report.comparison import Comparison, Report
 from qeval_plugins.report.data import report_data
-from qeval_plugins.report.grid import Cell, Grid, one_line
+from qeval_plugins.report.grid import Cell, Grid, header_line
 from qeval_plugins.report.output import (
     STDOUT,
     make_folder,
@@ -119,7 +119,7 @@ def _md_table(grid: Grid, heads_section: bool) -> list[str]:
     title of its own."""
     caption = [_md(line) + "\n" for line in grid.caption.split("\n") if line]
     parts = caption if heads_section else [f"**{_md(grid.title)}**", ""]
-    parts.append("| " + " | ".join(_md(one_line(h)) for h in grid.headers) + " |")
+    parts.append("| " + " | ".join(_md(header_line(h)) for h in grid.headers) + " |")
     parts.append("|" + "|".join("---:" if r else ":---" for r in grid.right) + "|")
     parts += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in grid.rows]
     parts.append("")
@@ -183,7 +183,7 @@ def _html_table(grid: Grid) -> str:
         return ' class="right"' if right else ""
 
     head = "".join(
-        f"<th{cls(r)}>{html.escape(one_line(h))}</th>"
+        f"<th{cls(r)}>{html.escape(header_line(h))}</th>"
         for h, r in zip(grid.headers, grid.right, strict=True)
     )
     rows = [

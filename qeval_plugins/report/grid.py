@@ -29,9 +29,9 @@ class Grid:
     rows: list[list[Cell]] = field(default_factory=list)
     keys: int = 1
 
-    def printable(self) -> Grid:
-        """A copy whose every text is :func:`printable` (names in it come from results files);
-        the lines of a header or caption stay lines (builders pass names through printable)."""
+    def escaped(self) -> Grid:
+        """A copy whose every text is :func:`~qeval_plugins.core.text.printable` (names in it
+        come from results files); the lines of a header or caption stay lines."""
         return replace(
             self,
             title=printable(self.title),
@@ -82,6 +82,7 @@ def arrow(higher_is_better: bool | None) -> str:
     return {True: "↑", False: "↓"}.get(higher_is_better, "")
 
 
-def one_line(header: str) -> str:
-    """A two-line terminal header on one line: ``bits/⏎param`` → ``bits/param``."""
+def header_line(header: str) -> str:
+    """A header of several terminal lines as one line (Markdown, HTML): ``bits/⏎param`` →
+    ``bits/param``, ``W mean⏎dB`` → ``W mean dB``."""
     return header.replace("/\n", "/").replace("\n", " ")

@@ -16,7 +16,7 @@ from typing import Any
 from qeval_plugins.core.plan import HF_QUANTIZATION_ARGS
 from qeval_plugins.core.prequantized import describe
 from qeval_plugins.core.specs import format_spec
-from qeval_plugins.report.figures import NAN_OUTPUTS
+from qeval_plugins.report.impossible import NAN_OUTPUTS
 from qeval_plugins.report.runs import Run, model_args
 from qeval_plugins.report.values import as_mapping, is_given, scalar_text
 
@@ -41,7 +41,7 @@ def notes(run: Run) -> str:
     """What a run's label adds to its spec: :func:`prequantized_note`, then the KV-cache
     quantization of its generations (`` [kv int4 g64 r128 (sim)]``), which is set by model_args,
     not by the spec, then `` [NaN outputs]`` for a run with NaN scores
-    (:data:`~.figures.NAN_OUTPUTS`). Runs of other backends have only the last."""
+    (:data:`~.impossible.NAN_OUTPUTS`). Runs of other backends have only the last."""
     kv_cache = as_mapping(run.qeval.get("kv_cache")).get("describe")
     kv = f" [kv {str(kv_cache)[:60]}]" if isinstance(kv_cache, str) and kv_cache else ""
     return prequantized_note(run) + kv + (f" [{NAN_OUTPUTS}]" if run.nan_scores else "")

@@ -10,7 +10,7 @@ regular file (a FIFO, a link to ``/dev/zero``: :mod:`qeval_plugins.core.safe_rea
 than the interpreter's recursion limit, integers too long for a float (more than 308 digits),
 files of other tools, metric values that are not numbers (text such as "0.5", true/false), NaN
 values, infinite values (but dB figures), missing, negative or non-finite standard errors, and
-cost figures or settings that cannot be true (:mod:`.figures`) each become one warning line, and
+cost figures or settings that cannot be true (:mod:`.impossible`) each become one warning line, and
 everything else is still read. A metric's direction is the file's
 ``higher_is_better`` entry, else :func:`qeval_plugins.metrics.directions.direction`.
 """
@@ -28,7 +28,7 @@ from typing import Any
 from qeval_plugins.core.safe_read import read_regular
 from qeval_plugins.core.text import printable
 from qeval_plugins.metrics.directions import direction
-from qeval_plugins.report.figures import checked_config, checked_settings, nan_scores_phrase
+from qeval_plugins.report.impossible import checked_config, checked_settings, nan_scores_phrase
 from qeval_plugins.report.labels import run_label
 from qeval_plugins.report.runs import Metric, Run, model_args
 from qeval_plugins.report.sensitivity import SWEEP_TASK
@@ -233,7 +233,7 @@ class MetricNotes:
     """What :func:`parse_metrics` found amiss, as ``task/metric`` names per kind: values that are
     not numbers (text such as "0.5", true/false, containers: left out, also kept as
     ``(task, metric)`` in ``unread``), NaN values (left out, the run flagged:
-    :func:`~.figures.nan_scores_phrase`), infinite values other than dB
+    :func:`~.impossible.nan_scores_phrase`), infinite values other than dB
     figures (shown, not compared), missing stderrs, and unusable stderrs (negative, NaN or
     infinite: treated as missing)."""
 

@@ -149,7 +149,7 @@ def outlier_grids(comparison: Comparison) -> list[Grid]:
             + [_count_cell(summary, metric) for metric, _ in COLUMNS]
             + [[(dimensions_text(summary.dimensions["quantized"]), "")]]
         )
-    return [grid.printable()]
+    return [grid.escaped()]
 
 
 def outlier_data(comparison: Comparison) -> list[dict[str, object]]:

@@ -248,7 +248,7 @@ def scan_grid(summary: ScanSummary, top: int = TOP) -> Grid:
         keys=2,
     )
     grid.rows = [[[(text, "")] for text in row] for row in scan_grid_rows(summary, top)]
-    return grid.printable()
+    return grid.escaped()
 
 
 def more_units(summary: ScanSummary, top: int = TOP) -> list[str]:

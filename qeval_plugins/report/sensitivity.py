@@ -307,7 +307,7 @@ class Sensitivity(Section):
 
     def grids(self, comparison: Comparison) -> list[Grid]:
         return [
-            sensitivity_grid(comparison.name, sweep).printable() for sweep in sweeps_of(comparison)
+            sensitivity_grid(comparison.name, sweep).escaped() for sweep in sweeps_of(comparison)
         ]
 
     def data(self, comparison: Comparison) -> dict[str, Any]:

@@ -298,7 +298,7 @@ class Sqnr(Section):
         ]
 
     def grids(self, comparison: Comparison) -> list[Grid]:
-        return [grid.printable() for grid in sqnr_grids(comparison)]
+        return [grid.escaped() for grid in sqnr_grids(comparison)]
 
     def data(self, comparison: Comparison) -> dict[str, Any]:
         return {

@@ -326,7 +326,7 @@ class Summary(Section):
     name = "summary"
 
     def grids(self, comparison: Comparison) -> list[Grid]:
-        return [summary_grid(comparison).printable()]
+        return [summary_grid(comparison).escaped()]
 
     def data(self, comparison: Comparison) -> dict[str, Any]:
         base = comparison.baseline

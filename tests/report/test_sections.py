@@ -41,7 +41,7 @@ class Toy(Section):
         grid.rows = [
             [[(label, "bold")], [(f"{count} toys", "")]] for label, count in counts.items()
         ]
-        return [grid.printable()]
+        return [grid.escaped()]
 
     def data(self, comparison: Comparison) -> dict[str, Any]:
         return {"toy": comparison.figures[self.name]}
