@@ -55,3 +55,13 @@ def test_format_spec_names_the_known_formats():
         format_spec("fp9")
     with pytest.raises(ValueError, match="unknown quantization format"):
         format_spec(["int"])  # unhashable
+
+
+def test_the_public_names_are_the_formats_packages():
+    """``from qeval_plugins import FORMATS, quantize_dequantize`` (the README's public API)."""
+    from qeval_plugins import FORMATS as public_formats
+    from qeval_plugins import quantize_dequantize
+    from qeval_plugins.formats import rounding
+
+    assert public_formats is FORMATS
+    assert quantize_dequantize is rounding.quantize_dequantize
