@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from qeval_plugins.backend.checkpoints import EMBEDDED_MODELS, resolve_pretrained
+from qeval_plugins.backend.preflight import preflight_spec
 from qeval_plugins.core.plan import check_spec
 from qeval_plugins.core.specs import spec_model_args
 from qeval_plugins.report.demo_table import demo_grid, demo_run, print_demo
@@ -157,6 +158,8 @@ def run_demo(
     if scan:
         checked_plan(scan, device)
     resolve_pretrained(model)
+    for spec in [*quantizers, scan] if scan else quantizers:  # skip= names, kernels
+        preflight_spec(model, spec, device)
     if output:
         check_writable_dir(Path(output), "--output")
     quiet_libraries()

@@ -74,6 +74,7 @@ def _positive_float(text: str) -> float:
 def run(args: argparse.Namespace, console: Any) -> int:
     """Scan, print the table and the verdict, write ``scan.json``; 0 when the recommendation
     verified (better than all-quantized), else 1."""
+    from qeval_plugins.backend.preflight import preflight_spec
     from qeval_plugins.evals.scan.runner import ScanRequest, run_scan
     from qeval_plugins.report.scan import render_scans, summarize
 
@@ -88,6 +89,7 @@ def run(args: argparse.Namespace, console: Any) -> int:
         max_tokens=args.max_tokens,
         target_bits=args.target_bits,
     )
+    preflight_spec(args.model, args.quantizer, args.device, {"dtype": args.dtype})
     result = run_scan(request, progress=lambda line: print(printable(line), file=sys.stderr))
     path = folder / "scan.json" if folder is not None else None
     if path is not None:

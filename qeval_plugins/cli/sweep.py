@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from qeval_plugins.backend.checkpoints import checked_quantization, resolve_pretrained
+from qeval_plugins.backend.preflight import preflight_spec
 from qeval_plugins.cli.run_settings import (
     SETTINGS_FILE,
     LmEvalOptions,
@@ -577,6 +578,8 @@ def sweep(
 
     extra = [*extra, "--log_samples"] if log_samples else extra
     runs, settings, expected = prepare(models, specs, tasks, output, device, extra, force)
+    for run in runs:  # what needs the model and the device (skip= names, kernels)
+        preflight_spec(run.model, run.spec, device, settings[run]["model_args"])
     failures: list[str] = []
     columns = (
         TextColumn("{task.description}"),
