@@ -55,3 +55,23 @@ def test_a_spec_the_run_cannot_use_fails_at_once_in_one_line(
     assert "No runs to report" not in out + err
     assert took < 30  # no lm_eval child: seconds, not the minute a run takes to fail
     assert not list((tmp_path / "runs").glob("*/lm_eval*.log"))  # no run began
+
+
+def test_qeval_scan_and_demo_check_before_their_first_run(capsys, monkeypatch):
+    from qeval_plugins.cli import demo as demo_module
+    from qeval_plugins.evals.scan import runner
+
+    def started(*args, **kwargs):
+        raise AssertionError("a run started")
+
+    monkeypatch.setattr(runner, "run_scan", started)
+    monkeypatch.setattr(demo_module, "evaluate_quietly", started)
+    monkeypatch.delenv("QEVAL_DEBUG", raising=False)
+    line = (
+        "qeval: error: gptq:kernel=marlin on qeval-tiny: kernel=marlin needs a CUDA GPU (this "
+        "run is on cpu); use kernel=auto or torch_fused on CPU."
+    )
+    assert main(["scan", "--model", "qeval-tiny", "--quantizer", "gptq:kernel=marlin"]) == 2
+    assert capsys.readouterr().err.splitlines() == [line]
+    assert main(["demo", "--quantizers", "none,gptq:kernel=marlin", "--scan", "none"]) == 2
+    assert capsys.readouterr().err.splitlines() == [line]
