@@ -8,9 +8,10 @@ output-divergence table (KL distribution, Δp, perplexity ratio), drawn when a r
 of the top-k mode is a lower bound of the exact KL: every table shows it as ``≥ value``
 (:func:`kl_text`).
 
-Tables (:func:`sqnr_grids`): SQNR per run with a one-character-per-layer bar view of the weight
-SQNR (:func:`sparkline`; the worst layer of a bucket when the layers outnumber the width), the
-worst layers with proportional bars (0 dB → empty, :func:`hbar`), and the output divergence.
+Tables (:func:`sqnr_grids`): SQNR per run; a one-character-per-layer bar view of each run's
+weight SQNR on its own scale (:func:`layers_grid`, :func:`sparkline`; the worst layer of a
+bucket when the layers outnumber the width); the worst layers with proportional bars (0 dB →
+empty, :func:`hbar`); the output divergence.
 Chart: the weight SQNR per layer of every run.
 """
 
@@ -174,22 +175,19 @@ SQNR_COLUMNS = (
 
 
 def sqnr_grids(comparison: Comparison) -> list[Grid]:
-    """The SQNR summary (with per-layer bars) and the worst layers; none without SQNR runs."""
+    """The SQNR summary, the weight SQNR per layer (:func:`layers_grid`), the worst layers and
+    the output divergence; none without SQNR runs."""
     runs = sqnr_runs(comparison)
     if not runs:
         return []
     finite = [v for run in runs for v in run.layers.values() if math.isfinite(v)]
-    low, high = (min(finite), max(finite)) if finite else (0.0, 0.0)
+    high = max(finite, default=0.0)
     lower = any(run.kl_is_lower_bound for run in runs)
     summary = Grid(
         title=f"{comparison.name}: SQNR vs the unquantized model (higher = closer)",
         caption="KL ≥: top-k mode, a lower bound of the exact KL" if lower else "",
-        headers=[
-            "run",
-            *(title for _, title in SQNR_COLUMNS),
-            f"weight SQNR per layer\n▁ {number(low)} … █ {number(high)} dB" if finite else "layers",
-        ],
-        right=[False] + [True] * len(SQNR_COLUMNS) + [False],
+        headers=["run", *(title for _, title in SQNR_COLUMNS)],
+        right=[False] + [True] * len(SQNR_COLUMNS),
     )
     worst = Grid(
         title=f"{comparison.name}: worst layers (weight SQNR)",
@@ -205,7 +203,6 @@ def sqnr_grids(comparison: Comparison) -> list[Grid]:
                 [(kl_text(run, name, number(run.metrics.get(name))), "")]
                 for name, _ in SQNR_COLUMNS
             ]
-            + [[(sparkline(list(run.layers.values()), low, high), "")]]
         )
         for layer, value in run.worst:
             if value != math.inf:  # −∞ (all-zero reference, nonzero noise) is the worst of all
@@ -213,8 +210,41 @@ def sqnr_grids(comparison: Comparison) -> list[Grid]:
                 worst.rows.append(
                     [[(run.label, "bold")], [(layer, "")], [(number(value), "")], [(bar, "")]]
                 )
+    layers = layers_grid(comparison.name, runs)
     divergence = divergence_grid(comparison.name, runs)
-    return [summary] + ([worst] if worst.rows else []) + ([divergence] if divergence else [])
+    return [
+        summary,
+        *([layers] if layers.rows else []),
+        *([worst] if worst.rows else []),
+        *([divergence] if divergence else []),
+    ]
+
+
+def layers_grid(name: str, runs: list[SqnrRun]) -> Grid:
+    """Per run with per-layer figures: its worst layer's weight SQNR, a :func:`sparkline` of
+    every layer in checkpoint order on the run's own scale (▁ at its worst layer, █ at its best,
+    so a run whose layers differ by 0.5 dB still shows which) and its best layer's SQNR."""
+    grid = Grid(
+        title=f"{name}: weight SQNR per layer (checkpoint order)",
+        caption="each run on its own scale: ▁ = its worst layer, █ = its best",
+        headers=["run", "worst\ndB", "per layer", "best\ndB"],
+        right=[False, True, False, True],
+    )
+    for run in runs:
+        values = list(run.layers.values())
+        if not values:
+            continue
+        finite = [value for value in values if math.isfinite(value)]
+        low, high = (min(finite), max(finite)) if finite else (0.0, 0.0)
+        grid.rows.append(
+            [
+                [(run.label, "bold")],
+                [(number(min(values)), "")],
+                [(sparkline(values, low, high), "")],
+                [(number(max(values)), "")],
+            ]
+        )
+    return grid
 
 
 def sparkline(values: list[float], low: float, high: float, width: int = SPARK_WIDTH) -> str:

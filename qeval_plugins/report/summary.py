@@ -123,7 +123,11 @@ def summary_grid(comparison: Comparison) -> Grid:
     }
     grid = Grid(
         title=comparison.name,
-        caption="\n".join(part for part in (comparison.baseline_reason, note, pairing) if part),
+        caption="\n".join(
+            part
+            for part in (comparison.baseline_reason, note, pairing, throughput_note(comparison))
+            if part
+        ),
         headers=["run", *(title for title, _ in cost)]
         + [
             f"{printable(task)}\n{printable(metric)} {arrow(directions[task])}"
@@ -196,7 +200,11 @@ def _plain(value: float | None) -> Cell:
 
 
 def _seconds_cell(row: Row) -> Cell:
-    return [] if row.quantize_seconds is None else [(fixed(row.quantize_seconds, 2), "")]
+    """Seconds from checkpoint to quantized model; nothing for a run without quantization
+    (``quantizer=none``: its recorded figure is only the load time)."""
+    if row.quantize_seconds is None or row.run.quantizer == "none":
+        return []
+    return [(fixed(row.quantize_seconds, 2), "")]
 
 
 def _bits_cell(row: Row) -> Cell:
@@ -207,7 +215,47 @@ def _bits_cell(row: Row) -> Cell:
 
 def _throughput_cell(row: Row) -> Cell:
     short = {"loglikelihood": "ll", "generate": "gen"}
-    return [(f"{fixed(rate, 0)} {short[kind]}", "") for kind, rate in row.tokens_per_s.items()]
+    return [(f"{rate_text(rate)} {short[kind]}", "") for kind, rate in row.tokens_per_s.items()]
+
+
+def rate_text(rate: float) -> str:
+    """A rate in whole units with grouped thousands (``1,200``), two significant digits below 10
+    (``0.33``, ``4.5``): a slow run never reads as 0."""
+    return f"{rate:.2g}" if 0 < abs(rate) < 10 else fixed(rate, 0)
+
+
+THROUGHPUT_CONDITIONS = {"device": "devices", "batch_size": "batch sizes"}
+THROUGHPUT_NOTE = "tokens/s: wall-clock; machine load not recorded, compare runs measured alike"
+
+
+def throughput_note(comparison: Comparison) -> str:
+    """A caption line when two or more runs have a tokens/s figure: the results record the
+    wall-clock rate of each run's own lm-eval call, not how loaded its machine was."""
+    timed = [row for row in comparison.rows if row.tokens_per_s]
+    return THROUGHPUT_NOTE if len(timed) > 1 else ""
+
+
+def throughput_conditions(comparison: Comparison) -> str | None:
+    """A warning line when the runs with a tokens/s figure were measured on different devices or
+    with different batch sizes (lm-eval's ``config.device``, ``config.batch_size``), naming which
+    run had which; None when they agree (or tell nothing)."""
+    timed = [row.run for row in comparison.rows if row.tokens_per_s]
+    differences = []
+    for key, plural in THROUGHPUT_CONDITIONS.items():
+        values: dict[str, list[str]] = {}
+        for run in timed:
+            value = run.config.get(key)
+            if isinstance(value, str | int) and not isinstance(value, bool):
+                values.setdefault(printable(str(value)), []).append(run.label)
+        if len(values) > 1:
+            shown = "; ".join(f"{value}: {', '.join(labels)}" for value, labels in values.items())
+            differences.append(f"{plural} ({shown})")
+    if not differences:
+        return None
+    return (
+        f"{comparison.name}: tokens/s were measured on different {' and '.join(differences)}: "
+        "their ratios measure the setup, not the quantization"
+    )
 
 
 def _peak_cell(row: Row) -> Cell:
@@ -324,6 +372,12 @@ class Summary(Section):
     """The summary table, the runs' figures and scores, each task's chart."""
 
     name = "summary"
+
+    def read(self, comparison: Comparison, notes: list[str]) -> None:
+        """Warns when the runs' tokens/s were measured under different conditions."""
+        warning = throughput_conditions(comparison)
+        if warning is not None:
+            notes.append(warning)
 
     def grids(self, comparison: Comparison) -> list[Grid]:
         return [summary_grid(comparison).escaped()]

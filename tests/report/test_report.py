@@ -252,7 +252,8 @@ def test_exports_are_written_and_parse(report, tmp_path):
     page = paths["html"].read_text()
     checker = _TagBalance()
     checker.feed(page)
-    assert checker.open == [] and checker.tables == 5  # 3 summaries, qeval-tiny's SQNR + worst
+    # 3 summaries; qeval-tiny's SQNR, per-layer and worst layers
+    assert checker.open == [] and checker.tables == 6
     assert '<span class="red">-0.200 +25.0%</span>' in page
 
 

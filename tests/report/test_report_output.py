@@ -234,7 +234,8 @@ def test_wide_terminals_get_one_block_and_long_labels_their_own_line(tmp_path):
     assert long_label and all(re.fullmatch(r"\S+", line) for line in long_label)  # own line
     assert sum(line.startswith("run ") for line in narrow) >= 5  # some tables split in blocks
     wide = lines_at(report, 400)
-    assert sum(line.startswith("run ") for line in wide) == 3  # summary, SQNR, worst: one block
+    # summary, SQNR, per layer, worst: one block each
+    assert sum(line.startswith("run ") for line in wide) == 4
     assert any("qeval_demo_facts" in line and "qeval_sqnr" in line for line in wide)
 
 
