@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qeval_plugins.core.errors import QevalError, format_error
 from qeval_plugins.core.text import printable
+
+if TYPE_CHECKING:
+    from qeval_plugins.report.comparison import Report
 
 EXTENSIONS = {"markdown": "md"}  # a format's file extension where it is not the format's name
 
@@ -79,8 +83,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_report(
-    paths: list[Any], baseline: str | None, console: Any, empty_is_error=False, skip_empty=False
-):
+    paths: Sequence[str | Path],
+    baseline: str | None,
+    console: Any,
+    empty_is_error: bool = False,
+    skip_empty: bool = False,
+) -> Report | None:
     """Load, compare and print the runs and scans in ``paths``; returns the report. With
     ``empty_is_error``, paths that give neither a run nor a scan print the reasons (the load
     warnings, when there were results files) and one error line on stderr instead, and return
