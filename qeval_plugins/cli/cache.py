@@ -1,12 +1,11 @@
-"""``qeval cache``: list, prune and clear qeval's cache: the reference outputs
-(:mod:`qeval_plugins.storage.reference_cache`) and the quantized models
-(:mod:`~.storage.model_cache`).
+"""list, prune or clear the cache of reference outputs and quantized models
 
-``list`` shows every entry (model, what it was computed on, size, creation, last use); ``prune``
-deletes entries unused for ``--older-than DAYS`` and/or the least recently used until the cache
-fits ``--max-size SIZE``; ``clear`` deletes every entry at once, without asking, like ``pip cache
-purge``: an entry is only ever a saving of time, recomputed when a run needs it again. A
-``QEVAL_CACHE_DIR`` that names a file is one error line for each.
+qeval's cache holds the unquantized model's reference outputs and the quantized models, each
+computed once and reused by later runs. 'list' shows every entry (model, what it was computed
+on, size, creation, last use); 'prune' deletes entries unused for --older-than DAYS and/or the
+least recently used until the cache fits --max-size SIZE; 'clear' deletes every entry at once,
+without asking, like 'pip cache purge': an entry is only ever a saving of time, recomputed when a
+run needs it again. Its folder is QEVAL_CACHE_DIR (one error line when that names a file).
 """
 
 from __future__ import annotations
@@ -198,8 +197,11 @@ def _changing(change):
         ) from None
 
 
-def run(args: argparse.Namespace, console) -> int:
+def run(args: argparse.Namespace) -> int:
     """Dispatch ``qeval cache ACTION``."""
+    from rich.console import Console
+
+    console = Console()
     if args.cache_action == "list":
         list_entries(console)
     elif args.cache_action == "prune":

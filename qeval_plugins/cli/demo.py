@@ -1,19 +1,19 @@
-"""``qeval demo``: the main job end to end on the embedded model, offline, in a few minutes.
+"""baseline + quantizers on the embedded model, offline, in minutes
 
-Evaluates the unquantized baseline and several quantizers with lm-eval's ``simple_evaluate``
-through the ``qeval`` backend on :data:`DEMO_TASKS` — the ``qeval_demo`` group (facts, cloze,
-perplexity on the model's world), the ``qeval_demo_temperature`` sweep (greedy and sampled
-continuations of held-out stories of that world) and ``qeval_sqnr`` (divergence from the
-unquantized model) — then prints one table (:mod:`qeval_plugins.report.demo_table`): per
-quantizer the tasks' chosen metrics, their change versus the baseline, model size and load time.
-The reference outputs of the sweep and of ``qeval_sqnr`` are computed with the first spec and
-read from the cache by the others. Last, ``qeval scan`` of one spec (:data:`DEMO_SCAN_SPEC`, the
-one that breaks the model) over the world's held-out passages shows which layers it hurts most
-and what keeping them unquantized gives back (:data:`DEMO_SCAN`).
+The main job end to end on the embedded model (qeval-tiny): evaluates the unquantized baseline
+and each quantizer with lm-eval through the qeval backend on the qeval_demo group (facts,
+cloze, perplexity on the model's world), the qeval_demo_temperature sweep (greedy and sampled
+continuations of held-out stories of that world) and qeval_sqnr (divergence from the
+unquantized model), then prints one table: per quantizer the tasks' chosen metrics, their
+change versus the baseline, model size and load time. The reference outputs are computed with
+the first spec and read from the cache by the others. Last, a layer-sensitivity scan of one
+spec (--scan, by default the one that breaks the model) over held-out passages shows which
+layers it hurts most and what keeping them unquantized gives back.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
@@ -25,6 +25,7 @@ from typing import Any
 
 from qeval_plugins.backend.checkpoints import EMBEDDED_MODELS, resolve_pretrained
 from qeval_plugins.backend.preflight import preflight_spec
+from qeval_plugins.cli.arguments import comma_list, positive_int
 from qeval_plugins.core.plan import check_spec
 from qeval_plugins.core.specs import spec_model_args
 from qeval_plugins.report.demo_table import demo_grid, demo_run, print_demo
@@ -53,6 +54,47 @@ DEMO_SCAN = {
     "max_tokens": 128,
     "texts_from": ("qeval_demo", "ppl.jsonl"),
 }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``qeval demo`` options."""
+    parser.add_argument(
+        "--model", default="qeval-tiny", help="model path or name (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--quantizers",
+        default=",".join(DEFAULT_DEMO_QUANTIZERS),
+        help="comma-separated quantizer specs, options after colons, e.g. "
+        f"rtn:bits=3:group_size=0 (default: {', '.join(DEFAULT_DEMO_QUANTIZERS)})",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    parser.add_argument(
+        "--limit", type=positive_int, default=None, help="documents per task (default: all)"
+    )
+    parser.add_argument("--output", default=None, help="also write each run's results JSON here")
+    parser.add_argument(
+        "--scan",
+        default=DEMO_SCAN_SPEC,
+        metavar="SPEC",
+        help="quantizer spec whose layer sensitivity the demo scans; 'none' skips the scan "
+        "(default: %(default)s)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo."""
+    from rich.console import Console
+
+    run_demo(
+        quantizers=comma_list(args.quantizers),
+        model=args.model,
+        device=args.device,
+        limit=args.limit,
+        output=args.output,
+        console=Console(),
+        scan=None if args.scan.strip().lower() in ("", "none") else args.scan,
+    )
+    return 0
 
 
 def evaluate_spec(
@@ -192,9 +234,9 @@ def scan_layers(spec: str, model: str, device: str, output: str | None, console)
     """``qeval scan`` of ``spec`` with :data:`DEMO_SCAN`'s settings; prints its
     :data:`DEMO_SCAN_TOP` most sensitive layers and the verified recommendation, and writes
     ``OUTPUT/scan/scan.json`` with ``output``."""
-    from qeval_plugins.cli.scan import json_ready, write_scan
     from qeval_plugins.evals.scan.runner import ScanRequest, run_scan
     from qeval_plugins.report.scan import render_scans, summarize
+    from qeval_plugins.storage.scan_result import json_ready, write_scan
 
     request = ScanRequest(model=model, spec=spec, device=device, **DEMO_SCAN)
     with (

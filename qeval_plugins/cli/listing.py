@@ -1,4 +1,5 @@
-"""What ``qeval plugins`` and ``qeval quantizers`` print, readable at any terminal width.
+"""What ``qeval plugins``, ``qeval quantizers`` and ``qeval cache list`` print, readable at any
+terminal width.
 
 Each listing is a rich table when every cell fits on one line of it (a wide terminal), else a
 list: per plugin or quantizer a heading line, then its texts indented below, wrapped at spaces —
@@ -44,19 +45,17 @@ def print_plugins(registry: Any, console: Any) -> None:
         print_indented(console, listed + (status if info.error else status[1:]), INDENT)
 
 
-def print_quantizers(registry: Any, console: Any) -> None:
-    """Every quantizer of ``registry``: the aliases that select it (not those dropped in a
-    clash), description, options (type, default, range, help), whether it can run here, and its
-    plugin."""
+def print_quantizers(registry: Any, console: Any, entries: list[Any] | None = None) -> None:
+    """Quantizers of ``registry`` in full (``entries``, default every one): the aliases that
+    select each (not those dropped in a clash), description, scheme, options (type, default,
+    range, help), whether it can run here, and its plugin."""
     from rich.text import Text
 
-    from qeval_plugins.core.plan import availability
     from qeval_plugins.core.text import one_line as printable
 
     rows = []
-    for entry in registry.all():
+    for entry in registry.all() if entries is None else entries:
         quantizer = entry.quantizer
-        here = availability(quantizer)
         options = [
             (
                 Text(printable(option.describe().replace("|", " | "))),
@@ -64,16 +63,9 @@ def print_quantizers(registry: Any, console: Any) -> None:
             )
             for option in quantizer.options
         ]
-        rows.append(
-            (
-                Text(printable(quantizer.name), style="bold"),
-                Text(printable(", ".join(registry.aliases(quantizer.name)))),
-                Text(printable(quantizer.description)) + _scheme_line(entry),
-                options,
-                Text(printable(here), style="green" if here == "ok" else "yellow"),
-                Text(printable(entry.plugin.name)),
-            )
-        )
+        name, aliases, here, description = _summary(registry, entry)
+        plugin = Text(printable(entry.plugin.name))
+        rows.append((name, aliases, description + _scheme_line(entry), options, here, plugin))
     columns = ("quantizer", "aliases", "description", "options", "here", "plugin")
     table_rows = [
         [name, aliases, description, _option_cell(options), here, plugin]
@@ -91,6 +83,51 @@ def print_quantizers(registry: Any, console: Any) -> None:
         for option, help_text in options:
             print_indented(console, [option], INDENT)
             print_indented(console, [help_text], OPTION_HELP_INDENT)
+
+
+def print_quantizer_lines(registry: Any, console: Any) -> None:
+    """One line per quantizer of ``registry`` (two where it does not fit the console): name,
+    aliases, whether it can run here, description; then how to see options."""
+    from rich.text import Text
+
+    rows = [list(_summary(registry, entry)) for entry in registry.all()]
+    columns = ("quantizer", "aliases", "here", "description")
+    if not fits_one_table(console, "qeval quantizers", columns, rows):
+        console.print(Text("qeval quantizers", style="bold"))
+        for name, aliases, here, description in rows:
+            heading = Text(SEPARATOR).join(
+                [name, *([Text("(") + aliases + Text(")")] if aliases.plain else []), here]
+            )
+            line = Text(SEPARATOR).join([heading, description])
+            if line.cell_len <= console.width:
+                print_indented(console, [line], 0)
+            else:
+                print_indented(console, [heading], 0)
+                print_indented(console, [description], INDENT)
+    hint = Text(
+        "'qeval quantizers NAME...' shows those quantizers' options, scheme and plugin; "
+        "'qeval quantizers --options' shows every quantizer's.",
+        style="dim",
+    )
+    print_indented(console, [hint], 0)
+
+
+def _summary(registry: Any, entry: Any) -> tuple[Any, Any, Any, Any]:
+    """(name, aliases, whether it can run here, description) of a registered quantizer, as
+    printable Texts."""
+    from rich.text import Text
+
+    from qeval_plugins.core.plan import availability
+    from qeval_plugins.core.text import one_line as printable
+
+    quantizer = entry.quantizer
+    here = availability(quantizer)
+    return (
+        Text(printable(quantizer.name), style="bold"),
+        Text(printable(", ".join(registry.aliases(quantizer.name)))),
+        Text(printable(here), style="green" if here == "ok" else "yellow"),
+        Text(printable(quantizer.description)),
+    )
 
 
 def _option_cell(options: list[tuple[Any, Any]]) -> Any:

@@ -29,9 +29,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from qeval_plugins.cli.checked_specs import CheckedSpec
 from qeval_plugins.core.calibration import read_passages
 from qeval_plugins.core.errors import QevalError
-from qeval_plugins.core.plan import check_spec
 from qeval_plugins.core.safe_read import read_regular
 
 SETTINGS_FILE = "qeval_run.json"
@@ -89,17 +89,17 @@ class _Refusal(Exception):
 
 def lm_eval_types() -> dict[str, Callable[[str], Any]]:
     """The checked type of every numeric lm-eval option ``qeval run`` passes on (its ``dest``
-    -> argparse type, all from :mod:`qeval_plugins.cli.main`): lm-eval's own types take
+    -> argparse type, all from :mod:`qeval_plugins.cli.arguments`): lm-eval's own types take
     ``--num_fewshot -1``, ``--max_batch_size 0``, ``--batch_size -3`` and ``--seed -1`` and fail
     later, in the run."""
-    from qeval_plugins.cli import main
+    from qeval_plugins.cli import arguments
 
     return {
-        "limit": main.document_limit,
-        "num_fewshot": main.non_negative_int,
-        "batch_size": main.batch_size,
-        "max_batch_size": main.positive_int,
-        "seed": main.seed_list,
+        "limit": arguments.document_limit,
+        "num_fewshot": arguments.non_negative_int,
+        "batch_size": arguments.batch_size,
+        "max_batch_size": arguments.positive_int,
+        "seed": arguments.seed_list,
     }
 
 
@@ -186,10 +186,10 @@ def model_identity(model: str) -> Any:
 
 
 def run_settings(
-    model: str, spec: str, device: str, tasks: list[str], options: LmEvalOptions
+    model: str, spec: CheckedSpec, device: str, tasks: list[str], options: LmEvalOptions
 ) -> dict[str, Any]:
     """The settings record of one run (see the module docstring)."""
-    plan = check_spec(spec, device)
+    plan = spec.plan
     calibration = {}
     if plan.quantizer.needs_calibration(plan.options):  # bundled: keyed by qeval's version
         _, _, digest = read_passages(plan.options["calibration_file"])
@@ -197,7 +197,7 @@ def run_settings(
     return _json_safe(
         {
             "model": model_identity(model),
-            "quantizer": spec,
+            "quantizer": spec.text,
             **calibration,
             "quantizer_version": plan.quantizer.version,
             "plugin": f"{plan.plugin.source} {plan.plugin.version}",

@@ -1,26 +1,26 @@
-"""``qeval scan``: the layer-sensitivity scan and its mixed-precision recommendation.
+"""rank layers by sensitivity to a quantizer; recommend which to keep
 
-Progress goes to stderr (one line per step and per unit), the ranking table and the verdict to
-the console; with ``--output DIR`` the whole result is written atomically to ``DIR/scan.json``
-(which ``qeval report DIR`` shows as its "Layer sensitivity" section).
+Quantizes one layer (or decoder block) at a time and measures the KL divergence from the
+unquantized model over bundled passages, then recommends the units to keep unquantized and
+verifies that choice. Progress goes to stderr (one line per step and per unit), the ranking table
+and the verdict to stdout; with --output DIR the whole result is written atomically to
+DIR/scan.json, which 'qeval report DIR' shows as its "Layer sensitivity" section. Exit status 1
+when the recommendation does not verify.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 from pathlib import Path
-from typing import Any
 
+from qeval_plugins.cli.arguments import positive_float, positive_int
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.text import printable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``qeval scan`` options."""
-    from qeval_plugins.cli.main import positive_int
     from qeval_plugins.core.plan import MODEL_DTYPES
 
     parser.add_argument("--model", required=True, help="model path, hub id or qeval-tiny")
@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--target-bits",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         help="keep the most sensitive units unquantized up to this many bits per quantized "
         "weight (default: the fewest units holding half the summed single-unit KL)",
@@ -61,22 +61,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default=None, help="folder to write scan.json into")
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got '{text}'")
-    return value
-
-
-def run(args: argparse.Namespace, console: Any) -> int:
+def run(args: argparse.Namespace) -> int:
     """Scan, print the table and the verdict, write ``scan.json``; 0 when the recommendation
     verified (better than all-quantized), else 1."""
+    from rich.console import Console
+
     from qeval_plugins.backend.preflight import preflight_spec
     from qeval_plugins.evals.scan.runner import ScanRequest, run_scan
     from qeval_plugins.report.scan import render_scans, summarize
+    from qeval_plugins.storage.scan_result import json_ready, write_scan
 
     folder = _output_folder(args.output)
     request = ScanRequest(
@@ -94,7 +87,7 @@ def run(args: argparse.Namespace, console: Any) -> int:
     path = folder / "scan.json" if folder is not None else None
     if path is not None:
         write_scan(path, result)
-    render_scans([summarize(json_ready(result), str(path or "scan"))], [], console)
+    render_scans([summarize(json_ready(result), str(path or "scan"))], [], Console())
     if path is not None:
         print(f"wrote {printable(str(path))}", file=sys.stderr)
     if result["verification"]["improves"]:
@@ -118,24 +111,3 @@ def _output_folder(output: str | None) -> Path | None:
     except OSError as error:
         raise QevalError(f"cannot create --output {printable(output)}: {error.strerror}") from error
     return folder
-
-
-def json_ready(value: Any) -> Any:
-    """``value`` with non-finite floats as the strings ``"NaN"``, ``"Infinity"``,
-    ``"-Infinity"`` (strict JSON has no such numbers; :mod:`qeval_plugins.report.scan` reads
-    them back)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {key: json_ready(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_ready(item) for item in value]
-    return value
-
-
-def write_scan(path: Path, result: dict) -> None:
-    """``result`` as strict JSON, written atomically (a crash leaves the old file or none)."""
-    from qeval_plugins.storage.atomic import write_atomic
-
-    text = json.dumps(json_ready(result), indent=1, allow_nan=False, ensure_ascii=False)
-    write_atomic(path, (text + "\n").encode("utf-8"))

@@ -52,7 +52,8 @@ from pathlib import Path
 from typing import Any
 
 from qeval_plugins.backend.checkpoints import checked_quantization, resolve_pretrained
-from qeval_plugins.backend.preflight import preflight_spec
+from qeval_plugins.backend.preflight import preflight
+from qeval_plugins.cli.checked_specs import CheckedSpec, check_spec_text
 from qeval_plugins.cli.run_settings import (
     SETTINGS_FILE,
     LmEvalOptions,
@@ -64,9 +65,8 @@ from qeval_plugins.cli.run_settings import (
 )
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.kv_settings import check_head_dim, config_head_dim, take_kv_cache
-from qeval_plugins.core.plan import check_dtype, check_spec
+from qeval_plugins.core.plan import check_dtype
 from qeval_plugins.core.safe_read import read_regular, read_tail
-from qeval_plugins.core.specs import parse_spec, spec_model_args
 from qeval_plugins.core.text import one_line as printable
 from qeval_plugins.storage.atomic import remove_stale_temporaries, write_atomic
 from qeval_plugins.storage.locks import holder_pid, try_locked
@@ -90,8 +90,13 @@ def slug(text: str) -> str:
 @dataclass(frozen=True)
 class PlannedRun:
     model: str
-    spec: str
+    checked: CheckedSpec  # the quantizer spec, read and validated once for the whole sweep
     directory: Path
+
+    @property
+    def spec(self) -> str:
+        """The quantizer spec as the user wrote it."""
+        return self.checked.text
 
     @property
     def label(self) -> str:
@@ -99,23 +104,21 @@ class PlannedRun:
 
 
 def plan_runs(models: list[str], specs: list[str], output: Path, device: str) -> list[PlannedRun]:
-    """Validate every model and spec (no model is loaded) and name each run's folder."""
+    """Read and validate every spec once and every model (no model is loaded); name each
+    run's folder."""
     if not specs:
         raise QevalError("--quantizers names no quantizer; give specs such as none,bnb-nf4.")
     same_run: dict[tuple, str] = {}
-    quantizers = {}  # spec -> its quantizer's canonical name
-    kv_caches = {}  # spec -> its KV-cache settings (None: none)
-    for spec in specs:
-        plan = check_spec(spec, device)
-        quantizers[spec] = plan.quantizer.name
-        kv_caches[spec] = plan.kv
+    checked = [check_spec_text(spec, device) for spec in specs]
+    for spec in checked:
+        plan = spec.plan
         key = (plan.quantizer.name, tuple(sorted(plan.options.items())), plan.kv)
         if key in same_run:  # aliases, option order and defaults resolved
             raise QevalError(
-                f"quantizer specs '{same_run[key]}' and '{spec}' are the same run "
+                f"quantizer specs '{same_run[key]}' and '{spec.text}' are the same run "
                 f"({plan.quantizer.name} with the same options and KV cache); give it once."
             )
-        same_run[key] = spec
+        same_run[key] = spec.text
     repeated = sorted({model for model in models if models.count(model) > 1})
     if repeated:
         raise QevalError(f"--model '{repeated[0]}' is given twice; give each once.")
@@ -123,11 +126,13 @@ def plan_runs(models: list[str], specs: list[str], output: Path, device: str) ->
     for model in models:
         resolved = resolve_pretrained(model)  # a missing local path fails here, before any run
         head_dim = local_head_dim(resolved)
-        for spec in specs:
-            checked_quantization(resolved, quantizers[spec])
-            check_head_dim(kv_caches[spec], head_dim)
+        for spec in checked:
+            checked_quantization(resolved, spec.plan.quantizer.name)
+            check_head_dim(spec.plan.kv, head_dim)
         name = Path(model).name if Path(model).exists() else model
-        runs += [PlannedRun(model, spec, output / f"{slug(name)}__{slug(spec)}") for spec in specs]
+        runs += [
+            PlannedRun(model, spec, output / f"{slug(name)}__{slug(spec.text)}") for spec in checked
+        ]
     names = [str(run.directory).lower() for run in runs]  # case-insensitive disks (macOS)
     if len(set(names)) != len(names):
         raise QevalError(
@@ -148,19 +153,19 @@ def local_head_dim(pretrained: str) -> int | None:
     return config_head_dim(config)
 
 
-def check_model_args(specs: list[str], options: LmEvalOptions) -> None:
+def check_model_args(specs: list[CheckedSpec], options: LmEvalOptions) -> None:
     """``--model_args`` must not override an option a spec sets (the run's folder would lie);
     its ``dtype`` must be a model dtype; its ``kv_*`` settings, with each spec's, must be valid
     (:func:`~qeval_plugins.core.kv_settings.take_kv_cache`)."""
     check_dtype(options.model_args.get("dtype"))
     for spec in specs:
-        clash = sorted(set(parse_spec(spec)[1]) & {str(k).strip() for k in options.model_args})
+        clash = sorted(set(spec.options) & {str(k).strip() for k in options.model_args})
         if clash:
             raise QevalError(
-                f"--model_args sets '{clash[0]}', which quantizer spec '{spec}' sets too; give "
-                f"quantizer options in the spec only."
+                f"--model_args sets '{clash[0]}', which quantizer spec '{spec.text}' sets too; "
+                f"give quantizer options in the spec only."
             )
-        take_kv_cache({**options.model_args, **parse_spec(spec)[1]})
+        take_kv_cache({**options.model_args, **spec.options})
 
 
 # ---------------------------------------------------------------- what results hold
@@ -274,7 +279,7 @@ def lm_eval_command(
         "--model",
         "qeval",
         "--model_args",
-        f"pretrained={run.model},{spec_model_args(run.spec)}",
+        f"pretrained={run.model},{run.checked.model_args}",
         "--tasks",
         ",".join(tasks),
         "--include_path",
@@ -520,10 +525,12 @@ def prepare(
     max_size()  # QEVAL_CACHE_MAX_SIZE: one line now, not in the first run that saves an entry
     runs = plan_runs(models, specs, output, device)
     options = parse_lm_eval_args(extra)
-    check_model_args(specs, options)
+    check_model_args(list(dict.fromkeys(run.checked for run in runs)), options)
     expected = expected_results(tasks, options.include_path)
     check_writable_dir(output, "--output")
-    settings = {run: run_settings(run.model, run.spec, device, expected, options) for run in runs}
+    settings = {
+        run: run_settings(run.model, run.checked, device, expected, options) for run in runs
+    }
     if not force:
         refuse_conflicts(runs, settings, expected, output)
     return runs, settings, expected
@@ -579,7 +586,16 @@ def sweep(
     extra = [*extra, "--log_samples"] if log_samples else extra
     runs, settings, expected = prepare(models, specs, tasks, output, device, extra, force)
     for run in runs:  # what needs the model and the device (skip= names, kernels)
-        preflight_spec(run.model, run.spec, device, settings[run]["model_args"])
+        model_args = settings[run]["model_args"]
+        pretrained = resolve_pretrained(run.model)
+        preflight(
+            pretrained,
+            run.checked.plan,
+            device,
+            model_args.get("dtype"),
+            model_args.get("revision"),
+            shown=run.model,
+        )
     failures: list[str] = []
     columns = (
         TextColumn("{task.description}"),
@@ -595,7 +611,8 @@ def sweep(
     with Progress(*columns, console=console, transient=False) as progress:
         overall = progress.add_task("sweep", total=len(runs))
         for index, run in enumerate(runs, 1):
-            progress.update(overall, description=f"[{index}/{len(runs)}] {escape(run.label)}")
+            position = f"[{index}/{len(runs)}] {run.label}"
+            progress.update(overall, description=escape(position))
             outcome, detail = attempt(run, tasks, device, extra, settings[run], expected, force)
             if outcome == "failed":
                 failures.append(detail)

@@ -19,7 +19,7 @@ def test_qeval_plugins_lists_builtins_with_their_quantizers():
 
 
 def test_qeval_quantizers_shows_options_and_availability():
-    result = run_cli(["qeval", "quantizers"])
+    result = run_cli(["qeval", "quantizers", "--options"])
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())
     for expected in ("bnb-int8", "threshold", "group_size", "ok"):

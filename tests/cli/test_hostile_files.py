@@ -23,6 +23,7 @@ import pytest
 
 from qeval_plugins import QevalError
 from qeval_plugins.cli import run_settings
+from qeval_plugins.cli.checked_specs import check_spec_text
 from qeval_plugins.cli import sweep as sweep_module
 from qeval_plugins.core import safe_read
 from qeval_plugins.core.calibration import read_passages
@@ -212,7 +213,7 @@ def test_the_other_files_qeval_run_reads_are_never_followed_into_a_fifo_or_devic
 
 def test_a_hostile_log_does_not_hang_the_failure_line(tmp_path, alarm):
     """The failed run's log is read from its end, a FIFO not at all."""
-    run = sweep_module.PlannedRun("qeval-tiny", "none", tmp_path)
+    run = sweep_module.PlannedRun("qeval-tiny", check_spec_text("none", "cpu"), tmp_path)
     os.mkfifo(tmp_path / "lm_eval.log")
     failure = sweep_module._failure(run, tmp_path / "lm_eval.log", 1)
     assert "lm_eval exited with status 1" in str(failure)

@@ -18,9 +18,9 @@ MISSPELT = (
 )
 
 
-def listing(monkeypatch, capsys, command: str, columns: int) -> list[str]:
+def listing(monkeypatch, capsys, command: str, columns: int, *options: str) -> list[str]:
     monkeypatch.setenv("COLUMNS", str(columns))
-    assert main([command]) == 0
+    assert main([command, *options]) == 0
     return capsys.readouterr().out.splitlines()
 
 
@@ -32,7 +32,7 @@ def words(lines: list[str]) -> set[str]:
 
 def test_quantizers_at_80_columns_break_no_word(monkeypatch, capsys):
     """The table's 13-column cells broke ``bitsandbyte|s`` and ``compute_dty|pe``."""
-    lines = listing(monkeypatch, capsys, "quantizers", 80)
+    lines = listing(monkeypatch, capsys, "quantizers", 80, "--options")
     assert max(map(len, lines)) <= 80
     shown = words(lines)
     for entry in get_registry().all():
@@ -43,8 +43,48 @@ def test_quantizers_at_80_columns_break_no_word(monkeypatch, capsys):
         missing = [word for word in expected if word not in shown]
         assert missing == [], (quantizer.name, missing)
     assert "…" not in "\n".join(lines)
-    wide = listing(monkeypatch, capsys, "quantizers", 1000)
+    wide = listing(monkeypatch, capsys, "quantizers", 1000, "-v")
     assert any(line.startswith("┃ quantizer") for line in wide)  # fits: still a table
+
+
+def test_quantizers_are_one_line_each_by_default(monkeypatch, capsys):
+    """The full listing was 355 lines at 80 columns; by default a quantizer takes one line, two
+    when its description does not fit beside its name, and no option is shown."""
+    entries = get_registry().all()
+    lines = listing(monkeypatch, capsys, "quantizers", 80)
+    assert max(map(len, lines)) <= 80 and all(line == line.rstrip() for line in lines)
+    headings = [line for line in lines if line and not line.startswith(" ")]
+    names = [line.split()[0] for line in headings[1:]]
+    assert names[: len(entries)] == [entry.quantizer.name for entry in entries]
+    assert len(lines) <= 2 * len(entries) + 3  # title, the hint's two lines
+    shown = " ".join(" ".join(lines).split())
+    for entry in entries:
+        assert entry.quantizer.description in shown
+    assert "group_size" not in shown and "symmetric" not in shown
+    assert "'qeval quantizers NAME...' shows those quantizers' options" in shown
+    wide = listing(monkeypatch, capsys, "quantizers", 1000)
+    assert len(wide) == len(entries) + 6  # title, 3 lines above the rows, 1 below, the hint
+    assert any(line.startswith("┃ quantizer") for line in wide)
+
+
+def test_quantizers_named_are_shown_in_full(monkeypatch, capsys):
+    """Names or aliases choose the quantizers, each listed once, with all their options."""
+    lines = listing(monkeypatch, capsys, "quantizers", 80, "rtn", "nf4", "bnb-nf4")
+    headings = [line.split()[0] for line in lines if line and not line.startswith(" ")]
+    assert headings == ["qeval", "rtn", "bnb-nf4"]
+    shown = words(lines)
+    rtn = get_registry().get("rtn").quantizer
+    for option in rtn.options:
+        assert f"{option.name}:" in shown and all(word in shown for word in option.help.split())
+    assert "storage:" in shown  # an option of bnb-nf4
+
+
+def test_an_unknown_quantizer_name_is_one_line_with_a_suggestion(capsys):
+    assert main(["quantizers", "rtn", "gptx"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    [line] = captured.err.splitlines()
+    assert line.startswith("qeval: error: unknown quantizer 'gptx'. Did you mean 'gptq'?"), line
 
 
 def test_plugins_at_80_columns_show_whole_errors(monkeypatch, capsys):

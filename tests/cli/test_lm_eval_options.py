@@ -52,7 +52,7 @@ def test_good_numbers_are_read_as_lm_eval_reads_them(option, value, keyed):
 
 def test_every_numeric_option_of_lm_evals_parser_is_checked():
     """A numeric option lm-eval adds (an int or float type, a list of ints, a size) fails this
-    test until it has a type in qeval_plugins.cli.main."""
+    test until it has a type in qeval_plugins.cli.arguments."""
     from lm_eval._cli.run import Run
 
     subcommands = argparse.ArgumentParser(prog="lm_eval").add_subparsers()

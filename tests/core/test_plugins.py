@@ -512,7 +512,7 @@ def test_qeval_quantizers_shows_option_help(monkeypatch, capsys, fresh_registry)
     from qeval_plugins.cli.main import main
 
     monkeypatch.setenv("COLUMNS", "400")
-    assert main(["quantizers"]) == 0
+    assert main(["quantizers", "--options"]) == 0
     listing = capsys.readouterr().out
     assert "bits: int = 4 (2..8) — bits per weight for format=int" in listing
     assert "threshold: float = 6.0 (0..) — outlier threshold" in listing
