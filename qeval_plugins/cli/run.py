@@ -4,8 +4,9 @@ Runs lm_eval once per model and quantizer spec, each in its own process, into on
 --output per run; a run whose results exist with the same settings is skipped, so an interrupted
 sweep resumes where it stopped. Every check (models, specs, tasks, lm-eval options, --output)
 comes before the first run. Then the report of every run in --output is printed. Every other
-option (e.g. --limit 100 --batch_size 8 --num_fewshot 5) is passed to lm_eval unchanged. Exit
-status 1 when a run failed.
+option (e.g. --limit 100 --batch_size 8 --num_fewshot 5) is passed to lm_eval unchanged. On a
+terminal a progress bar shows the sweep; to a pipe or a file each run prints a line every 30
+seconds (QEVAL_HEARTBEAT_SECONDS) with what it is doing. Exit status 1 when a run failed.
 """
 
 from __future__ import annotations

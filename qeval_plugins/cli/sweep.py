@@ -36,6 +36,7 @@ Safety.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -54,6 +55,7 @@ from typing import Any
 from qeval_plugins.backend.checkpoints import checked_quantization, resolve_pretrained
 from qeval_plugins.backend.preflight import preflight
 from qeval_plugins.cli.checked_specs import CheckedSpec, check_spec_text
+from qeval_plugins.cli.heartbeat import elapsed_text, heartbeat, heartbeat_interval
 from qeval_plugins.cli.run_settings import (
     SETTINGS_FILE,
     LmEvalOptions,
@@ -76,6 +78,7 @@ RESULTS_FILE = "results.json"
 MAX_RESULTS_BYTES = 256 << 20  # as qeval report reads them (report.load.MAX_RESULTS_BYTES)
 MAX_CONFIG_BYTES = 16 << 20  # a model's config.json
 LOG_TAIL_BYTES = 256 << 10  # of a failed run's log, searched for its cause
+HEARTBEAT_TAIL_BYTES = 4 << 10  # of a running run's log, for its last line
 LOG_FILE = "lm_eval.log"
 LOCK_FILE = ".lock"
 STAMP = "%Y%m%d-%H%M%S-%f"  # of each attempt's log: date, time, microseconds (sorts in time order)
@@ -536,6 +539,22 @@ def prepare(
     return runs, settings, expected
 
 
+def run_phase(run: PlannedRun, since: float) -> str:
+    """What ``run`` is doing, for its heartbeat line: the last line of the lm_eval log its
+    attempt started at ``since`` (epoch seconds) writes, which is lm-eval's own progress (e.g.
+    ``Running loglikelihood requests: 40%|████ | 80/200``); ``starting lm_eval`` before there
+    is one."""
+    log = run.directory / LOG_FILE
+    try:
+        if log.stat().st_mtime < since:  # an older attempt's log: this one's is not made yet
+            return "starting lm_eval"
+        tail = read_tail(log, HEARTBEAT_TAIL_BYTES).decode(errors="replace")
+    except OSError:
+        return "starting lm_eval"
+    lines = [line.strip() for line in re.split(r"[\r\n]", tail) if line.strip()]
+    return f"lm_eval: {printable(lines[-1])[:120]}" if lines else "lm_eval started"
+
+
 def attempt(
     run: PlannedRun,
     tasks: list[str],
@@ -565,6 +584,22 @@ def attempt(
         return "done", f"in {time.perf_counter() - started:.1f} s"
 
 
+def _run_heartbeat(run: PlannedRun, position: str, console, interval: float):
+    """The heartbeat of ``run`` (``[2/5] model × spec: lm_eval: ..., 8 min 05 s elapsed``),
+    printed on ``console`` every ``interval`` seconds."""
+    from rich.text import Text
+
+    since = time.time()
+
+    def describe(seconds: float) -> str:
+        return f"{position}: {run_phase(run, since)}, {elapsed_text(seconds)} elapsed"
+
+    def write(line: str) -> None:
+        console.print(Text(printable(line)), soft_wrap=True)
+
+    return heartbeat(describe, write, interval)
+
+
 def sweep(
     models: list[str],
     specs: list[str],
@@ -576,13 +611,17 @@ def sweep(
     console,
     log_samples: bool = True,
 ) -> list[str]:
-    """Run the sweep with a progress display; returns one line per failed run.
+    """Run the sweep; returns one line per failed run.
 
-    lm_eval also writes each document's scores (``--log_samples``: the report's paired test
-    needs them) unless ``log_samples`` is false; the option is not a setting of the results."""
+    On a terminal a live progress bar shows the sweep; otherwise (a pipe, a file) each run
+    being computed prints a heartbeat line every :func:`~.heartbeat.heartbeat_interval`
+    seconds: its label, what it is doing (:func:`run_phase`) and for how long. lm_eval also
+    writes each document's scores (``--log_samples``: the report's paired test needs them)
+    unless ``log_samples`` is false; the option is not a setting of the results."""
     from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    interval = heartbeat_interval()
     extra = [*extra, "--log_samples"] if log_samples else extra
     runs, settings, expected = prepare(models, specs, tasks, output, device, extra, force)
     for run in runs:  # what needs the model and the device (skip= names, kernels)
@@ -597,6 +636,7 @@ def sweep(
             shown=run.model,
         )
     failures: list[str] = []
+    live = console.is_terminal
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -608,12 +648,14 @@ def sweep(
         "done": "[green]done[/green]",
         "failed": "[red]failed[/red]",
     }
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*columns, console=console, transient=False, disable=not live) as progress:
         overall = progress.add_task("sweep", total=len(runs))
         for index, run in enumerate(runs, 1):
             position = f"[{index}/{len(runs)}] {run.label}"
             progress.update(overall, description=escape(position))
-            outcome, detail = attempt(run, tasks, device, extra, settings[run], expected, force)
+            beating = _run_heartbeat(run, position, console, interval) if not live else None
+            with beating or contextlib.nullcontext():
+                outcome, detail = attempt(run, tasks, device, extra, settings[run], expected, force)
             if outcome == "failed":
                 failures.append(detail)
                 progress.console.print(f"{styles[outcome]} {escape(detail)}")
