@@ -3,6 +3,7 @@ sensitivity" section and chart, with hostile scan files."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -161,3 +162,25 @@ def test_report_shows_scans_after_runs_and_takes_a_scan_file_itself(scanned, tmp
     assert main(["report", str(folder / "scan.json")]) == 0
     out = capsys.readouterr().out
     assert "Layer sensitivity" in out and "warning" not in out
+
+
+def test_the_demos_keep_unquantized_list_wraps_without_trailing_spaces():
+    """The demo's verdict, ``keep unquantized: a, b, c → N bits/param``, wrapped at 60 columns
+    ended its lines with the space after each comma."""
+    from rich.console import Console
+
+    from qeval_plugins.cli.demo import DEMO_SCAN_TOP
+    from qeval_plugins.report.scan import render_scans, summarize
+
+    names = [f"model.layers.{index}.mlp.down_proj" for index in range(4)]
+    data = _good()
+    data["units"] = [
+        {**data["units"][0], "rank": rank, "name": name} for rank, name in enumerate(names, 1)
+    ]
+    data["recommendation"]["units"] = names
+    console = Console(file=io.StringIO(), width=60)
+    render_scans([summarize(data, "scan.json")], [], console, top=DEMO_SCAN_TOP)
+    lines = console.file.getvalue().splitlines()
+    assert all(len(line) <= 60 and line == line.rstrip() for line in lines), lines
+    shown = " ".join(" ".join(lines).split())
+    assert "keep unquantized: " + ", ".join(names) + " → 5 bits/param" in shown
