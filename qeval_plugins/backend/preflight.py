@@ -90,13 +90,24 @@ def checkpoint_layers(
 ) -> dict[str, tuple[int, ...]] | None:
     """Layer name -> weight shape of every 2-D ``NAME.weight`` in the checkpoint's safetensors
     headers on this machine (``model.layers.0.self_attn.q_proj`` -> ``(128, 128)``), or None
-    when there are none to read (a hub model not downloaded, a ``.bin``-only checkpoint)."""
-    layers = {
+    when there are none to read (a hub model not downloaded, a ``.bin``-only checkpoint).
+
+    An output head tied to the input embeddings is stored once, as the embeddings, yet loads as
+    a layer of its own: it is added as ``lm_head`` -> None when the config ties them
+    (``tie_word_embeddings``, True unless the config says otherwise, as in transformers) and no
+    stored name ends in ``lm_head``.
+    """
+    layers: dict[str, tuple[int, ...] | None] = {
         name.removesuffix(".weight"): tuple(shape)
         for name, shape in local_shapes(pretrained, revision).items()
         if name.endswith(".weight") and len(shape) == 2
     }
-    return layers or None
+    if not layers:
+        return None
+    tied = checkpoint_config(pretrained, revision).get("tie_word_embeddings", True) is not False
+    if tied and not any(name.rpartition(".")[2] == "lm_head" for name in layers):
+        layers["lm_head"] = None
+    return layers
 
 
 def run_device(device: str | None) -> str:

@@ -35,16 +35,24 @@ class SkipOption(Option):
         """One QevalError line for the first pattern of ``value`` that matches none of
         ``layers`` (the checkpoint's layer names, e.g. ``model.layers.0.self_attn.q_proj``),
         naming the pattern and an example name. ``layers`` holds every layer with a 2-D weight,
-        more than any quantizer quantizes, so a pattern refused here would fail the run too
-        (a checkpoint saved without its head class's prefix, ``h.0`` for ``transformer.h.0``,
-        is read with its own names: the message shows the form to write)."""
+        more than any quantizer quantizes, so a pattern refused here would fail the run too.
+        A checkpoint may be saved without the model class's prefix (GPT-2's ``h.0`` is
+        ``transformer.h.0`` once loaded), so a pattern also passes when it matches without its
+        first dotted component, if what is left names something (``foo.*`` is still refused);
+        the run checks it exactly."""
         patterns = skip_patterns({self.name: value}, self.name)
         names = sorted(layers)
         if not patterns or not names:
             return
         example = max(names, key=lambda name: name.count("."))  # the first of the deepest
         for pattern in patterns:
-            if not any(name_matches(name, pattern) for name in names):
+            unprefixed = pattern.partition(".")[2]
+            if not any(character.isalnum() for character in unprefixed):
+                unprefixed = ""
+            if not any(
+                name_matches(name, pattern) or (unprefixed and name_matches(name, unprefixed))
+                for name in names
+            ):
                 raise QevalError(
                     f"skip pattern {pattern!r} matches no layer of the model (its linear layers "
                     f"are named like {example}): fix the pattern."

@@ -74,6 +74,36 @@ def test_a_local_checkpoint_is_checked_by_its_own_names(tmp_path):
     assert message.startswith(f"rtn:skip=layers.4 on {folder}: skip pattern 'layers.4' ")
 
 
+def saved_checkpoint(folder, names: list[str], config: dict):
+    """A checkpoint folder whose safetensors file holds one 4x4 weight per name."""
+    import json
+
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    save_file({name: torch.zeros(4, 4) for name in names}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+def test_a_pattern_with_the_model_class_prefix_passes_on_a_checkpoint_saved_without_it(tmp_path):
+    gpt2_style = saved_checkpoint(  # GPT-2 stores h.0..., loaded as transformer.h.0...
+        tmp_path / "gpt2", ["wte.weight", "h.0.attn.c_attn.weight"], {"model_type": "gpt2"}
+    )
+    preflight_spec(gpt2_style, "rtn:skip=transformer.h.0", "cpu")
+    preflight_spec(gpt2_style, "rtn:skip=h.0.attn", "cpu")
+    assert "'transformer.h.9'" in refused(gpt2_style, "rtn:skip=transformer.h.9", "cpu")
+
+
+@pytest.mark.parametrize("tie", [True, False, None])
+def test_an_output_head_tied_to_the_embeddings_is_a_layer(tmp_path, tie):
+    config = {"model_type": "llama"} | ({} if tie is None else {"tie_word_embeddings": tie})
+    tied = saved_checkpoint(tmp_path / "tied", ["model.embed_tokens.weight"], config)
+    assert ("lm_head" in checkpoint_layers(tied)) is (tie is not False)  # transformers: True
+    if tie is not False:
+        preflight_spec(tied, "rtn:include_lm_head=true:skip=lm_head", "cpu")
+
+
 @pytest.mark.parametrize("kernel", ["marlin", "exllama_v2", "triton"])
 def test_a_cuda_kernel_on_the_cpu_is_refused_before_the_run(kernel):
     message = refused("qeval-tiny", f"gptq:kernel={kernel}", "cpu")
