@@ -394,6 +394,7 @@ class QevalLM(HFLM):
             **self._qeval_quantized.records.results(),
             "peak_memory": peak_memory(str(self.device)),
             "throughput": self._qeval_throughput.record(),
+            "machine_load": self._qeval_throughput.machine_load(),
         }
         return info
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import resource
+import statistics
 import sys
 import time
 from contextlib import contextmanager
@@ -19,6 +21,7 @@ class Throughput:
 
     def __init__(self) -> None:
         self.kinds: dict[str, dict[str, float]] = {}
+        self.load_samples: list[float] = []
 
     @contextmanager
     def timing(self, kind: str):
@@ -31,6 +34,8 @@ class Throughput:
             totals = self.kinds.setdefault(kind, {"tokens": 0, "seconds": 0.0})
             totals["tokens"] += sum(counted)
             totals["seconds"] += time.perf_counter() - started
+            if (load := load_average()) is not None:
+                self.load_samples.append(load)
 
     def record(self) -> dict[str, Any]:
         field = {"loglikelihood": "tokens", "generate": "new_tokens"}
@@ -44,6 +49,26 @@ class Throughput:
             }
             for kind, totals in self.kinds.items()
         }
+
+    def machine_load(self) -> dict[str, Any] | None:
+        """How busy the machine was while the timed calls ran: ``load_average``, the mean of the
+        1-minute load average (runnable processes, this one included) sampled at the end of each
+        call, and ``cpus``, the logical CPUs; None where the system keeps no load average or
+        nothing was timed. Tokens/s measured at load 6 on 2 CPUs is not the speed at load 1."""
+        if not self.load_samples:
+            return None
+        return {
+            "load_average": round(statistics.fmean(self.load_samples), 2),
+            "cpus": os.cpu_count(),
+        }
+
+
+def load_average() -> float | None:
+    """The system's 1-minute load average, or None where there is none (Windows)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def peak_memory(device: str) -> dict[str, Any]:

@@ -326,6 +326,15 @@ def main_metrics(runs: list[Run], base: Run | None) -> dict[str, str]:
     return tasks
 
 
+def load_per_cpu(machine_load: dict) -> float | None:
+    """The recorded ``load_average`` divided by ``cpus`` (both positive finite numbers), else
+    None."""
+    load, cpus = as_value(machine_load.get("load_average")), as_value(machine_load.get("cpus"))
+    if load is None or cpus is None or load < 0 or cpus < 1:
+        return None
+    return load / cpus
+
+
 def make_row(run: Run, base: Run | None, tasks: dict[str, str]) -> Row:
     """Cost figures and scores of one run against ``base``."""
     block = run.qeval
@@ -353,6 +362,7 @@ def make_row(run: Run, base: Run | None, tasks: dict[str, str]) -> Row:
             for kind in ("loglikelihood", "generate")
             if (rate := as_value(as_mapping(throughput.get(kind)).get("tokens_per_s"))) is not None
         },
+        load_per_cpu=load_per_cpu(as_mapping(block.get("machine_load"))),
         peak_memory_mib=None if peak_bytes is None else peak_bytes / MIB,
         peak_memory_kind=peak.get("kind") if isinstance(peak.get("kind"), str) else None,
         scores=scores,

@@ -51,6 +51,7 @@ class Row:
     size_mib: float | None
     quantize_seconds: float | None
     tokens_per_s: dict[str, float]  # "loglikelihood" and/or "generate"
+    load_per_cpu: float | None  # the machine's mean 1-minute load average / CPUs while timed
     peak_memory_mib: float | None
     peak_memory_kind: str | None
     scores: dict[str, Score]

@@ -226,30 +226,44 @@ def rate_text(rate: float) -> str:
 
 THROUGHPUT_CONDITIONS = {"device": "devices", "batch_size": "batch sizes"}
 THROUGHPUT_NOTE = "tokens/s: wall-clock; machine load not recorded, compare runs measured alike"
+LOAD_GAP = 0.5  # load average per CPU: runs further apart were timed on a differently busy machine
 
 
 def throughput_note(comparison: Comparison) -> str:
-    """A caption line when two or more runs have a tokens/s figure: the results record the
-    wall-clock rate of each run's own lm-eval call, not how loaded its machine was."""
+    """A caption line when two or more runs have a tokens/s figure and one of them does not say
+    how busy its machine was (results written before qeval recorded ``machine_load``)."""
     timed = [row for row in comparison.rows if row.tokens_per_s]
-    return THROUGHPUT_NOTE if len(timed) > 1 else ""
+    unknown = any(row.load_per_cpu is None for row in timed)
+    return THROUGHPUT_NOTE if len(timed) > 1 and unknown else ""
+
+
+def load_difference(timed: list[Row]) -> str | None:
+    """``machine loads (load average per CPU: A 0.3; B 2.9)`` when the recorded loads of
+    ``timed`` span more than :data:`LOAD_GAP`, else None."""
+    loads = {row.run.label: row.load_per_cpu for row in timed if row.load_per_cpu is not None}
+    if len(loads) < 2 or max(loads.values()) - min(loads.values()) <= LOAD_GAP:
+        return None
+    shown = "; ".join(f"{label} {load:.2g}" for label, load in loads.items())
+    return f"machine loads (load average per CPU: {shown})"
 
 
 def throughput_conditions(comparison: Comparison) -> str | None:
     """A warning line when the runs with a tokens/s figure were measured on different devices or
     with different batch sizes (lm-eval's ``config.device``, ``config.batch_size``), naming which
     run had which; None when they agree (or tell nothing)."""
-    timed = [row.run for row in comparison.rows if row.tokens_per_s]
+    timed = [row for row in comparison.rows if row.tokens_per_s]
     differences = []
     for key, plural in THROUGHPUT_CONDITIONS.items():
         values: dict[str, list[str]] = {}
-        for run in timed:
-            value = run.config.get(key)
+        for row in timed:
+            value = row.run.config.get(key)
             if isinstance(value, str | int) and not isinstance(value, bool):
-                values.setdefault(printable(str(value)), []).append(run.label)
+                values.setdefault(printable(str(value)), []).append(row.run.label)
         if len(values) > 1:
             shown = "; ".join(f"{value}: {', '.join(labels)}" for value, labels in values.items())
             differences.append(f"{plural} ({shown})")
+    if (load := load_difference(timed)) is not None:
+        differences.append(load)
     if not differences:
         return None
     return (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 
@@ -52,6 +53,8 @@ def test_quantizer_none_is_bit_identical_to_hf(hf_run, tiny_model_dir, tasks_dir
     assert generated["new_tokens"] > 0 and generated["tokens_per_s"] > 0
     assert block["peak_memory"]["kind"] == "cpu_peak_rss"
     assert block["peak_memory"]["bytes"] > block["param_bytes_after"]
+    assert block["machine_load"]["cpus"] == os.cpu_count()
+    assert block["machine_load"]["load_average"] >= 0
 
 
 def test_none_with_dtype_matches_hf_with_dtype(tiny_model_dir, tasks_dir):

@@ -111,7 +111,7 @@ def test_throughputs_under_different_conditions_get_a_warning(tiny):
     report = report_of(tiny)
     assert not any("tokens/s were measured" in warning for warning in report.warnings)
     [comparison] = [c for c in report.comparisons if c.name == "qeval-tiny"]
-    assert THROUGHPUT_NOTE in summary_grid(comparison).caption  # load is never recorded
+    assert THROUGHPUT_NOTE in summary_grid(comparison).caption  # these files record no load
 
     def on_gpu(data):
         data["config"]["device"] = "cuda:0"
@@ -123,6 +123,47 @@ def test_throughputs_under_different_conditions_get_a_warning(tiny):
     assert "devices (cpu: none, bnb-nf4; cuda:0: rtn:bits=4)" in warning
     assert "batch sizes (" in warning and "16: rtn:bits=4" in warning
     assert warning.startswith("qeval-tiny: ")
+
+
+def machine_load(load_average: float, cpus: int = 2):
+    def change(data):
+        data["config"]["qeval"]["machine_load"] = {"load_average": load_average, "cpus": cpus}
+
+    return change
+
+
+def set_loads(folder: Path, loads: dict[str, float]) -> None:
+    """Record ``machine_load`` (on 2 CPUs) in every results file of each run folder named."""
+    for name, load in loads.items():
+        for path in (folder / name).glob("*.json"):
+            edit(path, machine_load(load))
+
+
+def test_throughputs_under_very_different_load_get_a_warning(tiny):
+    set_loads(tiny, {"none": 1.0, "rtn-bits4": 5.9, "bnb-nf4": 1.2})
+    [warning] = [w for w in report_of(tiny).warnings if "tokens/s were measured" in w]
+    assert "machine loads (load average per CPU: none 0.5; bnb-nf4 0.6; rtn:bits=4 3)" in warning
+    [comparison] = [c for c in report_of(tiny).comparisons if c.name == "qeval-tiny"]
+    assert THROUGHPUT_NOTE not in summary_grid(comparison).caption  # every load is recorded
+
+
+def test_throughputs_under_like_load_get_no_note(tiny):
+    set_loads(tiny, {"none": 1.0, "rtn-bits4": 1.9, "bnb-nf4": 1.2})  # 0.5 .. 0.95 per CPU
+    report = report_of(tiny)
+    assert not any("tokens/s were measured" in warning for warning in report.warnings)
+    [comparison] = [c for c in report.comparisons if c.name == "qeval-tiny"]
+    assert THROUGHPUT_NOTE not in summary_grid(comparison).caption
+
+
+@pytest.mark.parametrize("recorded", [{"load_average": "high", "cpus": 2}, {"cpus": 0}, None])
+def test_a_load_that_is_not_a_number_counts_as_unrecorded(tiny, recorded):
+    set_loads(tiny, {"none": 1.0, "bnb-nf4": 5.0})
+    for path in (tiny / "rtn-bits4").glob("*.json"):
+        edit(path, lambda data: data["config"]["qeval"].update(machine_load=recorded))
+    [comparison] = [c for c in report_of(tiny).comparisons if c.name == "qeval-tiny"]
+    assert THROUGHPUT_NOTE in summary_grid(comparison).caption
+    [warning] = [w for w in report_of(tiny).warnings if "tokens/s were measured" in w]
+    assert "per CPU: none 0.5; bnb-nf4 2.5)" in warning
 
 
 def test_one_timed_run_gets_no_throughput_note(tiny):
