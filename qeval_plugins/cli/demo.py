@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from qeval_plugins.backend.checkpoints import EMBEDDED_MODELS, resolve_pretrained
-from qeval_plugins.backend.preflight import preflight_spec
+from qeval_plugins.backend.preflight import preflight, preflight_spec
 from qeval_plugins.cli.arguments import comma_list, positive_int
-from qeval_plugins.core.plan import check_spec
-from qeval_plugins.core.specs import spec_model_args
+from qeval_plugins.cli.checked_specs import CheckedSpec, check_spec_text
 from qeval_plugins.report.demo_table import demo_grid, demo_run, print_demo
 from qeval_plugins.report.runs import Run
 from qeval_plugins.storage.atomic import write_atomic
@@ -98,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def evaluate_spec(
-    spec: str, model: str, device: str, limit: int | None, task_manager: Any
+    spec: CheckedSpec, model: str, device: str, limit: int | None, task_manager: Any
 ) -> dict[str, Any]:
     """One lm-eval run of ``spec`` on ``model`` over :data:`DEMO_TASKS`; returns lm-eval's
     results."""
@@ -106,7 +105,7 @@ def evaluate_spec(
 
     return lm_eval.simple_evaluate(
         model="qeval",
-        model_args=f"pretrained={model},{spec_model_args(spec)}",
+        model_args=f"pretrained={model},{spec.model_args}",
         tasks=list(DEMO_TASKS),
         device=device,
         batch_size=8,
@@ -195,13 +194,15 @@ def run_demo(
     return the runs."""
     from qeval_plugins.evals.scan.runner import checked_plan
 
-    for spec in quantizers:  # every spec, the model and the output are checked before any run
-        check_spec(spec, device)
+    # every spec (read and validated once), the model and the output are checked before any run
+    checked = [check_spec_text(spec, device) for spec in quantizers]
     if scan:
         checked_plan(scan, device)
-    resolve_pretrained(model)
-    for spec in [*quantizers, scan] if scan else quantizers:  # skip= names, kernels
-        preflight_spec(model, spec, device)
+    pretrained = resolve_pretrained(model)
+    for spec in checked:  # skip= names, kernels
+        preflight(pretrained, spec.plan, device, shown=model)
+    if scan:
+        preflight_spec(model, scan, device)
     if output:
         check_writable_dir(Path(output), "--output")
     quiet_libraries()
@@ -213,17 +214,17 @@ def run_demo(
         include_path=str(tasks_path()), include_defaults=False, verbosity="ERROR"
     )
     runs = []
-    for index, spec in enumerate(quantizers, 1):
+    for index, spec in enumerate(checked, 1):
         with (
-            console.status(f"[{index}/{len(quantizers)}] evaluating {spec} ..."),
+            console.status(f"[{index}/{len(checked)}] evaluating {spec.text} ..."),
             cpu_threads(demo_threads(model, device)),
         ):
             results = evaluate_quietly(spec, model, device, limit, task_manager)
         if output:
-            name = spec.replace(":", "_").replace("=", "-")
+            name = spec.text.replace(":", "_").replace("=", "-")
             write_json_atomic(Path(output) / name / "results.json", results)
-        runs.append(demo_run(spec, results))
-        console.print(f"[{index}/{len(quantizers)}] {spec} done")
+        runs.append(demo_run(spec.text, results))
+        console.print(f"[{index}/{len(checked)}] {spec.text} done")
     print_demo(demo_grid(runs), console)
     if scan:
         scan_layers(scan, model, device, output, console)
