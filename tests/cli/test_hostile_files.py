@@ -23,8 +23,8 @@ import pytest
 
 from qeval_plugins import QevalError
 from qeval_plugins.cli import run_settings
-from qeval_plugins.cli.checked_specs import check_spec_text
 from qeval_plugins.cli import sweep as sweep_module
+from qeval_plugins.cli.checked_specs import check_spec_text
 from qeval_plugins.core import safe_read
 from qeval_plugins.core.calibration import read_passages
 from qeval_plugins.core.safe_read import RefusedFile, read_regular, read_tail
