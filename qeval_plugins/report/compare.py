@@ -24,12 +24,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from qeval_plugins.core.errors import QevalError, did_you_mean
 from qeval_plugins.core.text import printable
 from qeval_plugins.report import sections
-from qeval_plugins.report.comparison import Comparison, Report, Row, Score
+from qeval_plugins.report.comparison import Comparison, Report, Row, ScanSummary, Score
 from qeval_plugins.report.labels import (
     aliases,
     display_names,
@@ -49,9 +48,6 @@ from qeval_plugins.report.values import (
     listing,
     scalar_text,
 )
-
-if TYPE_CHECKING:
-    from qeval_plugins.report.scan import ScanSummary
 
 # A task's main metric: the first of these it reports, else its first numeric metric.
 MAIN_METRIC_PRIORITY = (

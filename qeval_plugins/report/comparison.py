@@ -1,17 +1,15 @@
 """What :mod:`.compare` produces and every view draws: :class:`Score`, :class:`Row`,
-:class:`Comparison` (one model) and :class:`Report` (all of them). Records only: the comparing is
+:class:`Comparison` (one model), :class:`ScanSummary` (one scan file, :class:`UnitRow` a
+unit of it) and :class:`Report` (all of them). Records only: the comparing is
 :mod:`.compare`'s, the drawing the sections' (:mod:`.sections`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from qeval_plugins.report.runs import Run
-
-if TYPE_CHECKING:
-    from qeval_plugins.report.scan import ScanSummary
 
 
 @dataclass(frozen=True)
@@ -69,6 +67,33 @@ class Comparison:
     tasks: dict[str, str]  # task -> main metric, in column order (no per-setting sweep tasks)
     rows: list[Row]
     figures: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UnitRow:
+    """One ranked unit: rank, name, weight count, KL mean (nats), ΔNLL (nats/token)."""
+
+    rank: int
+    name: str
+    params: int
+    kl_mean: float
+    delta_nll: float
+
+
+@dataclass(frozen=True)
+class ScanSummary:
+    """What the report shows of one scan file."""
+
+    path: str
+    model: str
+    spec: str
+    unit: str
+    units: tuple[UnitRow, ...]
+    recommended: tuple[str, ...]
+    bits_per_param: float | None
+    checks: dict[str, float | None]  # all_quantized / recommended / least_sensitive KL means
+    improves: bool | None
+    beats_least_sensitive: bool | None
 
 
 @dataclass

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from qeval_plugins.report.comparison import ScanSummary
 from qeval_plugins.report.load import load_runs
 from qeval_plugins.report.runs import Run
-from qeval_plugins.report.scan import ScanSummary, find_scans, is_scan_file
+from qeval_plugins.report.scan import find_scans, is_scan_file
 
 
 @dataclass

@@ -14,19 +14,17 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from qeval_plugins.core.safe_read import read_regular
 from qeval_plugins.core.text import printable
 from qeval_plugins.report.chart import Chart, digest, slug
+from qeval_plugins.report.comparison import Report, ScanSummary, UnitRow
 from qeval_plugins.report.grid import Grid
 from qeval_plugins.report.layout import print_grid
 from qeval_plugins.report.section import Section
-
-if TYPE_CHECKING:
-    from qeval_plugins.report.comparison import Report
 
 SCAN_FILE = "scan.json"
 FORMAT_VERSION = 1
@@ -34,33 +32,6 @@ MAX_BYTES = 50_000_000  # a scan of a 1,000-layer model is well under 1 MB
 TOP = 10  # units shown per scan in the terminal and the chart
 NAME_LIMIT = 60  # characters of a unit name shown
 MAX_COUNT = 10**15  # no unit has more weights (or a lower rank) than this
-
-
-@dataclass(frozen=True)
-class UnitRow:
-    """One ranked unit: rank, name, weight count, KL mean (nats), ΔNLL (nats/token)."""
-
-    rank: int
-    name: str
-    params: int
-    kl_mean: float
-    delta_nll: float
-
-
-@dataclass(frozen=True)
-class ScanSummary:
-    """What the report shows of one scan file."""
-
-    path: str
-    model: str
-    spec: str
-    unit: str
-    units: tuple[UnitRow, ...]
-    recommended: tuple[str, ...]
-    bits_per_param: float | None
-    checks: dict[str, float | None]  # all_quantized / recommended / least_sensitive KL means
-    improves: bool | None
-    beats_least_sensitive: bool | None
 
 
 def is_scan_file(path: str | Path) -> bool:
