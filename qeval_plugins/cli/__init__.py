@@ -1,4 +1,4 @@
-"""The ``qeval`` command: main, run (sweeps), demo, cache, plugin and quantizer listings.
+"""The ``qeval`` command: one module per command, assembled by :mod:`.main` (``COMMANDS``).
 
 May import: everything.
 """
