@@ -121,6 +121,97 @@ def test_only_the_plugin_contract_is_imported_through_the_public_names(path):
     assert not through, f"import these from their own module: {through}"
 
 
+def module_file(module: str, package: Path) -> Path | None:
+    """The file that holds ``module`` (its nearest existing module: ``a.b.NAME`` -> ``a/b.py``)
+    under ``package``; None outside it or for the facade ``qeval_plugins`` itself, whose public
+    names are followed to their defining module."""
+    parts = module.split(".")
+    if parts[0] != "qeval_plugins" or len(parts) < 2:
+        return None
+    if len(parts) == 2 and parts[1] in PUBLIC:
+        return module_file(PUBLIC[parts[1]], package)
+    for end in range(len(parts), 1, -1):
+        base = package.joinpath(*parts[1:end])
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def imported_names(path: Path, package: Path) -> list[str]:
+    """Every dotted name ``path`` imports, a ``from X import y`` as ``X.y`` (``y`` may be a
+    submodule of ``X``; :func:`module_file` falls back to ``X`` when it is not)."""
+    anchor = ".".join(("qeval_plugins", *path.relative_to(package).parent.parts))
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                start = anchor.rsplit(".", node.level - 1)[0] if node.level > 1 else anchor
+                base = f"{start}.{base}" if base else start
+            names += [f"{base}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Attribute) and ast.unparse(node.value) == "qeval_plugins":
+            names.append(f"qeval_plugins.{node.attr}")
+    return names
+
+
+def import_circles(package: Path) -> list[list[str]]:
+    """Every set of two or more modules under ``package`` that import one another in a loop
+    (Tarjan's strongly connected components over every import, inside functions and
+    ``TYPE_CHECKING`` blocks too), as sorted relative paths."""
+    files = sorted(package.rglob("*.py"))
+    edges = {
+        path: {
+            target
+            for module in imported_names(path, package)
+            if (target := module_file(module, package)) is not None and target != path
+        }
+        for path in files
+    }
+    index: dict[Path, int] = {}
+    low: dict[Path, int] = {}
+    stack: list[Path] = []
+    circles = []
+
+    def visit(node: Path) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in edges[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while (member := stack.pop()) != node:
+                component.append(member)
+            component.append(node)
+            if len(component) > 1:
+                circles.append(sorted(str(m.relative_to(package)) for m in component))
+
+    for path in files:
+        if path not in index:
+            visit(path)
+    return sorted(circles)
+
+
+def test_no_modules_import_each_other_in_a_circle():
+    assert import_circles(PACKAGE) == []
+
+
+def test_the_circle_check_finds_a_loop_through_a_function_level_import(tmp_path):
+    package = tmp_path / "qeval_plugins"
+    (package / "report").mkdir(parents=True)
+    (package / "report" / "a.py").write_text("from qeval_plugins.report.b import B\n")
+    (package / "report" / "b.py").write_text("def f():\n    from qeval_plugins.report import c\n")
+    (package / "report" / "c.py").write_text("from . import a\n")
+    (package / "report" / "d.py").write_text("from qeval_plugins.report import a\n")
+    assert import_circles(package) == [["report/a.py", "report/b.py", "report/c.py"]]
+
+
 def test_the_formats_table_lists_them_without_torch():
     """Quantizers declare the formats as option choices at registration, which must stay light."""
     code = (
