@@ -370,7 +370,7 @@ def test_exact_kl_fits_the_default_budget_up_to_llama_3s_vocabulary():
 def test_report_and_exports_mark_a_topk_kl_as_a_lower_bound():
     from qeval_plugins.report.compare import compare
     from qeval_plugins.report.export import to_html, to_json, to_markdown
-    from qeval_plugins.report.tables import SQNR_COLUMNS, sqnr_grids
+    from qeval_plugins.report.sqnr import SQNR_COLUMNS, sqnr_grids
 
     metrics = {"kl_mean": 0.25, "kl_median": 0.125, "logit_sqnr_db": 20.0}
     runs = [sqnr_report_run(metrics, {"kl_mode": "topk"})]
