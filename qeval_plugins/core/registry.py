@@ -30,6 +30,7 @@ from qeval_plugins.core import hookspecs
 from qeval_plugins.core.errors import QevalError, did_you_mean
 from qeval_plugins.core.options import FrozenOptions, OptionsChanged
 from qeval_plugins.core.quantizer import LoadContext, Quantizer, Scheme, contract_problems
+from qeval_plugins.core.specs import spec_model_args
 from qeval_plugins.core.text import one_line as printable
 from qeval_plugins.core.version import qeval_version
 
@@ -375,6 +376,11 @@ class Registry:
             raise QevalError(self._disabled[key])
         if key in self._contested:
             raise QevalError(self._contested[key])
+        if ":" in key and key.partition(":")[0].strip() in self._canonical:
+            raise QevalError(
+                f"quantizer '{name}' is a spec, not a name: in lm_eval's --model_args write "
+                f"{spec_model_args(str(name))} (qeval run --quantizers takes the spec as is)."
+            )
         hint = did_you_mean(key, self._canonical)
         broken = [info.name for info in self.plugins.values() if info.error]
         note = f" Plugins that failed to load: {', '.join(broken)}." if broken else ""

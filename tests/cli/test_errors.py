@@ -24,6 +24,10 @@ def assert_one_clear_line(result, expected: str) -> None:
         ("quantizer=rtn,bits=12", "option 'bits' of quantizer 'rtn' must be <= 8, got 12"),
         ("quantizer=rtn,threshold=3.0", "option 'threshold' belongs to quantizer bnb-int8"),
         ("quantizer=nf4,pretrained=./no/such/model", "model path './no/such/model' does not exist"),
+        (
+            "quantizer=rtn:bits=4",
+            "is a spec, not a name: in lm_eval's --model_args write quantizer=rtn,bits=4",
+        ),
     ],
 )
 def test_stock_lm_eval_cli_prints_one_line(model_args, expected, tmp_path, tasks_dir):

@@ -59,6 +59,17 @@ def test_unknown_quantizer_suggests_the_closest_name():
         Registry().load().get("bnb-nf5")
 
 
+@pytest.mark.parametrize("name", ["rtn:bits=4:group_size=64", "NF4:double_quant=true"])
+def test_a_spec_given_as_a_name_is_answered_with_its_model_args(name):
+    """lm_eval's ``--model_args quantizer=rtn:bits=4`` is qeval run's spec where a name goes."""
+    expected = {
+        "rtn:bits=4:group_size=64": "quantizer=rtn,bits=4,group_size=64",
+        "NF4:double_quant=true": "quantizer=NF4,double_quant=true",
+    }[name]
+    with pytest.raises(QevalError, match=rf"is a spec, not a name: .* write {expected} \("):
+        Registry().load().get(name)
+
+
 def test_external_plugin_loads_and_a_broken_one_is_reported(monkeypatch, tmp_path):
     fake_plugins(
         monkeypatch,
