@@ -24,8 +24,14 @@ SECONDS_PER_DAY = 86400.0
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``list``, ``prune`` and ``clear`` actions of ``qeval cache``."""
     actions = parser.add_subparsers(dest="cache_action", required=True, metavar="ACTION")
-    actions.add_parser("list", help="entries with model, settings, size and last use")
-    prune = actions.add_parser("prune", help="delete old or least recently used entries")
+    listed = "entries with model, settings, size and last use"
+    actions.add_parser("list", help=listed, description=f"List the cache's {listed}.")
+    prune = actions.add_parser(
+        "prune",
+        help="delete old or least recently used entries",
+        description="Delete entries unused for --older-than days, then the least recently used "
+        "until the cache fits --max-size.",
+    )
     prune.add_argument(
         "--older-than", type=float, metavar="DAYS", help="delete entries unused for DAYS days"
     )
@@ -34,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SIZE",
         help="then delete the least recently used until the cache fits SIZE (e.g. 500M, 2G)",
     )
-    actions.add_parser("clear", help="delete every entry (they are recomputed when needed)")
+    cleared = "delete every entry (they are recomputed when needed)"
+    actions.add_parser("clear", help=cleared, description=f"Clear the cache: {cleared}.")
 
 
 def format_size(size: float) -> str:
@@ -128,7 +135,7 @@ def list_entries(console) -> None:
     ]
     title = f"qeval cache: {cache_root()}"
     columns = ("entry", "kind", "model", "spec, texts, settings", "size", "created", "last used")
-    if not fits_one_table(console, title, columns, rows):
+    if not fits_one_table(console, columns, rows, title=title):
         print_indented(console, [Text(title, style="bold")], 0)
         for key, kind, model, described, size, created, used in rows:
             heading = [key, kind, size, Text("created ") + created, Text("used ") + used]

@@ -2,8 +2,10 @@
 terminal width.
 
 Each listing is a rich table when every cell fits on one line of it (a wide terminal), else a
-list: per plugin or quantizer a heading line, then its texts indented below, wrapped at spaces —
-a word is cut only when it is longer than a whole line, and no text is shortened with "…".
+list: per plugin or quantizer a heading line, then its texts indented below, wrapped at spaces
+(an option's continuation lines indented under its first) — a word is cut only when it is longer
+than a whole line, and no text is shortened with "…", except in the short one-line-per-quantizer
+listing, whose descriptions ``qeval quantizers NAME`` shows whole.
 Every text a plugin supplied goes through :func:`qeval_plugins.core.registry.printable` and is never
 read as rich markup.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 INDENT = 2  # the list layout's texts under their heading
+OPTION_CONTINUED_INDENT = 2  # an option's wrapped lines: this much further in than its first
 OPTION_HELP_INDENT = 6  # an option's help under the option
 SEPARATOR = "  "  # between the parts of a heading
 UNBOUNDED = 1_000_000  # the width a table is measured at: its one-line-per-cell width
@@ -34,9 +37,8 @@ def print_plugins(registry: Any, console: Any) -> None:
         status = error or Text("loaded", style="green")
         rows.append([*(Text(printable(cell)) for cell in cells), [status, *problems]])
     columns = ("plugin", "version", "from", "quantizers", "status")
-    if fits_one_table(console, "qeval plugins", columns, rows):
+    if fits_one_table(console, columns, rows):
         return
-    console.print(Text("qeval plugins", style="bold"))
     for info, (name, version, source, quantizers, status) in zip(plugins, rows, strict=True):
         name.stylize("bold")
         state = Text("failed", style="red") if info.error else status[0]
@@ -58,7 +60,7 @@ def print_quantizers(registry: Any, console: Any, entries: list[Any] | None = No
         quantizer = entry.quantizer
         options = [
             (
-                Text(printable(option.describe().replace("|", " | "))),
+                Text(printable(_describe(option).replace("|", " | "))),
                 Text(printable(option.help), style="dim"),
             )
             for option in quantizer.options
@@ -71,39 +73,36 @@ def print_quantizers(registry: Any, console: Any, entries: list[Any] | None = No
         [name, aliases, description, _option_cell(options), here, plugin]
         for name, aliases, description, options, here, plugin in rows
     ]
-    if fits_one_table(console, "qeval quantizers", columns, table_rows, lines=True):
+    if fits_one_table(console, columns, table_rows, lines=True):
         return
-    console.print(Text("qeval quantizers", style="bold"))
-    for name, aliases, description, options, here, plugin in rows:
+    for index, (name, aliases, description, options, here, plugin) in enumerate(rows):
         heading = [name] + ([Text("(") + aliases + Text(")")] if aliases else [])
         heading += [here, Text("plugin ") + plugin]
-        console.print()
+        if index:
+            console.print()
         print_indented(console, [Text(SEPARATOR).join(heading)], 0)
         print_indented(console, [description], INDENT)
         for option, help_text in options:
-            print_indented(console, [option], INDENT)
+            print_indented(console, [option], INDENT, OPTION_CONTINUED_INDENT)
             print_indented(console, [help_text], OPTION_HELP_INDENT)
 
 
 def print_quantizer_lines(registry: Any, console: Any) -> None:
-    """One line per quantizer of ``registry`` (two where it does not fit the console): name,
-    aliases, whether it can run here, description; then how to see options."""
+    """One line per quantizer of ``registry``: name, aliases, whether it can run here,
+    description (cut with "…" at the console's width; ``qeval quantizers NAME`` shows it whole);
+    then how to see options."""
     from rich.text import Text
 
     rows = [list(_summary(registry, entry)) for entry in registry.all()]
     columns = ("quantizer", "aliases", "here", "description")
-    if not fits_one_table(console, "qeval quantizers", columns, rows):
-        console.print(Text("qeval quantizers", style="bold"))
+    if not fits_one_table(console, columns, rows):
         for name, aliases, here, description in rows:
             heading = Text(SEPARATOR).join(
                 [name, *([Text("(") + aliases + Text(")")] if aliases.plain else []), here]
             )
             line = Text(SEPARATOR).join([heading, description])
-            if line.cell_len <= console.width:
-                print_indented(console, [line], 0)
-            else:
-                print_indented(console, [heading], 0)
-                print_indented(console, [description], INDENT)
+            line.truncate(console.width, overflow="ellipsis")
+            console.print(line, soft_wrap=True)
     hint = Text(
         "'qeval quantizers NAME...' shows those quantizers' options, scheme and plugin; "
         "'qeval quantizers --options' shows every quantizer's.",
@@ -130,6 +129,12 @@ def _summary(registry: Any, entry: Any) -> tuple[Any, Any, Any, Any]:
     )
 
 
+def _describe(option: Any) -> str:
+    """``option.describe()`` with an empty default shown as ``''`` rather than as nothing."""
+    text = option.describe()
+    return text.replace(" = ", " = ''", 1) if option.default == "" else text
+
+
 def _option_cell(options: list[tuple[Any, Any]]) -> Any:
     """The options as one table cell: ``describe — help`` per line, "-" when none."""
     from rich.text import Text
@@ -141,14 +146,14 @@ def _option_cell(options: list[tuple[Any, Any]]) -> Any:
 
 def fits_one_table(
     console: Any,
-    title: str,
     columns: tuple[str, ...],
     rows: list[list[Any]],
     lines: bool = False,
+    title: str | None = None,
 ) -> bool:
-    """Print ``rows`` as a table titled ``title`` and return True when every cell fits on one
-    line at ``console.width`` (the table's widest rendering needs no wrapping); else print
-    nothing and return False. A cell is a Text or a list of Texts (one line each)."""
+    """Print ``rows`` as a table (titled ``title``, if any) and return True when every cell fits
+    on one line at ``console.width`` (the table's widest rendering needs no wrapping); else
+    print nothing and return False. A cell is a Text or a list of Texts (one line each)."""
     from rich.measure import Measurement
     from rich.table import Table
     from rich.text import Text
@@ -165,15 +170,22 @@ def fits_one_table(
     return True
 
 
-def print_indented(console: Any, texts: list[Any], indent: int) -> None:
-    """Each text on lines of its own, ``indent`` spaces in, wrapped at spaces to the console's
-    width (a word longer than a line is cut, never shortened); no trailing spaces."""
+def print_indented(console: Any, texts: list[Any], indent: int, continued: int = 0) -> None:
+    """Each text on lines of its own, ``indent`` spaces in (its wrapped lines ``continued``
+    spaces more), wrapped at spaces to the console's width (a word longer than a line is cut,
+    never shortened); no trailing spaces."""
     from rich.text import Text
 
-    pad = Text(" " * indent)
     for text in texts:
-        for line in text.wrap(console, max(1, console.width - indent), overflow="fold"):
+        lines = list(text.wrap(console, max(1, console.width - indent), overflow="fold"))
+        if continued and len(lines) > 1:  # the rest re-wrapped to the narrower width
+            rest = text[len(lines[0].plain) :]
+            rest = rest[len(rest.plain) - len(rest.plain.lstrip()) :]
+            width = max(1, console.width - indent - continued)
+            lines[1:] = rest.wrap(console, width, overflow="fold")
+        for number, line in enumerate(lines):
             line.rstrip()
+            pad = Text(" " * (indent + (continued if number else 0)))
             console.print(pad + line, soft_wrap=True)
 
 

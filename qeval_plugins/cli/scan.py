@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quantizer",
         required=True,
-        help="one quantizer spec NAME[:option=value...] with a skip= option, e.g. rtn:bits=3",
+        help="one quantizer spec NAME[:option=value...] of a quantizer that has a skip= option "
+        "(qeval scan sets it), e.g. rtn:bits=3",
     )
     parser.add_argument(
         "--unit",

@@ -7,6 +7,7 @@ import logging
 import re
 from types import SimpleNamespace
 
+import pytest
 from conftest import fake_plugins
 
 from qeval_plugins.cli.main import main
@@ -48,22 +49,27 @@ def test_quantizers_at_80_columns_break_no_word(monkeypatch, capsys):
 
 
 def test_quantizers_are_one_line_each_by_default(monkeypatch, capsys):
-    """The full listing was 355 lines at 80 columns; by default a quantizer takes one line, two
-    when its description does not fit beside its name, and no option is shown."""
+    """The full listing was 355 lines at 80 columns; by default a quantizer takes one line (14 of
+    21 took two), its description cut with "…" where it does not fit, no title line, and no
+    option is shown."""
     entries = get_registry().all()
     lines = listing(monkeypatch, capsys, "quantizers", 80)
     assert max(map(len, lines)) <= 80 and all(line == line.rstrip() for line in lines)
-    headings = [line for line in lines if line and not line.startswith(" ")]
-    names = [line.split()[0] for line in headings[1:]]
-    assert names[: len(entries)] == [entry.quantizer.name for entry in entries]
-    assert len(lines) <= 2 * len(entries) + 3  # title, the hint's two lines
-    shown = " ".join(" ".join(lines).split())
-    for entry in entries:
-        assert entry.quantizer.description in shown
+    assert len(lines) == len(entries) + 2  # the hint's two lines
+    names = [line.split()[0] for line in lines[: len(entries)]]
+    assert names == [entry.quantizer.name for entry in entries]
+    for line, entry in zip(lines, entries, strict=False):
+        description = entry.quantizer.description
+        if line.endswith("…"):
+            assert len(line) == 80 and description.startswith(line[:-1].split("  ")[-1])
+        else:
+            assert line.endswith(description)
+    assert any(line.endswith("…") for line in lines)
+    shown = " ".join(lines)
     assert "group_size" not in shown and "symmetric" not in shown
     assert "'qeval quantizers NAME...' shows those quantizers' options" in shown
     wide = listing(monkeypatch, capsys, "quantizers", 1000)
-    assert len(wide) == len(entries) + 6  # title, 3 lines above the rows, 1 below, the hint
+    assert len(wide) == len(entries) + 5  # 3 lines above the rows, 1 below, the hint
     assert any(line.startswith("┃ quantizer") for line in wide)
 
 
@@ -71,7 +77,12 @@ def test_quantizers_named_are_shown_in_full(monkeypatch, capsys):
     """Names or aliases choose the quantizers, each listed once, with all their options."""
     lines = listing(monkeypatch, capsys, "quantizers", 80, "rtn", "nf4", "bnb-nf4")
     headings = [line.split()[0] for line in lines if line and not line.startswith(" ")]
-    assert headings == ["qeval", "rtn", "bnb-nf4"]
+    assert headings == ["rtn", "bnb-nf4"]  # no title line
+    # an option wrapped (rtn's format choices) goes on 2 further in, never at an option's column
+    format_line = next(index for index, line in enumerate(lines) if line.startswith("  format:"))
+    assert lines[format_line + 1].startswith("    | ")
+    assert lines[format_line + 2].startswith("      number format")
+    assert "  skip: str = ''" in lines  # an empty default is shown, not left blank
     shown = words(lines)
     rtn = get_registry().get("rtn").quantizer
     for option in rtn.options:
@@ -174,3 +185,21 @@ def test_broken_plugins_are_one_warning_line_on_every_command(
     assert not caplog.records  # the details are printed: no line pointing to this very command
     text = " ".join(" ".join(lines).split())
     assert "alias 'nf4' dropped" in text and "failed to load: RuntimeError: boom" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["cache", "list"], "List the cache's entries"),
+        (["cache", "prune"], "Delete entries unused for --older-than days"),
+        (["cache", "clear"], "Clear the cache: delete every entry"),
+        (["scan"], "of a quantizer that has a skip= option"),
+    ],
+)
+def test_help_says_what_the_command_does(argv, expected, monkeypatch, capsys):
+    """``qeval cache list/prune/clear --help`` had no description line; ``qeval scan``'s
+    --quantizer read as if any spec could be given "with a skip= option"."""
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    assert expected in " ".join(capsys.readouterr().out.split())
