@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from qeval_plugins.core.errors import QevalError, format_error
 from qeval_plugins.core.text import printable
+from qeval_plugins.report.file_formats import FORMAT_NAMES
 
 if TYPE_CHECKING:
     from qeval_plugins.report.comparison import Report
@@ -26,9 +27,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``qeval report``'s arguments: paths, ``--baseline``, ``--format``, ``--out``, ``--plot``."""
     parser.add_argument("paths", nargs="+", help="results files or folders (searched recursively)")
     parser.add_argument(
-        "--baseline", default=None, help="spec of the baseline run per model (default: none)"
+        "--baseline",
+        default=None,
+        metavar="SPEC",
+        help="spec of the run every other run of a model is compared with, e.g. rtn:bits=8 "
+        "(default: the model's unquantized run, quantizer none, else its plain --model hf run)",
     )
-    parser.add_argument("--format", choices=("markdown", "csv", "json", "html"), default=None)
+    parser.add_argument(
+        "--format",
+        type=str.lower,
+        choices=tuple(FORMAT_NAMES),
+        default=None,
+        metavar="{md,csv,json,html}",
+        help="export format (markdown and htm also work), written to --out, else to "
+        "qeval-report.EXT (default: --out's extension; without --out, no export)",
+    )
     parser.add_argument(
         "--out",
         "--output",
@@ -65,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             "folders that exist"
         )
     out = destination(args.out) if args.out else None
-    fmt = args.format or (format_for(out) if out else None)
+    fmt = FORMAT_NAMES[args.format] if args.format else (format_for(out) if out else None)
     if fmt and out is None:
         out = destination(f"qeval-report.{EXTENSIONS.get(fmt, fmt)}")
     to_stdout = out is not None and is_stdout(out)

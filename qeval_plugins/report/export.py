@@ -23,6 +23,7 @@ from qeval_plugins.core.text import printable
 from qeval_plugins.report import sections
 from qeval_plugins.report.comparison import Comparison, Report
 from qeval_plugins.report.data import report_data
+from qeval_plugins.report.file_formats import FORMAT_EXTENSIONS
 from qeval_plugins.report.grid import Cell, Grid, header_line
 from qeval_plugins.report.output import (
     STDOUT,
@@ -33,15 +34,6 @@ from qeval_plugins.report.output import (
 )
 from qeval_plugins.report.render import report_grids
 from qeval_plugins.report.summary import CSV_COLUMNS, LEGEND
-
-FORMAT_EXTENSIONS = {
-    ".md": "markdown",
-    ".markdown": "markdown",
-    ".csv": "csv",
-    ".json": "json",
-    ".html": "html",
-    ".htm": "html",
-}
 
 
 def format_for(path: str | Path) -> str:

@@ -98,11 +98,7 @@ def _result_files(paths: Sequence[str | Path], warnings: list[str]) -> Iterable[
     ``qeval run``'s unfinished ``.partial-*``)."""
     for given in map(Path, paths):
         if given.is_dir():
-            found = sorted(
-                path
-                for path in given.rglob("results*.json")
-                if not any(part.startswith(".") for part in path.relative_to(given).parts)
-            )
+            found = results_files_in(given)
             if not found:
                 warnings.append(f"{given}: no results*.json files in this folder")
             yield from found
@@ -110,6 +106,15 @@ def _result_files(paths: Sequence[str | Path], warnings: list[str]) -> Iterable[
             yield given
         else:
             warnings.append(f"{given}: no such file or folder")
+
+
+def results_files_in(folder: Path) -> list[Path]:
+    """The ``results*.json`` files under ``folder`` outside hidden folders, sorted."""
+    return sorted(
+        path
+        for path in folder.rglob("results*.json")
+        if not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    )
 
 
 def read_run(path: Path) -> tuple[Run | None, list[str]]:

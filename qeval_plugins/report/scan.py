@@ -39,18 +39,20 @@ def is_scan_file(path: str | Path) -> bool:
     return Path(path).name == SCAN_FILE and Path(path).is_file()
 
 
+def scan_files_in(folder: Path) -> list[Path]:
+    """The ``scan.json`` files under ``folder`` outside hidden folders, sorted."""
+    return sorted(
+        path
+        for path in folder.rglob(SCAN_FILE)
+        if not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    )
+
+
 def find_scans(paths: list[str | Path]) -> tuple[list[ScanSummary], list[str]]:
     """Every readable scan in ``paths`` and one warning line per unreadable one."""
     found, warnings, seen = [], [], set()
     for given in map(Path, paths):
-        if given.is_dir():
-            files = sorted(
-                path
-                for path in given.rglob(SCAN_FILE)
-                if not any(part.startswith(".") for part in path.relative_to(given).parts)
-            )
-        else:
-            files = [given] if is_scan_file(given) else []
+        files = scan_files_in(given) if given.is_dir() else [given] if is_scan_file(given) else []
         for path in files:
             key = str(path.resolve())
             if key in seen:

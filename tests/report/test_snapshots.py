@@ -159,3 +159,26 @@ def test_full_chart_names(full, capsys, monkeypatch):
         for path in (full / "charts").iterdir()
     )
     check_snapshot("".join(f"{name}\n" for name in names), SNAPSHOTS / "full_charts.txt")
+
+
+def test_a_folder_of_scans_alone_gives_no_missing_results_warning(full, capsys, monkeypatch):
+    """``qeval report runs scan`` warned "scan: no results*.json files in this folder" (in the
+    exports too) although that folder's scan.json is read and shown."""
+    monkeypatch.setenv("COLUMNS", "120")
+    out = full / "report.md"
+    assert main(["report", str(full / "runs"), str(full / "runs" / "scan"), "-o", str(out)]) == 0
+    shown = capsys.readouterr()
+    assert "Layer sensitivity" in shown.out
+    for text in (shown.out, shown.err, out.read_text(encoding="utf-8")):
+        assert "no results*.json" not in text
+    assert main(["report", str(full / "runs" / "scan")]) == 0
+    assert "no results*.json" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["md", "MARKDOWN", "markdown"])
+def test_format_takes_the_names_out_takes_as_extensions(full, name, capfd, monkeypatch):
+    """``--format md`` was refused (invalid choice) while ``--out x.md`` worked."""
+    monkeypatch.setenv("COLUMNS", "120")
+    assert main(["report", str(full / "runs"), "--format", name, "--out", "-"]) == 0
+    exported = cli_text(full, capfd.readouterr().out)  # written to descriptor 1
+    assert exported == (SNAPSHOTS / "full_export.md").read_text(encoding="utf-8")
