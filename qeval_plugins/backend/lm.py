@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import inspect
+import logging
 import re
 import sys
 import time
@@ -82,7 +83,8 @@ class QevalLM(HFLM):
                 "--model qeval loads and quantizes the model itself: pass pretrained= a path or "
                 "hub id, not a model object."
             )
-        plan = plan_quantization(quantizer, kwargs, _HFLM_PARAMS, kwargs.get("device"))
+        kwargs["device"] = run_device(kwargs.get("device"))
+        plan = plan_quantization(quantizer, kwargs, _HFLM_PARAMS, kwargs["device"])
         max_size()  # a bad QEVAL_CACHE_MAX_SIZE is one line now, not after quantizing
         self._qeval_plan = plan
         self._qeval_throughput = Throughput()
@@ -397,6 +399,25 @@ class QevalLM(HFLM):
             "machine_load": self._qeval_throughput.machine_load(),
         }
         return info
+
+
+LM_EVAL_DEFAULT_DEVICE = "cuda:0"  # what lm_eval passes when the command line names no --device
+
+
+def run_device(device: Any) -> Any:
+    """The device a run uses: ``cpu`` for lm-eval's default ``cuda:0`` on a machine without a
+    CUDA GPU (with a warning; lm-eval's ``hf`` model falls back the same way, so the stock
+    command runs on a laptop without ``--device cpu``), else ``device`` as given, which the plan
+    checks (an explicit ``cuda`` on such a machine is one error line)."""
+    import torch
+
+    if device != LM_EVAL_DEFAULT_DEVICE or torch.cuda.is_available():
+        return device
+    logging.getLogger("qeval").warning(
+        "no CUDA GPU here: running on cpu (lm_eval's default device is cuda:0; pass --device cpu "
+        "to say so)"
+    )
+    return "cpu"
 
 
 def release_memory(device: str) -> None:
