@@ -33,7 +33,8 @@ def print_grid(grid: Grid, console: Any) -> None:
 
 def grid_lines(grid: Grid, width: int) -> list[list[Line]]:
     """The grid laid out as lines of styled pieces: centred title, then per block of columns a
-    header, a rule and the rows, then the caption. Lines carry no trailing spaces.
+    header, a rule and the rows, then the caption (each paragraph of title and caption centred as a
+    block, :func:`_centred`). Lines carry no trailing spaces.
 
     Laid out here rather than with rich's Table, which is ~20× slower on thousands of rows; the
     time is linear in the number of cells. Columns are as wide as their widest line, two spaces
@@ -153,12 +154,14 @@ def fold(text: str, width: int) -> list[str]:
 
 
 def _centred(text: str, total: int, width: int) -> list[str]:
-    """Each line of ``text`` folded to ``width`` and centred over a table ``total`` cells wide."""
+    """Each line of ``text`` (a paragraph) centred over a table ``total`` cells wide as a block:
+    folded to ``width`` (the console), its lines share one indent, so a wrapped line starts under
+    the one above it; a paragraph wider than the table starts at its left edge."""
     from rich.cells import cell_len
 
-    return [
-        " " * max(0, (total - cell_len(line)) // 2) + line
-        for paragraph in text.split("\n")
-        if paragraph
-        for line in fold(paragraph, width)
-    ]
+    lines: list[str] = []
+    for paragraph in filter(None, text.split("\n")):
+        folded = fold(paragraph, width)
+        indent = " " * max(0, (total - max(map(cell_len, folded))) // 2)
+        lines += [indent + line for line in folded]
+    return lines
