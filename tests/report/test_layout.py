@@ -11,6 +11,7 @@ def caption_lines(caption: str, width: int) -> tuple[int, list[str]]:
     grid = Grid("title", caption, ["run", "value"], [False, True], [[[("a", "")], [("1.0", "")]]])
     lines = ["".join(text for text, _ in line) for line in grid_lines(grid, width)]
     title, header, rule, row, *caption, blank = lines  # one-line title, header and row
+    assert title.strip() == "title"
     assert header.startswith("run") and row.startswith("a") and blank == ""
     return len(rule), caption
 
