@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 from qeval_plugins.core.errors import QevalError
+from qeval_plugins.core.text import printable
 
 HEARTBEAT_ENV = "QEVAL_HEARTBEAT_SECONDS"
 DEFAULT_INTERVAL = 30.0  # seconds between two lines
@@ -66,3 +68,32 @@ def heartbeat(
     finally:
         stop.set()
         thread.join()
+
+
+PROGRESS_LINE = re.compile(  # tqdm: "DESC:  40%|████      | 80/200 [00:03<00:04, 25.1it/s]"
+    r"^(?P<what>[^|]*?):?\s*(?P<percent>\d{1,3})%\|(?:[^|]*\|)?\s*(?P<count>\d+/\d+)"
+)
+LOG_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d:\d\d:\d\d:\d\d (?P<level>[A-Z]+)\s+\[[^\]]*\] (?P<message>.*)"
+)
+PHASE_WIDTH = 72  # characters of a heartbeat's phase
+
+
+def log_phase(tail: str) -> str:
+    """What the end of an lm_eval log says it is doing: its last progress bar as ``Running
+    loglikelihood requests 40% (80/200)``, else its last INFO line's message without the time
+    and logger, else ``started``; at most :data:`PHASE_WIDTH` characters (cut with ``…``).
+    Warnings, results-table rows and other output are no phase."""
+    for line in reversed([line.strip() for line in re.split(r"[\r\n]", tail) if line.strip()]):
+        if progress := PROGRESS_LINE.match(line):
+            what = progress["what"].strip() or "progress"
+            return _fit(f"{what} {progress['percent']}% ({progress['count']})")
+        logged = LOG_LINE.match(line)
+        if logged and logged["level"] == "INFO":
+            return _fit(logged["message"].strip())
+    return "started"
+
+
+def _fit(text: str) -> str:
+    text = printable(text)
+    return text if len(text) <= PHASE_WIDTH else text[: PHASE_WIDTH - 1].rstrip() + "…"

@@ -55,7 +55,7 @@ from typing import Any
 from qeval_plugins.backend.checkpoints import checked_quantization, resolve_pretrained
 from qeval_plugins.backend.preflight import preflight
 from qeval_plugins.cli.checked_specs import CheckedSpec, check_spec_text
-from qeval_plugins.cli.heartbeat import elapsed_text, heartbeat, heartbeat_interval
+from qeval_plugins.cli.heartbeat import elapsed_text, heartbeat, heartbeat_interval, log_phase
 from qeval_plugins.cli.run_settings import (
     SETTINGS_FILE,
     LmEvalOptions,
@@ -69,7 +69,7 @@ from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.kv_settings import check_head_dim, config_head_dim, take_kv_cache
 from qeval_plugins.core.plan import check_dtype
 from qeval_plugins.core.safe_read import read_regular, read_tail
-from qeval_plugins.core.text import one_line as printable
+from qeval_plugins.core.text import one_line
 from qeval_plugins.storage.atomic import remove_stale_temporaries, write_atomic
 from qeval_plugins.storage.locks import holder_pid, try_locked
 from qeval_plugins.storage.writable import check_writable_dir
@@ -397,7 +397,7 @@ def _failure(run: PlannedRun, log_path: Path, code: int) -> QevalError:
     lines = _log_lines(log_path)
     errors = [line for line in lines if line.startswith("qeval: error:")]
     raised = [line.strip() for line in lines if _EXCEPTION_LINE.match(line.strip())]
-    last = f": {printable(raised[-1])[:200]}" if raised else ""
+    last = f": {one_line(raised[-1])[:200]}" if raised else ""
     status = f"lm_eval exited with status {code}{last}"
     if errors:
         reason = errors[-1].removeprefix("qeval: error:").strip()
@@ -551,8 +551,7 @@ def run_phase(run: PlannedRun, since: float) -> str:
         tail = read_tail(log, HEARTBEAT_TAIL_BYTES).decode(errors="replace")
     except OSError:
         return "starting lm_eval"
-    lines = [line.strip() for line in re.split(r"[\r\n]", tail) if line.strip()]
-    return f"lm_eval: {printable(lines[-1])[:120]}" if lines else "lm_eval started"
+    return f"lm_eval: {log_phase(tail)}"
 
 
 def attempt(
@@ -595,7 +594,7 @@ def _run_heartbeat(run: PlannedRun, position: str, console, interval: float):
         return f"{position}: {run_phase(run, since)}, {elapsed_text(seconds)} elapsed"
 
     def write(line: str) -> None:
-        console.print(Text(printable(line)), soft_wrap=True)
+        console.print(Text(one_line(line)), soft_wrap=True)
 
     return heartbeat(describe, write, interval)
 

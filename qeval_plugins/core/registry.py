@@ -31,7 +31,7 @@ from qeval_plugins.core.errors import QevalError, did_you_mean
 from qeval_plugins.core.options import FrozenOptions, OptionsChanged
 from qeval_plugins.core.quantizer import LoadContext, Quantizer, Scheme, contract_problems
 from qeval_plugins.core.specs import spec_model_args
-from qeval_plugins.core.text import one_line as printable
+from qeval_plugins.core.text import one_line
 from qeval_plugins.core.version import qeval_version
 
 logger = logging.getLogger("qeval")
@@ -161,7 +161,7 @@ class Registry:
             )
 
     def _add_plugin(self, name: str, source: str, version: str, target: Any) -> None:
-        info = PluginInfo(name=name, source=printable(source), version=printable(version))
+        info = PluginInfo(name=name, source=one_line(source), version=one_line(version))
         reserved = source != "built-in" and name.startswith(BUILTIN_NAMESPACE)
         if name in self.plugins or reserved:
             self.plugins[_free_key(name, self.plugins) if name in self.plugins else name] = info
@@ -349,7 +349,7 @@ class Registry:
                 self._disabled.setdefault(key.strip().lower(), why)
 
     def _fail(self, info: PluginInfo, error: str) -> None:
-        info.error = printable(error)
+        info.error = one_line(error)
         if self.manager.get_plugin(info.name) is not None and self.plugins.get(info.name) is info:
             self.manager.unregister(name=info.name)
 
@@ -678,7 +678,7 @@ def run_scheme(
     if problems:
         raise QevalError(
             f"{_who(quantizer, plugin)}: scheme() must return a qeval_plugins.Scheme or None "
-            f"({problems[0]}; got {printable(repr(scheme))[:120]})."
+            f"({problems[0]}; got {one_line(repr(scheme))[:120]})."
         )
     return scheme.record()
 
@@ -707,7 +707,7 @@ def _who(quantizer: Quantizer, plugin: PluginInfo) -> str:
 
 def _describe(error: BaseException) -> str:
     """``Kind: message`` of an exception on one line (``SystemExit: 3`` for ``sys.exit(3)``)."""
-    return printable(f"{type(error).__name__}: {error}")
+    return one_line(f"{type(error).__name__}: {error}")
 
 
 def _free_key(name: str, taken: Mapping[str, Any]) -> str:
@@ -742,7 +742,7 @@ def _selected_entry_points() -> list[metadata.EntryPoint]:
         logger.warning(
             "%s names '%s', which no installed qeval plugin has.%s",
             PLUGINS_ENV,
-            printable(name),
+            one_line(name),
             did_you_mean(name, installed),
         )
     return [ep for ep in entry_points if ep.name in wanted]

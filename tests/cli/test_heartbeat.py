@@ -12,7 +12,7 @@ from rich.console import Console
 
 from qeval_plugins import QevalError
 from qeval_plugins.cli import sweep as sweep_module
-from qeval_plugins.cli.heartbeat import elapsed_text, heartbeat_interval
+from qeval_plugins.cli.heartbeat import PHASE_WIDTH, elapsed_text, heartbeat_interval, log_phase
 from qeval_plugins.cli.sweep import sweep
 
 TASK = "qeval_demo_facts"
@@ -46,7 +46,7 @@ def test_a_run_to_a_pipe_prints_heartbeat_lines(tmp_path, monkeypatch):
     beats = re.findall(r"^\[1/1\] qeval-tiny × none: (.*), (\d+) s elapsed$", printed, re.M)
     assert len(beats) >= 3, printed
     phases = {phase for phase, _ in beats}
-    assert "lm_eval: Running loglikelihood requests: 40%| 80/200" in phases, phases
+    assert "lm_eval: Running loglikelihood requests 40% (80/200)" in phases, phases
     seconds = [int(elapsed) for _, elapsed in beats]
     assert seconds == sorted(seconds) and seconds[-1] >= 1
     assert printed.rstrip().splitlines()[-1].startswith("done qeval-tiny × none in ")
@@ -73,3 +73,35 @@ def test_the_interval_and_the_elapsed_time(monkeypatch):
         "8 min 05 s",
         "1 h 02 min",
     ]
+
+
+LIMIT_WARNING = (
+    "2026-12-07:18:01:16 WARNING  [config.evaluate_config:337] --limit SHOULD ONLY BE USED FOR "
+    "TESTING. REAL METRICS SHOULD NOT BE COMPUTED USING LIMIT."
+)
+SEED_INFO = (
+    "2026-12-07:18:20:05 INFO     [evaluator:214] Setting random seed to 0 | Setting numpy seed "
+    "to 1234 | Setting torch manual seed to 1234 | Setting fewshot manual seed to 1234"
+)
+
+
+@pytest.mark.parametrize(
+    ("tail", "phase"),
+    [
+        (
+            "Running loglikelihood requests:  10%|█ | 20/200 [00:01<00:09]\r"
+            "Running loglikelihood requests:  40%|████      | 80/200 [00:03<00:04, 25.1it/s]",
+            "Running loglikelihood requests 40% (80/200)",
+        ),
+        (f"{SEED_INFO}\n{LIMIT_WARNING}\n", SEED_INFO.split("] ", 1)[1][: PHASE_WIDTH - 1] + "…"),
+        (f"{LIMIT_WARNING}\n", "started"),  # a warning is no phase
+        (
+            "Building contexts 100%|██| 4/4\n|qeval_sqnr| 1|none| 0|kl_mean|↓|0.18|",
+            "Building contexts 100% (4/4)",
+        ),
+        ("", "started"),
+    ],
+)
+def test_the_heartbeat_names_lm_evals_last_progress_or_info_line(tail, phase):
+    assert log_phase(tail) == phase
+    assert len(log_phase(tail)) <= PHASE_WIDTH
