@@ -32,8 +32,8 @@ from qeval_plugins.report.output import (
     write_output,
     writes_in_place,
 )
-from qeval_plugins.report.render import report_grids
-from qeval_plugins.report.summary import CSV_COLUMNS, LEGEND
+from qeval_plugins.report.render import legend, report_grids
+from qeval_plugins.report.summary import CSV_COLUMNS
 
 
 def format_for(path: str | Path) -> str:
@@ -95,7 +95,7 @@ def to_markdown(report: Report) -> str:
         parts += [f"## {_md(printable(comparison.name))}", ""]
         for grid in model_grids(comparison):
             parts += _md_table(grid, heads_section=grid.title == printable(comparison.name))
-    parts += [_md(LEGEND), ""] if report.comparisons else []
+    parts += [_md(legend(report)), ""] if legend(report) else []
     parts += [] if report.comparisons or overall else ["No runs to report.", ""]
     for grid in overall:
         parts += _md_table(grid, heads_section=False)
@@ -158,7 +158,7 @@ def to_html(report: Report) -> str:
             if grid.title != printable(comparison.name):
                 body.append(f"<h3>{html.escape(grid.title)}</h3>")
             body.append(_html_table(grid))
-    body.append(f'<p class="dim">{html.escape(LEGEND)}</p>' if report.comparisons else "")
+    body.append(f'<p class="dim">{html.escape(legend(report))}</p>' if legend(report) else "")
     for grid in report_grids(report):
         body += [f"<h3>{html.escape(grid.title)}</h3>", _html_table(grid)]
     body += [f'<p class="warning">warning: {_html(w)}</p>' for w in report.warnings]

@@ -46,9 +46,9 @@ LEGEND = (
     "the interval contains 0; documents are matched by lm-eval's doc_hash, or by position when "
     "neither run's samples have hashes (the note under each table says which). Without an "
     "interval (no lm-eval --log_samples files, or a metric "
-    "not averaged over documents): ns = |Δ| within √(se_base² + se_run²), an unpaired screen. "
-    "sim = simulated quantization: effective bits, stored unquantized."
+    "not averaged over documents): ns = |Δ| within √(se_base² + se_run²), an unpaired screen."
 )
+SIM_LEGEND = "sim = simulated quantization: effective bits, stored unquantized."
 
 
 def degradation_style(score: Score) -> str:
