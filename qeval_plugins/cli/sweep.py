@@ -530,10 +530,20 @@ def prepare(
     options = parse_lm_eval_args(extra)
     check_model_args(list(dict.fromkeys(run.checked for run in runs)), options)
     expected = expected_results(tasks, options.include_path)
-    check_writable_dir(output, "--output")
     settings = {
         run: run_settings(run.model, run.checked, device, expected, options) for run in runs
     }
+    for run in runs:  # what needs the model and the device (skip= names, kernels)
+        model_args = settings[run]["model_args"]
+        preflight(
+            resolve_pretrained(run.model),
+            run.checked.plan,
+            device,
+            model_args.get("dtype"),
+            model_args.get("revision"),
+            shown=run.model,
+        )
+    check_writable_dir(output, "--output")  # the first thing written: no folder left by a refusal
     if not force:
         refuse_conflicts(runs, settings, expected, output)
     return runs, settings, expected
@@ -623,17 +633,6 @@ def sweep(
     interval = heartbeat_interval()
     extra = [*extra, "--log_samples"] if log_samples else extra
     runs, settings, expected = prepare(models, specs, tasks, output, device, extra, force)
-    for run in runs:  # what needs the model and the device (skip= names, kernels)
-        model_args = settings[run]["model_args"]
-        pretrained = resolve_pretrained(run.model)
-        preflight(
-            pretrained,
-            run.checked.plan,
-            device,
-            model_args.get("dtype"),
-            model_args.get("revision"),
-            shown=run.model,
-        )
     failures: list[str] = []
     live = console.is_terminal
     columns = (
