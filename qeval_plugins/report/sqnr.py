@@ -10,8 +10,8 @@ of the top-k mode is a lower bound of the exact KL: every table shows it as ``�
 
 Tables (:func:`sqnr_grids`): SQNR per run; a one-character-per-layer bar view of each run's
 weight SQNR on its own scale (:func:`layers_grid`, :func:`sparkline`; the worst layer of a
-bucket when the layers outnumber the width); the worst layers with proportional bars (0 dB →
-empty, :func:`hbar`); the output divergence.
+bucket when the layers outnumber the width); the worst layers with bars scaled between the
+lowest and highest figure shown (:func:`hbar`, the scale in the caption); the output divergence.
 Chart: the weight SQNR per layer of every run.
 """
 
@@ -180,8 +180,6 @@ def sqnr_grids(comparison: Comparison) -> list[Grid]:
     runs = sqnr_runs(comparison)
     if not runs:
         return []
-    finite = [v for run in runs for v in run.layers.values() if math.isfinite(v)]
-    high = max(finite, default=0.0)
     lower = any(run.kl_is_lower_bound for run in runs)
     summary = Grid(
         title=f"{comparison.name}: SQNR vs the unquantized model (higher = closer)",
@@ -189,9 +187,11 @@ def sqnr_grids(comparison: Comparison) -> list[Grid]:
         headers=["run", *(title for _, title in SQNR_COLUMNS)],
         right=[False] + [True] * len(SQNR_COLUMNS),
     )
+    shown = [value for run in runs for _, value in run.worst if math.isfinite(value)]
+    low, high = min(shown, default=0.0), max(shown, default=0.0)
     worst = Grid(
         title=f"{comparison.name}: worst layers (weight SQNR)",
-        caption="",
+        caption=bar_scale(low, high) if shown else "",
         headers=["run", "layer", "dB", ""],
         right=[False, False, True, False],
         keys=3,  # a bar split off on a narrow console keeps its run, layer and value
@@ -206,7 +206,7 @@ def sqnr_grids(comparison: Comparison) -> list[Grid]:
         )
         for layer, value in run.worst:
             if value != math.inf:  # −∞ (all-zero reference, nonzero noise) is the worst of all
-                bar = hbar(value, high)
+                bar = hbar(value, low, high)
                 worst.rows.append(
                     [[(run.label, "bold")], [(layer, "")], [(number(value), "")], [(bar, "")]]
                 )
@@ -271,12 +271,23 @@ def sparkline(values: list[float], low: float, high: float, width: int = SPARK_W
     return "".join(marks)
 
 
-def hbar(value: float, high: float, width: int = BAR_WIDTH) -> str:
-    """A bar of value/high · ``width`` characters in eighths (empty at or below 0 dB)."""
-    if high <= 0:
+def hbar(value: float, low: float, high: float, width: int = BAR_WIDTH) -> str:
+    """A bar in eighths of a character: one eighth (▏) at ``low``, ``width`` full characters at
+    ``high``, linear between, so 18.15 and 18.43 dB differ when they are the extremes shown;
+    full when ``low == high``, empty for −∞. The share is computed on halves, so ±1e308 cannot
+    overflow."""
+    if value == -math.inf:
         return ""
-    eighths = round(max(0.0, min(value / high, 1.0)) * width * 8)
+    share = 1.0 if high <= low else (value / 2 - low / 2) / (high / 2 - low / 2)
+    eighths = 1 + round(max(0.0, min(share, 1.0)) * (width * 8 - 1))
     return "█" * (eighths // 8) + (EIGHTHS[eighths % 8] if eighths % 8 else "")
+
+
+def bar_scale(low: float, high: float) -> str:
+    """The caption that states :func:`hbar`'s scale."""
+    if high <= low:
+        return f"bars: every layer shown at {number(low)} dB"
+    return f"bars from {number(low)} dB (▏) to {number(high)} dB (full), not from 0 dB"
 
 
 def sqnr_chart(figure_class: Any, comparison: Comparison) -> Any:
