@@ -54,7 +54,7 @@ def test_quantizer_none_is_bit_identical_to_hf(hf_run, tiny_model_dir, tasks_dir
     assert block["peak_memory"]["kind"] == "cpu_peak_rss"
     assert block["peak_memory"]["bytes"] > block["param_bytes_after"]
     assert block["machine_load"]["cpus"] == os.cpu_count()
-    assert block["machine_load"]["load_average"] >= 0
+    assert block["machine_load"]["other_cpus"] >= 0  # Linux: measured from /proc/stat
 
 
 def test_none_with_dtype_matches_hf_with_dtype(tiny_model_dir, tasks_dir):
