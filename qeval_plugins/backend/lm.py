@@ -39,7 +39,7 @@ from qeval_plugins.backend.checkpoints import (
 from qeval_plugins.backend.memory import model_storage_bytes
 from qeval_plugins.backend.model_args import checked_model_args, parse_model_args
 from qeval_plugins.backend.preflight import preflight
-from qeval_plugins.backend.quantized import QuantizedCache
+from qeval_plugins.backend.quantized import QuantizedCache, kept_weights
 from qeval_plugins.backend.reference import (
     check_same_architecture,
     check_same_tokenizer,
@@ -156,10 +156,11 @@ class QevalLM(HFLM):
             self._model.register_forward_hook(self._check_logits)
             if first:
                 loaded = time.perf_counter()
-                self._measure(pretrained, dtype, started, loaded, loaded)
+                self._measure(pretrained, dtype, started, loaded, loaded, while_loading=False)
             return
         extra = run_load_kwargs(plan.quantizer, plan.plugin, plan.options, context)
         dtype = extra.pop("dtype", dtype)
+        while_loading = bool(extra)  # from_pretrained quantizes: its time holds both
         if extra.get("quantization_config") is not None:
             kwargs["quantization_config"] = extra.pop("quantization_config")
         with warnings.catch_warnings():
@@ -170,11 +171,13 @@ class QevalLM(HFLM):
         loaded = time.perf_counter()
         self._model = run_quantize(plan.quantizer, plan.plugin, self._model, plan.options, context)
         done = time.perf_counter()
-        self._qeval_quantized.save(self._model, context, done - started)
+        self._qeval_quantized.save(
+            self._model, context, (done - started) if while_loading else (done - loaded)
+        )
         kv_cache.attach(self._model, self._qeval_plan.kv)
         self._model.register_forward_hook(self._check_logits)
         if first:
-            self._measure(pretrained, dtype, started, loaded, done)
+            self._measure(pretrained, dtype, started, loaded, done, while_loading)
 
     def _load_folder(self, folder: str, dtype: Any) -> Any:
         """The model in a quantized-model cache folder, loaded as HFLM loads a checkpoint."""
@@ -184,26 +187,37 @@ class QevalLM(HFLM):
         return self._model
 
     def _measure(
-        self, pretrained: str, dtype: Any, started: float, loaded: float, done: float
+        self,
+        pretrained: str,
+        dtype: Any,
+        started: float,
+        loaded: float,
+        done: float,
+        while_loading: bool,
     ) -> None:
-        """Record load and quantize times and sizes once, after the first model creation.
+        """Record load and quantize times, sizes and bits once, after the first model creation.
 
-        A model reused from the quantized-model cache records the original quantize time (with
-        ``quantized_cache.reused``) and this run's load time.
+        ``load_seconds`` = loaded − started (from_pretrained, or the quantized-model cache);
+        ``quantize_seconds`` = done − loaded (the quantizer's ``quantize``), except: None for
+        ``none``; the load's time too when the quantizer quantizes inside from_pretrained
+        (``while_loading``: the two cannot be told apart; ``quantized_while_loading`` says so);
+        the original quantize time when the model is reused from the quantized-model cache.
         """
         plan = self._qeval_plan
         reused = plan.measured.get("quantized_cache", {}).get("reused")
         # a checkpoint saved already quantized holds packed tensors: counting their elements as
         # parameters (and their bytes as the unquantized size) would give wrong bits/param
         unquantized = not plan.measured.get("prequantized")
+        if plan.quantizer.identity:
+            quantize_seconds = None
+        elif reused:
+            quantize_seconds = plan.measured["quantized_cache"]["quantize_seconds"]
+        else:
+            quantize_seconds = round((done - started) if while_loading else (done - loaded), 4)
         plan.measured.update(
-            load_seconds=round(loaded - started, 4),  # includes load-time quantization
-            transform_seconds=round(done - loaded, 4),  # quantize() after loading
-            quantize_seconds=(
-                plan.measured["quantized_cache"]["quantize_seconds"]
-                if reused
-                else round(done - started, 4)  # checkpoint -> quantized model
-            ),
+            load_seconds=round(loaded - started, 4),
+            quantize_seconds=quantize_seconds,
+            quantized_while_loading=while_loading,
             param_bytes_before=(
                 checkpoint_parameter_bytes(pretrained, str(dtype)) if unquantized else None
             ),
@@ -214,6 +228,7 @@ class QevalLM(HFLM):
             plan.measured["bits_per_param"] = round(
                 8 * plan.measured["param_bytes_after"] / plan.measured["param_count"], 4
             )
+        plan.measured.update(kept_weights(plan, self._model))
 
     def _check_logits(self, module: Any, args: Any, output: Any) -> None:
         """Forward hook of the quantized model: a QevalError unless every logit is finite.

@@ -21,7 +21,7 @@ from qeval_plugins.backend.checkpoints import local_folder
 from qeval_plugins.core.calibration import CalibrationSet, build_calibration
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.plan import QuantizationPlan
-from qeval_plugins.core.quantizer import LoadContext, PluginRecord, resolve_dtype
+from qeval_plugins.core.quantizer import LoadContext, PluginRecord, bits_per_param, resolve_dtype
 from qeval_plugins.core.registry import run_load_quantized, run_save_quantized
 from qeval_plugins.storage import model_cache, reference_cache
 from qeval_plugins.storage.cache_layout import cache_root
@@ -153,6 +153,34 @@ class QuantizedCache:
         )
         if folder is not None:
             plan.measured["quantized_cache"]["dir"] = str(folder)
+
+
+def kept_weights(plan: QuantizationPlan, model: Any) -> dict[str, Any]:
+    """The results' bits of a quantizer that states both :meth:`~.Quantizer.effective_bits` and
+    :meth:`~.Quantizer.weight_split` (rtn, gptq-sim), over the weights it targets in ``model``:
+
+    * ``effective_bits``: :func:`~qeval_plugins.core.quantizer.bits_per_param` over them, the
+      layers ``skip=`` kept at the model dtype's bits (what ``qeval scan`` computes for the same
+      skip set; without ``skip=`` the quantizer's own figure);
+    * ``quantized_bits``: the quantizer's own figure, bits per quantized weight;
+    * ``kept_layers``, ``kept_params``, ``kept_bits``: how many layers and weights stayed
+      unquantized, and their bits per weight.
+
+    Empty when the quantizer states either not (its ``effective_bits`` is then recorded as is).
+    """
+    quantized_bits = plan.quantizer.effective_bits(plan.options)
+    split = plan.quantizer.weight_split(model, plan.options)
+    if quantized_bits is None or split is None or not split[0]:
+        return {}
+    params, kept = split
+    kept_bits = float(next(model.parameters()).element_size() * 8)
+    return {
+        "effective_bits": bits_per_param(params, kept, quantized_bits, kept_bits),
+        "quantized_bits": quantized_bits,
+        "kept_layers": len(kept),
+        "kept_params": sum(params[name] for name in kept),
+        "kept_bits": kept_bits,
+    }
 
 
 def _local_folder(pretrained: str, revision: str | None) -> str | None:

@@ -23,7 +23,7 @@ import math
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -493,9 +493,37 @@ class Quantizer:
         """Average storage bits per quantized weight including scales, if the method knows it."""
         return None
 
+    def weight_split(
+        self, model: Any, options: Mapping[str, Any]
+    ) -> tuple[dict[str, int], list[str]] | None:
+        """``(params, kept)`` of the quantized ``model``: every weight matrix these options
+        target, ``skip=`` set aside (name -> weight count), and the names ``skip=`` kept
+        unquantized; None (the default) when the method does not say. With it and
+        :meth:`effective_bits`, qeval records a run's ``effective_bits`` as
+        :func:`bits_per_param` over ``params``, kept weights at the model dtype's bits."""
+        return None
+
     def scheme(self, options: Mapping[str, Any]) -> Scheme | None:
         """What these options quantize, and to which formats (:class:`Scheme`); None if unknown."""
         return None
+
+
+def bits_per_param(
+    params: Mapping[str, int], kept: Iterable[str], quantized_bits: float, kept_bits: float
+) -> float:
+    """Storage bits per weight over the matrices ``params`` (name -> weight count) a quantizer
+    targets, with the ``kept`` ones left unquantized::
+
+        bits/param = (Σ_kept n_u · b_kept + Σ_quantized n_u · b_q) / Σ n_u
+
+    ``b_q`` is the quantizer's ``effective_bits`` (codes plus scales), ``b_kept`` the kept
+    weights' dtype bits (16 for bfloat16, 32 for float32). Embeddings and ``lm_head`` count
+    only when the quantizer targets them. ``qeval scan``'s advice and a run's recorded
+    ``effective_bits`` both use it, so the same skip set gives the same figure.
+    """
+    total = sum(params.values())
+    held = sum(params[name] for name in set(kept))
+    return (held * kept_bits + (total - held) * quantized_bits) / total
 
 
 def contract_problems(quantizer: Quantizer) -> list[str]:

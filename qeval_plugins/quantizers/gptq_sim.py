@@ -145,6 +145,13 @@ class GptqSimQuantizer(RtnQuantizer):
         """rtn's scheme at the same format options (``int4 g128``, ``mxfp4``, ...)."""
         return super().scheme({**options, **UNQUANTIZED})
 
+    def weight_split(self, model: Any, options: Mapping[str, Any]) -> tuple[dict, list[str]]:
+        """The decoder blocks' linears and which of them ``skip`` kept."""
+        from qeval_plugins.quantizers.layer_inputs import decoder_linears
+
+        params = {name: module.weight.numel() for name, module in decoder_linears(model)}
+        return params, sorted(skipped_names(params, options, self.name))
+
 
 @hookimpl
 def qeval_register_quantizers(register):

@@ -157,6 +157,11 @@ class RtnQuantizer(Quantizer):
             symmetric=options["symmetric"],
         )
 
+    def weight_split(self, model: Any, options: Mapping[str, Any]) -> tuple[dict, list[str]]:
+        """The linears (LM head, embeddings when included) and which of them ``skip`` kept."""
+        params = {name: module.weight.numel() for name, module in _target_modules(model, options)}
+        return params, sorted(skipped_names(params, options, self.name))
+
 
 def _smooth(model: Any, targets: dict, options: Mapping[str, Any], context, who: str):
     """SmoothQuant on the targets when ``smooth`` > 0 (before any weight is rounded); the

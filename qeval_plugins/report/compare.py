@@ -350,9 +350,9 @@ def make_row(run: Run, base: Run | None, tasks: dict[str, str]) -> Row:
         is_baseline=run is base,
         bits_per_param=bits,
         simulated=bool(block.get("simulated")),
-        scheme=scheme_text(block.get("scheme")),
+        scheme=scheme_text(block.get("scheme"), as_value(block.get("kept_layers"))),
         size_mib=size,
-        quantize_seconds=as_value(block.get("quantize_seconds")),
+        quantize_seconds=quantize_seconds(run),
         tokens_per_s={
             kind: rate
             for kind in ("loglikelihood", "generate")
@@ -365,10 +365,11 @@ def make_row(run: Run, base: Run | None, tasks: dict[str, str]) -> Row:
     )
 
 
-def scheme_text(block: object) -> str | None:
+def scheme_text(block: object, kept_layers: float | None = None) -> str | None:
     """The run's quantization scheme as a table shows it, from a results file's ``qeval.scheme``.
 
-    ``W int4 g128``, plus `` · A FORMAT`` when activations are quantized too; each field printable
+    ``W int4 g128``, plus `` · A FORMAT`` when activations are quantized too, plus `` + 7 kept``
+    when ``skip=`` kept layers unquantized (``qeval.kept_layers``); each field printable
     and at most 40 characters. None when the run states no scheme (or not as text).
     """
     scheme = as_mapping(block)
@@ -378,7 +379,36 @@ def scheme_text(block: object) -> str | None:
     text = f"W {printable(weights)[:40]}"
     if isinstance(activations, str) and activations not in ("", "unquantized"):
         text += f" · A {printable(activations)[:40]}"
+    if kept_layers:
+        text += f" + {kept_layers:g} kept"
     return text
+
+
+def quantize_seconds(run: Run) -> float | None:
+    """Seconds the quantization took (``qeval.quantize_seconds``), None for ``quantizer=none``.
+
+    Since qeval records ``load_seconds`` apart, the figure leaves the checkpoint load out,
+    except for methods that quantize inside from_pretrained (``quantized_while_loading``);
+    older results files (those with ``transform_seconds``) recorded load + quantize.
+    """
+    if run.quantizer == "none":
+        return None
+    return as_value(run.qeval.get("quantize_seconds"))
+
+
+def load_and_quantize_seconds(run: Run) -> float | None:
+    """This run's wall time from checkpoint to quantized model: ``load_seconds`` plus the
+    quantize step (``quantize_seconds``, unless it was inside the load or reused from the
+    quantized-model cache); older results files (no ``load_seconds``, or ``transform_seconds``)
+    recorded that sum as ``quantize_seconds``."""
+    block = run.qeval
+    load = as_value(block.get("load_seconds"))
+    if load is None or "transform_seconds" in block:
+        return as_value(block.get("quantize_seconds"))
+    reused = as_mapping(block.get("quantized_cache")).get("reused") is True
+    if block.get("quantized_while_loading") or reused:
+        return load
+    return load + (as_value(block.get("quantize_seconds")) or 0.0)
 
 
 def bits_and_size(run: Run) -> tuple[float | None, float | None]:

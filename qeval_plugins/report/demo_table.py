@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from qeval_plugins.core.errors import QevalError
-from qeval_plugins.report.compare import make_row
+from qeval_plugins.report.compare import load_and_quantize_seconds, make_row
 from qeval_plugins.report.compare import score as compare_score
 from qeval_plugins.report.comparison import Score
 from qeval_plugins.report.grid import Cell, Grid, arrow, fixed, small_number
@@ -132,7 +132,7 @@ def demo_grid(runs: list[Run]) -> Grid:
                 _score_cell(_score(run, base, column, metric), run_figure(run, column, metric))
                 for column, metric in shown
             ]
-            + [_figure(row.size_mib), _figure(row.quantize_seconds)]
+            + [_figure(row.size_mib), _figure(load_and_quantize_seconds(run))]
         )
     return grid.escaped()
 

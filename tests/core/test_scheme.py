@@ -126,6 +126,9 @@ def test_the_report_shows_a_runs_scheme_under_its_label():
     assert scheme_text({"weights": "int4", "activations": "int8"}) == "W int4 · A int8"
     assert scheme_text({"weights": "\x1b[2Jx" * 30}) == "W " + ("\\x1b[2Jx" * 30)[:40]
     assert scheme_text({"weights": ["not", "text"]}) is None and scheme_text(None) is None
+    kept = {"weights": "int4 g128", "kept": ["lm_head", "embeddings", "layers.0"]}
+    assert scheme_text(kept, 7) == "W int4 g128 + 7 kept"  # qeval.kept_layers: skip= kept them
+    assert scheme_text(kept, 0) == scheme_text(kept) == "W int4 g128"
 
 
 def test_the_report_table_shows_the_scheme(tmp_path):

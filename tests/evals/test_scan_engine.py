@@ -10,8 +10,9 @@ import torch
 
 from qeval_plugins import LoadContext, QevalError
 from qeval_plugins.core.plan import check_spec
+from qeval_plugins.core.quantizer import bits_per_param
 from qeval_plugins.evals.scan import engine
-from qeval_plugins.evals.scan.recommend import bits_per_param, recommend
+from qeval_plugins.evals.scan.recommend import recommend
 from qeval_plugins.evals.scan.runner import ScanRequest, checked_plan, run_scan
 
 FRAGILE = "model.layers.2.mlp.down_proj"  # a late layer: unharmed by rtn int4 per channel

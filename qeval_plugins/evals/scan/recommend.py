@@ -1,7 +1,9 @@
 """Which scanned units to keep unquantized: the recommendation rule and its bits per parameter.
 
 Bits per parameter are counted over the scanned (quantized) weight matrices only — embeddings
-and ``lm_head`` that the quantizer leaves alone are out of both numerator and denominator::
+and ``lm_head`` that the quantizer leaves alone are out of both numerator and denominator — by
+:func:`qeval_plugins.core.quantizer.bits_per_param`, the formula a run's recorded
+``effective_bits`` uses too::
 
     bits/param = (Σ_kept n_u · b_kept + Σ_quantized n_u · b_q) / Σ n_u
 
@@ -26,17 +28,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from qeval_plugins.core.errors import QevalError
+from qeval_plugins.core.quantizer import bits_per_param
 
 HALF = 0.5
-
-
-def bits_per_param(
-    params: dict[str, int], kept: Sequence[str], quantized_bits: float, kept_bits: float
-) -> float:
-    """The formula of the module docstring over units ``params`` (name -> weight count)."""
-    total = sum(params.values())
-    held = sum(params[name] for name in kept)
-    return (held * kept_bits + (total - held) * quantized_bits) / total
 
 
 def recommend(

@@ -19,8 +19,9 @@ import torch
 
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.logs import MODEL_LOADING_NOISE, quiet
+from qeval_plugins.core.quantizer import bits_per_param
 from qeval_plugins.evals.scan import engine
-from qeval_plugins.evals.scan.recommend import bits_per_param, recommend
+from qeval_plugins.evals.scan.recommend import recommend
 
 FORMAT_VERSION = 1
 
