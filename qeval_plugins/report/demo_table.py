@@ -28,12 +28,12 @@ from qeval_plugins.core.errors import QevalError
 from qeval_plugins.report.compare import load_and_quantize_seconds, make_row
 from qeval_plugins.report.compare import score as compare_score
 from qeval_plugins.report.comparison import Score
-from qeval_plugins.report.grid import Cell, Grid, arrow, fixed, small_number
+from qeval_plugins.report.grid import Cell, Grid, arrow, fixed
 from qeval_plugins.report.labels import display_names
 from qeval_plugins.report.load import results_run
 from qeval_plugins.report.runs import Run
+from qeval_plugins.report.sqnr import kl_figure, sqnr_summary
 from qeval_plugins.report.sqnr import kl_text as sqnr_kl_text
-from qeval_plugins.report.sqnr import sqnr_summary
 
 BASELINE = "none"
 SQNR_TASK = "qeval_sqnr"
@@ -41,19 +41,11 @@ SQNR_TASK = "qeval_sqnr"
 KL_METRICS = (("kl_median", "kl_mean"), ("kl_p99",))
 DIGITS = 3  # decimals of a metric and its change
 MISSING = "-"
-KL_ZERO = 1e-9  # nats: a KL below it is float rounding (the baseline's own top-k KL is ~1e-16)
 
 
 def three_decimals(value: float) -> str:
     """``value`` with :data:`DIGITS` decimals (:func:`~.grid.fixed`)."""
     return fixed(value, DIGITS)
-
-
-def kl_figure(value: float, zero: float = KL_ZERO) -> str:
-    """A KL in nats: ``0`` below ``zero`` (:data:`KL_ZERO`), two significant digits below 0.01
-    (``0.00041``, ``6.3e-07``: small is not shown as 0), else three decimals
-    (:func:`~.grid.small_number`)."""
-    return "0" if abs(value) < zero else small_number(value)
 
 
 @dataclass(frozen=True)
@@ -168,15 +160,15 @@ def _direction(runs: list[Run], column: Column, metric: str) -> bool | None:
 
 def run_figure(run: Run, column: Column, metric: str) -> Callable[[float], str]:
     """How ``run``'s value of the column's ``metric`` is written: by the column's ``figure``;
-    a KL of qeval_sqnr by :func:`kl_figure`, ``0`` within the exact mode's error bound of every
-    token (``kl_error_bound_max``: the log-probability codes' rounding, 1e-7 nats on the
-    embedded model, whose KL to itself is then 3e-9) or below :data:`KL_ZERO`, and ``≥ value``
-    in top-k mode (a lower bound, :func:`~.sqnr.kl_text`)."""
+    a KL of qeval_sqnr by :func:`~.sqnr.kl_figure`, ``0`` below the run's
+    :attr:`~.sqnr.SqnrRun.kl_zero` (the exact mode's error bound of every token, the
+    log-probability codes' rounding: 1e-7 nats on the embedded model, whose KL to itself is then
+    3e-9; at least :data:`~.sqnr.KL_ZERO`), and ``≥ value`` in top-k mode (a lower bound,
+    :func:`~.sqnr.kl_text`)."""
     summary = sqnr_summary(run) if metric.startswith("kl_") else None
     if summary is None:
         return column.figure
-    zero = max(KL_ZERO, summary.kl_error_bound_max or 0.0)
-    return lambda value: sqnr_kl_text(summary, metric, kl_figure(value, zero))
+    return lambda value: sqnr_kl_text(summary, metric, kl_figure(value, summary.kl_zero))
 
 
 def _score_cell(score: Score | None, figure: Callable[[float], str]) -> Cell:

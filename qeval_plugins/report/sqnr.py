@@ -47,6 +47,7 @@ SPARK = "▁▂▃▄▅▆▇█"
 EIGHTHS = " ▏▎▍▌▋▊▉█"
 SPARK_WIDTH = 28
 BAR_WIDTH = 24
+KL_ZERO = 1e-9  # nats: a KL below it is float rounding (the baseline's own top-k KL is ~1e-16)
 
 
 @dataclass
@@ -61,7 +62,16 @@ class SqnrRun:
     kl_mode: str = ""  # "exact", "topk" (a lower bound), or "" when the file does not say
     kl_is_lower_bound: bool = False  # top-k mode: every KL figure is a lower bound
     kl_error_bound_max: float | None = None  # exact mode: bound on every per-token KL's error
-    worst_token: str = ""  # the most divergent token in its context, as "…context⟨token⟩"
+    # the most divergent token in its context, as "…context⟨token⟩"; "" for quantizer=none (the
+    # reference model compared with itself: its divergence is rounding, its "worst" token noise)
+    worst_token: str = ""
+
+    @property
+    def kl_zero(self) -> float:
+        """The KL (nats) below which a figure is rounding, shown ``0``: :data:`KL_ZERO`, or
+        the exact mode's bound on every token's KL error if larger (the reference's
+        log-probabilities are cached as 2-byte codes, so ``none`` against itself gives ~1e-9)."""
+        return max(KL_ZERO, self.kl_error_bound_max or 0.0)
 
 
 def sqnr_summary(run: Run) -> SqnrRun | None:
@@ -98,7 +108,7 @@ def sqnr_summary(run: Run) -> SqnrRun | None:
         kl_mode=mode if mode in KL_MODES else "",
         kl_is_lower_bound=mode == "topk",
         kl_error_bound_max=bound if mode == "exact" and bound is not None and bound >= 0 else None,
-        worst_token=_worst_token(divergence.get("worst_tokens")),
+        worst_token="" if run.quantizer == "none" else _worst_token(divergence.get("worst_tokens")),
     )
 
 
@@ -129,6 +139,13 @@ def _worst_token(raw: object) -> str:
     return printable(f"{cut}{context[-TOKEN_CONTEXT:]}⟨{token}⟩")
 
 
+def kl_figure(value: float, zero: float = KL_ZERO) -> str:
+    """A KL in nats: ``0`` below ``zero`` (:data:`KL_ZERO`), two significant digits below 0.01
+    (``0.00041``, ``6.3e-07``: small is not shown as 0), else three decimals
+    (:func:`~.grid.small_number`)."""
+    return "0" if abs(value) < zero else small_number(value)
+
+
 def kl_text(run: SqnrRun, metric: str, text: str) -> str:
     """``text`` (the figure of ``metric``) marked ``≥ text`` when it is a KL of a top-k run (a
     lower bound of the exact KL); as it is otherwise."""
@@ -140,7 +157,9 @@ def divergence_grid(name: str, runs: list[SqnrRun]) -> Grid | None:
     """Output divergence per run: KL distribution, Δp RMS, top-1, PPL ratio (value ±err), the
     KL mode (``exact``, or ``top-k ≥`` for top-k: every KL of the run a lower bound, shown
     ``≥ value``) and the most divergent token; None when no run has the statistics (results from
-    before they existed)."""
+    before they existed). A KL below the run's :attr:`~SqnrRun.kl_zero` is ``0`` (without ±);
+    a run without a worst token (the unquantized one), or whose largest KL is such rounding,
+    shows —."""
     shown = [run for run in runs if "kl_median" in run.metrics]
     if not shown:
         return None
@@ -155,10 +174,15 @@ def divergence_grid(name: str, runs: list[SqnrRun]) -> Grid | None:
         cells = [[(run.label, "bold")]]
         for metric, _, error in DIVERGENCE_COLUMNS:
             value, spread = run.metrics.get(metric), run.metrics.get(error) if error else None
-            text = "—" if value is None else kl_text(run, metric, small_number(value))
-            cells.append([(text + (f" ±{small_number(spread)}" if spread is not None else ""), "")])
+            figure = kl_figure if metric.startswith("kl_") else lambda v, _zero: small_number(v)
+            text = "—" if value is None else kl_text(run, metric, figure(value, run.kl_zero))
+            if spread is not None and text != "0":
+                text += f" ±{small_number(spread)}"
+            cells.append([(text, "")])
         mode = {"exact": "exact", "topk": "top-k ≥"}.get(run.kl_mode, "")
-        cells += [[(mode, "dim")], [(run.worst_token, "")]]
+        largest = run.metrics.get("kl_max")
+        rounding = largest is not None and abs(largest) < run.kl_zero
+        cells += [[(mode, "dim")], [("—" if rounding else run.worst_token or "—", "")]]
         grid.rows.append(cells)
     return grid
 

@@ -14,7 +14,8 @@ import pytest
 from rich.console import Console
 
 from qeval_plugins.core.errors import QevalError
-from qeval_plugins.report.demo_table import demo_grid, demo_run, kl_figure, print_demo
+from qeval_plugins.report.demo_table import demo_grid, demo_run, print_demo
+from qeval_plugins.report.sqnr import kl_figure
 
 MIB = 2**20
 SNAPSHOT = Path(__file__).resolve().parents[1] / "snapshots" / "demo_120.txt"
