@@ -10,6 +10,7 @@ text), ``chart`` (what every chart shares), ``section`` (the shape of a section)
 sections themselves, in ``sections.SECTIONS`` order: ``summary``, ``sqnr``, ``sensitivity``,
 ``outliers``, ``scan``; then ``layout`` (grids as terminal lines), ``render`` (terminal),
 ``data`` (the report as JSON-safe data), ``output`` (``--out`` destinations, safe writes),
+``file_formats`` (the export formats' names and extensions, read by the CLI at start-up),
 ``export`` (Markdown, CSV, JSON, HTML), ``plot`` (PNG charts), ``demo_table`` (the ``qeval
 demo`` table).
 
