@@ -284,7 +284,7 @@ def test_report_shows_the_divergence_grid_with_mode_and_a_printable_worst_token(
     # every KL of the top-k run is marked a lower bound; Δp, PPL ratio are exact in both modes
     assert second[1:5] == ["≥ 0.250 ±0.010", "≥ 0.125", "—", "≥ 3.500"]
     assert second[6:9] == first[6:9] and "lower bound" in grid.caption
-    assert first[-1] == "…" + "x" * 11 + "the \\x1b[2Jclear⟨\\u202eevil⟩" and second[-1] == ""
+    assert first[-1] == "…" + "x" * 11 + "the \\x1b[2Jclear⟨\\u202eevil⟩" and second[-1] == "—"
     old = sqnr_summary(sqnr_report_run({"kl_mean": 0.25}, {}))
     assert divergence_grid("m", [old]) is None  # results from before these statistics
 
