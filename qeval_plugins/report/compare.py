@@ -28,7 +28,14 @@ from dataclasses import replace
 from qeval_plugins.core.errors import QevalError, did_you_mean
 from qeval_plugins.core.text import printable
 from qeval_plugins.report import sections
-from qeval_plugins.report.comparison import Comparison, Report, Row, ScanSummary, Score
+from qeval_plugins.report.comparison import (
+    Comparison,
+    MachineLoad,
+    Report,
+    Row,
+    ScanSummary,
+    Score,
+)
 from qeval_plugins.report.labels import (
     aliases,
     display_names,
@@ -322,13 +329,16 @@ def main_metrics(runs: list[Run], base: Run | None) -> dict[str, str]:
     return tasks
 
 
-def load_per_cpu(machine_load: dict) -> float | None:
-    """The recorded ``load_average`` divided by ``cpus`` (both positive finite numbers), else
-    None."""
-    load, cpus = as_value(machine_load.get("load_average")), as_value(machine_load.get("cpus"))
-    if load is None or cpus is None or load < 0 or cpus < 1:
-        return None
-    return load / cpus
+def machine_load(recorded: dict) -> MachineLoad | None:
+    """The run's recorded load per CPU: ``other_cpus`` / ``cpus`` where the run measured other
+    processes' CPU use, else ``load_average`` / ``cpus``; None when neither is a non-negative
+    number or ``cpus`` is not at least 1."""
+    cpus = as_value(recorded.get("cpus"))
+    for measure in ("other_cpus", "load_average"):
+        load = as_value(recorded.get(measure))
+        if load is not None and load >= 0 and cpus is not None and cpus >= 1:
+            return MachineLoad(measure, load / cpus)
+    return None
 
 
 def make_row(run: Run, base: Run | None, tasks: dict[str, str]) -> Row:
@@ -358,7 +368,7 @@ def make_row(run: Run, base: Run | None, tasks: dict[str, str]) -> Row:
             for kind in ("loglikelihood", "generate")
             if (rate := as_value(as_mapping(throughput.get(kind)).get("tokens_per_s"))) is not None
         },
-        load_per_cpu=load_per_cpu(as_mapping(block.get("machine_load"))),
+        machine_load=machine_load(as_mapping(block.get("machine_load"))),
         peak_memory_mib=None if peak_bytes is None else peak_bytes / MIB,
         peak_memory_kind=peak.get("kind") if isinstance(peak.get("kind"), str) else None,
         scores=scores,

@@ -37,6 +37,15 @@ class Score:
     paired_by: str | None = None  # "doc_hash" or "position" (no hashes in either run's samples)
 
 
+@dataclass(frozen=True)
+class MachineLoad:
+    """How busy the rest of the machine was while a run's requests were timed, per CPU, in the
+    measure the run recorded (``other_cpus``: other processes' CPU use; ``load_average``)."""
+
+    measure: str
+    per_cpu: float
+
+
 @dataclass
 class Row:
     """One run of a model: its cost figures and a score per task."""
@@ -49,7 +58,7 @@ class Row:
     size_mib: float | None
     quantize_seconds: float | None
     tokens_per_s: dict[str, float]  # "loglikelihood" and/or "generate"
-    load_per_cpu: float | None  # the machine's mean 1-minute load average / CPUs while timed
+    machine_load: MachineLoad | None  # how busy the rest of the machine was while timed
     peak_memory_mib: float | None
     peak_memory_kind: str | None
     scores: dict[str, Score]

@@ -226,25 +226,32 @@ def rate_text(rate: float) -> str:
 
 THROUGHPUT_CONDITIONS = {"device": "devices", "batch_size": "batch sizes"}
 THROUGHPUT_NOTE = "tokens/s: wall-clock; machine load not recorded, compare runs measured alike"
-LOAD_GAP = 0.5  # load average per CPU: runs further apart were timed on a differently busy machine
+LOAD_GAP = 0.25  # per CPU: runs further apart were timed on a differently busy machine
+LOAD_MEASURES = {"other_cpus": "other processes' CPU use", "load_average": "load average"}
 
 
 def throughput_note(comparison: Comparison) -> str:
-    """A caption line when two or more runs have a tokens/s figure and one of them does not say
-    how busy its machine was (results written before qeval recorded ``machine_load``)."""
+    """A caption line when two or more runs have a tokens/s figure and their machine loads
+    cannot be compared: one does not say how busy its machine was (results written before qeval
+    recorded ``machine_load``), or they measured it differently."""
     timed = [row for row in comparison.rows if row.tokens_per_s]
-    unknown = any(row.load_per_cpu is None for row in timed)
-    return THROUGHPUT_NOTE if len(timed) > 1 and unknown else ""
+    loads = [row.machine_load for row in timed]
+    comparable = None not in loads and len({load.measure for load in loads if load}) == 1
+    return THROUGHPUT_NOTE if len(timed) > 1 and not comparable else ""
 
 
 def load_difference(timed: list[Row]) -> str | None:
-    """``machine loads (load average per CPU: A 0.3; B 2.9)`` when the recorded loads of
-    ``timed`` span more than :data:`LOAD_GAP`, else None."""
-    loads = {row.run.label: row.load_per_cpu for row in timed if row.load_per_cpu is not None}
-    if len(loads) < 2 or max(loads.values()) - min(loads.values()) <= LOAD_GAP:
+    """``machine loads (other processes' CPU use per CPU: A 0.05; B 0.5)`` when the loads of
+    ``timed`` recorded in one measure span more than :data:`LOAD_GAP`, else None."""
+    loads = {row.run.label: row.machine_load for row in timed if row.machine_load is not None}
+    measures = {load.measure for load in loads.values()}
+    if len(loads) < 2 or len(measures) != 1:
         return None
-    shown = "; ".join(f"{label} {load:.2g}" for label, load in loads.items())
-    return f"machine loads (load average per CPU: {shown})"
+    per_cpu = {label: load.per_cpu for label, load in loads.items()}
+    if max(per_cpu.values()) - min(per_cpu.values()) <= LOAD_GAP:
+        return None
+    shown = "; ".join(f"{label} {load:.2g}" for label, load in per_cpu.items())
+    return f"machine loads ({LOAD_MEASURES[measures.pop()]} per CPU: {shown})"
 
 
 def throughput_conditions(comparison: Comparison) -> str | None:

@@ -125,18 +125,18 @@ def test_throughputs_under_different_conditions_get_a_warning(tiny):
     assert warning.startswith("qeval-tiny: ")
 
 
-def machine_load(load_average: float, cpus: int = 2):
+def machine_load(load: float, measure: str, cpus: int = 2):
     def change(data):
-        data["config"]["qeval"]["machine_load"] = {"load_average": load_average, "cpus": cpus}
+        data["config"]["qeval"]["machine_load"] = {measure: load, "cpus": cpus}
 
     return change
 
 
-def set_loads(folder: Path, loads: dict[str, float]) -> None:
+def set_loads(folder: Path, loads: dict[str, float], measure: str = "load_average") -> None:
     """Record ``machine_load`` (on 2 CPUs) in every results file of each run folder named."""
     for name, load in loads.items():
         for path in (folder / name).glob("*.json"):
-            edit(path, machine_load(load))
+            edit(path, machine_load(load, measure))
 
 
 def test_throughputs_under_very_different_load_get_a_warning(tiny):
@@ -148,11 +148,29 @@ def test_throughputs_under_very_different_load_get_a_warning(tiny):
 
 
 def test_throughputs_under_like_load_get_no_note(tiny):
-    set_loads(tiny, {"none": 1.0, "rtn-bits4": 1.9, "bnb-nf4": 1.2})  # 0.5 .. 0.95 per CPU
+    set_loads(tiny, {"none": 1.0, "rtn-bits4": 1.4, "bnb-nf4": 1.2})  # 0.5 .. 0.7 per CPU
     report = report_of(tiny)
     assert not any("tokens/s were measured" in warning for warning in report.warnings)
     [comparison] = [c for c in report.comparisons if c.name == "qeval-tiny"]
     assert THROUGHPUT_NOTE not in summary_grid(comparison).caption
+
+
+def test_other_processes_cpu_use_is_compared_when_every_run_measured_it(tiny):
+    # a scan beside the bnb-nf4 run: one other CPU busy of two
+    set_loads(tiny, {"none": 0.02, "rtn-bits4": 0.1, "bnb-nf4": 1.0}, measure="other_cpus")
+    [warning] = [w for w in report_of(tiny).warnings if "tokens/s were measured" in w]
+    assert "(other processes' CPU use per CPU: none 0.01; bnb-nf4 0.5; rtn:bits=4 0.05)" in warning
+    set_loads(tiny, {"bnb-nf4": 0.3}, measure="other_cpus")  # 0.15 per CPU: within the gap
+    assert not any("tokens/s were measured" in w for w in report_of(tiny).warnings)
+
+
+def test_loads_measured_two_ways_are_not_compared(tiny):
+    set_loads(tiny, {"none": 0.0, "bnb-nf4": 0.1}, measure="other_cpus")
+    set_loads(tiny, {"rtn-bits4": 5.9})  # a load average: counts this process, smoothed
+    report = report_of(tiny)
+    assert not any("tokens/s were measured" in warning for warning in report.warnings)
+    [comparison] = [c for c in report.comparisons if c.name == "qeval-tiny"]
+    assert THROUGHPUT_NOTE in summary_grid(comparison).caption
 
 
 @pytest.mark.parametrize("recorded", [{"load_average": "high", "cpus": 2}, {"cpus": 0}, None])
