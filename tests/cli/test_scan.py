@@ -148,6 +148,21 @@ def test_scan_mistakes_are_one_line(extra, message, capsys):
     assert err.startswith("qeval: error:") and err.count("\n") == 1
 
 
+def test_an_unreachable_target_is_refused_before_the_model_loads(capsys, monkeypatch):
+    import transformers
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the model was loaded before --target-bits was checked")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", loaded)
+    argv = ["scan", "--model", "qeval-tiny", "--quantizer", "rtn:bits=2", "--target-bits", "1"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        "qeval: error: --target-bits 1 is below the quantizer's own 2.125 bits per weight; give "
+        "at least 2.125.\n"
+    )
+
+
 def test_report_shows_scans_after_runs_and_takes_a_scan_file_itself(scanned, tmp_path, capsys):
     import shutil
     from pathlib import Path

@@ -43,11 +43,7 @@ def recommend(
     sensitive first): the rule used, the units to keep and the resulting bits/param."""
     params = {unit["name"]: unit["params"] for unit in ranking}
     if target_bits is not None:
-        if quantized_bits is None:
-            raise QevalError(
-                "--target-bits needs the quantizer's bits per weight, and this quantizer does not "
-                "state them (effective_bits); leave --target-bits out."
-            )
+        check_target_bits(quantized_bits, target_bits)
         kept = _within_budget(ranking, params, quantized_bits, kept_bits, target_bits)
         rule = f"most sensitive units first while bits/param <= {target_bits:g}"
     else:
@@ -69,12 +65,25 @@ def recommend(
     }
 
 
-def _within_budget(ranking, params, quantized_bits, kept_bits, target_bits) -> list[str]:
+def check_target_bits(quantized_bits: float | None, target_bits: float | None) -> None:
+    """One QevalError line when ``--target-bits`` cannot be met by keeping units: the quantizer
+    states no bits per weight, or its own are above the target. ``qeval scan`` calls it before
+    its first pass, :func:`recommend` again."""
+    if target_bits is None:
+        return
+    if quantized_bits is None:
+        raise QevalError(
+            "--target-bits needs the quantizer's bits per weight, and this quantizer does not "
+            "state them (effective_bits); leave --target-bits out."
+        )
     if quantized_bits > target_bits:
         raise QevalError(
             f"--target-bits {target_bits:g} is below the quantizer's own {quantized_bits:g} "
             f"bits per weight; give at least {quantized_bits:g}."
         )
+
+
+def _within_budget(ranking, params, quantized_bits, kept_bits, target_bits) -> list[str]:
     kept: list[str] = []
     for unit in ranking:
         trial = [*kept, unit["name"]]

@@ -21,7 +21,7 @@ from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.logs import MODEL_LOADING_NOISE, quiet
 from qeval_plugins.core.quantizer import bits_per_param
 from qeval_plugins.evals.scan import engine
-from qeval_plugins.evals.scan.recommend import recommend
+from qeval_plugins.evals.scan.recommend import check_target_bits, recommend
 
 FORMAT_VERSION = 1
 
@@ -103,6 +103,7 @@ def run_scan(request: ScanRequest, progress: Callable[[str], None] = lambda line
     if request.unit not in engine.UNITS:
         raise QevalError(f"unknown --unit '{request.unit}'; use one of {', '.join(engine.UNITS)}.")
     plan = checked_plan(request.spec, request.device)
+    check_target_bits(plan.quantizer.effective_bits(plan.options), request.target_bits)
     started = time.perf_counter()
     pretrained = resolve_pretrained(request.model)
     dtype_name = resolve_dtype(request.dtype, pretrained, None)
