@@ -26,16 +26,16 @@ def print_plugins(registry: Any, console: Any) -> None:
     (loaded, or the load error) with its disabled quantizers and name clashes."""
     from rich.text import Text
 
-    from qeval_plugins.core.text import one_line as printable
+    from qeval_plugins.core.text import one_line
 
     plugins = list(registry.plugins.values())
     rows = []
     for info in plugins:
-        error = Text(printable(info.error), style="red") if info.error else None
-        problems = [Text(printable(problem), style="yellow") for problem in info.problems]
+        error = Text(one_line(info.error), style="red") if info.error else None
+        problems = [Text(one_line(problem), style="yellow") for problem in info.problems]
         cells = (info.name, info.version, info.source, ", ".join(info.quantizers))
         status = error or Text("loaded", style="green")
-        rows.append([*(Text(printable(cell)) for cell in cells), [status, *problems]])
+        rows.append([*(Text(one_line(cell)) for cell in cells), [status, *problems]])
     columns = ("plugin", "version", "from", "quantizers", "status")
     if fits_one_table(console, columns, rows):
         return
@@ -53,20 +53,20 @@ def print_quantizers(registry: Any, console: Any, entries: list[Any] | None = No
     range, help), whether it can run here, and its plugin."""
     from rich.text import Text
 
-    from qeval_plugins.core.text import one_line as printable
+    from qeval_plugins.core.text import one_line
 
     rows = []
     for entry in registry.all() if entries is None else entries:
         quantizer = entry.quantizer
         options = [
             (
-                Text(printable(_describe(option).replace("|", " | "))),
-                Text(printable(option.help), style="dim"),
+                Text(one_line(_describe(option).replace("|", " | "))),
+                Text(one_line(option.help), style="dim"),
             )
             for option in quantizer.options
         ]
         name, aliases, here, description = _summary(registry, entry)
-        plugin = Text(printable(entry.plugin.name))
+        plugin = Text(one_line(entry.plugin.name))
         rows.append((name, aliases, description + _scheme_line(entry), options, here, plugin))
     columns = ("quantizer", "aliases", "description", "options", "here", "plugin")
     table_rows = [
@@ -117,15 +117,15 @@ def _summary(registry: Any, entry: Any) -> tuple[Any, Any, Any, Any]:
     from rich.text import Text
 
     from qeval_plugins.core.plan import availability
-    from qeval_plugins.core.text import one_line as printable
+    from qeval_plugins.core.text import one_line
 
     quantizer = entry.quantizer
     here = availability(quantizer)
     return (
-        Text(printable(quantizer.name), style="bold"),
-        Text(printable(", ".join(registry.aliases(quantizer.name)))),
-        Text(printable(here), style="green" if here == "ok" else "yellow"),
-        Text(printable(quantizer.description)),
+        Text(one_line(quantizer.name), style="bold"),
+        Text(one_line(", ".join(registry.aliases(quantizer.name)))),
+        Text(one_line(here), style="green" if here == "ok" else "yellow"),
+        Text(one_line(quantizer.description)),
     )
 
 
@@ -200,7 +200,7 @@ def _scheme_line(entry: Any) -> Any:
     from qeval_plugins.core.options import resolve_options
     from qeval_plugins.core.quantizer import Scheme
     from qeval_plugins.core.registry import run_finalize_options, run_scheme
-    from qeval_plugins.core.text import one_line as printable
+    from qeval_plugins.core.text import one_line
 
     quantizer = entry.quantizer
     try:
@@ -213,4 +213,4 @@ def _scheme_line(entry: Any) -> Any:
     if record is None:
         return Text("")
     scheme = Scheme(record["weights"], record["activations"], tuple(record["kept"]))
-    return Text("\n" + printable(scheme.describe()), style="dim")
+    return Text("\n" + one_line(scheme.describe()), style="dim")
