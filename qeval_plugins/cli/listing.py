@@ -6,7 +6,7 @@ list: per plugin or quantizer a heading line, then its texts indented below, wra
 (an option's continuation lines indented under its first) — a word is cut only when it is longer
 than a whole line, and no text is shortened with "…", except in the short one-line-per-quantizer
 listing, whose descriptions ``qeval quantizers NAME`` shows whole.
-Every text a plugin supplied goes through :func:`qeval_plugins.core.registry.printable` and is never
+Every text a plugin supplied goes through :func:`qeval_plugins.core.text.one_line` and is never
 read as rich markup.
 """
 
