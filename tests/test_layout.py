@@ -305,3 +305,10 @@ def test_tests_mirror_the_package():
     """Every layer has its own test folder."""
     for layer in ALLOWED.keys() | {"cli"}:
         assert any((TESTS / layer).glob("test_*.py")), f"tests/{layer}/ has no tests"
+
+
+def test_test_files_have_unique_names():
+    """tests/ has no __init__.py files, so pytest imports each test file by its basename: two of
+    one name stop the whole suite at collection."""
+    names = [path.name for path in TESTS.rglob("test_*.py")]
+    assert sorted({name for name in names if names.count(name) > 1}) == []
