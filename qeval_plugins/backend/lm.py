@@ -83,8 +83,9 @@ class QevalLM(HFLM):
                 "--model qeval loads and quantizes the model itself: pass pretrained= a path or "
                 "hub id, not a model object."
             )
-        kwargs["device"] = run_device(kwargs.get("device"))
-        plan = plan_quantization(quantizer, kwargs, _HFLM_PARAMS, kwargs["device"])
+        if "device" in kwargs:  # absent: HFLM's own default; None would fail its assertion
+            kwargs["device"] = run_device(kwargs["device"])
+        plan = plan_quantization(quantizer, kwargs, _HFLM_PARAMS, kwargs.get("device"))
         max_size()  # a bad QEVAL_CACHE_MAX_SIZE is one line now, not after quantizing
         self._qeval_plan = plan
         self._qeval_throughput = Throughput()
