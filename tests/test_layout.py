@@ -4,10 +4,11 @@ Layers, bottom up (README "How it works"): ``formats`` and ``metrics`` import no
 qeval's; ``core`` only itself and formats; ``storage`` core; ``quantizers`` core (through the
 public ``qeval_plugins`` names) and formats; ``backend`` core, formats, storage, metrics;
 ``evals`` those and the backend; ``report`` core, formats, metrics, storage — never the backend,
-the evals, torch, transformers or lm-eval at module level; ``cli`` anything. Every layer but
-metrics may import formats, whose table lists the formats without torch. Every import is
-checked, also those inside functions, and a public name of ``qeval_plugins`` counts as the layer
-that defines it: the facade is no way around the layers.
+the evals, torch, transformers or lm-eval at module level; ``predict`` (the damage predictor) those,
+the backend and the report's run readers; ``cli`` and ``study`` (the seed study, which drives
+sweeps) anything. Every layer but metrics may import formats, whose table lists the formats
+without torch. Every import is checked, also those inside functions, and a public name of
+``qeval_plugins`` counts as the layer that defines it: the facade is no way around the layers.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ ALLOWED = {
     "backend": {"", "core", "formats", "storage", "metrics", "backend"},
     "evals": {"", "core", "formats", "storage", "metrics", "backend", "evals"},
     "report": {"", "core", "formats", "storage", "metrics", "report"},
+    "predict": {"", "core", "formats", "storage", "metrics", "backend", "report", "predict"},
 }
 HEAVY = ("torch", "transformers", "lm_eval", "bitsandbytes", "datasets", "matplotlib")
 
