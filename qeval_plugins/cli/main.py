@@ -17,7 +17,18 @@ import textwrap
 from collections.abc import Sequence
 from types import ModuleType
 
-from qeval_plugins.cli import cache, demo, plugins, quantizers, report, run, scan, tasks_path
+from qeval_plugins.cli import (
+    cache,
+    demo,
+    plugins,
+    predict,
+    quantizers,
+    report,
+    run,
+    scan,
+    study,
+    tasks_path,
+)
 from qeval_plugins.core.errors import QevalError, debug_enabled, format_error
 
 # (name, module) of every command, in the order ``qeval --help`` lists them
@@ -30,6 +41,8 @@ COMMANDS: list[tuple[str, ModuleType]] = [
     ("scan", scan),
     ("cache", cache),
     ("report", report),
+    ("predict", predict),
+    ("study", study),
 ]
 
 
