@@ -26,6 +26,7 @@ from qeval_plugins.cli import (
     report,
     run,
     scan,
+    study,
     tasks_path,
 )
 from qeval_plugins.core.errors import QevalError, debug_enabled, format_error
@@ -41,6 +42,7 @@ COMMANDS: list[tuple[str, ModuleType]] = [
     ("cache", cache),
     ("report", report),
     ("predict", predict),
+    ("study", study),
 ]
 
 

@@ -1,0 +1,94 @@
+"""train a model family, sweep quantizers over it and write the seed-study report
+
+Trains (or reuses, from $QEVAL_CACHE_DIR/family) a family of small Llama models on qeval's
+synthetic world: the base recipe at every --sizes, five other recipes (weight decay, dropout,
+gradient clipping, bf16, fp16) at size s, each from every --seeds. Then runs the sweep through
+'qeval run' into OUTPUT/runs (finished runs are skipped, so the study resumes): qeval_sqnr and
+qeval_outliers for RTN int8/4/3/2, fp4, nf4, mxfp4, mxint4, bitsandbytes int8/nf4/fp4 and GPTQ
+4/3 bits; W4 and W8A8 for every recipe and its 25 % checkpoint; a temperature sweep of none,
+bnb-nf4 and bnb-fp4 at the largest size. Fits the loss predictor ('qeval predict fit'), times
+generation per quantizer, and writes OUTPUT/README.md, charts and numbers.json: each paper claim
+with what was measured, its seed spread and a verdict. With --models (hub ids or paths, e.g.
+Pythia sizes on a GPU machine) nothing is trained and only the size-series findings are measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from qeval_plugins.cli.arguments import comma_list, positive_int
+from qeval_plugins.core.errors import QevalError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--output", default="reports/seed-study", help="report folder (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--sizes", default="xs,s,m,l", help="family sizes, smallest first (default: %(default)s)"
+    )
+    parser.add_argument("--seeds", default="1,2", help="training seeds (default: %(default)s)")
+    parser.add_argument(
+        "--steps", type=positive_int, default=None, help="training steps per model (default 400)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    parser.add_argument(
+        "--jobs", type=positive_int, default=1, help="qeval run processes at once (default 1)"
+    )
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated hub ids or paths, smallest first: study these instead of training",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite the report from the existing runs; train and run nothing",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from qeval_plugins.study.runner import StudySettings, run_study
+
+    settings = StudySettings(
+        output=Path(args.output),
+        sizes=tuple(comma_list(args.sizes)),
+        seeds=parse_seeds(args.seeds),
+        steps=args.steps,
+        device=args.device,
+        jobs=args.jobs,
+        models=tuple(comma_list(args.models)) if args.models else (),
+    )
+    check_settings(settings)
+    run_study(settings, report_only=args.report_only)
+    return 0
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    seeds = []
+    for item in comma_list(text):
+        if not (item.isascii() and item.isdecimal()):
+            raise QevalError(f"--seeds takes whole numbers separated by commas, got '{item}'.")
+        seeds.append(int(item))
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise QevalError("--seeds must name at least one seed, each once.")
+    return tuple(seeds)
+
+
+def check_settings(settings) -> None:
+    """One line for a bad size, device or --output before anything runs."""
+    from qeval_plugins.study.family import SIZES
+
+    if not settings.models:
+        unknown = [size for size in settings.sizes if size not in SIZES]
+        if unknown or not settings.sizes:
+            raise QevalError(
+                f"unknown --sizes '{','.join(unknown)}'; choose from {', '.join(SIZES)}."
+            )
+        if "s" not in settings.sizes:
+            raise QevalError("--sizes must include s: the recipes are compared at size s.")
+    if settings.device not in ("cpu", "cuda") and not settings.device.startswith("cuda:"):
+        raise QevalError(f"--device must be cpu or cuda, got '{settings.device}'.")
+    if settings.output.exists() and not settings.output.is_dir():
+        raise QevalError(f"--output '{settings.output}' is a file; give a folder.")

@@ -1,0 +1,206 @@
+"""The seed study's sweep matrix: which model gets which quantizer specs on which tasks.
+
+Four parts, each a list of :class:`SweepGroup` (one ``qeval run`` per model, so two workers never
+compute the same model's reference at once):
+
+* **size series** (``divergence/``): the base recipe at every size; seed 1 with every spec of
+  :data:`FULL_SPECS`, the other seeds with :data:`SPREAD_SPECS` (the specs whose findings need a
+  seed spread); tasks ``qeval_sqnr`` + ``qeval_outliers`` on the family's held-out passages.
+* **recipes** (``divergence/``): every recipe at the variant size and every seed, with
+  :data:`RECIPE_SPECS` (Ahmadian et al.'s W4 and W8A8 settings).
+* **early checkpoints** (``divergence/``): the :data:`EARLY_FRACTION` checkpoint of each
+  variant-size model, with :data:`RECIPE_SPECS`.
+* **temperature** (``temperature/``): the largest size, every seed, :data:`TEMPERATURE_SPECS`
+  on ``qeval_temperature`` with the world's held-out story openings.
+
+A run is (part folder, model, spec); a model planned twice (base at the variant size is in the
+size series and in the recipes) is one group with the specs of both, each run once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+#: weights sharing one scale: 32 divides every family width (hidden 32-128, MLP 96-384; 128,
+#: the usual group, does not divide 32, 64 or 96) and every width of real models
+GROUP = 32
+
+
+def rtn_int(bits: int) -> str:
+    """The RTN integer spec at ``bits``, groups of :data:`GROUP`."""
+    return f"rtn:bits={bits}:group_size={GROUP}"
+
+
+def gptq_int(bits: int) -> str:
+    """The GPTQ spec at ``bits``, groups of :data:`GROUP` (comparable with :func:`rtn_int`)."""
+    return f"gptq:bits={bits}:group_size={GROUP}"
+
+
+#: every quantizer spec of the size series (seed 1)
+FULL_SPECS: tuple[str, ...] = (
+    rtn_int(8),
+    rtn_int(4),
+    rtn_int(3),
+    rtn_int(2),
+    f"rtn:format=fp4_e2m1:group_size={GROUP}",
+    f"rtn:format=nf4:group_size={GROUP}",
+    "rtn:format=mxfp4",
+    "rtn:format=mxint4",
+    "bnb-int8",
+    "bnb-nf4",
+    "bnb-fp4",
+    gptq_int(4),
+    gptq_int(3),
+)
+#: the specs run on every seed: those whose findings compare effects with the seed spread
+SPREAD_SPECS: tuple[str, ...] = (
+    rtn_int(4),
+    rtn_int(3),
+    "bnb-nf4",
+    "bnb-fp4",
+    gptq_int(4),
+    gptq_int(3),
+)
+#: Ahmadian et al.'s settings: W4 (int4 weights, groups of 32) and W8A8 (int8 weights per output
+#: channel, int8 activations per token)
+W4_SPEC = rtn_int(4)
+W8A8_SPEC = "rtn:bits=8:group_size=0:act_format=int"
+RECIPE_SPECS: tuple[str, ...] = (W4_SPEC, W8A8_SPEC)
+TEMPERATURE_SPECS: tuple[str, ...] = ("none", "bnb-nf4", "bnb-fp4")
+DIVERGENCE_TASKS: tuple[str, ...] = ("qeval_sqnr", "qeval_outliers")
+TEMPERATURE_TASKS: tuple[str, ...] = ("qeval_temperature",)
+EARLY_FRACTION = 0.25
+DIVERGENCE = "divergence"  # sub-folder of the runs folder for the sqnr + outliers runs
+TEMPERATURE = "temperature"  # sub-folder for the temperature sweeps
+
+
+@dataclass(frozen=True)
+class StudyModel:
+    """One model of the study: its run-folder name and what it is.
+
+    ``size``, ``recipe``, ``seed`` and ``fraction`` describe a family member's checkpoint;
+    a model given with ``--models`` has ``recipe`` None (only its size series is studied)."""
+
+    name: str
+    size: str
+    recipe: str | None = "base"
+    seed: int | None = 1
+    fraction: float = 1.0
+
+    @property
+    def is_final(self) -> bool:
+        return self.fraction == 1.0
+
+
+def checkpoint_name(member_name: str, fraction: float) -> str:
+    """The run-folder name of a member's checkpoint: ``base-s-seed1`` for the final one,
+    ``base-s-seed1-at25pct`` for its 25 % checkpoint."""
+    return member_name if fraction == 1.0 else f"{member_name}-at{round(fraction * 100)}pct"
+
+
+@dataclass(frozen=True)
+class SweepGroup:
+    """One ``qeval run``: a model, its specs and tasks, into the runs folder's ``part``."""
+
+    part: str
+    model: StudyModel
+    specs: tuple[str, ...]
+    tasks: tuple[str, ...]
+    metadata: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass
+class StudyPlan:
+    """Every sweep group of the study, in the order they run."""
+
+    groups: list[SweepGroup]
+
+    def runs(self) -> list[tuple[str, str, str]]:
+        """Every distinct run as (part, model name, spec), in plan order."""
+        seen: dict[tuple[str, str, str], None] = {}
+        for group in self.groups:
+            for spec in group.specs:
+                seen.setdefault((group.part, group.model.name, spec), None)
+        return list(seen)
+
+    @property
+    def run_count(self) -> int:
+        return len(self.runs())
+
+    def models(self) -> list[StudyModel]:
+        """Every model the plan runs, once each."""
+        return list({group.model.name: group.model for group in self.groups}.values())
+
+
+def family_models(
+    members: Iterable, variant_size: str = "s", fractions: Sequence[float] = (1.0, EARLY_FRACTION)
+) -> list[StudyModel]:
+    """The study's models of family ``members`` (objects with ``.name``, ``.size.name``,
+    ``.recipe.name``, ``.seed``): every final checkpoint, plus the early checkpoints of the
+    variant-size members."""
+    models = []
+    for member in members:
+        for fraction in fractions:
+            if fraction != 1.0 and member.size.name != variant_size:
+                continue
+            models.append(
+                StudyModel(
+                    checkpoint_name(member.name, fraction),
+                    member.size.name,
+                    member.recipe.name,
+                    member.seed,
+                    fraction,
+                )
+            )
+    return models
+
+
+def merged(groups: list[SweepGroup]) -> list[SweepGroup]:
+    """One group per (part, model): a model planned twice gets both groups' specs in one
+    ``qeval run``, at the first one's place."""
+    by_key: dict[tuple[str, str], SweepGroup] = {}
+    for group in groups:
+        key = (group.part, group.model.name)
+        if key in by_key:
+            first = by_key[key]
+            specs = tuple(dict.fromkeys((*first.specs, *group.specs)))
+            group = SweepGroup(first.part, first.model, specs, first.tasks, first.metadata)
+        by_key[key] = group
+    return list(by_key.values())
+
+
+def build_plan(
+    models: Sequence[StudyModel],
+    *,
+    passages: str | None,
+    prompts: str | None,
+    variant_size: str = "s",
+    temperature_size: str | None = None,
+) -> StudyPlan:
+    """The sweep groups for ``models`` (see the module docstring).
+
+    ``passages``: the held-out JSONL for ``qeval_sqnr``/``qeval_outliers`` (``text_file``;
+    None: their bundled English passages); ``prompts``: the story openings JSONL for
+    ``qeval_temperature`` (``prompt_file``; None: its bundled prompts);
+    ``temperature_size``: the size of the temperature sweep (default: the last size listed)."""
+    divergence = {"text_file": passages} if passages else {}
+    first_seed = min((m.seed for m in models if m.seed is not None), default=None)
+    base = [m for m in models if m.is_final and m.recipe in ("base", None)]
+    groups = []
+    for model in sorted(base, key=lambda m: (m.seed != first_seed, m.seed or 0)):
+        specs = FULL_SPECS if model.seed in (first_seed, None) else SPREAD_SPECS
+        groups.append(SweepGroup(DIVERGENCE, model, specs, DIVERGENCE_TASKS, divergence))
+    recipes = [m for m in models if m.size == variant_size and m.recipe is not None]
+    for model in sorted(recipes, key=lambda m: (not m.is_final, m.recipe, m.seed)):
+        groups.append(SweepGroup(DIVERGENCE, model, RECIPE_SPECS, DIVERGENCE_TASKS, divergence))
+    groups = merged(groups)
+    sizes = list(dict.fromkeys(m.size for m in base))
+    largest = temperature_size or (sizes[-1] if sizes else None)
+    for model in base:
+        if model.size == largest:
+            metadata = {"prompt_file": prompts} if prompts else {}
+            groups.append(
+                SweepGroup(TEMPERATURE, model, TEMPERATURE_SPECS, TEMPERATURE_TASKS, metadata)
+            )
+    return StudyPlan(groups)

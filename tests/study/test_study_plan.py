@@ -1,0 +1,81 @@
+"""The seed study's sweep matrix: every required spec, task, seed and checkpoint is planned."""
+
+from __future__ import annotations
+
+from qeval_plugins.study import plan as P
+from qeval_plugins.study.family import default_family
+
+REQUIRED_SPECS = {
+    "bnb-nf4", "bnb-fp4", "bnb-int8",
+    "rtn:bits=8:group_size=32", "rtn:bits=4:group_size=32", "rtn:bits=3:group_size=32",
+    "rtn:bits=2:group_size=32", "rtn:format=fp4_e2m1:group_size=32",
+    "rtn:format=nf4:group_size=32", "rtn:format=mxfp4", "rtn:format=mxint4",
+    "gptq:bits=4:group_size=32", "gptq:bits=3:group_size=32",
+}  # fmt: skip
+
+
+def default_plan() -> P.StudyPlan:
+    models = P.family_models(default_family())
+    return P.build_plan(models, passages="held.jsonl", prompts="prompts.jsonl")
+
+
+def runs_of(plan: P.StudyPlan, part: str) -> set[tuple[str, str]]:
+    return {(model, spec) for p, model, spec in plan.runs() if p == part}
+
+
+def test_seed_1_of_every_size_gets_every_required_spec_on_both_tasks():
+    plan = default_plan()
+    divergence = runs_of(plan, P.DIVERGENCE)
+    for size in ("xs", "s", "m", "l"):
+        specs = {spec for model, spec in divergence if model == f"base-{size}-seed1"}
+        assert specs >= REQUIRED_SPECS
+    for group in plan.groups:
+        if group.part == P.DIVERGENCE:
+            assert group.tasks == ("qeval_sqnr", "qeval_outliers")
+            assert group.metadata == {"text_file": "held.jsonl"}
+
+
+def test_every_spread_finding_has_two_seeds_at_every_size():
+    divergence = runs_of(default_plan(), P.DIVERGENCE)
+    for size in ("xs", "s", "m", "l"):
+        for spec in P.SPREAD_SPECS:
+            for seed in (1, 2):
+                assert (f"base-{size}-seed{seed}", spec) in divergence
+
+
+def test_every_recipe_and_its_early_checkpoint_has_w4_and_w8a8_on_two_seeds():
+    divergence = runs_of(default_plan(), P.DIVERGENCE)
+    assert P.W8A8_SPEC == "rtn:bits=8:group_size=0:act_format=int"
+    for recipe in ("base", "wd0.1", "dropout0.1", "clip1.0", "bf16", "fp16"):
+        for seed in (1, 2):
+            for name in (f"{recipe}-s-seed{seed}", f"{recipe}-s-seed{seed}-at25pct"):
+                assert {(name, P.W4_SPEC), (name, P.W8A8_SPEC)} <= divergence
+
+
+def test_the_temperature_sweep_is_none_nf4_fp4_on_the_largest_size_both_seeds():
+    plan = default_plan()
+    temperature = runs_of(plan, P.TEMPERATURE)
+    assert temperature == {
+        (f"base-l-seed{seed}", spec) for seed in (1, 2) for spec in ("none", "bnb-nf4", "bnb-fp4")
+    }
+    groups = [g for g in plan.groups if g.part == P.TEMPERATURE]
+    assert all(g.metadata == {"prompt_file": "prompts.jsonl"} for g in groups)
+    assert all(g.tasks == ("qeval_temperature",) for g in groups)
+
+
+def test_the_default_study_is_about_120_runs_each_planned_once():
+    plan = default_plan()
+    # size series 4 x 13 + 4 x 6; recipes 12 models x 2 minus base-s W4 (in the series);
+    # 12 early checkpoints x 2; temperature 2 x 3
+    assert plan.run_count == 52 + 24 + 22 + 24 + 6 == 128
+    assert len(plan.runs()) == len(set(plan.runs()))
+    names = [g.model.name for g in plan.groups if g.part == P.DIVERGENCE]
+    assert len(set(names)) == len(names)  # one qeval run per model: workers never share one
+
+
+def test_external_models_get_only_the_size_series_with_every_spec():
+    models = [P.StudyModel("pythia-70m", "EleutherAI/pythia-70m", None, None)]
+    plan = P.build_plan(models, passages=None, prompts=None)
+    divergence = runs_of(plan, P.DIVERGENCE)
+    assert {spec for _, spec in divergence} == set(P.FULL_SPECS)
+    assert all(g.metadata == {} for g in plan.groups)
