@@ -65,6 +65,8 @@ def test_every_command_module_has_the_shape():
         "scan",
         "cache",
         *(["report"] if "report" in modules else []),
+        "predict",
+        "study",
     ]
     for name, module in modules.items():
         assert callable(module.add_arguments) and callable(module.run), name
