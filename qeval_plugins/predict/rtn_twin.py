@@ -121,14 +121,17 @@ def rtn_twin(quantizer: str, options: Mapping[str, Any], spec: str) -> RtnTwin:
 
 
 def resolved_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``spec``'s quantizer (canonical name, aliases resolved) and every option with its default,
-    from the installed quantizers' declarations (nothing is loaded or checked for a device)."""
+    """``spec``'s quantizer (canonical name, aliases resolved) and its options as a run records
+    them: every option with its default, then the quantizer's ``finalize_options`` (nothing is
+    loaded or checked against a device)."""
     from qeval_plugins.core.options import resolve_options
-    from qeval_plugins.core.registry import get_registry
+    from qeval_plugins.core.registry import get_registry, run_finalize_options
 
     name, given = parse_spec(spec)
-    quantizer = get_registry().get(name).quantizer
-    return quantizer.name, resolve_options(quantizer.name, quantizer.options, given)
+    entry = get_registry().get(name)
+    quantizer = entry.quantizer
+    options = resolve_options(quantizer.name, quantizer.options, given)
+    return quantizer.name, run_finalize_options(quantizer, entry.plugin, options)
 
 
 def twin_of_spec(spec: str) -> RtnTwin:
