@@ -76,8 +76,10 @@ class Recipe:
     a dropout on each MLP's output before the residual add (LlamaConfig has no residual dropout;
     the trainer adds it with a forward hook, so the saved model is a plain Llama).
     ``grad_clip``: maximum global gradient L2 norm, or None for no clipping.
-    ``precision``: ``"float32"``; ``"bfloat16"`` (autocast mixed precision, float32 master
-    weights); ``"float16"`` (autocast float16 with a dynamic loss scale, ``torch.amp.GradScaler``).
+    ``precision``: ``"float32"``; ``"bfloat16"`` (mixed precision, float32 master weights);
+    ``"float16"`` (mixed precision with a dynamic loss scale, ``torch.amp.GradScaler``). On an
+    accelerator that is ``torch.autocast``; on CPU, where low-precision matmuls are too slow,
+    the linear layers round to the format instead (:func:`.training.emulate_low_precision`).
     Checkpoints are float32 whatever the precision.
     """
 
