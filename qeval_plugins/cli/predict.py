@@ -32,6 +32,10 @@ FIT = "fit"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``qeval predict``'s arguments: ``fit RUNS...`` or ``MODEL``, and the options of both."""
+    parser.usage = (
+        "%(prog)s fit RUNS... --out FILE [--target T] [--device D]\n"
+        "       %(prog)s MODEL --quantizers SPECS --predictor FILE [--device D]"
+    )
     parser.add_argument(
         "paths",
         nargs="+",

@@ -117,7 +117,7 @@ def format_descriptors(twin: RtnTwin, median_in_features: float) -> dict[str, fl
         scale = "symmetric" if twin.symmetric else "asymmetric"
     bits = effective_bits(
         twin.format,
-        twin.element_bits if twin.format == "int" else 4,
+        twin.bits,
         twin.group_size,
         symmetric=twin.symmetric,
         in_features=max(1, round(median_in_features)),

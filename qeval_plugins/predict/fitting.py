@@ -88,6 +88,7 @@ def fit_predictor(
         validation=validation,
         costs=[
             {
+                "spec": row.spec,
                 "quantizer": row.quantizer,
                 "params": float(row.params or 10 ** x[i, FEATURES.index("log10_params")]),
                 "seconds": row.eval_seconds,

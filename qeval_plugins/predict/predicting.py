@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qeval_plugins.core.errors import QevalError
+from qeval_plugins.core.specs import format_spec as canonical_spec
+from qeval_plugins.core.specs import parse_spec
 from qeval_plugins.predict.features import FEATURES, MODEL_FEATURES, ModelFeatures, model_folder
 from qeval_plugins.predict.landscape import texts_hash
 from qeval_plugins.predict.predictor_file import Predictor
@@ -90,7 +92,8 @@ def forecast(
     )
     spec_features = [name for name in FEATURES if name not in MODEL_FEATURES]
     for i, (spec, quantizer, twin) in enumerate(twins):
-        estimate, basis = evaluation_estimate(predictor, quantizer, params)
+        canonical = canonical_spec(quantizer, parse_spec(spec)[1])
+        estimate, basis = evaluation_estimate(predictor, canonical, quantizer, params)
         result.specs.append(
             SpecForecast(
                 spec=spec,
@@ -123,14 +126,22 @@ def _outside(row: dict[str, float], predictor: Predictor, names: Sequence[str]) 
 
 
 def evaluation_estimate(
-    predictor: Predictor, quantizer: str, params: float
+    predictor: Predictor, spec: str, quantizer: str, params: float
 ) -> tuple[float | None, int]:
-    """What evaluating ``quantizer`` on a model of ``params`` parameters would take: the median
-    over the training runs of that quantizer of their recorded seconds scaled by the parameter
-    ratio (evaluation cost grows about linearly with size); (None, 0) without such runs."""
-    scaled = [
-        cost["seconds"] * params / cost["params"]
-        for cost in predictor.costs
-        if cost["quantizer"] == quantizer and cost["params"] > 0
-    ]
-    return (statistics.median(scaled), len(scaled)) if scaled else (None, 0)
+    """What quantizing and evaluating ``spec`` (canonical, as a run records it) on a model of
+    ``params`` parameters would take: the median of the recorded seconds of the training runs
+    of that spec (else of its quantizer), each scaled by the parameter ratio (evaluation cost
+    grows about linearly with size), and how many runs it comes from; (None, 0) without such
+    runs."""
+    for same in (
+        lambda cost: cost["spec"] == spec,
+        lambda cost: cost["quantizer"] == quantizer,
+    ):
+        scaled = [
+            cost["seconds"] * params / cost["params"]
+            for cost in predictor.costs
+            if same(cost) and cost["params"] > 0
+        ]
+        if scaled:
+            return statistics.median(scaled), len(scaled)
+    return None, 0

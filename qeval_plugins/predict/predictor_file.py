@@ -7,9 +7,9 @@ every row), ``trees`` (:mod:`.forest`'s arrays), ``training_range`` (feature →
 the training rows), ``rows`` (their count), ``models`` and ``families`` (those seen),
 ``baselines`` (the two transparent lines, feature → [a, b] of y = a + b·x, fitted on every
 row), ``validation`` (``leave_one_model_out`` and ``leave_one_family_out``: predictor →
-``{"mae", "rmse"}``, null with a single model or family), ``costs`` (per training row: quantizer,
-parameter count and the recorded evaluation seconds) and ``texts`` (the short pass's text file,
-null for the bundled passages, and the SHA-256 of the texts).
+``{"mae", "rmse"}``, null with a single model or family), ``costs`` (per training row: spec,
+quantizer, parameter count and the recorded evaluation seconds) and ``texts`` (the short pass's
+text file, null for the bundled passages, and the SHA-256 of the texts).
 
 Reading never executes anything: the file must be a regular file under :data:`MAX_BYTES`, UTF-8
 JSON without NaN or Infinity, and every field of the right type and shape; anything else is one
@@ -191,6 +191,7 @@ def _pair(value: Any, name: str) -> tuple[float, float]:
 def _cost(entry: Any) -> dict[str, Any]:
     entry = _mapping(entry, "costs[]")
     return {
+        "spec": _string(entry.get("spec", entry.get("quantizer")), "costs[].spec"),
         "quantizer": _string(entry.get("quantizer"), "costs[].quantizer"),
         "params": _number(entry.get("params"), "costs[].params"),
         "seconds": _number(entry.get("seconds"), "costs[].seconds"),

@@ -13,6 +13,7 @@ from qeval_plugins.cli.main import main
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.predict.features import FEATURES
 from qeval_plugins.predict.forest import MAX_NODES, MAX_TREES, fit_forest
+from qeval_plugins.predict.predicting import evaluation_estimate
 from qeval_plugins.predict.predictor_file import Predictor, read_predictor, write_predictor
 
 
@@ -34,7 +35,10 @@ def make_predictor() -> Predictor:
         families=["llama"],
         baselines={"linear_sqnr": (0.5, -0.01)},
         validation={"leave_one_model_out": None, "leave_one_family_out": None},
-        costs=[{"quantizer": "rtn", "params": 1e6, "seconds": 30.0}],
+        costs=[
+            {"spec": "rtn:bits=4", "quantizer": "rtn", "params": 1e6, "seconds": 30.0},
+            {"spec": "rtn:bits=8", "quantizer": "rtn", "params": 1e6, "seconds": 50.0},
+        ],
         texts={"file": None, "sha256": "0" * 64},
     )
 
@@ -56,6 +60,13 @@ def test_round_trip_keeps_every_prediction(tmp_path, predictor):
     assert again.training_range == predictor.training_range
     assert again.costs == predictor.costs and again.rows == 30
     assert json.loads(path.read_text())["format"] == "qeval-predictor"
+
+
+def test_evaluation_cost_comes_from_the_same_spec_else_its_quantizer(predictor):
+    # seconds × the parameter ratio; the median over the runs that match
+    assert evaluation_estimate(predictor, "rtn:bits=8", "rtn", 2e6) == (100.0, 1)
+    assert evaluation_estimate(predictor, "rtn:bits=3", "rtn", 1e6) == (40.0, 2)
+    assert evaluation_estimate(predictor, "gptq", "gptq", 1e6) == (None, 0)
 
 
 def _valid(predictor) -> dict:
