@@ -42,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated hub ids or paths, smallest first: study these instead of training",
     )
     parser.add_argument(
+        "--quantizers",
+        default=None,
+        help="comma-separated specs for the size series on every seed, instead of the "
+        "study's list (a quicker study; findings whose specs are missing are not measured)",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="rewrite the report from the existing runs; train and run nothing",
@@ -59,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         jobs=args.jobs,
         models=tuple(comma_list(args.models)) if args.models else (),
+        specs=tuple(comma_list(args.quantizers)) if args.quantizers else (),
     )
     check_settings(settings)
     run_study(settings, report_only=args.report_only)

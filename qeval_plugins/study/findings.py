@@ -137,8 +137,9 @@ def compared(ctx: Context, a: list[Number], b: list[Number]) -> tuple[Number | N
     return effect, led.derived("sum", [led.derived("range", a), led.derived("range", b)])
 
 
-def values_text(numbers: Sequence[Number]) -> str:
-    return " · ".join(n.text for n in numbers) if numbers else "—"
+def values_text(numbers: Sequence[Number | None]) -> str:
+    """``0.1 · 0.12``; a missing value is ``—``."""
+    return " · ".join(n.text if n else "—" for n in numbers) if numbers else "—"
 
 
 def seeds_cell(numbers: list[Number]) -> Cell:
@@ -147,13 +148,13 @@ def seeds_cell(numbers: list[Number]) -> Cell:
 
 
 class _Joined(str):
-    """A table cell quoting several numbers (seed 1 · seed 2 ...)."""
+    """A table cell quoting several numbers (seed 1 · seed 2 ...); None shows as ``—``."""
 
     numbers: list[Number]
 
-    def __new__(cls, numbers: list[Number]):
+    def __new__(cls, numbers: Sequence[Number | None]):
         cell = super().__new__(cls, values_text(numbers))
-        cell.numbers = numbers
+        cell.numbers = present(numbers)
         return cell
 
 
@@ -241,7 +242,7 @@ def early_checkpoint_finding(ctx: Context, fraction: float) -> Finding:
                 if early is not None and final is not None:
                     early_by_seed[seed].append(early)
                     final_by_seed[seed].append(final)
-                cells.append(seeds_cell(present([early, final])))
+                cells.append(_Joined([early, final]))
             rows.append(cells)
         rhos, ps = [], []
         rho_cells: list[Cell] = ["Spearman ρ"]
@@ -483,7 +484,7 @@ def predictor_finding(ctx: Context, all_dnll: list[Number], seed_ranges: list[Nu
     target = lookup(led.data(path), ("target",))
     verdict = verdicts.NOT_SHOWN
     effect = threshold = None
-    if "ln_ppl_ratio" not in str(target):
+    if target not in ("delta_nll", "ln_ppl_ratio"):
         notes.append(f"The predictor's target is `{target}`, not ΔNLL: no verdict is drawn.")
     elif lofo is not None and len(all_dnll) >= 2 and seed_ranges:
         constant = led.derived("mean_abs_deviation", all_dnll)
@@ -495,9 +496,10 @@ def predictor_finding(ctx: Context, all_dnll: list[Number], seed_ranges: list[Nu
         elif -effect.value > threshold.value:
             verdict = verdicts.CONTRADICTED
     measured = (
-        "The predictor fitted by `qeval predict fit` on the study's runs (features: weight "
-        "parameters, the unquantized loss, RTN weight SQNR...; `predictor.json`), validated "
-        "leaving one model, and one family, out. Effect = MAE of predicting every run's ΔNLL by "
+        "The predictor fitted by `qeval predict fit` on the study's runs (`predictor.json`: "
+        "cheap features such as parameter count, the unquantized NLL and the RTN twin's weight "
+        "SQNR), validated leaving one model out and leaving one family (here: one training "
+        "recipe) out. Effect = MAE of predicting every run's ΔNLL by "
         "their mean − the forest's leave-one-family-out MAE; spread = the mean seed-to-seed "
         "range of ΔNLL over (size, spec) pairs with two seeds."
     )

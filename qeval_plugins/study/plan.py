@@ -177,20 +177,24 @@ def build_plan(
     prompts: str | None,
     variant_size: str = "s",
     temperature_size: str | None = None,
+    specs: Sequence[str] = (),
 ) -> StudyPlan:
     """The sweep groups for ``models`` (see the module docstring).
 
     ``passages``: the held-out JSONL for ``qeval_sqnr``/``qeval_outliers`` (``text_file``;
     None: their bundled English passages); ``prompts``: the story openings JSONL for
     ``qeval_temperature`` (``prompt_file``; None: its bundled prompts);
-    ``temperature_size``: the size of the temperature sweep (default: the last size listed)."""
+    ``temperature_size``: the size of the temperature sweep (default: the last size listed);
+    ``specs``: the size series' specs on every seed instead of :data:`FULL_SPECS` /
+    :data:`SPREAD_SPECS` (a quicker study)."""
     divergence = {"text_file": passages} if passages else {}
     first_seed = min((m.seed for m in models if m.seed is not None), default=None)
     base = [m for m in models if m.is_final and m.recipe in ("base", None)]
     groups = []
     for model in sorted(base, key=lambda m: (m.seed != first_seed, m.seed or 0)):
-        specs = FULL_SPECS if model.seed in (first_seed, None) else SPREAD_SPECS
-        groups.append(SweepGroup(DIVERGENCE, model, specs, DIVERGENCE_TASKS, divergence))
+        chosen = FULL_SPECS if model.seed in (first_seed, None) else SPREAD_SPECS
+        chosen = tuple(specs) or chosen
+        groups.append(SweepGroup(DIVERGENCE, model, chosen, DIVERGENCE_TASKS, divergence))
     recipes = [m for m in models if m.size == variant_size and m.recipe is not None]
     for model in sorted(recipes, key=lambda m: (not m.is_final, m.recipe, m.seed)):
         groups.append(SweepGroup(DIVERGENCE, model, RECIPE_SPECS, DIVERGENCE_TASKS, divergence))

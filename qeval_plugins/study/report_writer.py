@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from qeval_plugins.cli.sweep import slug
 from qeval_plugins.storage.atomic import write_atomic
 from qeval_plugins.study import findings as F
 from qeval_plugins.study import verdicts
@@ -299,10 +300,15 @@ def setup_lines(settings, prepared) -> list[str]:
     for part, _, _ in plan.runs():
         parts[part] = parts.get(part, 0) + 1
     counts = ", ".join(f"{count} in `runs/{part}/`" for part, count in parts.items())
+    done = sum(
+        (settings.runs_dir / part / f"{slug(model)}__{slug(spec)}" / "results.json").is_file()
+        for part, model, spec in plan.runs()
+    )
     lines = [
-        f"- Runs: {plan.run_count} `qeval run` runs ({counts}), each `runs/<part>/"
-        "<model>__<spec>/results.json` (a standard lm-eval results file) with `qeval_run.json` "
-        "(its settings).",
+        f"- Runs: {plan.run_count} `qeval run` runs planned ({counts}), {done} with results, "
+        "each `runs/<part>/<model>__<spec>/results.json` (a standard lm-eval results file) "
+        "with `qeval_run.json` (its settings). A finding whose runs are missing says "
+        f"'{verdicts.NOT_MEASURED}'.",
         f"- Device: `{settings.device}`. Seeds: {', '.join(map(str, settings.seeds))}.",
         f"- Size series: the base recipe at sizes {', '.join(settings.sizes)}; seed "
         f"{settings.seeds[0]} with {', '.join(f'`{s}`' for s in FULL_SPECS)}; the other seeds "

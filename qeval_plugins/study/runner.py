@@ -11,6 +11,7 @@ echoed with the group's position.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qeval_plugins.cli.heartbeat import elapsed_text
+from qeval_plugins.cli.sweep import die_with_parent
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.storage.atomic import write_atomic
 from qeval_plugins.study.plan import (
@@ -53,6 +55,7 @@ class StudySettings:
     device: str = "cpu"
     jobs: int = 1
     models: tuple[str, ...] = ()  # hub ids or paths: no training, size series only
+    specs: tuple[str, ...] = ()  # the size series' specs on every seed (default: the plan's)
     variant_size: str = "s"
 
     @property
@@ -85,7 +88,8 @@ def prepare(settings: StudySettings, progress: Progress, train: bool = True) -> 
     if settings.models:
         models = external_models(settings.models)
         paths = {m.name: m.size for m in models}
-        return Prepared(build_plan(models, passages=None, prompts=None), paths, {})
+        plan = build_plan(models, passages=None, prompts=None, specs=settings.specs)
+        return Prepared(plan, paths, {})
     from qeval_plugins.paths import tasks_path
     from qeval_plugins.study.family import checkpoint_dir, default_family, held_out_passages
     from qeval_plugins.study.training import train_family
@@ -123,6 +127,7 @@ def prepare(settings: StudySettings, progress: Progress, train: bool = True) -> 
         passages=str(held_out_passages()),
         prompts=str(prompts),
         variant_size=settings.variant_size,
+        specs=settings.specs,
     )
     return Prepared(plan, paths, family)
 
@@ -177,7 +182,12 @@ def run_sweep(prepared: Prepared, settings: StudySettings, progress: Progress) -
         command = group_command(group, prepared.paths[group.model.name], runs_dir, settings.device)
         with log_path.open("w") as log:
             child = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+                command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},  # its lines as they come
+                preexec_fn=die_with_parent(),  # dies with this thread's process (Linux)
             )
             for line in child.stdout:
                 log.write(line)
