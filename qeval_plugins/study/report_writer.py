@@ -21,7 +21,6 @@ from qeval_plugins.study.ledger import Ledger, Number
 from qeval_plugins.study.plan import (
     EARLY_FRACTION,
     FULL_SPECS,
-    SPREAD_SPECS,
     W4_SPEC,
     W8A8_SPEC,
 )
@@ -198,7 +197,7 @@ def write_report(settings, prepared) -> Path:
     ctx = F.Context(ledger, F.Runs(ledger, settings.runs_dir), prepared.plan.models(),
                     settings.variant_size, predictor, speed)  # fmt: skip
     sizes = list(ctx.base_by_size())
-    has_family = any(m.recipe not in (None,) for m in ctx.models) and bool(settings.models) is False
+    has_family = not settings.models
 
     size_columns, size_rows, size_points = F.size_table(ctx)
     gain, gain_points = F.gptq_gain(ctx)
@@ -309,12 +308,16 @@ def setup_lines(settings, prepared) -> list[str]:
         "each `runs/<part>/<model>__<spec>/results.json` (a standard lm-eval results file) "
         "with `qeval_run.json` (its settings). A finding whose runs are missing says "
         f"'{verdicts.NOT_MEASURED}'.",
-        f"- Device: `{settings.device}`. Seeds: {', '.join(map(str, settings.seeds))}.",
-        f"- Size series: the base recipe at sizes {', '.join(settings.sizes)}; seed "
-        f"{settings.seeds[0]} with {', '.join(f'`{s}`' for s in FULL_SPECS)}; the other seeds "
-        f"with {', '.join(f'`{s}`' for s in SPREAD_SPECS)}. Tasks `qeval_sqnr` and "
-        "`qeval_outliers` on the family's held-out in-domain passages.",
-    ]
+        f"- Device: `{settings.device}`. Seeds: {', '.join(map(str, settings.seeds))}."
+        if not settings.models
+        else f"- Device: `{settings.device}`. Models (one seed each): "
+        + ", ".join(f"`{m}`" for m in settings.models)
+        + ".",
+        f"- Size series: {series_text(settings, plan)}. Tasks `qeval_sqnr` and "
+        "`qeval_outliers` on "
+        + ("their bundled English passages." if settings.models else "the family's held-out "
+           "in-domain passages."),
+    ]  # fmt: skip
     if not settings.models:
         lines += [
             f"- Recipes at size {settings.variant_size}: every recipe and seed, and each one's "
@@ -327,6 +330,27 @@ def setup_lines(settings, prepared) -> list[str]:
         "",
     ]
     return lines
+
+
+def series_text(settings, plan) -> str:
+    """Which specs each seed of the size series got, from the plan."""
+    by_seed: dict = {}
+    for group in plan.groups:
+        model = group.model
+        if group.part == "divergence" and model.is_final and model.recipe in ("base", None):
+            by_seed.setdefault(model.seed, group.specs)
+    parts = [
+        (f"seed {seed}" if seed is not None else "every model")
+        + " with "
+        + ", ".join(f"`{spec}`" for spec in specs if spec in (settings.specs or FULL_SPECS))
+        for seed, specs in by_seed.items()
+    ]
+    where = (
+        "the given models"
+        if settings.models
+        else f"the base recipe at sizes {', '.join(settings.sizes)}"
+    )
+    return f"{where}; " + "; ".join(parts)
 
 
 def speed_lines(quote: Quoted, table: list, device: str) -> list[str]:
@@ -349,10 +373,18 @@ def speed_lines(quote: Quoted, table: list, device: str) -> list[str]:
 
 
 def limits(settings) -> list[str]:
-    return [
+    scale = (
         "- **Scale.** The family's models have 10⁴–10⁶ parameters and were trained for a few "
         "hundred steps on a synthetic world; the papers study 10⁸–10¹¹ parameters. A verdict "
-        "here says what qeval measured on this family, not whether the claim holds for LLMs.",
+        "here says what qeval measured on this family, not whether the claim holds for LLMs."
+    )
+    if settings.models:
+        scale = (
+            "- **Models given.** The models were given with `--models`: no recipe varies "
+            "between them, so the training-recipe findings (Ahmadian et al.) are not measured."
+        )
+    return [
+        scale,
         "- **Two seeds.** The spread is a range over two seeds: a crude, optimistic estimate of "
         "seed-to-seed variation. Effects inside it are 'not shown', never 'reproduced'.",
         "- **Outliers.** Emergent outlier features appear in models beyond ~6.7B parameters "

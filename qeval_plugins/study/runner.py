@@ -180,7 +180,7 @@ def run_sweep(prepared: Prepared, settings: StudySettings, progress: Progress) -
         log_path = runs_dir / "logs" / group.part / f"{group.model.name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         command = group_command(group, prepared.paths[group.model.name], runs_dir, settings.device)
-        with log_path.open("w") as log:
+        with log_path.open("w", buffering=1) as log:  # line by line: readable while it runs
             child = subprocess.Popen(
                 command,
                 stdout=subprocess.PIPE,
