@@ -168,22 +168,20 @@ def forecast_lines(result, predictor, seconds: float) -> list[str]:
         )
     lines.append("")
     known = [spec for spec in result.specs if spec.evaluation_seconds is not None]
-    cost = f"cost: features {result.feature_seconds:.1f} s (qeval predict in all {seconds:.1f} s)"
+    missing = [spec.spec for spec in result.specs if spec.evaluation_seconds is None]
+    lines.append(
+        f"cost: features {result.feature_seconds:.1f} s (qeval predict in all {seconds:.1f} s)"
+    )
     if known:
         total = sum(spec.evaluation_seconds for spec in known)
         parts = ", ".join(f"{spec.spec} ≈ {spec.evaluation_seconds:.0f} s" for spec in known)
-        cost += (
-            f"; quantize + evaluate for real ≈ {total:.0f} s ({parts}: the training runs' "
-            f"recorded times of each quantizer, scaled by parameter count)"
+        lines.append(
+            f"quantize + evaluate for real ≈ {total:.0f} s: {parts} (the training runs' recorded "
+            f"times, scaled by parameter count)"
+            + ("" if missing else f"; ratio {seconds / total:.2f}")
         )
-        missing = [spec.spec for spec in result.specs if spec.evaluation_seconds is None]
-        if missing:
-            cost += f"; no training run of {', '.join(missing)}'s quantizer to go by"
-        else:
-            cost += f"; ratio {seconds / total:.2f}"
-    else:
-        cost += "; no training run of these quantizers recorded its evaluation time"
-    lines.append(cost)
+    if missing:
+        lines.append(f"no training run recorded the evaluation time of {', '.join(missing)}")
     return lines
 
 

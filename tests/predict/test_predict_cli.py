@@ -115,7 +115,7 @@ def test_predict_on_a_trained_model(predictor_path, capsys):
     expected = sorted(lines, key=lambda spec: targets[spec.replace("rtn:bits=", "rtn-bits")])
     assert order == expected
     assert "family llama" in out
-    assert "ratio" in out.splitlines()[-1]  # every spec's quantizer has training runs
+    assert "ratio" in out.splitlines()[-1]  # every spec has training runs
 
 
 def test_predict_on_an_unseen_model_flags_the_range(predictor_path, tiny_model_dir, capsys):
@@ -125,7 +125,7 @@ def test_predict_on_an_unseen_model_flags_the_range(predictor_path, tiny_model_d
     assert "model outside the training range: log10_params" in out
     nf4 = next(line for line in out.splitlines() if line.startswith("bnb-nf4"))
     assert "nf4 g64" in nf4 and "outside training range: element_kind" in nf4
-    assert "no training run of bnb-nf4's quantizer to go by" in out
+    assert "no training run recorded the evaluation time of bnb-nf4" in out
 
 
 def test_runs_without_qeval_sqnr_are_refused_naming_it(runs, tmp_path, capsys):
