@@ -49,6 +49,9 @@ counts when the change of the means exceeds the sum of both seed ranges; reprodu
 steps of both signs exist, contradicted when every step counts and all go one way."""
 
 
+BARS = "Bars: mean ± half the range over the seeds (two seeds: one seed's value to the other's)."
+
+
 class Quoted:
     """Renders cells and remembers which ledger numbers the Markdown quotes."""
 
@@ -256,7 +259,7 @@ def write_report(settings, prepared) -> Path:
     for finding in found:
         lines += finding_section(quote, finding)
         if finding.key == "gptq-gain" and drawn["gptq_gain.png"]:
-            lines += ["![GPTQ gain over RTN](gptq_gain.png)", ""]
+            lines += ["![GPTQ gain over RTN](gptq_gain.png)", "", BARS, ""]
     lines += ["## nf4 vs fp4 temperature curves", ""]
     lines += [
         "ROUGE-L (0–1) of 4 samples per prompt against the world's reference continuation, "
@@ -266,7 +269,8 @@ def write_report(settings, prepared) -> Path:
         *quote.table(temp_columns, temp_rows),
         "",
     ]
-    lines += ["![temperature curves](temperature.png)", ""] if drawn["temperature.png"] else []
+    if drawn["temperature.png"]:
+        lines += ["![temperature curves](temperature.png)", "", BARS, ""]
     lines += ["## Tokens/s per quantizer (CPU figures)", ""]
     lines += speed_lines(quote, speed_table, settings.device)
     lines += ["## What this does not show", "", *limits(settings), ""]
@@ -361,7 +365,9 @@ def speed_lines(quote: Quoted, table: list, device: str) -> list[str]:
         f"Measured on {where}: greedy generation of exactly 64 new tokens from one prompt, batch "
         "size 1, 3 timed repeats after a warm-up, median (`speed.json`). These are CPU kernels "
         "(bitsandbytes' and GPTQModel's CPU paths, rtn simulated in float32), not the GPU "
-        "figures Roy reports: **no GPU was lent to this study**, so no GPU speed row exists."
+        "figures Roy reports: **no GPU was lent to this study**, so no GPU speed row exists. "
+        "RTN's formats (int, fp4, nf4, MX) are simulated: their weights are stored dequantized "
+        "in float32, so one rtn row stands for all of them."
         if device == "cpu"
         else f"Measured on {where}: greedy generation of 64 new tokens, batch size 1, median "
         "of 3 repeats (`speed.json`).",
