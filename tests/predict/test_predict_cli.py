@@ -19,6 +19,7 @@ import pytest
 
 from qeval_plugins.cli.main import main
 from qeval_plugins.predict.predictor_file import read_predictor
+from qeval_plugins.report.load import NON_METRIC_KEYS
 
 DATA = Path(__file__).resolve().parent / "data" / "qeval-tiny"
 pytestmark = pytest.mark.slow
@@ -159,3 +160,17 @@ def test_fit_refusals_are_one_line(runs, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn", None)
     assert main(["predict", "fit", str(runs[0]), "--out", out]) == 2
     assert "pip install 'qeval[predict]'" in capsys.readouterr().err
+
+
+def test_a_quantizer_or_a_task_as_the_target(runs, tmp_path):
+    out = tmp_path / "p.json"
+    folders = [str(folder) for folder in runs]
+    assert main(["predict", "fit", *folders, "--out", str(out), "--target", "rtn"]) == 0
+    predictor = read_predictor(out)
+    assert (predictor.target, predictor.rows) == ("rtn", 6)
+    assert predictor.target_label == "ΔNLL of rtn on qeval_sqnr (nats/token)"
+    assert main(["predict", "fit", *folders, "--out", str(out), "--target", "qeval_sqnr"]) == 0
+    results = json.loads((DATA / "rtn-bits4" / "results.json").read_text())["results"]
+    names = [key.partition(",")[0] for key in results["qeval_sqnr"]]
+    first = next(name for name in names if name not in NON_METRIC_KEYS and "_stderr" not in name)
+    assert read_predictor(out).target_label == f"qeval_sqnr/{first}"
