@@ -17,8 +17,10 @@ into a temporary folder and renames it into place, after the resume state
 member resumes from its last checkpoint and ends with the weights of an uninterrupted run; a
 member whose last checkpoint exists is reused; the resume states go once it is finished.
 
-The default budget, :data:`DEFAULT_STEPS` steps per member, trains :func:`.family.default_family`
-(18 members) in about 15 minutes on two CPU threads (``benchmarks/family_training.py``).
+The default budget, :data:`DEFAULT_STEPS` steps per member, trained :func:`.family.default_family`
+(18 members) in 20 minutes on one CPU thread of the shared 2-core machine with other work running
+(load average about 5): 45-85 s for an xs or s member, 55-75 s for m, 125-135 s for l, the
+low-precision and dropout recipes about 1.2x base (``benchmarks/family_training.py``).
 """
 
 from __future__ import annotations
