@@ -2,14 +2,16 @@
 ``cache_root()/predict/``, named by the SHA-256 of what the entry depends on (the checkpoint's
 content hash, the RTN twin, the noise radius, the texts' hash, the pass settings).
 
-Writes are atomic (:func:`qeval_plugins.storage.atomic.write_atomic`); an entry that cannot be
-read, is not JSON, or is not a mapping of names to finite numbers is recomputed and replaced.
+Writes are atomic (:func:`qeval_plugins.storage.atomic.write_atomic`); a cache folder that cannot
+be written is one warning (the values are used uncached); an entry that cannot be read, is not
+JSON, or is not a mapping of names to finite numbers is recomputed and replaced.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +22,7 @@ from qeval_plugins.storage.atomic import write_atomic
 from qeval_plugins.storage.cache_layout import cache_root
 
 MAX_ENTRY_BYTES = 1 << 20
+logger = logging.getLogger(__name__)
 
 
 def predict_cache_dir() -> Path:
@@ -41,9 +44,12 @@ def cached(parts: dict[str, Any], compute: Callable[[], dict[str, float]]) -> tu
     if found is not None:
         return found, True
     values = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"depends_on": parts, "values": values}
-    write_atomic(path, json.dumps(payload, sort_keys=True, default=str).encode())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(payload, sort_keys=True, default=str).encode())
+    except OSError as error:  # the cache only saves time: the values stand without it
+        logger.warning("predictor features not cached in %s: %s", path.parent, error)
     return values, False
 
 

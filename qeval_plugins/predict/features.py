@@ -155,6 +155,15 @@ class ModelFeatures:
             **more,
         }
 
+    def _layers(self, model: Any) -> list[tuple[str, Any]]:
+        found = linear_layers(model)
+        if not found:
+            raise QevalError(
+                f"model {self.model_dir} has no torch.nn.Linear layer besides its output "
+                f"projection: no weights for an RTN twin to round (rtn quantizes only those)"
+            )
+        return found
+
     def _model(self) -> tuple[Any, list[list[int]]]:
         if self._loaded is None:
             import torch
@@ -193,7 +202,7 @@ class ModelFeatures:
 
     def _compute_model(self) -> dict[str, float]:
         model, ids = self._model()
-        layers = linear_layers(model)
+        layers = self._layers(model)
         reference = landscape.mean_nll(model, ids)
         values = {
             "nll_reference": reference,
@@ -213,7 +222,7 @@ class ModelFeatures:
 
     def _compute_twin(self, twin: RtnTwin) -> dict[str, float]:
         model, ids = self._model()
-        layers = linear_layers(model)
+        layers = self._layers(model)
         energies = twin_layer_energies(layers, twin)
         per_layer = {name: sqnr_db(*pair) for name, pair in energies.items()}
         noisy = landscape.noisy_nll(model, layers, per_layer, ids)
