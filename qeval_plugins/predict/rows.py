@@ -25,6 +25,7 @@ from typing import Any
 
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.safe_read import read_regular
+from qeval_plugins.predict.features import model_folder
 from qeval_plugins.predict.rtn_twin import RtnTwin, resolved_spec, rtn_twin
 from qeval_plugins.report.load import MAX_RESULTS_BYTES, load_runs, no_runs_message
 from qeval_plugins.report.runs import Run, model_args
@@ -144,8 +145,6 @@ def _row(run: Run, target: Target) -> Row | None:
             )
         value = metric.value
     pretrained = scalar_text(model_args(run.config).get("pretrained")) or run.model
-    from qeval_plugins.predict.features import model_folder
-
     folder = model_folder(pretrained)
     options = run.qeval.get("options")
     if isinstance(options, dict):
