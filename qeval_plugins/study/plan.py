@@ -5,7 +5,8 @@ compute the same model's reference at once):
 
 * **size series** (``divergence/``): the base recipe at every size; seed 1 with every spec of
   :data:`FULL_SPECS`, the other seeds with :data:`SPREAD_SPECS` (the specs whose findings need a
-  seed spread); tasks ``qeval_sqnr`` + ``qeval_outliers`` on the family's held-out passages.
+  seed spread); tasks ``qeval_sqnr`` + ``qeval_outliers`` on the family's held-out passages
+  (:data:`SQNR_ONLY` specs: ``qeval_sqnr`` only, in groups of their own at the end).
 * **recipes** (``divergence/``): every recipe at the variant size and every seed, with
   :data:`RECIPE_SPECS` (Ahmadian et al.'s W4 and W8A8 settings).
 * **early checkpoints** (``divergence/``): the :data:`EARLY_FRACTION` checkpoint of each
@@ -70,6 +71,9 @@ RECIPE_SPECS: tuple[str, ...] = (W4_SPEC, W8A8_SPEC)
 TEMPERATURE_SPECS: tuple[str, ...] = ("none", "bnb-nf4", "bnb-fp4")
 DIVERGENCE_TASKS: tuple[str, ...] = ("qeval_sqnr", "qeval_outliers")
 TEMPERATURE_TASKS: tuple[str, ...] = ("qeval_temperature",)
+#: specs run with qeval_sqnr only: qeval_outliers cannot read GPTQModel's packed CPU layers
+#: (no in_features); they run after every other group, so never beside their model's other group
+SQNR_ONLY = ("gptq",)
 EARLY_FRACTION = 0.25
 DIVERGENCE = "divergence"  # sub-folder of the runs folder for the sqnr + outliers runs
 TEMPERATURE = "temperature"  # sub-folder for the temperature sweeps
@@ -157,11 +161,11 @@ def family_models(
 
 
 def merged(groups: list[SweepGroup]) -> list[SweepGroup]:
-    """One group per (part, model): a model planned twice gets both groups' specs in one
+    """One group per (part, model, tasks): a model planned twice gets both groups' specs in one
     ``qeval run``, at the first one's place."""
-    by_key: dict[tuple[str, str], SweepGroup] = {}
+    by_key: dict[tuple[str, str, tuple[str, ...]], SweepGroup] = {}
     for group in groups:
-        key = (group.part, group.model.name)
+        key = (group.part, group.model.name, group.tasks)
         if key in by_key:
             first = by_key[key]
             specs = tuple(dict.fromkeys((*first.specs, *group.specs)))
@@ -190,15 +194,19 @@ def build_plan(
     divergence = {"text_file": passages} if passages else {}
     first_seed = min((m.seed for m in models if m.seed is not None), default=None)
     base = [m for m in models if m.is_final and m.recipe in ("base", None)]
-    groups = []
+    groups, last = [], []
     for model in sorted(base, key=lambda m: (m.seed != first_seed, m.seed or 0)):
         chosen = FULL_SPECS if model.seed in (first_seed, None) else SPREAD_SPECS
         chosen = tuple(specs) or chosen
-        groups.append(SweepGroup(DIVERGENCE, model, chosen, DIVERGENCE_TASKS, divergence))
+        kept = tuple(spec for spec in chosen if not spec.startswith(SQNR_ONLY))
+        groups.append(SweepGroup(DIVERGENCE, model, kept, DIVERGENCE_TASKS, divergence))
+        if kept != chosen:
+            sqnr_only = tuple(spec for spec in chosen if spec.startswith(SQNR_ONLY))
+            last.append(SweepGroup(DIVERGENCE, model, sqnr_only, ("qeval_sqnr",), divergence))
     recipes = [m for m in models if m.size == variant_size and m.recipe is not None]
     for model in sorted(recipes, key=lambda m: (not m.is_final, m.recipe, m.seed)):
         groups.append(SweepGroup(DIVERGENCE, model, RECIPE_SPECS, DIVERGENCE_TASKS, divergence))
-    groups = merged(groups)
+    groups = merged(groups + last)
     sizes = list(dict.fromkeys(m.size for m in base))
     largest = temperature_size or (sizes[-1] if sizes else None)
     for model in base:

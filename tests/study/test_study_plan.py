@@ -31,7 +31,9 @@ def test_seed_1_of_every_size_gets_every_required_spec_on_both_tasks():
         assert specs >= REQUIRED_SPECS
     for group in plan.groups:
         if group.part == P.DIVERGENCE:
-            assert group.tasks == ("qeval_sqnr", "qeval_outliers")
+            gptq = {spec.startswith("gptq") for spec in group.specs}
+            assert group.tasks == (("qeval_sqnr",) if gptq == {True} else P.DIVERGENCE_TASKS)
+            assert gptq in ({True}, {False})  # qeval_outliers cannot read GPTQ's packed layers
             assert group.metadata == {"text_file": "held.jsonl"}
 
 
@@ -69,8 +71,12 @@ def test_the_default_study_is_about_120_runs_each_planned_once():
     # 12 early checkpoints x 2; temperature 2 x 3
     assert plan.run_count == 52 + 24 + 22 + 24 + 6 == 128
     assert len(plan.runs()) == len(set(plan.runs()))
-    names = [g.model.name for g in plan.groups if g.part == P.DIVERGENCE]
-    assert len(set(names)) == len(names)  # one qeval run per model: workers never share one
+    keys = [(g.model.name, g.tasks) for g in plan.groups if g.part == P.DIVERGENCE]
+    assert len(set(keys)) == len(keys)  # one qeval run per model and task set
+    # a model's second group (gptq, qeval_sqnr only) comes after every first group
+    firsts = [i for i, g in enumerate(plan.groups) if g.tasks == P.DIVERGENCE_TASKS]
+    seconds = [i for i, g in enumerate(plan.groups) if g.tasks == ("qeval_sqnr",)]
+    assert max(firsts) < min(seconds)
 
 
 def test_external_models_get_only_the_size_series_with_every_spec():
