@@ -318,7 +318,8 @@ def setup_lines(settings, prepared) -> list[str]:
         + ", ".join(f"`{m}`" for m in settings.models)
         + ".",
         f"- Size series: {series_text(settings, plan)}. Tasks `qeval_sqnr` and "
-        "`qeval_outliers` on "
+        "`qeval_outliers` (`gptq`: `qeval_sqnr` only; `qeval_outliers` cannot read GPTQModel's "
+        "packed CPU layers) on "
         + ("their bundled English passages." if settings.models else "the family's held-out "
            "in-domain passages."),
     ]  # fmt: skip
