@@ -36,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from qeval_plugins.backend.checkpoints import EMBEDDED_MODELS
+from qeval_plugins.core.errors import QevalError
 from qeval_plugins.study.family import (
     CHECKPOINT_FRACTIONS,
     VOCAB_SIZE,
@@ -400,6 +401,7 @@ def train_family(
         folders = {f: checkpoint_dir(member, f, root) for f in CHECKPOINT_FRACTIONS}
         out[member.name] = folders
         if (folders[1.0] / "config.json").exists():
+            check_trained_steps(member, folders[1.0], steps)
             progress(f"{member.name}: already trained ({folders[1.0]})")
             continue
         tokenizer = tokenizer or load_tokenizer()
@@ -422,3 +424,15 @@ def train_family(
             f"train loss {block['train_loss']:.3f}, held-out loss {block['held_out_loss']:.3f}"
         )
     return out
+
+
+def check_trained_steps(member: Member, folder: Path, steps: int) -> None:
+    """Refuse a finished member trained for another number of steps than ``steps`` (reusing it
+    would report a 180-step model as a 400-step one)."""
+    block = json.loads((folder / "config.json").read_text(encoding="utf-8"))["qeval_family"]
+    if block["total_steps"] != steps:
+        raise QevalError(
+            f"{member.name} in {folder.parent} was trained for {block['total_steps']} steps, not "
+            f"{steps}: give --steps {block['total_steps']}, or set QEVAL_CACHE_DIR to another "
+            "folder to train a family with other settings"
+        )

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from qeval_plugins.core.errors import QevalError
 from qeval_plugins.study import training
 from qeval_plugins.study.family import RECIPES, SIZES, Member, Recipe
 
@@ -115,3 +116,5 @@ def test_every_recipe_trains_with_finite_loss_and_the_checkpoint_loads(tmp_path)
     again = training.train_family(members[:1], root=tmp_path, steps=4, progress=lines.append)
     assert again["base-xs-seed1"][0.25] == tmp_path / "base-xs-seed1" / "25pct"
     assert lines == [f"base-xs-seed1: already trained ({out['base-xs-seed1'][1.0]})"]
+    with pytest.raises(QevalError, match="trained for 4 steps, not 6: give --steps 4"):
+        training.train_family(members[:1], root=tmp_path, steps=6, progress=lines.append)
