@@ -180,6 +180,10 @@ class ModelFeatures:
             self._loaded = (model, landscape.token_ids(tokenizer, self.texts))
         return self._loaded
 
+    def release(self) -> None:
+        """Drop the loaded model (if any), so that the next model fits in memory."""
+        self._loaded = None
+
     def model_level(self) -> dict[str, float]:
         """``nll_reference``, the fixed-radius ΔNLLs and ``median_in_features`` (cached), and
         ``log10_params`` (from the checkpoint's headers)."""

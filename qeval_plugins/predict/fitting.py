@@ -46,14 +46,17 @@ def fit_predictor(
     rows = training_rows(runs, resolved)
     text_file = Counter(row.text_file for row in rows).most_common(1)[0][0]
     started = time.perf_counter()
-    sources: dict[str, ModelFeatures] = {}
-    matrix = []
-    for row in rows:
-        if row.model_dir not in sources:
-            progress(f"features of {row.model}")
-            sources[row.model_dir] = ModelFeatures(row.model_dir, device, text_file)
-        values = sources[row.model_dir].row(row.twin)
-        matrix.append([values[name] for name in FEATURES])
+    values: dict[int, dict[str, float]] = {}
+    texts: list[str] = []
+    for model_dir in dict.fromkeys(row.model_dir for row in rows):  # one model in memory at once
+        mine = [i for i, row in enumerate(rows) if row.model_dir == model_dir]
+        progress(f"features of {rows[mine[0]].model}")
+        source = ModelFeatures(model_dir, device, text_file)
+        texts = source.texts
+        for i in mine:
+            values[i] = source.row(rows[i].twin)
+        source.release()
+    matrix = [[values[i][name] for name in FEATURES] for i in range(len(rows))]
     feature_seconds = time.perf_counter() - started
     x = np.asarray(matrix, dtype=np.float64)
     y = np.asarray([row.target for row in rows], dtype=np.float64)
@@ -69,7 +72,6 @@ def fit_predictor(
             x, y, [row.family for row in rows], FEATURES, fit
         ),
     }
-    texts = next(iter(sources.values())).texts
     predictor = Predictor(
         target=target,
         target_label=resolved.label,
