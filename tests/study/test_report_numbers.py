@@ -93,7 +93,7 @@ def synthetic_study(root: Path) -> tuple[StudySettings, Prepared]:
                  for m in ("forest", "linear_sqnr", "noise_equivalent")}
         for scheme in ("leave_one_model_out", "leave_one_family_out")
     }  # fmt: skip
-    predictor = {"format": "qeval-predictor", "version": 1, "target": "ln_ppl_ratio",
+    predictor = {"format": "qeval-predictor", "version": 1, "target": "delta_nll",
                  "validation": validation}  # fmt: skip
     (root / "predictor.json").write_text(json.dumps(predictor))
     speed_rows = [
