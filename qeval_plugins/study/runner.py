@@ -72,12 +72,13 @@ class Prepared:
     family: dict[str, dict]  # model name -> its config.json "qeval_family" block (family only)
 
 
-def external_models(models: Sequence[str]) -> list[StudyModel]:
-    """``--models`` as study models: each its own size, no recipe, no seed."""
-    named = []
+def external_models(models: Sequence[str]) -> dict[str, StudyModel]:
+    """``--models`` as study models (model as given -> its study model): each its own size,
+    named as ``qeval run`` names its folder, no recipe, no seed."""
+    named = {}
     for model in models:
         name = Path(model).name if Path(model).exists() else model.replace("/", "--")
-        named.append(StudyModel(name, model, recipe=None, seed=None))
+        named[model] = StudyModel(name, name, recipe=None, seed=None)
     return named
 
 
@@ -86,8 +87,9 @@ def prepare(settings: StudySettings, progress: Progress, train: bool = True) -> 
     name in ``OUTPUT/models/`` and plan the sweep. ``train`` False: only plan (the report of
     existing runs), with the family's records where its checkpoints exist."""
     if settings.models:
-        models = external_models(settings.models)
-        paths = {m.name: m.size for m in models}
+        given = external_models(settings.models)
+        paths = {m.name: model for model, m in given.items()}
+        models = list(given.values())
         plan = build_plan(models, passages=None, prompts=None, specs=settings.specs)
         return Prepared(plan, paths, {})
     from qeval_plugins.paths import tasks_path

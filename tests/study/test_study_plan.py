@@ -85,3 +85,16 @@ def test_external_models_get_only_the_size_series_with_every_spec():
     divergence = runs_of(plan, P.DIVERGENCE)
     assert {spec for _, spec in divergence} == set(P.FULL_SPECS)
     assert all(g.metadata == {} for g in plan.groups)
+
+
+def test_given_models_are_named_as_qeval_run_names_their_folders(tmp_path):
+    from qeval_plugins.cli.sweep import slug
+    from qeval_plugins.study.runner import external_models
+
+    local = tmp_path / "pythia-local"
+    local.mkdir()
+    given = external_models(["EleutherAI/pythia-70m", str(local)])
+    hub, folder = given["EleutherAI/pythia-70m"], given[str(local)]
+    assert slug(hub.name) == slug("EleutherAI/pythia-70m") == "EleutherAI--pythia-70m"
+    assert folder.name == folder.size == "pythia-local"
+    assert hub.recipe is None and hub.seed is None
