@@ -375,6 +375,9 @@ def speed_lines(quote: Quoted, table: list, device: str) -> list[str]:
         "",
         *quote.table(["setting", "tokens/s (median)", "tokens/s per repeat", "note"], table),
         "",
+        "Other work on the machine slows every row: `speed.json` records the 1-minute load "
+        "average before and after the timing (`load_average`) beside the CPU count (`cpus`).",
+        "",
     ]
     return lines
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import platform
 import statistics
 import time
@@ -90,6 +91,7 @@ def measure_speeds(
     previous = json.loads(out.read_text()) if out.is_file() else {}
     same = previous.get("model") == model_name and previous.get("device") == device
     rows = {row["label"]: row for row in previous.get("rows", [])} if same else {}
+    load_before = os.getloadavg()[0]
     for label, spec, dtype in SETTINGS:
         if label in rows and "tokens_per_second" in rows[label]:
             continue
@@ -108,6 +110,9 @@ def measure_speeds(
         "new_tokens": NEW_TOKENS,
         "repeats": REPEATS,
         "batch_size": 1,
+        # other work on the machine slows every row: the 1-minute load average around the timing
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "cpus": os.cpu_count(),
         "rows": [rows[label] for label, _, _ in SETTINGS if label in rows],
     }
     out.parent.mkdir(parents=True, exist_ok=True)
