@@ -10,11 +10,13 @@ bnb-nf4 and bnb-fp4 at the largest size. Fits the loss predictor ('qeval predict
 generation per quantizer, and writes OUTPUT/README.md, charts and numbers.json: each paper claim
 with what was measured, its seed spread and a verdict. With --models (hub ids or paths, e.g.
 Pythia sizes on a GPU machine) nothing is trained and only the size-series findings are measured.
+Exit status 1 when a run failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from qeval_plugins.cli.arguments import comma_list, positive_int
@@ -55,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """The study; 1 when a sweep group failed (one line each on stderr, after the report)."""
     from qeval_plugins.study.runner import StudySettings, run_study
 
     settings = StudySettings(
@@ -68,8 +71,10 @@ def run(args: argparse.Namespace) -> int:
         specs=tuple(comma_list(args.quantizers)) if args.quantizers else (),
     )
     check_settings(settings)
-    run_study(settings, report_only=args.report_only)
-    return 0
+    failures = run_study(settings, report_only=args.report_only)
+    for line in failures:
+        print(f"qeval: error: {line}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:

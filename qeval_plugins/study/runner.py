@@ -231,8 +231,11 @@ def fit_predictor(settings: StudySettings, progress: Progress) -> Path | None:
     return out
 
 
-def run_study(settings: StudySettings, progress: Progress = print, report_only=False) -> Path:
-    """The whole study; returns the report's Markdown file."""
+def run_study(
+    settings: StudySettings, progress: Progress = print, report_only: bool = False
+) -> list[str]:
+    """The whole study; returns one line per sweep group that failed (the report is written
+    from whatever runs exist)."""
     from qeval_plugins.study.report_writer import write_report
     from qeval_plugins.study.speed import measure_speeds
 
@@ -254,9 +257,7 @@ def run_study(settings: StudySettings, progress: Progress = print, report_only=F
             )
     report = write_report(settings, prepared)
     progress(f"report: {report}")
-    for line in failures:
-        progress(f"qeval: error: {line}")
-    return report
+    return failures
 
 
 def speed_target(prepared: Prepared) -> StudyModel | None:

@@ -1,0 +1,32 @@
+"""``qeval study``'s input checks: each mistake is one line before anything is trained or run."""
+
+from __future__ import annotations
+
+import pytest
+
+from qeval_plugins.cli.main import main
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--sizes", "xs,q"], "unknown --sizes 'q'; choose from xs, s, m, l."),
+        (["--sizes", "xs,m"], "--sizes must include s: the recipes are compared at size s."),
+        (["--seeds", "1,a"], "--seeds takes whole numbers separated by commas, got 'a'."),
+        (["--seeds", "1,1"], "--seeds must name at least one seed, each once."),
+        (["--device", "tpu"], "--device must be cpu or cuda, got 'tpu'."),
+    ],
+)
+def test_a_bad_setting_is_one_line(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("QEVAL_DEBUG", raising=False)
+    code = main(["study", "--output", str(tmp_path / "out"), *argv])
+    assert code == 2
+    assert capsys.readouterr().err == f"qeval: error: {message}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_that_is_a_file_is_refused(tmp_path, capsys):
+    target = tmp_path / "report.md"
+    target.write_text("x")
+    assert main(["study", "--output", str(target)]) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err
