@@ -3,16 +3,25 @@
 Four parts, each a list of :class:`SweepGroup` (one ``qeval run`` per model, so two workers never
 compute the same model's reference at once):
 
-* **size series** (``divergence/``): the base recipe at every size; seed 1 with every spec of
-  :data:`FULL_SPECS`, the other seeds with :data:`SPREAD_SPECS` (the specs whose findings need a
-  seed spread); tasks ``qeval_sqnr`` + ``qeval_outliers`` on the family's held-out passages
-  (:data:`SQNR_ONLY` specs: ``qeval_sqnr`` only, in groups of their own at the end).
+* **size series** (``divergence/``): the base recipe at every size and seed with
+  :data:`SPREAD_SPECS` (the specs whose findings need a seed spread); seed 1 of the smallest and
+  the largest size with every spec of :data:`FULL_SPECS`; task ``qeval_sqnr`` on the family's
+  held-out passages (at the variant size also ``qeval_outliers``, as the recipes; the
+  :data:`SQNR_ONLY` specs in groups of their own at the end).
 * **recipes** (``divergence/``): every recipe at the variant size and every seed, with
-  :data:`RECIPE_SPECS` (Ahmadian et al.'s W4 and W8A8 settings).
+  :data:`RECIPE_SPECS` (Ahmadian et al.'s W4 and W8A8 settings) on ``qeval_sqnr`` and
+  ``qeval_outliers``.
 * **early checkpoints** (``divergence/``): the :data:`EARLY_FRACTION` checkpoint of each
-  variant-size model, with :data:`RECIPE_SPECS`.
+  variant-size model, with :data:`W4_SPEC` on ``qeval_sqnr``.
 * **temperature** (``temperature/``): the largest size, every seed, :data:`TEMPERATURE_SPECS`
-  on ``qeval_temperature`` with the world's held-out story openings.
+  on ``qeval_temperature`` with the first :data:`TEMPERATURE_PROMPTS` of the world's held-out
+  story openings.
+
+Every held-out passage is cut to :data:`MAX_TOKENS` tokens; models given with ``--models`` get
+every spec of :data:`FULL_SPECS` on the tasks' own texts and settings. The plan is sized for 2
+CPU cores: a ``qeval run`` costs about half a minute there whatever the model (lm-eval's
+start-up), so the full spec list runs at the end sizes and the seeds go where a verdict needs
+them.
 
 A run is (part folder, model, spec); a model planned twice (base at the variant size is in the
 size series and in the recipes) is one group with the specs of both, each run once.
@@ -70,7 +79,13 @@ W8A8_SPEC = "rtn:bits=8:group_size=0:act_format=int"
 RECIPE_SPECS: tuple[str, ...] = (W4_SPEC, W8A8_SPEC)
 TEMPERATURE_SPECS: tuple[str, ...] = ("none", "bnb-nf4", "bnb-fp4")
 DIVERGENCE_TASKS: tuple[str, ...] = ("qeval_sqnr", "qeval_outliers")
+SQNR_TASKS: tuple[str, ...] = ("qeval_sqnr",)
 TEMPERATURE_TASKS: tuple[str, ...] = ("qeval_temperature",)
+#: prompts of the temperature sweep (``--limit``: each of 6 temperatures × 4 samples × 64 tokens,
+#: for the quantized model and the reference)
+TEMPERATURE_PROMPTS = 8
+#: tokens of each passage measured by qeval_sqnr and qeval_outliers
+MAX_TOKENS = 128
 #: specs run with qeval_sqnr only: qeval_outliers cannot read GPTQModel's packed CPU layers
 #: (no in_features); they run after every other group, so never beside their model's other group
 SQNR_ONLY = ("gptq",)
@@ -112,6 +127,7 @@ class SweepGroup:
     specs: tuple[str, ...]
     tasks: tuple[str, ...]
     metadata: dict = field(default_factory=dict, compare=False, hash=False)
+    limit: int | None = None  # lm-eval's --limit: documents per task (None: all)
 
 
 @dataclass
@@ -169,7 +185,9 @@ def merged(groups: list[SweepGroup]) -> list[SweepGroup]:
         if key in by_key:
             first = by_key[key]
             specs = tuple(dict.fromkeys((*first.specs, *group.specs)))
-            group = SweepGroup(first.part, first.model, specs, first.tasks, first.metadata)
+            group = SweepGroup(
+                first.part, first.model, specs, first.tasks, first.metadata, first.limit
+            )
         by_key[key] = group
     return list(by_key.values())
 
@@ -191,28 +209,40 @@ def build_plan(
     ``temperature_size``: the size of the temperature sweep (default: the last size listed);
     ``specs``: the size series' specs on every seed instead of :data:`FULL_SPECS` /
     :data:`SPREAD_SPECS` (a quicker study)."""
-    divergence = {"text_file": passages} if passages else {}
+    divergence = {"text_file": passages, "max_tokens": MAX_TOKENS} if passages else {}
     first_seed = min((m.seed for m in models if m.seed is not None), default=None)
     base = [m for m in models if m.is_final and m.recipe in ("base", None)]
+    sizes = list(dict.fromkeys(m.size for m in base))
+    ends = {sizes[0], sizes[-1]} if sizes else set()
     groups, last = [], []
     for model in sorted(base, key=lambda m: (m.seed != first_seed, m.seed or 0)):
-        chosen = FULL_SPECS if model.seed in (first_seed, None) else SPREAD_SPECS
-        chosen = tuple(specs) or chosen
+        full = model.seed is None or (model.seed == first_seed and model.size in ends)
+        chosen = tuple(specs) or (FULL_SPECS if full else SPREAD_SPECS)
+        tasks = DIVERGENCE_TASKS if model.size == variant_size else SQNR_TASKS
         kept = tuple(spec for spec in chosen if not spec.startswith(SQNR_ONLY))
-        groups.append(SweepGroup(DIVERGENCE, model, kept, DIVERGENCE_TASKS, divergence))
+        groups.append(SweepGroup(DIVERGENCE, model, kept, tasks, divergence))
         if kept != chosen:
             sqnr_only = tuple(spec for spec in chosen if spec.startswith(SQNR_ONLY))
-            last.append(SweepGroup(DIVERGENCE, model, sqnr_only, ("qeval_sqnr",), divergence))
+            last.append(SweepGroup(DIVERGENCE, model, sqnr_only, SQNR_TASKS, divergence))
     recipes = [m for m in models if m.size == variant_size and m.recipe is not None]
     for model in sorted(recipes, key=lambda m: (not m.is_final, m.recipe, m.seed)):
-        groups.append(SweepGroup(DIVERGENCE, model, RECIPE_SPECS, DIVERGENCE_TASKS, divergence))
+        if model.is_final:
+            groups.append(SweepGroup(DIVERGENCE, model, RECIPE_SPECS, DIVERGENCE_TASKS, divergence))
+        else:
+            groups.append(SweepGroup(DIVERGENCE, model, (W4_SPEC,), SQNR_TASKS, divergence))
     groups = merged(groups + last)
-    sizes = list(dict.fromkeys(m.size for m in base))
     largest = temperature_size or (sizes[-1] if sizes else None)
     for model in base:
         if model.size == largest:
             metadata = {"prompt_file": prompts} if prompts else {}
             groups.append(
-                SweepGroup(TEMPERATURE, model, TEMPERATURE_SPECS, TEMPERATURE_TASKS, metadata)
+                SweepGroup(
+                    TEMPERATURE,
+                    model,
+                    TEMPERATURE_SPECS,
+                    TEMPERATURE_TASKS,
+                    metadata,
+                    TEMPERATURE_PROMPTS,
+                )
             )
     return StudyPlan(groups)

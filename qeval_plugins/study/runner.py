@@ -155,6 +155,8 @@ def group_command(group: SweepGroup, path: str, runs_dir: Path, device: str) -> 
     ]
     if group.metadata:
         command += ["--metadata", json.dumps(group.metadata, sort_keys=True)]
+    if group.limit is not None:
+        command += ["--limit", str(group.limit)]
     return command
 
 
