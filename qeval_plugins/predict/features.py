@@ -81,7 +81,9 @@ def linear_layers(model: Any) -> list[tuple[str, Any]]:
 
 
 def twin_layer_energies(layers: Sequence[tuple[str, Any]], twin: RtnTwin) -> dict[str, tuple]:
-    """Per layer (Σ W², Σ (W − Ŵ)²) in float64, Ŵ the twin's round-to-nearest of W."""
+    """Per layer (Σ W², Σ (W − Ŵ)²) in float64, Ŵ the twin's round-to-nearest of W (blocks over
+    the flattened weight for a ``flat_blocks`` twin, the last one zero-padded as bitsandbytes
+    pads it: zeros change no block maximum and round to zero)."""
     import torch
 
     from qeval_plugins.formats.rounding import quantize_dequantize
@@ -90,9 +92,10 @@ def twin_layer_energies(layers: Sequence[tuple[str, Any]], twin: RtnTwin) -> dic
     with torch.no_grad():
         for name, module in layers:
             weight = module.weight.detach().float()
+            grid = flat_blocks(weight, twin.group_size) if twin.flat_blocks else weight
             try:
                 rounded = quantize_dequantize(
-                    weight,
+                    grid,
                     twin.format,
                     bits=twin.bits,
                     group_size=twin.group_size,
@@ -100,10 +103,20 @@ def twin_layer_energies(layers: Sequence[tuple[str, Any]], twin: RtnTwin) -> dic
                 )
             except ValueError as error:
                 raise QevalError(f"RTN twin {twin.label}, layer '{name}': {error}") from None
+            rounded = rounded.flatten()[: weight.numel()].view_as(weight)
             signal = float(weight.double().pow(2).sum())
             noise = float((weight - rounded).double().pow(2).sum())
             energies[name] = (signal, noise)
     return energies
+
+
+def flat_blocks(weight: Any, block: int) -> Any:
+    """``weight`` flattened into rows of ``block`` elements, the last one zero-padded."""
+    import torch
+
+    flat = weight.flatten()
+    padding = -flat.numel() % block
+    return torch.cat([flat, flat.new_zeros(padding)]).view(-1, block)
 
 
 def format_descriptors(twin: RtnTwin, median_in_features: float) -> dict[str, float]:

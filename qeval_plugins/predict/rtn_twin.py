@@ -2,8 +2,9 @@
 feature of that spec.
 
 ``rtn`` and ``gptq-sim`` specs are their own format (``format``, ``bits``, ``group_size``,
-``symmetric``); bitsandbytes' 4-bit types are their element type in blocks of 64 (``bnb-nf4`` →
-``nf4`` g64, ``bnb-fp4`` → ``fp4_e2m1`` g64, double quantization ignored), ``bnb-int8`` is int8
+``symmetric``); bitsandbytes' 4-bit types are their element type in blocks of 64 taken, as
+bitsandbytes takes them, over the flattened weight (``bnb-nf4`` → ``nf4`` b64, ``bnb-fp4`` →
+``fp4_e2m1`` b64, double quantization ignored; a block may span rows), ``bnb-int8`` is int8
 per output channel; the integer methods (``gptq``, ``hqq``, ``autoround``, ``quanto-int*``,
 ``torchao-int*``) are ``int`` with their bits, group size and zero point; the float8 ones
 ``fp8_e4m3`` per channel. The baseline ``none`` is not a row; any other quantizer is one line
@@ -28,16 +29,19 @@ QUANTO_GROUP = 128  # optimum-quanto's int4/int2 group length
 @dataclass(frozen=True)
 class RtnTwin:
     """An RTN weight format: what :func:`qeval_plugins.formats.rounding.quantize_dequantize`
-    takes. ``group_size`` 0 is one scale per output channel."""
+    takes. ``group_size`` 0 is one scale per output channel; ``flat_blocks``: the groups run over
+    the flattened weight (bitsandbytes' blocks), not along each row."""
 
     format: str
     bits: int
     group_size: int
     symmetric: bool
+    flat_blocks: bool = False
 
     @property
     def spec(self) -> str:
-        """The twin as an ``rtn`` spec, every format option written (a cache key part)."""
+        """The twin as an ``rtn`` spec, every format option written (a cache key part), with
+        ``@flat`` after it for blocks over the flattened weight."""
         return canonical_spec(
             "rtn",
             {
@@ -46,7 +50,7 @@ class RtnTwin:
                 "group_size": self.group_size,
                 "symmetric": self.symmetric,
             },
-        )
+        ) + ("@flat" if self.flat_blocks else "")
 
     @property
     def element_bits(self) -> int:
@@ -55,9 +59,10 @@ class RtnTwin:
 
     @property
     def label(self) -> str:
-        """``int4 g128``, ``nf4 g64``, ``int8 per-channel asym``."""
+        """``int4 g128``, ``nf4 b64`` (flattened blocks), ``int8 per-channel asym``."""
         name = f"int{self.bits}" if self.format == "int" else self.format
-        group = f"g{self.group_size}" if self.group_size else "per-channel"
+        group = f"{'b' if self.flat_blocks else 'g'}{self.group_size}"
+        group = group if self.group_size else "per-channel"
         return f"{name} {group}" + ("" if self.symmetric else " asym")
 
 
@@ -71,10 +76,10 @@ _TWINS = {
     "gptq-sim": lambda o: RtnTwin(
         o["format"], int(o["bits"]), int(o["group_size"]), o["symmetric"]
     ),
-    "bnb-nf4": lambda o: RtnTwin("nf4", 4, BNB_BLOCK, True),
-    "bnb-nf4-dq": lambda o: RtnTwin("nf4", 4, BNB_BLOCK, True),
-    "bnb-fp4": lambda o: RtnTwin("fp4_e2m1", 4, BNB_BLOCK, True),
-    "bnb-fp4-dq": lambda o: RtnTwin("fp4_e2m1", 4, BNB_BLOCK, True),
+    "bnb-nf4": lambda o: RtnTwin("nf4", 4, BNB_BLOCK, True, flat_blocks=True),
+    "bnb-nf4-dq": lambda o: RtnTwin("nf4", 4, BNB_BLOCK, True, flat_blocks=True),
+    "bnb-fp4": lambda o: RtnTwin("fp4_e2m1", 4, BNB_BLOCK, True, flat_blocks=True),
+    "bnb-fp4-dq": lambda o: RtnTwin("fp4_e2m1", 4, BNB_BLOCK, True, flat_blocks=True),
     "bnb-int8": lambda o: _int(8, 0, True),
     "gptq": lambda o: _int(o["bits"], o["group_size"], o["sym"]),
     "autoround": lambda o: _int(o["bits"], o["group_size"], o["sym"]),

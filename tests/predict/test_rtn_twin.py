@@ -15,9 +15,9 @@ from qeval_plugins.predict.rtn_twin import RtnTwin, rtn_twin, twin_of_spec
         ("rtn:bits=3:group_size=0:symmetric=false", RtnTwin("int", 3, 0, False)),
         ("rtn:format=mxfp4", RtnTwin("mxfp4", 4, 32, True)),
         ("gptq-sim:format=fp8_e4m3:group_size=64", RtnTwin("fp8_e4m3", 8, 64, True)),
-        ("bnb-nf4", RtnTwin("nf4", 4, 64, True)),
-        ("nf4-dq", RtnTwin("nf4", 4, 64, True)),
-        ("bnb-fp4", RtnTwin("fp4_e2m1", 4, 64, True)),
+        ("bnb-nf4", RtnTwin("nf4", 4, 64, True, flat_blocks=True)),
+        ("nf4-dq", RtnTwin("nf4", 4, 64, True, flat_blocks=True)),
+        ("bnb-fp4", RtnTwin("fp4_e2m1", 4, 64, True, flat_blocks=True)),
         ("bnb-int8", RtnTwin("int", 8, 0, True)),
         ("gptq:bits=3:group_size=32:sym=false", RtnTwin("int", 3, 32, False)),
         ("hqq:nbits=2", RtnTwin("int", 2, 64, False)),
@@ -34,6 +34,8 @@ def test_twin_of_each_family(spec, twin):
 def test_twin_labels_and_specs():
     assert RtnTwin("int", 3, 0, False).label == "int3 per-channel asym"
     assert RtnTwin("nf4", 4, 64, True).label == "nf4 g64"
+    assert RtnTwin("nf4", 4, 64, True, flat_blocks=True).label == "nf4 b64"
+    assert RtnTwin("nf4", 4, 64, True, True).spec.endswith("group_size=64:symmetric=true@flat")
     # the element width of a fixed-width format is written as bits, whatever was passed
     assert RtnTwin("nf4", 7, 64, True).spec == "rtn:bits=4:format=nf4:group_size=64:symmetric=true"
 
@@ -47,3 +49,21 @@ def test_the_baseline_and_unknown_quantizers_are_refused_by_spec():
         twin_of_spec("hqq:nbits=1")
     with pytest.raises(QevalError, match="unknown quantizer 'nosuch'"):
         twin_of_spec("nosuch:bits=3")
+
+
+def test_the_bnb_nf4_twin_is_bitsandbytes_own_rounding_also_where_a_block_spans_rows():
+    """A 32-wide layer: bitsandbytes' blocks of 64 run over the flattened weight (two rows
+    each), so the twin's SQNR equals that of bitsandbytes' own quantize/dequantize."""
+    import torch
+    from bitsandbytes import functional
+
+    from qeval_plugins.predict.features import twin_layer_energies
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(32, 96, bias=False)
+    weight = layer.weight.data
+    packed, state = functional.quantize_4bit(weight, blocksize=64, quant_type="nf4")
+    noise = (weight - functional.dequantize_4bit(packed, state)).double().pow(2).sum()
+    ((signal, twin_noise),) = twin_layer_energies([("x", layer)], twin_of_spec("bnb-nf4")).values()
+    assert signal == pytest.approx(float(weight.double().pow(2).sum()))
+    assert twin_noise == pytest.approx(float(noise), rel=1e-6)
