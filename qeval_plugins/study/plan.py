@@ -4,8 +4,9 @@ Four parts, each a list of :class:`SweepGroup` (one ``qeval run`` per model, so 
 compute the same model's reference at once):
 
 * **size series** (``divergence/``): the base recipe at every size and seed with
-  :data:`SPREAD_SPECS` (the specs whose findings need a seed spread); seed 1 of the smallest and
-  the largest size with every spec of :data:`FULL_SPECS`; task ``qeval_sqnr`` on the family's
+  :data:`SPREAD_SPECS` (the specs whose findings need a seed spread), at the variant size and
+  the largest also :data:`PAIR_SPECS` (nf4 vs fp4) on every seed, and seed 1 of the largest size
+  with every spec of :data:`FULL_SPECS`; task ``qeval_sqnr`` on the family's
   held-out passages (at the variant size also ``qeval_outliers``, as the recipes; the
   :data:`SQNR_ONLY` specs in groups of their own at the end).
 * **recipes** (``divergence/``): every recipe at the variant size and every seed, with
@@ -20,8 +21,8 @@ compute the same model's reference at once):
 Every held-out passage is cut to :data:`MAX_TOKENS` tokens; models given with ``--models`` get
 every spec of :data:`FULL_SPECS` on the tasks' own texts and settings. The plan is sized for 2
 CPU cores: a ``qeval run`` costs about half a minute there whatever the model (lm-eval's
-start-up), so the full spec list runs at the end sizes and the seeds go where a verdict needs
-them.
+start-up), so the full spec list runs once, at the largest size, and the seeds go where a
+verdict needs them.
 
 A run is (part folder, model, spec); a model planned twice (base at the variant size is in the
 size series and in the recipes) is one group with the specs of both, each run once.
@@ -63,15 +64,10 @@ FULL_SPECS: tuple[str, ...] = (
     gptq_int(4),
     gptq_int(3),
 )
-#: the specs run on every seed: those whose findings compare effects with the seed spread
-SPREAD_SPECS: tuple[str, ...] = (
-    rtn_int(4),
-    rtn_int(3),
-    "bnb-nf4",
-    "bnb-fp4",
-    gptq_int(4),
-    gptq_int(3),
-)
+#: the specs run at every size and seed: GPTQ's gain over RTN by size and bits needs them all
+SPREAD_SPECS: tuple[str, ...] = (rtn_int(4), rtn_int(3), gptq_int(4), gptq_int(3))
+#: nf4 vs fp4 (Roy), on every seed of the variant size and the largest
+PAIR_SPECS: tuple[str, ...] = ("bnb-nf4", "bnb-fp4")
 #: Ahmadian et al.'s settings: W4 (int4 weights, groups of 32) and W8A8 (int8 weights per output
 #: channel, int8 activations per token)
 W4_SPEC = rtn_int(4)
@@ -213,11 +209,13 @@ def build_plan(
     first_seed = min((m.seed for m in models if m.seed is not None), default=None)
     base = [m for m in models if m.is_final and m.recipe in ("base", None)]
     sizes = list(dict.fromkeys(m.size for m in base))
-    ends = {sizes[0], sizes[-1]} if sizes else set()
+    largest = sizes[-1] if sizes else None
     groups, last = [], []
     for model in sorted(base, key=lambda m: (m.seed != first_seed, m.seed or 0)):
-        full = model.seed is None or (model.seed == first_seed and model.size in ends)
-        chosen = tuple(specs) or (FULL_SPECS if full else SPREAD_SPECS)
+        full = model.seed is None or (model.seed == first_seed and model.size == largest)
+        paired = model.size in (variant_size, largest)
+        chosen = FULL_SPECS if full else SPREAD_SPECS + (PAIR_SPECS if paired else ())
+        chosen = tuple(specs) or chosen
         tasks = DIVERGENCE_TASKS if model.size == variant_size else SQNR_TASKS
         kept = tuple(spec for spec in chosen if not spec.startswith(SQNR_ONLY))
         groups.append(SweepGroup(DIVERGENCE, model, kept, tasks, divergence))
@@ -231,9 +229,8 @@ def build_plan(
         else:
             groups.append(SweepGroup(DIVERGENCE, model, (W4_SPEC,), SQNR_TASKS, divergence))
     groups = merged(groups + last)
-    largest = temperature_size or (sizes[-1] if sizes else None)
     for model in base:
-        if model.size == largest:
+        if model.size == (temperature_size or largest):
             metadata = {"prompt_file": prompts} if prompts else {}
             groups.append(
                 SweepGroup(

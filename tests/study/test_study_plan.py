@@ -28,7 +28,7 @@ def test_seed_1_of_the_end_sizes_gets_every_required_spec_and_every_size_the_spr
     divergence = runs_of(plan, P.DIVERGENCE)
     for size in ("xs", "s", "m", "l"):
         specs = {spec for model, spec in divergence if model == f"base-{size}-seed1"}
-        assert specs >= (REQUIRED_SPECS if size in ("xs", "l") else set(P.SPREAD_SPECS))
+        assert specs >= (REQUIRED_SPECS if size == "l" else set(P.SPREAD_SPECS))
     for group in plan.groups:
         if group.part == P.DIVERGENCE:
             # qeval_outliers (it cannot read GPTQ's packed layers) runs where the recipes run
@@ -41,7 +41,8 @@ def test_seed_1_of_the_end_sizes_gets_every_required_spec_and_every_size_the_spr
 def test_every_spread_finding_has_two_seeds_at_every_size():
     divergence = runs_of(default_plan(), P.DIVERGENCE)
     for size in ("xs", "s", "m", "l"):
-        for spec in P.SPREAD_SPECS:
+        paired = P.PAIR_SPECS if size in ("s", "l") else ()
+        for spec in P.SPREAD_SPECS + paired:
             for seed in (1, 2):
                 assert (f"base-{size}-seed{seed}", spec) in divergence
 
@@ -70,9 +71,10 @@ def test_the_temperature_sweep_is_none_nf4_fp4_on_the_largest_size_both_seeds():
 
 def test_the_default_study_is_about_100_runs_each_planned_once():
     plan = default_plan()
-    # size series: 8 models x 6 spread specs + 2 end sizes x 7 more; recipes: 12 models x 2 minus
-    # base-s W4 (in the series); 12 early checkpoints x 1; temperature 2 x 3
-    assert plan.run_count == 48 + 14 + 22 + 12 + 6 == 102
+    # size series: 8 models x 4 spread specs, 4 models (s, l) x 2 pair specs, 7 more on l seed 1;
+    # recipes: 12 models x 2 minus base-s W4 (in the series); 12 early checkpoints x 1;
+    # temperature 2 x 3
+    assert plan.run_count == 32 + 8 + 7 + 22 + 12 + 6 == 87
     assert len(plan.runs()) == len(set(plan.runs()))
     keys = [(g.model.name, g.tasks) for g in plan.groups if g.part == P.DIVERGENCE]
     assert len(set(keys)) == len(keys)  # one qeval run per model and task set
