@@ -3,14 +3,15 @@
 Trains (or reuses, from $QEVAL_CACHE_DIR/family) a family of small Llama models on qeval's
 synthetic world: the base recipe at every --sizes, five other recipes (weight decay, dropout,
 gradient clipping, bf16, fp16) at size s, each from every --seeds. Then runs the sweep through
-'qeval run' into OUTPUT/runs (finished runs are skipped, so the study resumes): qeval_sqnr and
-qeval_outliers for RTN int8/4/3/2, fp4, nf4, mxfp4, mxint4, bitsandbytes int8/nf4/fp4 and GPTQ
-4/3 bits; W4 and W8A8 for every recipe and its 25 % checkpoint; a temperature sweep of none,
-bnb-nf4 and bnb-fp4 at the largest size. Fits the loss predictor ('qeval predict fit'), times
-generation per quantizer, and writes OUTPUT/README.md, charts and numbers.json: each paper claim
-with what was measured, its seed spread and a verdict. With --models (hub ids or paths, e.g.
-Pythia sizes on a GPU machine) nothing is trained and only the size-series findings are measured.
-Exit status 1 when a run failed.
+'qeval run' into OUTPUT/runs (finished runs are skipped, so the study resumes): qeval_sqnr for
+RTN int4/3 and GPTQ 4/3 bits at every size and seed, bitsandbytes nf4/fp4 at sizes s and l, and
+every spec (also RTN int8/2, fp4, nf4, mxfp4, mxint4, bitsandbytes int8) once at the largest
+size; W4 and W8A8 with qeval_outliers for every recipe, W4 for its 25 % checkpoint; a
+temperature sweep of none, bnb-nf4 and bnb-fp4 at the largest size. Fits the loss predictor
+('qeval predict fit'), times generation per quantizer, and writes OUTPUT/README.md, charts and
+numbers.json: each paper claim with what was measured, its seed spread and a verdict. With
+--models (hub ids or paths, e.g. Pythia sizes on a GPU machine) nothing is trained and only the
+size-series findings are measured. Exit status 1 when a run failed.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seeds", default="1,2", help="training seeds (default: %(default)s)")
     parser.add_argument(
-        "--steps", type=positive_int, default=None, help="training steps per model (default 400)"
+        "--steps", type=positive_int, default=None, help="training steps per model (default 180)"
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     parser.add_argument(

@@ -30,3 +30,11 @@ def test_an_output_that_is_a_file_is_refused(tmp_path, capsys):
     target.write_text("x")
     assert main(["study", "--output", str(target)]) == 2
     assert "is a file; give a folder" in capsys.readouterr().err
+
+
+def test_the_help_names_the_trainers_default_step_count(capsys):
+    from qeval_plugins.study.training import DEFAULT_STEPS
+
+    with pytest.raises(SystemExit):
+        main(["study", "--help"])
+    assert f"(default {DEFAULT_STEPS})" in " ".join(capsys.readouterr().out.split())
