@@ -190,6 +190,7 @@ class GptqQuantizer(Quantizer):
         _check_context(context)
         _check_seqlen(model, context)
         skipped = skipped_linears(model, options, self.name)
+        _check_packable(model, options["bits"], skipped)
         work = _work_folder(context)
         try:
             return self._quantize_in(work, model, options, context, skipped)
@@ -338,6 +339,28 @@ def _check_seqlen(model: Any, context: LoadContext) -> None:
             f"gptq: calibration_seqlen={seqlen} is longer than the model's context ({limit} "
             f"tokens); set calibration_seqlen={limit} or less."
         )
+
+
+#: GPTQModel packs 3-bit weights in blocks of 32 output rows; a narrower layer stops its packer
+#: (IndexError in a worker thread, which then ends the process with os._exit(1): no message)
+THREE_BIT_ROWS = 32
+
+
+def _check_packable(model: Any, bits: int, skipped: set[str]) -> None:
+    """Refuse, before GPTQModel runs, a 3-bit layer whose output rows GPTQModel cannot pack."""
+    if bits != 3 or not hasattr(model, "named_modules"):
+        return
+    import torch
+
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or module is output or name in skipped:
+            continue
+        if module.out_features % THREE_BIT_ROWS:
+            raise QevalError(
+                f"gptq: bits=3 packs {THREE_BIT_ROWS} output rows at a time, but layer '{name}' "
+                f"has {module.out_features}; use bits=4 or 2, or skip={name}"
+            )
 
 
 def _work_folder(context: LoadContext) -> Path:

@@ -542,3 +542,29 @@ def test_tokenicer_info_is_silenced_during_gptqmodel_calls(run, caplog):
         gptq.GptqQuantizer().load_quantized(folder, run["options"], run["context"])
         assert (root.level, tokenicer.level) == levels  # restored
     assert [r.getMessage() for r in caplog.records if r.name.startswith("tokenicer")] == []
+
+
+def test_3_bit_layers_gptqmodel_cannot_pack_are_one_line_before_it_runs(tmp_path, tokenizer):
+    """GPTQModel packs 3-bit weights 32 output rows at a time; a 16-row k_proj made its worker
+    thread end the process with os._exit(1) and no message. qeval refuses it first."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=96, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(tmp_path / "narrow")
+    options = gptq_options(bits=3, group_size=32, calibration_samples=2, calibration_seqlen=32)
+    context = LoadContext(
+        checkpoint=str(tmp_path / "narrow"),
+        calibration=build_calibration(tokenizer, options),
+        dtype="float32",
+        cache_dir=str(tmp_path / "cache"),
+    )
+    message = r"bits=3 packs 32 output rows at a time, but layer 'model.layers.0.self_attn.k_proj'"
+    with pytest.raises(QevalError, match=message):
+        gptq.GptqQuantizer().quantize(model, options, context)
+    assert not (tmp_path / "cache").exists()  # GPTQModel never started
+    gptq._check_packable(model, 4, set())  # 4 bits pack these rows
+    gptq._check_packable(model, 3, {f"model.layers.0.self_attn.{p}_proj" for p in "kv"})
