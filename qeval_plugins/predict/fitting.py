@@ -43,7 +43,8 @@ def fit_predictor(
     require_sklearn()  # before any feature pass
     runs, warnings = read_runs(paths)
     resolved = resolve_target(target, runs)
-    rows = training_rows(runs, resolved)
+    rows, left_out = training_rows(runs, resolved)
+    warnings = [*warnings, *left_out]
     text_file = Counter(row.text_file for row in rows).most_common(1)[0][0]
     started = time.perf_counter()
     values: dict[int, dict[str, float]] = {}

@@ -26,7 +26,7 @@ from typing import Any
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.safe_read import read_regular
 from qeval_plugins.predict.features import model_folder
-from qeval_plugins.predict.rtn_twin import RtnTwin, resolved_spec, rtn_twin
+from qeval_plugins.predict.rtn_twin import NotModelled, RtnTwin, resolved_spec, rtn_twin
 from qeval_plugins.report.load import MAX_RESULTS_BYTES, load_runs, no_runs_message
 from qeval_plugins.report.runs import Run, model_args
 from qeval_plugins.report.sqnr import SQNR_TASK
@@ -99,14 +99,20 @@ def resolve_target(name: str, runs: Sequence[Run]) -> Target:
     )
 
 
-def training_rows(runs: Sequence[Run], target: Target) -> list[Row]:
-    """One :class:`Row` per (model folder, spec) of ``runs`` (the newest run of a pair wins);
-    QevalError for a run that is not a qeval run with ``qeval_sqnr``, lacks the target, or has
-    no round-to-nearest twin, and when no row is left."""
+def training_rows(runs: Sequence[Run], target: Target) -> tuple[list[Row], list[str]]:
+    """One :class:`Row` per (model folder, spec) of ``runs`` (the newest run of a pair wins), and
+    a line per run left out because its spec changes more than the weights (activations, kept
+    layers: :class:`NotModelled`); QevalError for a run that is not a qeval run with
+    ``qeval_sqnr``, lacks the target, or has no round-to-nearest twin, and when no row is left."""
     newest: dict[tuple[str, str], Row] = {}
     dates: dict[tuple[str, str], float] = {}
+    left_out: list[str] = []
     for run in runs:
-        row = _row(run, target)
+        try:
+            row = _row(run, target)
+        except NotModelled as error:
+            left_out.append(f"{run.path} left out: {error}")
+            continue
         if row is None:
             continue
         key = (row.model_dir, row.spec)
@@ -115,7 +121,7 @@ def training_rows(runs: Sequence[Run], target: Target) -> list[Row]:
     if not newest:
         wanted = f"of quantizer {target.name} " if target.kind == "quantizer" else ""
         raise QevalError(f"no quantized runs {wanted}to learn from (the none runs are no rows)")
-    return sorted(newest.values(), key=lambda row: (row.model, row.spec))
+    return sorted(newest.values(), key=lambda row: (row.model, row.spec)), left_out
 
 
 def _row(run: Run, target: Target) -> Row | None:

@@ -9,6 +9,11 @@ per output channel; the integer methods (``gptq``, ``hqq``, ``autoround``, ``qua
 ``torchao-int*``) are ``int`` with their bits, group size and zero point; the float8 ones
 ``fp8_e4m3`` per channel. The baseline ``none`` is not a row; any other quantizer is one line
 naming the spec.
+
+The twin describes the linear layers' weights only: a spec that also changes something else —
+quantized activations (``act_format``, ``torchao-w8a8``), SmoothQuant (``smooth``), layers kept
+(``skip``) or the embeddings and output projection quantized (``include_*``) — would get the
+features of a spec it is not, so it is refused (:class:`NotModelled`).
 """
 
 from __future__ import annotations
@@ -66,6 +71,35 @@ class RtnTwin:
         return f"{name} {group}" + ("" if self.symmetric else " asym")
 
 
+class NotModelled(QevalError):
+    """A spec whose effect the weights' twin does not describe (module docstring)."""
+
+
+#: option -> (value that changes nothing, what a different value does)
+UNMODELLED_OPTIONS = {
+    "act_format": ("none", "activation quantization"),
+    "smooth": (0.0, "SmoothQuant"),
+    "skip": ("", "layers kept unquantized"),
+    "include_lm_head": (False, "the output projection quantized"),
+    "include_embeddings": (False, "the embeddings quantized"),
+}
+#: quantizers that always quantize activations too
+ACTIVATION_QUANTIZERS = ("torchao-w8a8",)
+
+
+def unmodelled(quantizer: str, options: Mapping[str, Any]) -> list[str]:
+    """What ``quantizer`` with ``options`` changes beyond the linear layers' weights, as
+    ``act_format=int (activation quantization)`` items; empty when the twin describes it."""
+    found = [
+        f"{name}={options[name]} ({what})"
+        for name, (neutral, what) in UNMODELLED_OPTIONS.items()
+        if name in options and options[name] not in (None, neutral)
+    ]
+    if quantizer in ACTIVATION_QUANTIZERS:
+        found.append(f"{quantizer} (activation quantization)")
+    return found
+
+
 def _int(bits: Any, group_size: Any, symmetric: Any) -> RtnTwin:
     return RtnTwin("int", int(bits), int(group_size), bool(symmetric))
 
@@ -100,7 +134,8 @@ def rtn_twin(quantizer: str, options: Mapping[str, Any], spec: str) -> RtnTwin:
     """The twin of ``quantizer`` run with the resolved ``options`` (``spec`` names it in errors).
 
     QevalError for the baseline, a quantizer without a twin, or options a twin cannot take
-    (an integer width outside 2..8, such as hqq's ``nbits=1``).
+    (an integer width outside 2..8, such as hqq's ``nbits=1``); :class:`NotModelled` for a spec
+    that changes more than the weights.
     """
     if quantizer == "none":
         raise QevalError(
@@ -111,6 +146,12 @@ def rtn_twin(quantizer: str, options: Mapping[str, Any], spec: str) -> RtnTwin:
         raise QevalError(
             f"spec '{spec}': quantizer '{quantizer}' has no round-to-nearest twin to take "
             f"features from; qeval predict knows {', '.join(KNOWN_QUANTIZERS)}"
+        )
+    beyond = unmodelled(quantizer, options)
+    if beyond:
+        raise NotModelled(
+            f"spec '{spec}': qeval predict's features describe the linear layers' weights only, "
+            f"not {', '.join(beyond)}"
         )
     try:
         twin = make(options)

@@ -174,3 +174,20 @@ def test_a_quantizer_or_a_task_as_the_target(runs, tmp_path):
     names = [key.partition(",")[0] for key in results["qeval_sqnr"]]
     first = next(name for name in names if name not in NON_METRIC_KEYS and "_stderr" not in name)
     assert read_predictor(out).target_label == f"qeval_sqnr/{first}"
+
+
+def test_runs_whose_spec_changes_more_than_the_weights_are_left_out_by_name(runs, tmp_path):
+    """A W8A8 run would get the features of its weight-only twin: fit leaves it out, saying so."""
+    from qeval_plugins.predict.rows import read_runs, resolve_target, training_rows
+
+    folder = tmp_path / "w4a8"
+    shutil.copytree(runs[0] / "rtn-bits4", folder)
+    _rewrite(folder / "results.json", lambda d: d["config"]["qeval"]["options"].update(
+        act_format="int"))  # fmt: skip
+    found, _ = read_runs([runs[0], folder])
+    rows, left_out = training_rows(found, resolve_target("delta_nll", found))
+    assert len(rows) == 3 and all(folder not in row.path.parents for row in rows)
+    assert left_out == [
+        f"{folder / 'results.json'} left out: spec 'rtn:bits=4': qeval predict's features "
+        "describe the linear layers' weights only, not act_format=int (activation quantization)"
+    ]

@@ -67,3 +67,22 @@ def test_the_bnb_nf4_twin_is_bitsandbytes_own_rounding_also_where_a_block_spans_
     ((signal, twin_noise),) = twin_layer_energies([("x", layer)], twin_of_spec("bnb-nf4")).values()
     assert signal == pytest.approx(float(weight.double().pow(2).sum()))
     assert twin_noise == pytest.approx(float(noise), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("spec", "named"),
+    [
+        ("rtn:bits=4:act_format=int", "act_format=int (activation quantization)"),
+        ("rtn:bits=2:skip=mlp", "skip=mlp (layers kept unquantized)"),
+        ("rtn:bits=2:include_lm_head=true", "include_lm_head=True (the output projection"),
+        ("rtn:bits=8:smooth=0.5:act_format=int", "smooth=0.5 (SmoothQuant)"),
+        ("torchao-w8a8", "torchao-w8a8 (activation quantization)"),
+    ],
+)
+def test_a_spec_that_changes_more_than_the_weights_has_no_twin(spec, named):
+    """Its features would be those of another spec (the weights' twin alone)."""
+    from qeval_plugins.predict.rtn_twin import NotModelled
+
+    with pytest.raises(NotModelled, match="describe the linear layers' weights only") as caught:
+        twin_of_spec(spec)
+    assert named in str(caught.value)
