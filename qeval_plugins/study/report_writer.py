@@ -21,6 +21,7 @@ from qeval_plugins.study.ledger import Ledger, Number
 from qeval_plugins.study.plan import (
     EARLY_FRACTION,
     FULL_SPECS,
+    TEMPERATURE_PROMPTS,
     W4_SPEC,
     W8A8_SPEC,
 )
@@ -400,9 +401,13 @@ def limits(settings) -> list[str]:
         "- **Outliers.** Emergent outlier features appear in models beyond ~6.7B parameters "
         "(LLM.int8()); counts of zero at this scale say nothing about the bf16/fp16 claim.",
         "- **GPTQ calibration.** `gptq` calibrates on qeval's bundled English passages, not on "
-        "the world's text, so its gain over RTN is a lower bound for in-domain calibration.",
-        "- **Temperature.** Quality is ROUGE-L against one reference continuation on 16 story "
-        "openings; Roy's exact metric and prompts could not be confirmed.",
+        "the world's text; in-domain calibration would likely gain more over RTN.",
+        "- **GPTQ 3 bits.** GPTQModel packs 3-bit weights 32 output rows at a time; sizes xs "
+        "and m have k/v projections of 16 and 48 rows, so their 3-bit GPTQ gain is not "
+        "measured (—).",
+        "- **Temperature.** Quality is ROUGE-L against one reference continuation on the first "
+        f"{TEMPERATURE_PROMPTS} of the world's story openings, 4 samples each; Roy's exact metric "
+        "and prompts could not be confirmed.",
         "- **Speed.** CPU figures with each quantizer's CPU kernels; Roy's int8/bf16 speed "
         "claims are about GPUs.",
         "- **Predictor.** One model family (one training corpus): 'held-out families' are "
