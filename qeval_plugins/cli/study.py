@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from qeval_plugins.cli.arguments import comma_list, positive_int
@@ -72,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
         specs=tuple(comma_list(args.quantizers)) if args.quantizers else (),
     )
     check_settings(settings)
+    settings = replace(settings, sizes=smallest_first(settings.sizes))
+    if args.report_only:
+        check_runs_exist(settings.runs_dir)
     failures = run_study(settings, report_only=args.report_only)
     for line in failures:
         print(f"qeval: error: {line}", file=sys.stderr)
@@ -89,8 +93,27 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     return tuple(seeds)
 
 
+def smallest_first(sizes: tuple[str, ...]) -> tuple[str, ...]:
+    """Family sizes in the family's order (the size findings compare neighbours); given models
+    (names not of the family) stay in the order given."""
+    from qeval_plugins.study.family import SIZES
+
+    order = list(SIZES)
+    return tuple(sorted(sizes, key=order.index)) if set(sizes) <= set(order) else sizes
+
+
+def check_runs_exist(runs_dir: Path) -> None:
+    """--report-only needs runs to report on."""
+    if not any(runs_dir.glob("*/*/results.json")):
+        raise QevalError(
+            f"--report-only: no runs in {runs_dir}; run 'qeval study' (without --report-only) "
+            "first, with the same --output."
+        )
+
+
 def check_settings(settings) -> None:
-    """One line for a bad size, device or --output before anything runs."""
+    """One line for a bad size, spec, device or --output before anything runs."""
+    from qeval_plugins.cli.checked_specs import check_spec_text
     from qeval_plugins.study.family import SIZES
 
     if not settings.models:
@@ -105,3 +128,5 @@ def check_settings(settings) -> None:
         raise QevalError(f"--device must be cpu or cuda, got '{settings.device}'.")
     if settings.output.exists() and not settings.output.is_dir():
         raise QevalError(f"--output '{settings.output}' is a file; give a folder.")
+    for spec in settings.specs:
+        check_spec_text(spec, settings.device)
