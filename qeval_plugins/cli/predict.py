@@ -23,6 +23,7 @@ import argparse
 import math
 import sys
 import time
+from pathlib import Path
 
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.text import printable
@@ -77,6 +78,12 @@ def _fit(args: argparse.Namespace) -> int:
         raise QevalError("qeval predict fit needs --out FILE, the predictor file to write")
     if args.quantizers or args.predictor:
         raise QevalError("--quantizers and --predictor belong to 'qeval predict MODEL', not fit")
+    folder = Path(args.out).expanduser().parent
+    if not folder.is_dir():
+        raise QevalError(
+            f"--out {printable(args.out)}: folder {printable(str(folder))} does not exist; "
+            "create it or give another path"
+        )
     fitted = fit_predictor(
         runs, args.target, args.device, progress=lambda line: print(line, file=sys.stderr)
     )
@@ -92,8 +99,9 @@ def fit_summary(fitted) -> list[str]:
     """The lines ``qeval predict fit`` prints: rows, target, and the validation table."""
     predictor = fitted.predictor
     lines = [
-        f"{predictor.rows} rows: {len(predictor.models)} models, "
-        f"{len(predictor.families)} families ({', '.join(predictor.families)}); target "
+        f"{_plural(predictor.rows, 'row')}: {_plural(len(predictor.models), 'model')}, "
+        f"{_plural(len(predictor.families), 'family', 'families')} "
+        f"({', '.join(predictor.families)}); target "
         f"{predictor.target_label}; features in {fitted.feature_seconds:.1f} s",
         "",
         f"{'held out':<22}{'predictor':<24}{'MAE':>10}{'RMSE':>10}",
@@ -133,7 +141,7 @@ def _predict(args: argparse.Namespace) -> int:
         raise QevalError("--out and --target belong to 'qeval predict fit'")
     started = time.perf_counter()
     predictor = read_predictor(args.predictor)
-    specs = [spec.strip() for spec in args.quantizers.split(",") if spec.strip()]
+    specs = list(dict.fromkeys(spec.strip() for spec in args.quantizers.split(",") if spec.strip()))
     if not specs:
         raise QevalError("--quantizers names no spec")
     result = forecast(args.paths[0], specs, predictor, args.device)
@@ -143,18 +151,19 @@ def _predict(args: argparse.Namespace) -> int:
 
 def forecast_lines(result, predictor, seconds: float) -> list[str]:
     """The lines ``qeval predict`` prints: one per spec, the range flags and the cost."""
+    width = max([28, *(len(printable(spec.spec)) + 2 for spec in result.specs)])
     lines = [
         f"{result.model} ({_count(result.params)} parameters, family {result.family}): "
         f"predicted {predictor.target_label}",
         "",
-        f"{'spec':<28}{'RTN twin':<22}{'forest':>10}{'± spread':>10}"
+        f"{'spec':<{width}}{'RTN twin':<22}{'forest':>10}{'± spread':>10}"
         f"{'lin. SQNR':>11}{'noise-eq.':>11}  note",
     ]
     for spec in result.specs:
         note = "outside training range: " + ", ".join(spec.outside) if spec.outside else ""
         baselines = [spec.baselines.get(name) for name in ("linear_sqnr", "noise_equivalent")]
         lines.append(
-            f"{printable(spec.spec):<28}{spec.twin.label:<22}{spec.value:>10.4g}"
+            f"{printable(spec.spec):<{width}}{spec.twin.label:<22}{spec.value:>10.4g}"
             f"{spec.spread:>10.3g}"
             + "".join(
                 f"{value:>11.4g}" if value is not None else f"{'—':>11}" for value in baselines
@@ -170,7 +179,8 @@ def forecast_lines(result, predictor, seconds: float) -> list[str]:
     known = [spec for spec in result.specs if spec.evaluation_seconds is not None]
     missing = [spec.spec for spec in result.specs if spec.evaluation_seconds is None]
     lines.append(
-        f"cost: features {result.feature_seconds:.1f} s (qeval predict in all {seconds:.1f} s)"
+        f"cost: features {result.feature_seconds:.1f} s (qeval predict in all {seconds:.1f} s, "
+        "Python's and torch's start-up not counted)"
     )
     if known:
         total = sum(spec.evaluation_seconds for spec in known)
@@ -183,6 +193,11 @@ def forecast_lines(result, predictor, seconds: float) -> list[str]:
     if missing:
         lines.append(f"no training run recorded the evaluation time of {', '.join(missing)}")
     return lines
+
+
+def _plural(count: int, word: str, plural: str | None = None) -> str:
+    """``1 model``, ``2 models``."""
+    return f"{count} {word if count == 1 else plural or word + 's'}"
 
 
 def _count(params: float) -> str:

@@ -125,7 +125,7 @@ def test_predict_on_an_unseen_model_flags_the_range(predictor_path, tiny_model_d
     out = capsys.readouterr().out
     assert "model outside the training range: log10_params" in out
     nf4 = next(line for line in out.splitlines() if line.startswith("bnb-nf4"))
-    assert "nf4 g64" in nf4 and "outside training range: element_kind" in nf4
+    assert "nf4 b64" in nf4 and "outside training range: element_kind" in nf4
     assert "no training run recorded the evaluation time of bnb-nf4" in out
 
 
@@ -151,6 +151,7 @@ def test_fit_refusals_are_one_line(runs, tmp_path, capsys, monkeypatch):
         (["predict", "fit", str(runs[0]), "--out", out, "--target", "gptq"], "no run used"),
         (["predict", "fit", str(tmp_path), "--out", out], "no lm-eval results files"),
         (["predict", "fit", str(runs[0])], "needs --out"),
+        (["predict", "fit", str(runs[0]), "--out", str(tmp_path / "no" / "p.json")], "create it"),
         (["predict", "a", "b", "--predictor", out, "--quantizers", "rtn"], "one MODEL"),
     ]
     for argv, words in cases:
