@@ -149,21 +149,14 @@ class StudyPlan:
         return list({group.model.name: group.model for group in self.groups}.values())
 
 
-#: GPTQModel packs 3-bit weights 32 output rows at a time (the gptq quantizer refuses others)
-GPTQ_3_BIT_ROWS = 32
-
-
-def packable(spec: str, size: str) -> bool:
-    """False for a 3-bit ``gptq`` spec at a family size with a layer of fewer or other than a
-    multiple of 32 output rows (the k and v projections: ``kv_heads · head_dim`` rows, 16 at
-    xs and 48 at m); True for every other spec and for models not of the family."""
+def runs_on_family(spec: str, size: str) -> bool:
+    """False for 3-bit ``gptq`` on a family model, True for every other spec and for models not
+    of the family. GPTQModel's CPU kernel for 3-bit weights loads float16 and bfloat16 models
+    only (the family is float32: comparing with RTN in another dtype would mix baselines), and
+    its packer takes 32 output rows at a time (the k/v projections of xs and m have 16 and 48)."""
     from qeval_plugins.study.family import SIZES
 
-    if spec != gptq_int(3) or size not in SIZES:
-        return True
-    shape = SIZES[size]
-    rows = (shape.kv_heads * shape.head_dim, shape.hidden, shape.intermediate)
-    return all(row % GPTQ_3_BIT_ROWS == 0 for row in rows)
+    return not (spec == gptq_int(3) and size in SIZES)
 
 
 def family_models(
@@ -232,7 +225,7 @@ def build_plan(
         full = model.seed is None or (model.seed == first_seed and model.size == largest)
         paired = model.size in (variant_size, largest)
         chosen = FULL_SPECS if full else SPREAD_SPECS + (PAIR_SPECS if paired else ())
-        chosen = tuple(spec for spec in tuple(specs) or chosen if packable(spec, model.size))
+        chosen = tuple(spec for spec in tuple(specs) or chosen if runs_on_family(spec, model.size))
         tasks = DIVERGENCE_TASKS if model.size == variant_size else SQNR_TASKS
         kept = tuple(spec for spec in chosen if not spec.startswith(SQNR_ONLY))
         groups.append(SweepGroup(DIVERGENCE, model, kept, tasks, divergence))

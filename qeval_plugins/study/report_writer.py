@@ -402,9 +402,10 @@ def limits(settings) -> list[str]:
         "(LLM.int8()); counts of zero at this scale say nothing about the bf16/fp16 claim.",
         "- **GPTQ calibration.** `gptq` calibrates on qeval's bundled English passages, not on "
         "the world's text; in-domain calibration would likely gain more over RTN.",
-        "- **GPTQ 3 bits.** GPTQModel packs 3-bit weights 32 output rows at a time; sizes xs "
-        "and m have k/v projections of 16 and 48 rows, so their 3-bit GPTQ gain is not "
-        "measured (—).",
+        "- **GPTQ 3 bits.** GPTQModel's CPU kernel for 3-bit weights loads float16/bfloat16 "
+        "models only (the family is float32), and its packer takes 32 output rows at a time "
+        "(the k/v projections of xs and m have 16 and 48): the 3-bit GPTQ gain is not measured "
+        "on the family (—); `--models` with float16 models on a GPU measures it.",
         "- **Temperature.** Quality is ROUGE-L against one reference continuation on the first "
         f"{TEMPERATURE_PROMPTS} of the world's story openings, 4 samples each; Roy's exact metric "
         "and prompts could not be confirmed.",

@@ -29,9 +29,9 @@ def test_seed_1_of_the_end_sizes_gets_every_required_spec_and_every_size_the_spr
     for size in ("xs", "s", "m", "l"):
         specs = {spec for model, spec in divergence if model == f"base-{size}-seed1"}
         wanted = REQUIRED_SPECS if size == "l" else set(P.SPREAD_SPECS)
-        # GPTQModel cannot pack 3-bit k/v projections of 16 (xs) and 48 (m) rows
-        assert specs >= wanted - ({P.gptq_int(3)} if size in ("xs", "m") else set())
-        assert (P.gptq_int(3) in specs) == (size in ("s", "l"))
+        # GPTQModel's 3-bit CPU kernel loads no float32 model: no 3-bit gptq on the family
+        assert specs >= wanted - {P.gptq_int(3)}
+        assert P.gptq_int(3) not in specs
     for group in plan.groups:
         if group.part == P.DIVERGENCE:
             # qeval_outliers (it cannot read GPTQ's packed layers) runs where the recipes run
@@ -46,7 +46,7 @@ def test_every_spread_finding_has_two_seeds_at_every_size():
     for size in ("xs", "s", "m", "l"):
         paired = P.PAIR_SPECS if size in ("s", "l") else ()
         for spec in P.SPREAD_SPECS + paired:
-            if not P.packable(spec, size):
+            if not P.runs_on_family(spec, size):
                 continue
             for seed in (1, 2):
                 assert (f"base-{size}-seed{seed}", spec) in divergence
@@ -79,8 +79,8 @@ def test_the_default_study_is_about_100_runs_each_planned_once():
     # size series: 8 models x 4 spread specs, 4 models (s, l) x 2 pair specs, 7 more on l seed 1;
     # recipes: 12 models x 2 minus base-s W4 (in the series); 12 early checkpoints x 1;
     # temperature 2 x 3
-    # (no 3-bit gptq at xs and m: 4 runs fewer)
-    assert plan.run_count == 32 - 4 + 8 + 7 + 22 + 12 + 6 == 83
+    # (no 3-bit gptq: 8 runs fewer)
+    assert plan.run_count == 32 - 8 + 8 + 7 + 22 + 12 + 6 == 79
     assert len(plan.runs()) == len(set(plan.runs()))
     keys = [(g.model.name, g.tasks) for g in plan.groups if g.part == P.DIVERGENCE]
     assert len(set(keys)) == len(keys)  # one qeval run per model and task set
