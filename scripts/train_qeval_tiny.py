@@ -52,6 +52,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from qeval_plugins.study.training import pack
 from qeval_plugins.study.world_corpus import (
     COLOURS,
     JOBS,
@@ -267,19 +268,6 @@ def train_tokenizer(texts: list[str], vocab_size: int):
         clean_up_tokenization_spaces=False,
         **SPECIAL_TOKENS,
     )
-
-
-def pack(tokenizer, docs: list[str]):
-    """Concatenate ``<s> doc </s>`` for every document into one 1-D LongTensor."""
-    import torch
-
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    ids: list[int] = []
-    for enc in tokenizer(docs, add_special_tokens=False)["input_ids"]:
-        ids.append(bos)
-        ids.extend(enc)
-        ids.append(eos)
-    return torch.tensor(ids, dtype=torch.long)
 
 
 def build_model(vocab_size: int, tokenizer):
