@@ -130,3 +130,9 @@ def check_settings(settings) -> None:
         raise QevalError(f"--output '{settings.output}' is a file; give a folder.")
     for spec in settings.specs:
         check_spec_text(spec, settings.device)
+    for model in settings.models:
+        if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().is_dir():
+            raise QevalError(
+                f"--models: '{model}' is no model folder; give a folder with config.json or a "
+                "hub id such as EleutherAI/pythia-70m."
+            )

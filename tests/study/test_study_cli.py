@@ -16,6 +16,7 @@ from qeval_plugins.cli.main import main
         (["--seeds", "1,1"], "--seeds must name at least one seed, each once."),
         (["--device", "tpu"], "--device must be cpu or cuda, got 'tpu'."),
         (["--quantizers", "frob"], "unknown quantizer 'frob'."),
+        (["--models", "/nonexistent"], "--models: '/nonexistent' is no model folder;"),
     ],
 )
 def test_a_bad_setting_is_one_line(argv, message, tmp_path, capsys, monkeypatch):
