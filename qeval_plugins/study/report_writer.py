@@ -145,6 +145,12 @@ def write_png(path: Path, draw) -> bool:
     return True
 
 
+def legend(axes, **options) -> None:
+    """A legend when something was drawn with a label (none for a chart of no runs)."""
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(**options)
+
+
 def size_chart(sizes: list[str], chart: dict):
     def draw(axes):
         for spec, points in chart.items():
@@ -153,7 +159,7 @@ def size_chart(sizes: list[str], chart: dict):
         axes.set_yscale("symlog", linthresh=1e-3)
         axes.set_xlabel("model size")
         axes.set_ylabel("ΔNLL (nats/token), mean over seeds")
-        axes.legend(fontsize=6, ncol=2)
+        legend(axes, fontsize=6, ncol=2)
 
     return draw
 
@@ -168,7 +174,7 @@ def temperature_chart(chart: dict):
         axes.axvspan(0.5, 0.8, alpha=0.12, color="grey", label="Roy's 0.5–0.8 band")
         axes.set_xlabel("temperature")
         axes.set_ylabel("ROUGE-L vs reference continuation")
-        axes.legend(fontsize=8)
+        legend(axes, fontsize=8)
 
     return draw
 
@@ -184,7 +190,7 @@ def gptq_chart(chart: dict):
         axes.axhline(0, color="black", linewidth=0.6)
         axes.set_xlabel("model size")
         axes.set_ylabel("ΔNLL(RTN) − ΔNLL(GPTQ), nats/token")
-        axes.legend(fontsize=8)
+        legend(axes, fontsize=8)
 
     return draw
 
