@@ -21,6 +21,7 @@ from qeval_plugins.study.ledger import Ledger, Number
 from qeval_plugins.study.plan import (
     EARLY_FRACTION,
     FULL_SPECS,
+    MAX_TOKENS,
     TEMPERATURE_PROMPTS,
     W4_SPEC,
     W8A8_SPEC,
@@ -324,45 +325,49 @@ def setup_lines(settings, prepared) -> list[str]:
         else f"- Device: `{settings.device}`. Models (one seed each): "
         + ", ".join(f"`{m}`" for m in settings.models)
         + ".",
-        f"- Size series: {series_text(settings, plan)}. Tasks `qeval_sqnr` and "
-        "`qeval_outliers` (`gptq`: `qeval_sqnr` only; `qeval_outliers` cannot read GPTQModel's "
-        "packed CPU layers) on "
+        f"- Size series: {series_text(settings, plan)}. Task `qeval_sqnr` (with "
+        f"`qeval_outliers` at size {settings.variant_size}, as for the recipes; never for "
+        "`gptq`, whose packed CPU layers `qeval_outliers` cannot read) on "
         + ("their bundled English passages." if settings.models else "the family's held-out "
-           "in-domain passages."),
+           f"in-domain passages, {MAX_TOKENS} tokens each."),
     ]  # fmt: skip
     if not settings.models:
         lines += [
-            f"- Recipes at size {settings.variant_size}: every recipe and seed, and each one's "
-            f"{round(EARLY_FRACTION * 100)} % checkpoint, with W4 `{W4_SPEC}` and W8A8 "
-            f"`{W8A8_SPEC}` (int8 per-token activations).",
+            f"- Recipes at size {settings.variant_size}: every recipe and seed with W4 "
+            f"`{W4_SPEC}` and W8A8 `{W8A8_SPEC}` (int8 per-token activations) on `qeval_sqnr` "
+            f"and `qeval_outliers`; each one's {round(EARLY_FRACTION * 100)} % checkpoint with "
+            "W4 on `qeval_sqnr`.",
         ]
     lines += [
         "- Temperature sweep: `qeval_temperature` (T = 0, 0.2, 0.5, 0.8, 1.0, 1.2; 4 samples "
-        "per prompt, matched seeds) for `none`, `bnb-nf4`, `bnb-fp4` at the largest size.",
+        f"per prompt, matched seeds; the first {TEMPERATURE_PROMPTS} prompts) for `none`, "
+        "`bnb-nf4`, `bnb-fp4` at the largest size.",
         "",
     ]
     return lines
 
 
 def series_text(settings, plan) -> str:
-    """Which specs each seed of the size series got, from the plan."""
-    by_seed: dict = {}
+    """Which specs each model of the size series got, from the plan: models with the same specs
+    share one item."""
+    specs: dict[str, list[str]] = {}
     for group in plan.groups:
         model = group.model
         if group.part == "divergence" and model.is_final and model.recipe in ("base", None):
-            by_seed.setdefault(model.seed, group.specs)
+            specs.setdefault(model.name, []).extend(group.specs)
+    by_specs: dict[tuple[str, ...], list[str]] = {}
+    for name, chosen in specs.items():
+        by_specs.setdefault(tuple(dict.fromkeys(chosen)), []).append(name)
     parts = [
-        (f"seed {seed}" if seed is not None else "every model")
-        + " with "
-        + ", ".join(f"`{spec}`" for spec in specs if spec in (settings.specs or FULL_SPECS))
-        for seed, specs in by_seed.items()
+        ", ".join(f"`{name}`" for name in names) + " with " + ", ".join(f"`{s}`" for s in chosen)
+        for chosen, names in by_specs.items()
     ]
     where = (
         "the given models"
         if settings.models
         else f"the base recipe at sizes {', '.join(settings.sizes)}"
     )
-    return f"{where}; " + "; ".join(parts)
+    return f"{where}: " + "; ".join(parts)
 
 
 def speed_lines(quote: Quoted, table: list, device: str) -> list[str]:
@@ -404,6 +409,10 @@ def limits(settings) -> list[str]:
         scale,
         "- **Two seeds.** The spread is a range over two seeds: a crude, optimistic estimate of "
         "seed-to-seed variation. Effects inside it are 'not shown', never 'reproduced'.",
+        "- **Precision recipes.** On a CPU, bf16 and fp16 training are emulated: each linear "
+        "layer's inputs, weights, outputs and gradients are rounded to the format (fp16 with a "
+        "loss scaler); attention scores and norms stay float32 (see the family table for how "
+        "little that changes these models' losses).",
         "- **Outliers.** Emergent outlier features appear in models beyond ~6.7B parameters "
         "(LLM.int8()); counts of zero at this scale say nothing about the bf16/fp16 claim.",
         "- **GPTQ calibration.** `gptq` calibrates on qeval's bundled English passages, not on "
