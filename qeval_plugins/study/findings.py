@@ -245,7 +245,7 @@ def early_checkpoint_finding(ctx: Context, fraction: float) -> Finding:
                     final_by_seed[seed].append(final)
                 cells.append(_Joined([early, final]))
             rows.append(cells)
-        rhos, ps = [], []
+        rhos, ps, ps_less = [], [], []
         rho_cells: list[Cell] = ["Spearman ρ"]
         p_cells: list[Cell] = ["one-sided exact p"]
         for seed in seeds:
@@ -253,13 +253,16 @@ def early_checkpoint_finding(ctx: Context, fraction: float) -> Finding:
             if len(early) >= 3 and len(early) <= 8:
                 rhos.append(led.derived("spearman", [*early, *final]))
                 ps.append(led.derived("spearman_p", [*early, *final]))
+                ps_less.append(led.derived("spearman_p_less", [*early, *final]))
                 rho_cells.append(rhos[-1])
                 p_cells.append(ps[-1])
             else:
                 rho_cells.append("—")
                 p_cells.append("—")
         rows += [rho_cells, p_cells]
-        verdict = verdicts.rank_agreement_verdict([r.value for r in rhos], [p.value for p in ps])
+        verdict = verdicts.rank_agreement_verdict(
+            [r.value for r in rhos], [p.value for p in ps], [p.value for p in ps_less]
+        )
         spread_number = led.derived("range", rhos) if len(rhos) >= 2 else None
         mean_rho = led.derived("mean", rhos) if rhos else None
         found.append(Verdict(f"ranking after {label}", verdict, mean_rho, spread_number))

@@ -48,6 +48,10 @@ OPS: dict[str, Callable[[Sequence[float]], float]] = {
     "difference": _difference,  # inputs[0] - inputs[1]
     "spearman": lambda v: verdicts.spearman(*_halves(v)),  # first half vs second half
     "spearman_p": lambda v: verdicts.spearman_p_greater(*_halves(v)),
+    # P(ρ ≤ observed) = P(ρ(x, −y) ≥ its observed value): ranks of −y are those of y reversed
+    "spearman_p_less": lambda v: verdicts.spearman_p_greater(
+        _halves(v)[0], [-value for value in _halves(v)[1]]
+    ),
     "mean_abs_deviation": _mean_abs_deviation,
     "tokens_per_second": lambda v: v[0] / v[1],  # new tokens / seconds
 }

@@ -20,7 +20,8 @@ It is contradicted when |effect| > threshold, and not shown when the spread is t
 A **rank-agreement** claim (an early checkpoint ranks the variants as the final one does) is
 tested per seed with Spearman's ρ over the variants and its exact one-sided permutation p-value;
 reproduced when every seed's p < :data:`ALPHA` and mean(ρ) − range(ρ) > 0; contradicted when
-mean(ρ) + range(ρ) < 0; otherwise not shown.
+every seed's opposite one-sided p (ρ this low or lower) < :data:`ALPHA` and mean(ρ) + range(ρ) < 0;
+otherwise not shown.
 """
 
 from __future__ import annotations
@@ -132,8 +133,11 @@ def spearman_p_greater(x: Sequence[float], y: Sequence[float]) -> float:
     return hits / len(orders)
 
 
-def rank_agreement_verdict(rhos: Sequence[float], p_values: Sequence[float]) -> str:
-    """Verdict of "the early ranking agrees with the final one" from per-seed ρ and p."""
+def rank_agreement_verdict(
+    rhos: Sequence[float], p_values: Sequence[float], p_values_less: Sequence[float]
+) -> str:
+    """Verdict of "the early ranking agrees with the final one" from per-seed ρ and the exact
+    one-sided p of ρ this high (``p_values``) and this low (``p_values_less``)."""
     if not rhos:
         return NOT_MEASURED
     width = spread(rhos)
@@ -141,7 +145,7 @@ def rank_agreement_verdict(rhos: Sequence[float], p_values: Sequence[float]) -> 
         return NOT_SHOWN
     if mean(rhos) - width > 0 and all(p < ALPHA for p in p_values):
         return REPRODUCED
-    if mean(rhos) + width < 0:
+    if mean(rhos) + width < 0 and all(p < ALPHA for p in p_values_less):
         return CONTRADICTED
     return NOT_SHOWN
 

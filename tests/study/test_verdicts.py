@@ -64,10 +64,22 @@ def test_exact_spearman_p_counts_the_orderings_at_least_as_concordant():
 
 
 def test_rank_agreement_needs_every_seed_significant_and_a_tight_spread():
-    assert V.rank_agreement_verdict([0.95, 0.9], [0.01, 0.02]) == V.REPRODUCED
-    assert V.rank_agreement_verdict([0.95, 0.9], [0.01, 0.2]) == V.NOT_SHOWN
-    assert V.rank_agreement_verdict([0.9, -0.5], [0.01, 0.9]) == V.NOT_SHOWN
-    assert V.rank_agreement_verdict([-0.9, -0.8], [0.99, 0.99]) == V.CONTRADICTED
+    assert V.rank_agreement_verdict([0.95, 0.9], [0.01, 0.02], [0.99, 0.98]) == V.REPRODUCED
+    assert V.rank_agreement_verdict([0.95, 0.9], [0.01, 0.2], [0.99, 0.8]) == V.NOT_SHOWN
+    assert V.rank_agreement_verdict([0.9, -0.5], [0.01, 0.9], [0.99, 0.1]) == V.NOT_SHOWN
+    assert V.rank_agreement_verdict([-0.9, -0.8], [0.99, 0.99], [0.01, 0.02]) == V.CONTRADICTED
+    # negative but not significantly so (the study's first run: ρ −0.14 and −0.37 over six
+    # recipes): not shown, never contradicted
+    assert V.rank_agreement_verdict([-0.14, -0.37], [0.64, 0.79], [0.42, 0.26]) == V.NOT_SHOWN
+
+
+def test_the_lower_tail_p_counts_the_orderings_at_most_as_concordant():
+    x, y = [1, 2, 3, 4, 5], [2, 1, 3, 5, 4]
+    from qeval_plugins.study.ledger import OPS
+
+    observed = V.spearman(x, y)
+    count = sum(V.spearman(x, p) <= observed + 1e-12 for p in itertools.permutations(y))
+    assert OPS["spearman_p_less"]([*x, *y]) == pytest.approx(count / 120)
 
 
 def test_non_monotonic_needs_counting_steps_both_ways():
