@@ -47,8 +47,9 @@ compared (the 4-bit ΔNLL itself); contradicted if |effect| > spread. Rank agree
 checkpoints) is Spearman's ρ per seed with its exact one-sided permutation p: reproduced when
 every seed has p < {verdicts.ALPHA:g} and mean(ρ) − range(ρ) > 0, contradicted when
 every seed's opposite one-sided p (ρ this low) < {verdicts.ALPHA:g} and mean(ρ) + range(ρ) < 0.
-Non-monotonic (GPTQ's gain by size): a step between neighbouring sizes counts when the change of the means exceeds the sum of both seed ranges; reproduced when counting
-steps of both signs exist, contradicted when every step counts and all go one way."""
+Non-monotonic (GPTQ's gain by size): a step between neighbouring sizes counts
+when the change of the means exceeds the sum of both seed ranges; reproduced when counting steps
+of both signs exist, contradicted when every step counts and all go one way."""
 
 
 BARS = "Bars: mean ± half the range over the seeds (two seeds: one seed's value to the other's)."
