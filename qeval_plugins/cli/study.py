@@ -130,6 +130,8 @@ def check_settings(settings) -> None:
         raise QevalError(f"--output '{settings.output}' is a file; give a folder.")
     for spec in settings.specs:
         check_spec_text(spec, settings.device)
+    if settings.models and settings.steps is not None:
+        raise QevalError("--steps sets the family's training; with --models nothing is trained.")
     for model in settings.models:
         if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().is_dir():
             raise QevalError(

@@ -17,6 +17,7 @@ from qeval_plugins.cli.main import main
         (["--device", "tpu"], "--device must be cpu or cuda, got 'tpu'."),
         (["--quantizers", "frob"], "unknown quantizer 'frob'."),
         (["--models", "/nonexistent"], "--models: '/nonexistent' is no model folder;"),
+        (["--models", "org/m", "--steps", "9"], "--steps sets the family's training; with"),
     ],
 )
 def test_a_bad_setting_is_one_line(argv, message, tmp_path, capsys, monkeypatch):
