@@ -173,7 +173,9 @@ def forecast_lines(result, predictor, seconds: float) -> list[str]:
     if result.model_outside:
         lines.append(
             f"model outside the training range: {', '.join(result.model_outside)} "
-            f"(trained on {', '.join(predictor.models)})"
+            f"(trained on {_plural(len(predictor.models), 'model')}: "
+            f"{', '.join(Path(model).name for model in predictor.models[:3])}"
+            f"{', ...' if len(predictor.models) > 3 else ''})"
         )
     lines.append("")
     known = [spec for spec in result.specs if spec.evaluation_seconds is not None]
