@@ -5,7 +5,8 @@ qeval's; ``core`` only itself and formats; ``storage`` core; ``quantizers`` core
 public ``qeval_plugins`` names) and formats; ``backend`` core, formats, storage, metrics;
 ``evals`` those and the backend; ``report`` core, formats, metrics, storage — never the backend,
 the evals, torch, transformers or lm-eval at module level; ``predict`` (the damage predictor) those,
-the backend and the report's run readers; ``cli`` and ``study`` (the seed study, which drives
+the backend and the report's run readers; ``sweep`` (``qeval run``'s engine and launchers) core,
+formats, storage, metrics and the backend; ``cli`` and ``study`` (the seed study, which drives
 sweeps) anything. Every layer but metrics may import formats, whose table lists the formats
 without torch. Every import is checked, also those inside functions, and a public name of
 ``qeval_plugins`` counts as the layer that defines it: the facade is no way around the layers.
@@ -35,6 +36,7 @@ ALLOWED = {
     "evals": {"", "core", "formats", "storage", "metrics", "backend", "evals"},
     "report": {"", "core", "formats", "storage", "metrics", "report"},
     "predict": {"", "core", "formats", "storage", "metrics", "backend", "report", "predict"},
+    "sweep": {"", "core", "formats", "storage", "metrics", "backend", "sweep"},
 }
 HEAVY = ("torch", "transformers", "lm_eval", "bitsandbytes", "datasets", "matplotlib")
 

@@ -25,12 +25,12 @@ from typing import Any
 
 from qeval_plugins.backend.checkpoints import EMBEDDED_MODELS, resolve_pretrained
 from qeval_plugins.backend.preflight import preflight, preflight_spec
-from qeval_plugins.cli.arguments import comma_list, positive_int
-from qeval_plugins.cli.checked_specs import CheckedSpec, check_spec_text
+from qeval_plugins.core.arguments import comma_list, positive_int
 from qeval_plugins.report.demo_table import demo_grid, demo_run, print_demo
 from qeval_plugins.report.runs import Run
 from qeval_plugins.storage.atomic import write_atomic
 from qeval_plugins.storage.writable import check_writable_dir
+from qeval_plugins.sweep.specs import CheckedSpec, check_spec_text
 
 DEFAULT_DEMO_QUANTIZERS = (
     "none",

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from qeval_plugins.cli.arguments import positive_float, positive_int
+from qeval_plugins.core.arguments import positive_float, positive_int
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.text import printable
 

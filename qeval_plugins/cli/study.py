@@ -21,7 +21,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from qeval_plugins.cli.arguments import comma_list, positive_int
+from qeval_plugins.core.arguments import comma_list, positive_int
 from qeval_plugins.core.errors import QevalError
 
 
@@ -113,8 +113,8 @@ def check_runs_exist(runs_dir: Path) -> None:
 
 def check_settings(settings) -> None:
     """One line for a bad size, spec, device or --output before anything runs."""
-    from qeval_plugins.cli.checked_specs import check_spec_text
     from qeval_plugins.study.family import SIZES
+    from qeval_plugins.sweep.specs import check_spec_text
 
     if not settings.models:
         unknown = [size for size in settings.sizes if size not in SIZES]

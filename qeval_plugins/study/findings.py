@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qeval_plugins.cli.sweep import slug
 from qeval_plugins.study import verdicts
 from qeval_plugins.study.ledger import Ledger, Number, lookup
 from qeval_plugins.study.plan import (
@@ -28,6 +27,7 @@ from qeval_plugins.study.plan import (
     gptq_int,
     rtn_int,
 )
+from qeval_plugins.sweep.planning import slug
 
 DNLL_KEY = ("config", "qeval", "sqnr", "metrics", "ln_ppl_ratio")
 TEMPERATURES = ("0.0", "0.2", "0.5", "0.8", "1.0", "1.2")

@@ -13,7 +13,6 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from qeval_plugins.cli.sweep import slug
 from qeval_plugins.storage.atomic import write_atomic
 from qeval_plugins.study import findings as F
 from qeval_plugins.study import verdicts
@@ -26,6 +25,7 @@ from qeval_plugins.study.plan import (
     W4_SPEC,
     W8A8_SPEC,
 )
+from qeval_plugins.sweep.planning import slug
 
 FAMILY_FIELDS = (
     ("non_embedding_params", "non-embedding params"),

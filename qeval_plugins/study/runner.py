@@ -22,8 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from qeval_plugins.cli.heartbeat import elapsed_text
-from qeval_plugins.cli.sweep import die_with_parent
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.storage.atomic import write_atomic
 from qeval_plugins.study.plan import (
@@ -35,6 +33,8 @@ from qeval_plugins.study.plan import (
     checkpoint_name,
     family_models,
 )
+from qeval_plugins.sweep.child import die_with_parent
+from qeval_plugins.sweep.heartbeat import elapsed_text
 
 Progress = Callable[[str], None]
 RUN_LINE = re.compile(r"^\s*(done|skip|failed|qeval: error|\[\d+/\d+\])")

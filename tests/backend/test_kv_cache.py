@@ -158,8 +158,8 @@ def test_a_sampling_task_sees_the_quantized_cache(tasks_dir):
 
 def test_a_spec_may_set_the_kv_cache_and_qeval_run_keeps_such_runs_apart(tmp_path):
     """``rtn:bits=4:kv_bits=2`` is a run of its own: checked, named and keyed by its KV cache."""
-    from qeval_plugins.cli.sweep import plan_runs
     from qeval_plugins.core.plan import check_spec
+    from qeval_plugins.sweep.planning import plan_runs
 
     plan = check_spec("rtn:bits=4:kv_bits=2:kv_residual_length=0")
     assert (

@@ -163,7 +163,7 @@ def test_tasks_that_need_the_reference_say_why_in_one_line(nf4_checkpoint, tasks
 
 
 def test_qeval_run_refuses_requantizing_before_any_run(nf4_checkpoint, tmp_path):
-    from qeval_plugins.cli.sweep import plan_runs
+    from qeval_plugins.sweep.planning import plan_runs
 
     with pytest.raises(QevalError, match=r"is already quantized.*quantizer 'rtn' cannot apply"):
         plan_runs([str(nf4_checkpoint)], ["prequantized", "rtn"], tmp_path, "cpu")

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-from qeval_plugins.cli import checked_specs
-from qeval_plugins.cli.sweep import lm_eval_command, prepare
 from qeval_plugins.core import plan, specs
+from qeval_plugins.sweep import specs as checked_specs
+from qeval_plugins.sweep.driver import make_units
+from qeval_plugins.sweep.planning import prepare
+from qeval_plugins.sweep.unit import lm_eval_command
 
 
 def test_a_sweep_reads_each_spec_once(tmp_path, monkeypatch):
@@ -32,7 +34,8 @@ def test_a_sweep_reads_each_spec_once(tmp_path, monkeypatch):
         ["--model_args", "dtype=float32"],
         False,
     )
-    commands = [lm_eval_command(run, ["t"], "cpu", tmp_path, []) for run in runs]
+    units = make_units(runs, settings, ["t"], ["t"], "cpu", [], False)
+    commands = [lm_eval_command(unit, tmp_path) for unit in units]
     assert parsed == Counter(wanted)  # two models, each spec read once
     model_args = [command[command.index("--model_args") + 1] for command in commands]
     assert model_args == [

@@ -271,7 +271,7 @@ def test_a_misspelt_dtype_is_one_line_for_every_quantizer(quantizer):
 
 
 def test_qeval_run_checks_the_dtype_in_model_args_first(tmp_path):
-    from qeval_plugins.cli.sweep import prepare
+    from qeval_plugins.sweep.planning import prepare
 
     with pytest.raises(QevalError, match="dtype=float8 is not a model dtype"):
         prepare(["qeval-tiny"], ["rtn"], ["qeval_demo_facts"], tmp_path, "cpu",

@@ -11,9 +11,9 @@ import pytest
 from rich.console import Console
 
 from qeval_plugins import QevalError
-from qeval_plugins.cli import sweep as sweep_module
-from qeval_plugins.cli.heartbeat import PHASE_WIDTH, elapsed_text, heartbeat_interval, log_phase
-from qeval_plugins.cli.sweep import sweep
+from qeval_plugins.sweep import unit as sweep_module
+from qeval_plugins.sweep.driver import sweep
+from qeval_plugins.sweep.heartbeat import PHASE_WIDTH, elapsed_text, heartbeat_interval, log_phase
 
 TASK = "qeval_demo_facts"
 SLOW_LM_EVAL = """
@@ -33,7 +33,7 @@ def slow_sweep(tmp_path, monkeypatch, console: Console) -> str:
     monkeypatch.setattr(
         sweep_module,
         "lm_eval_command",
-        lambda run, tasks, device, partial, extra: [sys.executable, str(script), str(partial)],
+        lambda unit, partial: [sys.executable, str(script), str(partial)],
     )
     monkeypatch.setenv("QEVAL_HEARTBEAT_SECONDS", "0.3")
     failures = sweep(["qeval-tiny"], ["none"], [TASK], tmp_path / "runs", "cpu", [], False, console)
@@ -49,7 +49,8 @@ def test_a_run_to_a_pipe_prints_heartbeat_lines(tmp_path, monkeypatch):
     assert "lm_eval: Running loglikelihood requests 40% (80/200)" in phases, phases
     seconds = [int(elapsed) for _, elapsed in beats]
     assert seconds == sorted(seconds) and seconds[-1] >= 1
-    assert printed.rstrip().splitlines()[-1].startswith("done qeval-tiny × none in ")
+    *_, last_run, summary = printed.rstrip().splitlines()
+    assert last_run.startswith("done qeval-tiny × none in ") and summary == "sweep: 1 done"
 
 
 def test_a_run_on_a_terminal_shows_the_live_bar_and_no_heartbeat(tmp_path, monkeypatch):

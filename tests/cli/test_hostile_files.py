@@ -22,12 +22,14 @@ from pathlib import Path
 import pytest
 
 from qeval_plugins import QevalError
-from qeval_plugins.cli import run_settings
-from qeval_plugins.cli import sweep as sweep_module
-from qeval_plugins.cli.checked_specs import check_spec_text
 from qeval_plugins.core import safe_read
 from qeval_plugins.core.calibration import read_passages
 from qeval_plugins.core.safe_read import RefusedFile, read_regular, read_tail
+from qeval_plugins.sweep import settings as run_settings
+from qeval_plugins.sweep.failures import run_failure
+from qeval_plugins.sweep.planning import PlannedRun, local_head_dim
+from qeval_plugins.sweep.results import existing_state
+from qeval_plugins.sweep.specs import check_spec_text
 
 TESTS = Path(__file__).resolve().parents[1]
 NONE_RUN = TESTS / "data" / "report" / "qeval-tiny" / "none"
@@ -201,10 +203,10 @@ def test_the_other_files_qeval_run_reads_are_never_followed_into_a_fifo_or_devic
     folder.mkdir()
     (folder / "results.json").write_text(json.dumps({"results": {"t": {}}}))
     HOSTILE[kind](folder / run_settings.SETTINGS_FILE)
-    state, why = sweep_module.existing_state(folder, {}, ["t"])
+    state, why = existing_state(folder, {}, ["t"])
     assert state == "conflict" and "qeval_run.json is unreadable" in why
     HOSTILE[kind](folder / "config.json")
-    assert sweep_module.local_head_dim(str(folder)) is None
+    assert local_head_dim(str(folder)) is None
     with pytest.raises(QevalError, match=r"--config '.*' cannot be read \(not a regular file\)"):
         run_settings.parse_lm_eval_args(["--config", str(folder / "config.json")])
     with pytest.raises(QevalError, match=r"cannot be read \(not a regular file\)"):
@@ -213,14 +215,14 @@ def test_the_other_files_qeval_run_reads_are_never_followed_into_a_fifo_or_devic
 
 def test_a_hostile_log_does_not_hang_the_failure_line(tmp_path, alarm):
     """The failed run's log is read from its end, a FIFO not at all."""
-    run = sweep_module.PlannedRun("qeval-tiny", check_spec_text("none", "cpu"), tmp_path)
+    run = PlannedRun("qeval-tiny", check_spec_text("none", "cpu"), tmp_path)
     os.mkfifo(tmp_path / "lm_eval.log")
-    failure = sweep_module._failure(run, tmp_path / "lm_eval.log", 1)
+    failure = run_failure(run, tmp_path / "lm_eval.log", 1)
     assert "lm_eval exited with status 1" in str(failure)
     big = tmp_path / "big.log"
     with open(big, "w") as log:
         log.write("ValueError: early\n" + "noise\n" * 200_000 + "KeyError: 'late'\n")
-    assert "KeyError: 'late'" in str(sweep_module._failure(run, big, 1))
+    assert "KeyError: 'late'" in str(run_failure(run, big, 1))
 
 
 def test_the_guards_catch_the_old_reads(tmp_path, alarm):

@@ -11,7 +11,7 @@ import pytest
 from conftest import run_cli
 
 from qeval_plugins import QevalError
-from qeval_plugins.cli.run_settings import _lm_eval_run_parser, lm_eval_types, parse_lm_eval_args
+from qeval_plugins.sweep.settings import _lm_eval_run_parser, lm_eval_types, parse_lm_eval_args
 
 REFUSED = {
     "num_fewshot": (["-1", "x", "1.5"], "must be a whole number >= 0"),
@@ -52,7 +52,7 @@ def test_good_numbers_are_read_as_lm_eval_reads_them(option, value, keyed):
 
 def test_every_numeric_option_of_lm_evals_parser_is_checked():
     """A numeric option lm-eval adds (an int or float type, a list of ints, a size) fails this
-    test until it has a type in qeval_plugins.cli.arguments."""
+    test until it has a type in qeval_plugins.core.arguments."""
     from lm_eval._cli.run import Run
 
     subcommands = argparse.ArgumentParser(prog="lm_eval").add_subparsers()

@@ -7,15 +7,15 @@ import time
 
 import pytest
 
-from qeval_plugins.cli import sweep as sweep_module
 from qeval_plugins.cli.main import main
+from qeval_plugins.sweep import unit as sweep_module
 
 
 @pytest.fixture
 def no_child(monkeypatch):
     """Fail the test if a run's lm_eval child would start."""
 
-    def started(command, log):
+    def started(command, log, env=None):
         raise AssertionError(f"an lm_eval child started: {command}")
 
     monkeypatch.setattr(sweep_module, "run_child", started)

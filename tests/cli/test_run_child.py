@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from qeval_plugins.cli import sweep as sweep_module
-from qeval_plugins.cli.sweep import sweep
+from qeval_plugins.sweep import child as child_module
+from qeval_plugins.sweep import failures as failures_module
+from qeval_plugins.sweep import unit as sweep_module
+from qeval_plugins.sweep.driver import sweep
 
 TASK = "qeval_demo_facts"
 
@@ -34,7 +36,7 @@ time.sleep(120)  # an lm_eval run that takes a while
 
 PARENT = """
 import sys
-from qeval_plugins.cli import sweep as sweep_module
+from qeval_plugins.sweep import unit as sweep_module
 from qeval_plugins.cli.main import main
 
 child, pid_file, output = sys.argv[1:4]
@@ -91,9 +93,9 @@ def test_the_lm_eval_child_dies_with_a_killed_qeval_run(tmp_path):
 
 
 def test_children_are_set_to_die_with_their_parent_on_linux_only(monkeypatch):
-    assert (sweep_module.die_with_parent() is not None) == sys.platform.startswith("linux")
-    monkeypatch.setattr(sweep_module.sys, "platform", "darwin")
-    assert sweep_module.die_with_parent() is None  # macOS: README "Known limitations"
+    assert (child_module.die_with_parent() is not None) == sys.platform.startswith("linux")
+    monkeypatch.setattr(child_module.sys, "platform", "darwin")
+    assert child_module.die_with_parent() is None  # macOS: README "Known limitations"
 
 
 # ---------------------------------------------------------------- a full disk
@@ -106,7 +108,7 @@ def _fake_child(tmp_path: Path, monkeypatch, body: str) -> None:
     monkeypatch.setattr(
         sweep_module,
         "lm_eval_command",
-        lambda run, tasks, device, partial, extra: [sys.executable, str(script), str(partial)],
+        lambda unit, partial: [sys.executable, str(script), str(partial)],
     )
 
 
@@ -158,13 +160,13 @@ def test_a_full_disk_elsewhere_names_that_disk(tmp_path, monkeypatch):
 def test_a_silent_failure_on_a_nearly_full_disk_says_so(tmp_path, monkeypatch):
     """A full disk can keep even the traceback out of the log: the free space is checked."""
     _fake_child(tmp_path, monkeypatch, "sys.exit(1)\n")
-    monkeypatch.setattr(sweep_module, "disk_space", lambda path: (Path("/data"), 1536))
+    monkeypatch.setattr(failures_module, "disk_space", lambda path: (Path("/data"), 1536))
     [failure] = _run_sweep(tmp_path / "runs")
     assert failure.startswith(
         "run qeval-tiny × none failed: only 1.5 KiB free on the filesystem mounted at /data "
         "(a full disk?): lm_eval exited with status 1 (log: "
     )
-    monkeypatch.setattr(sweep_module, "disk_space", lambda path: (Path("/data"), 100 << 30))
+    monkeypatch.setattr(failures_module, "disk_space", lambda path: (Path("/data"), 100 << 30))
     [failure] = _run_sweep(tmp_path / "runs")
     assert "lm_eval exited with status 1 (log: " in failure and "disk" not in failure
 

@@ -17,10 +17,12 @@ from conftest import run_cli
 from rich.console import Console
 
 from qeval_plugins import QevalError
-from qeval_plugins.cli import run_settings
-from qeval_plugins.cli import sweep as sweep_module
-from qeval_plugins.cli.sweep import is_complete, plan_runs, slug, sweep
 from qeval_plugins.storage.locks import try_locked
+from qeval_plugins.sweep import settings as run_settings
+from qeval_plugins.sweep import unit as sweep_module
+from qeval_plugins.sweep.driver import sweep
+from qeval_plugins.sweep.planning import plan_runs, slug
+from qeval_plugins.sweep.results import is_complete
 
 ARGS = [
     "--quantizers",
@@ -162,12 +164,12 @@ class FakeLmEval:
         self.mode = "ok"
         self.modes: dict[str, str] = {}
 
-    def command(self, run, tasks, device, partial, extra):
-        mode = self.modes.get(run.directory.name, self.mode)
-        return [sys.executable, str(self.script), str(partial), ",".join(tasks), mode]
+    def command(self, unit, partial):
+        mode = self.modes.get(unit.directory.name, self.mode)
+        return [sys.executable, str(self.script), str(partial), ",".join(unit.tasks), mode]
 
-    def __call__(self, run, tasks, device, partial, extra):
-        return [*self.command(run, tasks, device, partial, extra), str(self.calls_file)]
+    def __call__(self, unit, partial):
+        return [*self.command(unit, partial), str(self.calls_file)]
 
     @property
     def calls(self) -> list[str]:
@@ -423,7 +425,7 @@ def test_lm_eval_options_are_checked_before_any_run(tmp_path, fake):
 
 @pytest.mark.parametrize("limit", ["0", "-1"])
 def test_a_limit_that_selects_nothing_is_one_line(limit):
-    from qeval_plugins.cli.run_settings import parse_lm_eval_args
+    from qeval_plugins.sweep.settings import parse_lm_eval_args
 
     with pytest.raises(QevalError, match=f"--limit: must be a count .* got '{limit}'"):
         parse_lm_eval_args(["--limit", limit])
@@ -431,7 +433,7 @@ def test_a_limit_that_selects_nothing_is_one_line(limit):
 
 
 def test_a_spec_or_model_given_twice_is_named(tmp_path):
-    from qeval_plugins.cli.sweep import plan_runs
+    from qeval_plugins.sweep.planning import plan_runs
 
     for first, second in [
         ("rtn:bits=3", "rtn:bits=3"),

@@ -11,10 +11,11 @@ from rich.console import Console
 
 from qeval_plugins.cli import main as main_module
 from qeval_plugins.cli import report as report_module
-from qeval_plugins.cli import sweep as sweep_module
-from qeval_plugins.cli.sweep import sweep
 from qeval_plugins.report.compare import compare
 from qeval_plugins.report.load import load_runs
+from qeval_plugins.sweep import driver as driver_module
+from qeval_plugins.sweep import unit as sweep_module
+from qeval_plugins.sweep.driver import sweep
 
 SYNTHETIC = Path(__file__).resolve().parents[1] / "data" / "report-paired" / "synthetic"
 SOURCES = {"qeval-tiny__none": "none", "qeval-tiny__rtn_bits-4": "rtn-bits4"}
@@ -37,10 +38,10 @@ def fake_lm_eval(tmp_path: Path, date: str, seen: list):
     script = tmp_path / "fake_lm_eval.py"
     script.write_text(FAKE_LM_EVAL)
 
-    def command(run, tasks, device, partial, extra):
-        seen.append(list(extra))
-        source = SYNTHETIC / SOURCES[run.directory.name]
-        return [sys.executable, str(script), str(partial), str(source), date, *extra]
+    def command(unit, partial):
+        seen.append(list(unit.extra))
+        source = SYNTHETIC / SOURCES[unit.directory.name]
+        return [sys.executable, str(script), str(partial), str(source), date, *unit.extra]
 
     return command
 
@@ -92,7 +93,7 @@ def test_qeval_run_logs_samples_and_the_report_pairs_them(tmp_path, monkeypatch)
 def test_no_log_samples_option(monkeypatch):
     """``qeval run --no-log-samples`` reaches the sweep; by default samples are logged."""
     calls = []
-    monkeypatch.setattr(sweep_module, "sweep", lambda **kw: calls.append(kw["log_samples"]) or [])
+    monkeypatch.setattr(driver_module, "sweep", lambda **kw: calls.append(kw["log_samples"]) or [])
     monkeypatch.setattr(report_module, "print_report", lambda *args, **kwargs: None)
     base = ["run", "--model", "qeval-tiny", "--quantizers", "none", "--tasks", "t", "--output", "o"]
     assert main_module.main(base) == 0

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from qeval_plugins.cli.run_settings import model_identity
 from qeval_plugins.storage import content_hash, model_cache, reference_cache
+from qeval_plugins.sweep.settings import model_identity
 
 WEIGHTS = bytes(range(256)) * 64  # 16 KiB
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from qeval_plugins.cli.sweep import slug
 from qeval_plugins.study import plan as P
 from qeval_plugins.study.ledger import OPS, lookup, number_text
 from qeval_plugins.study.report_writer import write_report
 from qeval_plugins.study.runner import Prepared, StudySettings
+from qeval_plugins.sweep.planning import slug
 
 COMMITTED = Path(__file__).resolve().parents[2] / "reports" / "seed-study"
 

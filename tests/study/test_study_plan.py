@@ -95,8 +95,8 @@ def test_external_models_get_only_the_size_series_with_every_spec():
 
 
 def test_given_models_are_named_as_qeval_run_names_their_folders(tmp_path):
-    from qeval_plugins.cli.sweep import slug
     from qeval_plugins.study.runner import external_models
+    from qeval_plugins.sweep.planning import slug
 
     local = tmp_path / "pythia-local"
     local.mkdir()

@@ -29,10 +29,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from qeval_plugins.cli.checked_specs import CheckedSpec
 from qeval_plugins.core.calibration import read_passages
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.safe_read import read_regular
+from qeval_plugins.sweep.specs import CheckedSpec
 
 SETTINGS_FILE = "qeval_run.json"
 FORMAT = 1
@@ -89,10 +89,10 @@ class _Refusal(Exception):
 
 def lm_eval_types() -> dict[str, Callable[[str], Any]]:
     """The checked type of every numeric lm-eval option ``qeval run`` passes on (its ``dest``
-    -> argparse type, all from :mod:`qeval_plugins.cli.arguments`): lm-eval's own types take
+    -> argparse type, all from :mod:`qeval_plugins.core.arguments`): lm-eval's own types take
     ``--num_fewshot -1``, ``--max_batch_size 0``, ``--batch_size -3`` and ``--seed -1`` and fail
     later, in the run."""
-    from qeval_plugins.cli import arguments
+    from qeval_plugins.core import arguments
 
     return {
         "limit": arguments.document_limit,

@@ -1,5 +1,5 @@
 """The argument types of every ``qeval`` command, and of the lm-eval options ``qeval run`` passes
-on (:func:`qeval_plugins.cli.run_settings.lm_eval_types`): each refuses a bad value in one line
+on (:func:`qeval_plugins.sweep.settings.lm_eval_types`): each refuses a bad value in one line
 (``argparse.ArgumentTypeError``, printed by the parser as ``qeval: error: ...``).
 
 May import: nothing of qeval's.

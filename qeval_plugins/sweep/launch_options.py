@@ -1,0 +1,230 @@
+"""``qeval run``'s launcher options: read, checked against each other, and turned into the
+launcher that runs the sweep's units (:mod:`.local`, :mod:`.slurm`, :mod:`.ray_cluster`)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qeval_plugins.core.arguments import non_negative_int, positive_int
+from qeval_plugins.core.errors import QevalError
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    """The SLURM job array's request, per unit (one array task each).
+
+    ``time`` is sbatch's ``--time`` in minutes; ``mem`` sbatch's ``--mem`` as given (``64G``);
+    ``extra`` more sbatch parameters (``--slurm-arg account=proj`` -> ``{"account": "proj"}``);
+    ``detach``: submit and exit (the same command later collects); ``local``: run the array as
+    local processes through submitit's local executor (a SLURM sweep tried on one machine);
+    ``folder``: submitit's folder (pickled units, each task's stdout/stderr), under ``--output``."""
+
+    folder: Path
+    partition: str | None = None
+    time: int = 240
+    gpus_per_run: int = 0
+    cpus_per_run: int = 1
+    mem: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+    detach: bool = False
+    local: bool = False
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """Each unit as a Ray task: ``address`` (``auto``, ``HOST:PORT``; None: start a local Ray
+    instance), the GPUs and CPUs each task requests, and how often a task whose worker died is
+    retried (Ray's ``max_retries``)."""
+
+    address: str | None = None
+    gpus_per_run: float = 0
+    cpus_per_run: float = 1
+    retries: int = 2
+
+
+def _slurm_time(text: str) -> int:
+    """``--slurm-time``: minutes (``240``) or ``[D-]HH:MM[:SS]`` (``1-00:00``, ``04:30:00``),
+    as whole minutes >= 1."""
+    text = text.strip()
+    days, _, clock = text.rpartition("-") if "-" in text else ("0", "", text)
+    parts = clock.split(":")
+    numbers = [days, *parts]
+    if not all(part.isascii() and part.isdecimal() for part in numbers) or len(parts) > 3:
+        raise argparse.ArgumentTypeError(
+            f"must be minutes (240) or [D-]HH:MM[:SS] (04:00:00), got '{text}'"
+        )
+    if len(parts) == 1:
+        minutes = int(days) * 1440 + int(parts[0])
+    else:
+        hours, mins, seconds = ([*map(int, parts), 0])[:3]
+        minutes = int(days) * 1440 + hours * 60 + mins + (seconds > 0)
+    if minutes < 1:
+        raise argparse.ArgumentTypeError(f"must be at least one minute, got '{text}'")
+    return minutes
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    """``--slurm-arg KEY=VALUE``: an sbatch parameter (``account=proj``, ``qos=high``)."""
+    key, equals, value = text.partition("=")
+    key = key.strip().removeprefix("--").replace("-", "_")
+    if not equals or not key.replace("_", "").isalnum():
+        raise argparse.ArgumentTypeError(f"must be KEY=VALUE (account=proj), got '{text}'")
+    return key, value.strip()
+
+
+def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--slurm-*`` and ``--detach``."""
+    group = parser.add_argument_group("--launcher slurm (pip install 'qeval[slurm]')")
+    group.add_argument("--slurm-partition", default=None, help="sbatch --partition")
+    group.add_argument(
+        "--slurm-time",
+        type=_slurm_time,
+        default=240,
+        help="each run's time limit: minutes or [D-]HH:MM[:SS] (default 240 minutes)",
+    )
+    group.add_argument(
+        "--slurm-gpus-per-run", type=non_negative_int, default=0, help="GPUs each run gets"
+    )
+    group.add_argument(
+        "--slurm-cpus-per-run", type=positive_int, default=1, help="CPUs each run gets"
+    )
+    group.add_argument("--slurm-mem", default=None, help="memory each run gets, e.g. 64G")
+    group.add_argument(
+        "--slurm-arg",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another sbatch parameter (repeat), e.g. account=proj or qos=high",
+    )
+    group.add_argument(
+        "--slurm-local",
+        action="store_true",
+        help="run the job array as local processes (submitit's local executor): try a SLURM "
+        "sweep on one machine",
+    )
+    group.add_argument(
+        "--detach",
+        action="store_true",
+        help="submit and exit; the same command later shows what is pending, running or "
+        "failed, collects the results and resubmits only what failed",
+    )
+
+
+def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--ray-*``."""
+    group = parser.add_argument_group("--launcher ray (pip install 'qeval[ray]')")
+    group.add_argument(
+        "--ray-address",
+        default=None,
+        help="auto or HOST:PORT of a running Ray cluster (default: start a local Ray instance)",
+    )
+    group.add_argument(
+        "--ray-gpus-per-run",
+        type=non_negative_int,
+        default=None,
+        help="GPUs each run's Ray task requests (default: 1 with --device cuda, else 0)",
+    )
+    group.add_argument(
+        "--ray-cpus-per-run", type=positive_int, default=1, help="CPUs each run's task requests"
+    )
+    group.add_argument(
+        "--ray-retries",
+        type=non_negative_int,
+        default=2,
+        help="times a run is retried when its Ray worker dies (default 2)",
+    )
+
+
+LOCAL_ONLY = {"jobs": None, "gpus": None, "gpus_per_run": 1}
+SLURM_ONLY = {
+    "slurm_partition": None,
+    "slurm_time": 240,
+    "slurm_gpus_per_run": 0,
+    "slurm_cpus_per_run": 1,
+    "slurm_mem": None,
+    "slurm_arg": [],
+    "slurm_local": False,
+    "detach": False,
+}
+RAY_ONLY = {"ray_address": None, "ray_gpus_per_run": None, "ray_cpus_per_run": 1, "ray_retries": 2}
+OWN_OPTIONS = {"local": LOCAL_ONLY, "slurm": SLURM_ONLY, "ray": RAY_ONLY}
+
+
+def _refuse_foreign_options(args: argparse.Namespace) -> None:
+    """An option of another launcher than ``--launcher`` is one line, not silently ignored."""
+    for launcher, defaults in OWN_OPTIONS.items():
+        if launcher == args.launcher:
+            continue
+        for name, default in defaults.items():
+            if getattr(args, name) != default:
+                option = "--" + name.replace("_", "-")
+                raise QevalError(
+                    f"{option} is an option of --launcher {launcher}, not {args.launcher}; "
+                    f"add --launcher {launcher} or leave it out."
+                )
+
+
+def make_launcher(args: argparse.Namespace, device: str):
+    """The launcher ``qeval run``'s options ask for (checked before any run)."""
+    _refuse_foreign_options(args)
+    if args.launcher == "slurm":
+        from qeval_plugins.sweep.slurm import SlurmLauncher
+
+        settings = SlurmSettings(
+            folder=Path(args.output) / ".slurm",
+            partition=args.slurm_partition,
+            time=args.slurm_time,
+            gpus_per_run=args.slurm_gpus_per_run,
+            cpus_per_run=args.slurm_cpus_per_run,
+            mem=args.slurm_mem,
+            extra=dict(args.slurm_arg),
+            detach=args.detach,
+            local=args.slurm_local,
+        )
+        return SlurmLauncher(settings)
+    if args.launcher == "ray":
+        from qeval_plugins.sweep.ray_cluster import RayLauncher
+
+        gpus = args.ray_gpus_per_run
+        settings = RaySettings(
+            address=args.ray_address,
+            gpus_per_run=(1 if device.startswith("cuda") else 0) if gpus is None else gpus,
+            cpus_per_run=args.ray_cpus_per_run,
+            retries=args.ray_retries,
+        )
+        return RayLauncher(settings)
+    return _local_launcher(args, device)
+
+
+def _local_launcher(args: argparse.Namespace, device: str):
+    from qeval_plugins.sweep.local import (
+        LocalLauncher,
+        cpu_count,
+        cpu_slots,
+        gpu_slots,
+        parse_gpus,
+        visible_gpus,
+    )
+    from qeval_plugins.sweep.settings import parse_lm_eval_args
+
+    if args.gpus is None:
+        if args.gpus_per_run != 1:
+            raise QevalError("--gpus-per-run needs --gpus (the GPUs to share), e.g. --gpus all.")
+        if device.startswith("cuda"):  # the runs share the GPU(s) they see
+            return LocalLauncher(tuple({} for _ in range(args.jobs or 1)))
+        return LocalLauncher(tuple(cpu_slots(args.jobs or 1, cpu_count())))
+    if not device.startswith("cuda"):
+        raise QevalError(f"--gpus gives runs GPUs, but --device is {device}; use --device cuda.")
+    if args.gpus_per_run > 1:
+        model_args = parse_lm_eval_args(args.lm_eval_args).model_args
+        if str(model_args.get("parallelize", "")).lower() != "true":
+            raise QevalError(
+                f"--gpus-per-run {args.gpus_per_run} gives each run {args.gpus_per_run} GPUs, "
+                f"which a model uses only when split over them: add --model_args "
+                f"parallelize=True."
+            )
+    slots = gpu_slots(parse_gpus(args.gpus), args.gpus_per_run, args.jobs, visible_gpus())
+    return LocalLauncher(tuple(slots))
