@@ -23,7 +23,7 @@ from qeval_plugins.backend.checkpoints import checkpoint_config, local_folder, r
 from qeval_plugins.backend.reference import local_shapes
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.options import FrozenOptions
-from qeval_plugins.core.plan import QuantizationPlan, check_spec
+from qeval_plugins.core.plan import QuantizationPlan, check_spec, devices_checked_here
 from qeval_plugins.core.quantizer import LoadContext, resolve_dtype
 from qeval_plugins.core.text import one_line
 
@@ -74,7 +74,8 @@ def preflight(
                 check_layers = getattr(option, "check_layers", None)
                 if callable(check_layers):
                     check_layers(options[option.name], layers)
-        quantizer.check_run(options, context, layers)
+        if devices_checked_here():  # else the run checks its device on its machine
+            quantizer.check_run(options, context, layers)
     except QevalError as error:
         raise QevalError(f"{where}: {error}") from None
     except Exception as error:

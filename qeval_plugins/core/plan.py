@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,7 +140,7 @@ def plan_quantization(
             f"quantizer '{chosen.name}' needs the package '{missing}', which is not installed; "
             f"run: {install_command(chosen, missing)}"
         )
-    if chosen.needs_cuda and not _cuda_requested_and_present(device):
+    if chosen.needs_cuda and devices_checked_here() and not _cuda_requested_and_present(device):
         raise QevalError(
             f"quantizer '{chosen.name}' needs a CUDA GPU and none is "
             f"{'available' if _cuda_missing() else 'selected'}; run with --device cuda on a "
@@ -203,6 +206,27 @@ def check_dtype(dtype: Any) -> None:
         )
 
 
+_DEVICES_ELSEWHERE: ContextVar[bool] = ContextVar("qeval_devices_elsewhere", default=False)
+
+
+@contextlib.contextmanager
+def devices_elsewhere() -> Iterator[None]:
+    """Checks made here for runs on other machines (a SLURM or Ray cluster driven from a login
+    node without a GPU): inside the block, a CUDA device is not looked for on this machine
+    (:func:`check_device` checks only its name, a quantizer that needs CUDA is not refused, and
+    :func:`devices_checked_here` is False); each run checks its device where it runs."""
+    token = _DEVICES_ELSEWHERE.set(True)
+    try:
+        yield
+    finally:
+        _DEVICES_ELSEWHERE.reset(token)
+
+
+def devices_checked_here() -> bool:
+    """False inside :func:`devices_elsewhere`."""
+    return not _DEVICES_ELSEWHERE.get()
+
+
 def check_device(device: str | None) -> None:
     """``device`` must name a device torch knows and that exists here, whatever the quantizer.
 
@@ -221,7 +245,7 @@ def check_device(device: str | None) -> None:
         ) from None
     if kind == "mps" and not torch.backends.mps.is_available():
         raise QevalError(f"--device {device}: Apple's MPS is not available here; use --device cpu.")
-    if kind != "cuda":
+    if kind != "cuda" or not devices_checked_here():
         return
 
     if not torch.cuda.is_available():

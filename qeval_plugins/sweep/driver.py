@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Protocol
 
+from qeval_plugins.core.plan import devices_elsewhere
 from qeval_plugins.sweep.local import SweepInterrupted
 from qeval_plugins.sweep.planning import PlannedRun, prepare
 from qeval_plugins.sweep.progress import SweepProgress
@@ -13,7 +15,10 @@ from qeval_plugins.sweep.unit import Outcome, Unit
 
 class Launcher(Protocol):
     """Where and when units run: :class:`~.local.LocalLauncher`,
-    :class:`~.slurm.SlurmLauncher`, :class:`~.ray_cluster.RayLauncher`."""
+    :class:`~.slurm.SlurmLauncher`, :class:`~.ray_cluster.RayLauncher`. ``runs_elsewhere``:
+    units may run on other machines, whose devices this one cannot check."""
+
+    runs_elsewhere: bool
 
     def launch(self, units: list[Unit], progress: SweepProgress) -> list[Outcome]:
         """Every unit's outcome in ``units``' order (:class:`~.local.SweepInterrupted` on
@@ -69,11 +74,18 @@ def sweep(
     from qeval_plugins.sweep.local import LocalLauncher, cpu_count, cpu_slots
 
     extra = [*extra, "--log_samples"] if log_samples else extra
-    runs, settings, expected = prepare(models, specs, tasks, output, device, extra, force)
-    units = make_units(runs, settings, tasks, expected, device, extra, force)
     if launcher is None:
         slots = cpu_slots(1, cpu_count()) if device == "cpu" else [{}]
         launcher = LocalLauncher(tuple(slots))
+    elsewhere = launcher.runs_elsewhere and device.startswith("cuda") and not _cuda_here()
+    if elsewhere:
+        console.print(
+            "This machine has no CUDA GPU: each run checks its device (and a quantizer's GPU "
+            "needs) on the machine it runs on."
+        )
+    with devices_elsewhere() if elsewhere else contextlib.nullcontext():
+        runs, settings, expected = prepare(models, specs, tasks, output, device, extra, force)
+    units = make_units(runs, settings, tasks, expected, device, extra, force)
     with SweepProgress(console, units) as progress:
         try:
             outcomes = launcher.launch(units, progress)
@@ -82,3 +94,9 @@ def sweep(
             raise
     console.print(progress.summary())
     return [outcome.detail for outcome in outcomes if outcome.kind == "failed"]
+
+
+def _cuda_here() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

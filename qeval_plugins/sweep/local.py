@@ -115,6 +115,7 @@ class LocalLauncher:
     """Runs units on this machine, one per slot at a time (``slots``: each one's environment)."""
 
     slots: tuple[dict[str, str], ...]
+    runs_elsewhere = False
 
     def launch(self, units: list[Unit], progress: SweepProgress) -> list[Outcome]:
         """Every unit's outcome, in ``units``' order; raises :class:`SweepInterrupted` on
