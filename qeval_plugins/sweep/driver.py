@@ -90,9 +90,11 @@ def sweep(
         try:
             outcomes = launcher.launch(units, progress)
         except SweepInterrupted:
-            console.print(f"{progress.summary()} (stopped by Ctrl-C; finished results kept)")
+            console.print(
+                f"{progress.summary()} (stopped by Ctrl-C; finished results kept)", highlight=False
+            )
             raise
-    console.print(progress.summary())
+    console.print(progress.summary(), highlight=False)
     return [outcome.detail for outcome in outcomes if outcome.kind == "failed"]
 
 

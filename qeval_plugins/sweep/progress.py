@@ -1,8 +1,8 @@
 """What a sweep shows while it runs, whatever the launcher.
 
-On a terminal: a live view (rich) — the sweep's bar (``3/8 runs``, elapsed) and one row per unit
-running now with its own elapsed time; a line per unit as it ends (``done``, ``skip``,
-``failed``). To a pipe or a file: the same end lines, and every
+On a terminal: a live view (rich) — the sweep's bar (``3/8 runs, 2 running, 3 queued``,
+elapsed) and one row per unit running now with its own elapsed time; a line per unit as it ends
+(``done``, ``skip``, ``failed``). To a pipe or a file: the same end lines, and every
 :func:`~.heartbeat.heartbeat_interval` seconds one heartbeat line per running unit
 (``[2/5] model × spec: lm_eval: Running loglikelihood requests 40% (80/200), 8 min 05 s
 elapsed``). Launchers call :meth:`SweepProgress.start` and :meth:`SweepProgress.finish` from any
@@ -94,6 +94,7 @@ class SweepProgress:
                     escape(f"  {self.position(unit)}"), total=None, count="running"
                 )
             self._rows[id(unit)] = (row, time.monotonic(), time.time())
+            self._progress.update(self._overall, count=self._count())
 
     def finish(self, unit: Unit, outcome: Outcome) -> None:
         """``unit`` ended with ``outcome``: its line is printed and the sweep's bar advances."""
@@ -112,9 +113,15 @@ class SweepProgress:
                 line = f"{STYLES[outcome.kind]} {label} {escape(outcome.detail)}"
             self._progress.console.print(line)
             ended = sum(self.counts.values())
-            self._progress.update(
-                self._overall, completed=ended, count=f"{ended}/{len(self.units)} runs"
-            )
+            self._progress.update(self._overall, completed=ended, count=self._count())
+
+    def _count(self) -> str:
+        """``3/8 runs, 2 running, 3 queued`` (the caller holds the lock)."""
+        ended, running = sum(self.counts.values()), len(self._rows)
+        queued = len(self.units) - ended - running
+        parts = [f"{ended}/{len(self.units)} runs"]
+        parts += [f"{running} running"] * bool(running) + [f"{queued} queued"] * bool(queued)
+        return ", ".join(parts)
 
     def summary(self) -> str:
         """``sweep: 3 done, 1 skipped, 1 failed`` (kinds that occurred, in a fixed order)."""

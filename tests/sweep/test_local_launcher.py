@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from sweep.conftest import run_qeval, scores, sweep_args
 
 from qeval_plugins import QevalError
 from qeval_plugins.sweep import local
@@ -26,6 +25,7 @@ from qeval_plugins.sweep.driver import sweep
 from qeval_plugins.sweep.launch_options import make_launcher
 from qeval_plugins.sweep.local import LocalLauncher, cpu_slots, gpu_slots, parse_gpus
 from qeval_plugins.sweep.planning import prepare
+from sweep.conftest import run_qeval, scores, sweep_args
 
 TASK = "qeval_demo_facts"
 SPECS = ["none", "rtn:bits=4", "rtn:bits=3", "rtn:bits=2"]
@@ -276,3 +276,15 @@ def test_a_cluster_driver_without_a_gpu_leaves_device_checks_to_the_runs(tmp_pat
     assert sweep(*arguments, console, launcher=cluster) == []
     assert [unit.device for unit in cluster.units] == ["cuda"]
     assert "each run checks its device" in console.file.getvalue()
+
+
+def test_the_live_view_counts_runs_running_and_queued(tmp_path, fake, monkeypatch):
+    """On a terminal: the sweep's bar says how many runs ended, run and wait; a row per unit."""
+    monkeypatch.setenv("FAKE_SECONDS", "2.5")
+    console = Console(file=io.StringIO(), width=200, force_terminal=True, color_system=None)
+    launcher = LocalLauncher(tuple(cpu_slots(2, 2)))
+    failures = sweep(["qeval-tiny"], SPECS, [TASK], tmp_path / "runs", "cpu", [], False, console,
+                     launcher=launcher)  # fmt: skip
+    printed = console.file.getvalue()
+    assert failures == [] and "0/4 runs, 2 running, 2 queued" in printed, printed
+    assert "[1/4] qeval-tiny × none" in printed and "sweep: 4 done" in printed
