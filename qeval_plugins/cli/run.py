@@ -67,12 +67,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--jobs",
         type=positive_int,
         default=None,
+        metavar="N",
         help="local: runs at once (default 1, or one per GPU group with --gpus); on CPU each "
         "gets cores/jobs torch threads",
     )
     launching.add_argument(
         "--gpus",
         default=None,
+        metavar="LIST",
         help="local: GPU numbers (0,1,2,3) or 'all'; each run gets its own through "
         "CUDA_VISIBLE_DEVICES",
     )
@@ -80,7 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--gpus-per-run",
         type=positive_int,
         default=1,
-        help="GPUs each run gets (a model split over them needs --model_args parallelize=True)",
+        metavar="K",
+        help="local: GPUs each run gets (a model split over them needs --model_args "
+        "parallelize=True)",
     )
     add_slurm_arguments(parser)
     add_ray_arguments(parser)

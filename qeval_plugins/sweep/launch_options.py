@@ -77,20 +77,27 @@ def _key_value(text: str) -> tuple[str, str]:
 def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
     """``--slurm-*`` and ``--detach``."""
     group = parser.add_argument_group("--launcher slurm (pip install 'qeval[slurm]')")
-    group.add_argument("--slurm-partition", default=None, help="sbatch --partition")
+    group.add_argument("--slurm-partition", default=None, metavar="NAME", help="sbatch --partition")
     group.add_argument(
         "--slurm-time",
         type=_slurm_time,
+        metavar="TIME",
         default=240,
         help="each run's time limit: minutes or [D-]HH:MM[:SS] (default 240 minutes)",
     )
     group.add_argument(
-        "--slurm-gpus-per-run", type=non_negative_int, default=0, help="GPUs each run gets"
+        "--slurm-gpus-per-run",
+        type=non_negative_int,
+        default=0,
+        metavar="K",
+        help="GPUs each run gets",
     )
     group.add_argument(
-        "--slurm-cpus-per-run", type=positive_int, default=1, help="CPUs each run gets"
+        "--slurm-cpus-per-run", type=positive_int, default=1, metavar="N", help="CPUs each run gets"
     )
-    group.add_argument("--slurm-mem", default=None, help="memory each run gets, e.g. 64G")
+    group.add_argument(
+        "--slurm-mem", default=None, metavar="SIZE", help="memory each run gets, e.g. 64G"
+    )
     group.add_argument(
         "--slurm-arg",
         type=_key_value,
@@ -119,21 +126,28 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--ray-address",
         default=None,
+        metavar="ADDRESS",
         help="auto or HOST:PORT of a running Ray cluster (default: start a local Ray instance)",
     )
     group.add_argument(
         "--ray-gpus-per-run",
         type=non_negative_int,
         default=None,
+        metavar="K",
         help="GPUs each run's Ray task requests (default: 1 with --device cuda, else 0)",
     )
     group.add_argument(
-        "--ray-cpus-per-run", type=positive_int, default=1, help="CPUs each run's task requests"
+        "--ray-cpus-per-run",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="CPUs each run's task requests",
     )
     group.add_argument(
         "--ray-retries",
         type=non_negative_int,
         default=2,
+        metavar="N",
         help="times a run is retried when its Ray worker dies (default 2)",
     )
 
