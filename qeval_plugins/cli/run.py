@@ -122,8 +122,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _default_device(args: argparse.Namespace) -> str:
-    """cuda when runs get GPUs (--gpus, --slurm-gpus-per-run) or torch sees one, else cpu."""
-    if args.gpus is not None or getattr(args, "slurm_gpus_per_run", 0):
+    """cuda when runs get GPUs (--gpus, --slurm-gpus-per-run, --ray-gpus-per-run) or torch
+    sees one here, else cpu."""
+    if args.gpus is not None or args.slurm_gpus_per_run or args.ray_gpus_per_run:
         return "cuda"
     import torch
 
