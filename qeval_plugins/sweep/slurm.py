@@ -24,6 +24,7 @@ instead of a SLURM job (all at once; each in its own session, so Ctrl-C and the 
 
 from __future__ import annotations
 
+import re
 import secrets
 import shutil
 import socket
@@ -84,7 +85,7 @@ def filesystem_type(path: Path) -> str | None:
         fields = line.split()
         if len(fields) < 3:
             continue
-        point = Path(fields[1].encode().decode("unicode_escape"))  # \040 is a space
+        point = Path(re.sub(r"\\([0-7]{3})", lambda code: chr(int(code[1], 8)), fields[1]))
         if (path == point or point in path.parents) and (
             best is None or len(point.parts) > len(best.parts)
         ):

@@ -20,8 +20,9 @@ import pytest
 from rich.console import Console
 
 from qeval_plugins import QevalError
+from qeval_plugins.sweep import slurm
 from qeval_plugins.sweep.launch_options import SlurmSettings
-from qeval_plugins.sweep.local import cpu_count
+from qeval_plugins.sweep.local import SweepInterrupted, cpu_count
 from qeval_plugins.sweep.progress import SweepProgress
 from qeval_plugins.sweep.results import existing_state
 from qeval_plugins.sweep.slurm import SlurmLauncher, run_on_node
@@ -106,19 +107,27 @@ def install_results(unit: Unit) -> None:
     assert existing_state(unit.directory, unit.settings, [TASK])[0] == "complete"
 
 
-def test_the_sbatch_file_of_a_gpu_array(tmp_path, cluster):
+def test_the_sbatch_file_of_a_gpu_array(tmp_path, cluster, monkeypatch):
     """What is submitted for four units with every request option: one array, checked as text
     (tests/sweep/data/sbatch_gpu_array.sh: submitit's ``_make_sbatch_string`` for these
-    parameters, with the submission folder and python normalised)."""
-    output = tmp_path / "runs"
+    parameters, with the submission folder and python normalised); each task gets its unit
+    with an absolute folder and the CPUs it asked for as torch threads."""
+    from submitit.core.utils import DelayedSubmission
+
+    monkeypatch.chdir(tmp_path)
+    output = Path("runs")  # relative, as a user may give it
     settings = SlurmSettings(folder=output / ".slurm", detach=True, **GPU_REQUEST)
     outcomes, _ = launch(SlurmLauncher(settings), fake_units(output, 4))
     assert [outcome.kind for outcome in outcomes] == ["pending"] * 4
     [submitted] = cluster.glob("sbatch_*.sh")
-    [folder] = (output / ".slurm").iterdir()
+    [folder] = (tmp_path / "runs" / ".slurm").iterdir()
     text = submitted.read_text().replace(str(folder), "/FOLDER")
     text = text.replace(shlex.quote(sys.executable), "PYTHON")
     assert text == (DATA / "sbatch_gpu_array.sh").read_text()
+    record = read_record(tmp_path / "runs" / "run3")
+    unit, env, *_ = DelayedSubmission.load(job_paths(record).submitted_pickle).args
+    assert unit.directory == tmp_path / "runs" / "run3"
+    assert env == {"OMP_NUM_THREADS": "8", "MKL_NUM_THREADS": "8"}
 
 
 def test_sacct_states_and_what_they_mean():
@@ -221,6 +230,36 @@ def test_a_job_whose_task_raised_fails_with_the_last_line(tmp_path, cluster):
         "submitit.core.utils.UncompletedJobError: Job not requeued because: timed-out and not "
         "checkpointable. (lm_eval log "
     ) in outcome.detail
+
+
+class CtrlCWhileWaiting:
+    """Stands for the time module in :mod:`~qeval_plugins.sweep.slurm`: the first wait
+    between two polls is interrupted (Ctrl-C)."""
+
+    monotonic = staticmethod(time.monotonic)
+
+    @staticmethod
+    def sleep(_seconds: float) -> None:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_waiting_leaves_the_jobs_running(tmp_path, cluster, monkeypatch):
+    output = tmp_path / "runs"
+    units = fake_units(output, 2)
+    launcher = SlurmLauncher(SlurmSettings(folder=output / ".slurm"))
+    (cluster / "sacct.txt").write_text("JobID|State|NodeList\n4242_0|RUNNING|n1\n")
+    monkeypatch.setattr(slurm, "time", CtrlCWhileWaiting)
+    console = Console(file=io.StringIO(), width=400)
+    with SweepProgress(console, units) as progress, pytest.raises(SweepInterrupted) as stopped:
+        launcher.launch(units, progress)
+    assert stopped.value.outcomes == [
+        Outcome("running", "job 4242_0 left running"),
+        Outcome("pending", "job 4242_1 left running"),
+    ]
+    printed = console.file.getvalue()
+    assert "run the same qeval run command again to see them and collect" in printed
+    assert printed.rstrip().endswith("cancel them with: scancel 4242")
+    assert [record.job_id for record in records(units)] == ["4242_0", "4242_1"]
 
 
 def test_a_damaged_record_is_no_record(tmp_path):
