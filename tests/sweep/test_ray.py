@@ -20,6 +20,7 @@ from qeval_plugins import QevalError
 from qeval_plugins.cli.main import main
 from qeval_plugins.storage.locks import try_locked
 from qeval_plugins.sweep.launch_options import RaySettings
+from qeval_plugins.sweep.local import SweepInterrupted, cpu_count
 from qeval_plugins.sweep.progress import SweepProgress
 from qeval_plugins.sweep.ray_cluster import (
     RAY_MISSING,
@@ -200,10 +201,40 @@ def test_failed_and_held_units_through_a_local_ray_instance(tmp_path):
     assert not (held.directory / "results.json").exists()
 
 
+class CtrlCOnStart(SweepProgress):
+    """Ctrl-C in the driver as soon as a unit's task has started."""
+
+    def start(self, unit: Unit) -> None:
+        super().start(unit)
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_cancels_the_tasks_releases_the_locks_and_installs_nothing(tmp_path):
+    import ray
+
+    units = [fake_unit(tmp_path / name) for name in ("a", "b")]
+    console = Console(file=io.StringIO(), width=200)
+    with CtrlCOnStart(console, units) as progress, pytest.raises(SweepInterrupted) as stopped:
+        RayLauncher(RaySettings()).launch(units, progress)
+    assert not ray.is_initialized()
+    kinds = [outcome.kind for outcome in stopped.value.outcomes]
+    assert set(kinds) == {"interrupted"}, stopped.value.outcomes
+    assert "stopped by Ctrl-C; nothing was installed" in console.file.getvalue()
+    for unit in units:
+        with try_locked(unit.directory / LOCK_FILE) as mine:
+            assert mine  # released
+        assert sorted(path.name for path in unit.directory.iterdir()) == [LOCK_FILE]
+
+
+# Each task asks for the torch threads of the one-at-a-time reference (one per core): with
+# another number of threads the log-likelihoods differ in their last bits.
+RAY_LOCAL = ("--launcher", "ray", "--ray-cpus-per-run", str(cpu_count()))
+
+
 @pytest.mark.slow
 def test_the_ray_sweep_matches_one_at_a_time(tmp_path, sequential_scores):
     output = tmp_path / "runs"
-    done = run_qeval(sweep_args(output, "--launcher", "ray"))
+    done = run_qeval(sweep_args(output, *RAY_LOCAL))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "sweep: 4 done" in done.stdout
     assert scores(output) == sequential_scores
@@ -263,7 +294,7 @@ def _running_unit(driver: int) -> tuple[int, int, str] | None:
 @pytest.mark.slow
 def test_a_killed_workers_unit_is_retried_with_the_same_numbers(tmp_path, sequential_scores):
     output = tmp_path / "runs"
-    args = sweep_args(output, "--launcher", "ray", "--ray-retries", "1")
+    args = sweep_args(output, *RAY_LOCAL, "--ray-retries", "1")
     env = {key: value for key, value in os.environ.items() if key != "QEVAL_DEBUG"}
     with open(tmp_path / "stdout", "w") as out, open(tmp_path / "stderr", "w") as err:
         sweep = subprocess.Popen(
