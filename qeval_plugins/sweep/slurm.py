@@ -38,7 +38,6 @@ from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.text import one_line
 from qeval_plugins.storage.atomic import write_atomic
 from qeval_plugins.storage.locks import locked
-from qeval_plugins.sweep.launch_options import SlurmSettings
 from qeval_plugins.sweep.local import THREAD_VARIABLES, SweepInterrupted
 from qeval_plugins.sweep.progress import SweepProgress
 from qeval_plugins.sweep.results import existing_state
@@ -141,10 +140,11 @@ class Tracked:
 
 
 class SlurmLauncher:
-    """Submits the units as a SLURM job array (or local processes) and follows the jobs.
-    ``runs_elsewhere``: on SLURM's nodes (not with ``--slurm-local``)."""
+    """Submits the units as a SLURM job array (or local processes) and follows the jobs, as
+    ``settings`` (:class:`~.launch_options.SlurmSettings`, not imported: that module imports
+    this one) ask. ``runs_elsewhere``: on SLURM's nodes (not with ``--slurm-local``)."""
 
-    def __init__(self, settings: SlurmSettings) -> None:
+    def __init__(self, settings) -> None:
         require_submitit()
         check_extra(settings.extra)
         self.settings = replace(settings, folder=settings.folder.absolute())
@@ -316,15 +316,15 @@ class SlurmLauncher:
 
     def _print_hints(self, progress: SweepProgress, tracked: dict[int, Tracked]) -> None:
         """How to collect the jobs left running, and how to cancel them."""
-        ids = [job.record.job_id for job in tracked.values()]
-        if self.settings.local:
-            cancel = f"kill -INT {' '.join(dict.fromkeys(ids))}"
-        else:
-            cancel = f"scancel {' '.join(dict.fromkeys(i.split('_')[0] for i in ids))}"
+        records = [job.record for job in tracked.values()]
+        pids = [record.job_id for record in records if record.local]
+        arrays = [record.job_id.split("_")[0] for record in records if not record.local]
+        cancel = [f"scancel {' '.join(dict.fromkeys(arrays))}"] * bool(arrays)
+        cancel += [f"kill -INT {' '.join(pids)}"] * bool(pids)  # submitit's LocalJob.cancel
         progress.console.print(
-            f"{len(ids)} runs go on as jobs: run the same qeval run command again to see them "
-            f"and collect their results (it submits again only what failed); cancel them "
-            f"with: {cancel}",
+            f"{len(records)} runs go on as jobs: run the same qeval run command again to see "
+            f"them and collect their results (it submits again only what failed); cancel them "
+            f"with: {' and '.join(cancel)}",
             markup=False,
             highlight=False,
         )
