@@ -268,24 +268,23 @@ class _RaySweep:
         try:
             message = self.ray.get(next(generator))
         except self.ray.exceptions.RayError as error:
+            del self.tasks[generator]
             crashed = self.ray.exceptions.WorkerCrashedError
-            self._end(
-                index, Outcome("failed", ray_failure(unit, error, self.settings.retries, crashed))
-            )
+            line = ray_failure(unit, error, self.settings.retries, crashed)
+            self._end(index, Outcome("failed", line))
             return
         if isinstance(message, Started):
             self.nodes[id(unit)] = message.node
             self.started[index] = time.monotonic()
             self.progress.start(unit)
             return
-        seconds = time.monotonic() - self.started.get(index, time.monotonic())
-        self._end(index, install_result(unit, message, seconds))
+        del self.tasks[generator]
+        self._end(index, install_result(unit, message, time.monotonic() - self.started[index]))
 
     def _end(self, index: int, outcome: Outcome) -> None:
-        """``outcome`` for unit ``index``: its lock released, its line printed."""
+        """``outcome`` for unit ``index`` (no task of it left): its lock released, its line
+        printed."""
         self.outcomes[index] = outcome
-        for generator in [g for g, i in self.tasks.items() if i == index]:
-            del self.tasks[generator]
         if (lock := self.locks.pop(index, None)) is not None:
             lock.close()
         self.progress.finish(self.units[index], outcome)
@@ -293,7 +292,8 @@ class _RaySweep:
     def _cancel(self) -> None:
         """Ctrl-C: cancel every task (killing its worker and lm_eval); a unit that had
         started is ``interrupted``."""
-        for generator, index in list(self.tasks.items()):
+        tasks, self.tasks = self.tasks, {}
+        for generator, index in tasks.items():
             with contextlib.suppress(Exception):  # Ray itself may be stopping (Ctrl-C hit it too)
                 self.ray.cancel(generator, force=True)
             if index in self.started:

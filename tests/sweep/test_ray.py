@@ -201,6 +201,19 @@ def test_failed_and_held_units_through_a_local_ray_instance(tmp_path):
     assert not (held.directory / "results.json").exists()
 
 
+def test_a_run_asking_more_than_the_local_instance_has_is_one_line(tmp_path):
+    import ray
+
+    units = [fake_unit(tmp_path / "a")]
+    console = Console(file=io.StringIO(), width=200)
+    launcher = RayLauncher(RaySettings(cpus_per_run=64))
+    with SweepProgress(console, units) as progress, pytest.raises(QevalError) as refused:
+        launcher.launch(units, progress)
+    assert str(refused.value).startswith("--ray-cpus-per-run 64: the local Ray instance has ")
+    assert not ray.is_initialized()
+    assert not (tmp_path / "a").exists()
+
+
 class CtrlCOnStart(SweepProgress):
     """Ctrl-C in the driver as soon as a unit's task has started."""
 
