@@ -4,44 +4,11 @@ launcher that runs the sweep's units (:mod:`.local`, :mod:`.slurm`, :mod:`.ray_c
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from qeval_plugins.core.arguments import non_negative_int, positive_int
 from qeval_plugins.core.errors import QevalError
-
-
-@dataclass(frozen=True)
-class SlurmSettings:
-    """The SLURM job array's request, per unit (one array task each).
-
-    ``time`` is sbatch's ``--time`` in minutes; ``mem`` sbatch's ``--mem`` as given (``64G``);
-    ``extra`` more sbatch parameters (``--slurm-arg account=proj`` -> ``{"account": "proj"}``);
-    ``detach``: submit and exit (the same command later collects); ``local``: run the array as
-    local processes through submitit's local executor (a SLURM sweep tried on one machine);
-    ``folder``: submitit's folder (pickled units, each task's stdout/stderr), under ``--output``."""
-
-    folder: Path
-    partition: str | None = None
-    time: int = 240
-    gpus_per_run: int = 0
-    cpus_per_run: int = 1
-    mem: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
-    detach: bool = False
-    local: bool = False
-
-
-@dataclass(frozen=True)
-class RaySettings:
-    """Each unit as a Ray task: ``address`` (``auto``, ``HOST:PORT``; None: start a local Ray
-    instance), the GPUs and CPUs each task requests, and how often a task whose worker died is
-    retried (Ray's ``max_retries``)."""
-
-    address: str | None = None
-    gpus_per_run: float = 0
-    cpus_per_run: float = 1
-    retries: int = 2
+from qeval_plugins.sweep.launch_settings import RaySettings, SlurmSettings
 
 
 def _slurm_time(text: str) -> int:

@@ -32,7 +32,7 @@ from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.text import one_line
 from qeval_plugins.storage.locks import try_locked
 from qeval_plugins.sweep.failures import os_failure
-from qeval_plugins.sweep.launch_options import RaySettings
+from qeval_plugins.sweep.launch_settings import RaySettings
 from qeval_plugins.sweep.local import THREAD_VARIABLES, SweepInterrupted
 from qeval_plugins.sweep.progress import SweepProgress
 from qeval_plugins.sweep.ray_task import Started, TaskResult, compute_unit

@@ -38,6 +38,7 @@ from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.text import one_line
 from qeval_plugins.storage.atomic import write_atomic
 from qeval_plugins.storage.locks import locked
+from qeval_plugins.sweep.launch_settings import SlurmSettings
 from qeval_plugins.sweep.local import THREAD_VARIABLES, SweepInterrupted
 from qeval_plugins.sweep.progress import SweepProgress
 from qeval_plugins.sweep.results import existing_state
@@ -141,10 +142,9 @@ class Tracked:
 
 class SlurmLauncher:
     """Submits the units as a SLURM job array (or local processes) and follows the jobs, as
-    ``settings`` (:class:`~.launch_options.SlurmSettings`, not imported: that module imports
-    this one) ask. ``runs_elsewhere``: on SLURM's nodes (not with ``--slurm-local``)."""
+    ``settings`` ask. ``runs_elsewhere``: on SLURM's nodes (not with ``--slurm-local``)."""
 
-    def __init__(self, settings) -> None:
+    def __init__(self, settings: SlurmSettings) -> None:
         require_submitit()
         check_extra(settings.extra)
         self.settings = replace(settings, folder=settings.folder.absolute())

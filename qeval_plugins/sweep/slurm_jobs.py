@@ -29,6 +29,7 @@ from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.safe_read import read_regular
 from qeval_plugins.core.text import one_line
 from qeval_plugins.storage.atomic import write_atomic
+from qeval_plugins.sweep.launch_settings import SlurmSettings
 from qeval_plugins.sweep.results import existing_state
 from qeval_plugins.sweep.unit import LOG_FILE, Outcome, Unit
 
@@ -63,11 +64,11 @@ def check_extra(extra: dict[str, str]) -> None:
             )
 
 
-def slurm_parameters(settings) -> dict:
-    """submitit ``SlurmExecutor`` parameters of each array task, from ``settings``
-    (:class:`~.launch_options.SlurmSettings`): one task on one node with
-    ``cpus_per_run`` CPUs, ``gpus_per_run`` GPUs (none: no GPU line), ``time`` minutes, the
-    partition and memory when given, and ``--slurm-arg``'s parameters as they are."""
+def slurm_parameters(settings: SlurmSettings) -> dict:
+    """submitit ``SlurmExecutor`` parameters of each array task, from ``settings``: one task
+    on one node with ``cpus_per_run`` CPUs, ``gpus_per_run`` GPUs (none: no GPU line),
+    ``time`` minutes, the partition and memory when given, and ``--slurm-arg``'s parameters as
+    they are."""
     parameters = {
         "job_name": "qeval",
         "time": settings.time,

@@ -19,7 +19,7 @@ from rich.console import Console
 from qeval_plugins import QevalError
 from qeval_plugins.cli.main import main
 from qeval_plugins.storage.locks import try_locked
-from qeval_plugins.sweep.launch_options import RaySettings
+from qeval_plugins.sweep.launch_settings import RaySettings
 from qeval_plugins.sweep.local import SweepInterrupted, cpu_count
 from qeval_plugins.sweep.progress import SweepProgress
 from qeval_plugins.sweep.ray_cluster import (

@@ -21,7 +21,7 @@ from rich.console import Console
 
 from qeval_plugins import QevalError
 from qeval_plugins.sweep import slurm
-from qeval_plugins.sweep.launch_options import SlurmSettings
+from qeval_plugins.sweep.launch_settings import SlurmSettings
 from qeval_plugins.sweep.local import SweepInterrupted, cpu_count
 from qeval_plugins.sweep.progress import SweepProgress
 from qeval_plugins.sweep.results import existing_state
