@@ -10,13 +10,16 @@ from qeval_plugins.core.plan import devices_elsewhere
 from qeval_plugins.sweep.local import SweepInterrupted
 from qeval_plugins.sweep.planning import PlannedRun, prepare
 from qeval_plugins.sweep.progress import SweepProgress
-from qeval_plugins.sweep.unit import Outcome, Unit
+from qeval_plugins.sweep.unit import Outcome, Unit, run_phase
 
 
 class Launcher(Protocol):
     """Where and when units run: :class:`~.local.LocalLauncher`,
     :class:`~.slurm.SlurmLauncher`, :class:`~.ray_cluster.RayLauncher`. ``runs_elsewhere``:
-    units may run on other machines, whose devices this one cannot check."""
+    units may run on other machines, whose devices this one cannot check. A launcher whose units
+    write their logs where the driver cannot read them while they run also has
+    ``phase(unit, since) -> str``, the text of a running unit's heartbeat line (default:
+    :func:`~.unit.run_phase`, the last line of its lm_eval log)."""
 
     runs_elsewhere: bool
 
@@ -86,7 +89,8 @@ def sweep(
     with devices_elsewhere() if elsewhere else contextlib.nullcontext():
         runs, settings, expected = prepare(models, specs, tasks, output, device, extra, force)
     units = make_units(runs, settings, tasks, expected, device, extra, force)
-    with SweepProgress(console, units) as progress:
+    phase = getattr(launcher, "phase", run_phase)  # what a running unit does (heartbeat lines)
+    with SweepProgress(console, units, phase) as progress:
         try:
             outcomes = launcher.launch(units, progress)
         except SweepInterrupted:
