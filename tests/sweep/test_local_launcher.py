@@ -75,9 +75,10 @@ def run_sweep(output: Path, launcher, specs=SPECS) -> tuple[list[str], str]:
 
 
 def test_jobs_2_gives_the_sequential_numbers(tmp_path, sequential_scores):
-    """The reference sweep with two units at once: every document's log-likelihoods equal."""
+    """The reference sweep with two units at once on two CPUs (one thread each, as the
+    reference has): every document's log-likelihoods equal, bit for bit."""
     output = tmp_path / "runs"
-    done = run_qeval(sweep_args(output, "--jobs", "2"))
+    done = run_qeval(sweep_args(output, "--jobs", "2"), cpus=2)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "sweep: 4 done" in done.stdout
     assert scores(output) == sequential_scores

@@ -22,7 +22,7 @@ from rich.console import Console
 from qeval_plugins import QevalError
 from qeval_plugins.sweep import slurm
 from qeval_plugins.sweep.launch_settings import SlurmSettings
-from qeval_plugins.sweep.local import SweepInterrupted, cpu_count
+from qeval_plugins.sweep.local import SweepInterrupted
 from qeval_plugins.sweep.progress import SweepProgress
 from qeval_plugins.sweep.results import existing_state
 from qeval_plugins.sweep.slurm import SlurmLauncher, run_on_node
@@ -319,9 +319,9 @@ def test_output_in_memory_is_refused_in_one_line(tmp_path):
     assert not output.exists()
 
 
-# Each run gets the torch threads of the one-at-a-time reference (one per core): with another
-# number of threads the log-likelihoods differ in their last bits.
-SLURM_LOCAL = ("--launcher", "slurm", "--slurm-local", "--slurm-cpus-per-run", str(cpu_count()))
+# One CPU (one torch thread) per run, as the one-at-a-time reference has: with another number
+# of threads the log-likelihoods differ in their last bits.
+SLURM_LOCAL = ("--launcher", "slurm", "--slurm-local", "--slurm-cpus-per-run", "1")
 
 
 def test_slurm_local_gives_the_sequential_numbers(tmp_path, sequential_scores):
