@@ -81,10 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     launching.add_argument(
         "--gpus-per-run",
         type=positive_int,
-        default=1,
+        default=None,
         metavar="K",
-        help="local: GPUs each run gets (a model split over them needs --model_args "
-        "parallelize=True)",
+        help="local: GPUs each run gets (default 1; a model split over them needs "
+        "--model_args parallelize=True)",
     )
     add_slurm_arguments(parser)
     add_ray_arguments(parser)

@@ -93,10 +93,9 @@ def sweep(
     with SweepProgress(console, units, phase) as progress:
         try:
             outcomes = launcher.launch(units, progress)
-        except SweepInterrupted:
-            console.print(
-                f"{progress.summary()} (stopped by Ctrl-C; finished results kept)", highlight=False
-            )
+        except SweepInterrupted as stopped:
+            summary = progress.summary(stopped.outcomes)
+            console.print(f"{summary} (stopped by Ctrl-C; finished results kept)", highlight=False)
             raise
     console.print(progress.summary(), highlight=False)
     return [outcome.detail for outcome in outcomes if outcome.kind == "failed"]

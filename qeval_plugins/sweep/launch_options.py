@@ -4,6 +4,7 @@ launcher that runs the sweep's units (:mod:`.local`, :mod:`.slurm`, :mod:`.ray_c
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from qeval_plugins.core.arguments import non_negative_int, positive_int
@@ -12,24 +13,47 @@ from qeval_plugins.sweep.launch_settings import RaySettings, SlurmSettings
 
 
 def _slurm_time(text: str) -> int:
-    """``--slurm-time``: minutes (``240``) or ``[D-]HH:MM[:SS]`` (``1-00:00``, ``04:30:00``),
-    as whole minutes >= 1."""
+    """``--slurm-time`` in sbatch's own formats — ``MINUTES``, ``MINUTES:SECONDS``,
+    ``HOURS:MINUTES:SECONDS``, ``DAYS-HOURS``, ``DAYS-HOURS:MINUTES``,
+    ``DAYS-HOURS:MINUTES:SECONDS`` — as whole minutes >= 1 (seconds rounded up)."""
     text = text.strip()
-    days, _, clock = text.rpartition("-") if "-" in text else ("0", "", text)
-    parts = clock.split(":")
-    numbers = [days, *parts]
-    if not all(part.isascii() and part.isdecimal() for part in numbers) or len(parts) > 3:
-        raise argparse.ArgumentTypeError(
-            f"must be minutes (240) or [D-]HH:MM[:SS] (04:00:00), got '{text}'"
-        )
-    if len(parts) == 1:
-        minutes = int(days) * 1440 + int(parts[0])
-    else:
-        hours, mins, seconds = ([*map(int, parts), 0])[:3]
-        minutes = int(days) * 1440 + hours * 60 + mins + (seconds > 0)
-    if minutes < 1:
+    days, dash, clock = text.partition("-") if "-" in text else ("0", "", text)
+    fields = clock.split(":")
+    numbers = [days, *fields]
+    bad = argparse.ArgumentTypeError(
+        f"must be sbatch's --time: MINUTES, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS "
+        f"(240, 04:00:00, 1-12), got '{text}'"
+    )
+    if not all(part.isascii() and part.isdecimal() for part in numbers) or len(fields) > 3:
+        raise bad
+    values = [int(part) for part in fields]
+    if dash:  # D-HH[:MM[:SS]]
+        hours, minutes, seconds = [*values, 0, 0][:3]
+        limits = (23, 59, 59)
+    elif len(values) == 3:  # HH:MM:SS
+        hours, minutes, seconds = values
+        limits = (hours, 59, 59)
+    else:  # MM or MM:SS
+        hours, minutes, seconds = 0, values[0], values[1] if len(values) == 2 else 0
+        limits = (0, minutes, 59)
+    if any(value > limit for value, limit in zip((hours, minutes, seconds), limits, strict=True)):
+        raise bad
+    total = ((int(days) * 24 + hours) * 60 + minutes) * 60 + seconds
+    if total < 60:
         raise argparse.ArgumentTypeError(f"must be at least one minute, got '{text}'")
-    return minutes
+    return -(-total // 60)
+
+
+_MEMORY = re.compile(r"\d+[KMGT]?")
+
+
+def _slurm_mem(text: str) -> str:
+    """``--slurm-mem``: sbatch's ``--mem`` size, a whole number with an optional unit K, M, G
+    or T (``64G``; megabytes without one)."""
+    size = text.strip().upper()
+    if not _MEMORY.fullmatch(size) or not int(size.rstrip("KMGT")):
+        raise argparse.ArgumentTypeError(f"must be a size such as 64G or 500M, got '{text}'")
+    return size
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -50,7 +74,8 @@ def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
         type=_slurm_time,
         metavar="TIME",
         default=240,
-        help="each run's time limit: minutes or [D-]HH:MM[:SS] (default 240 minutes)",
+        help="each run's time limit, as sbatch's --time: MINUTES, MM:SS, HH:MM:SS, D-HH, "
+        "D-HH:MM or D-HH:MM:SS (default 240 minutes)",
     )
     group.add_argument(
         "--slurm-gpus-per-run",
@@ -63,7 +88,11 @@ def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
         "--slurm-cpus-per-run", type=positive_int, default=1, metavar="N", help="CPUs each run gets"
     )
     group.add_argument(
-        "--slurm-mem", default=None, metavar="SIZE", help="memory each run gets, e.g. 64G"
+        "--slurm-mem",
+        type=_slurm_mem,
+        default=None,
+        metavar="SIZE",
+        help="memory each run gets, e.g. 64G",
     )
     group.add_argument(
         "--slurm-arg",
@@ -119,7 +148,7 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-LOCAL_ONLY = {"jobs": None, "gpus": None, "gpus_per_run": 1}
+LOCAL_ONLY = {"jobs": None, "gpus": None, "gpus_per_run": None}
 SLURM_ONLY = {
     "slurm_partition": None,
     "slurm_time": 240,
@@ -170,6 +199,11 @@ def make_launcher(args: argparse.Namespace, device: str):
         from qeval_plugins.sweep.ray_cluster import RayLauncher
 
         gpus = args.ray_gpus_per_run
+        if gpus and not device.startswith("cuda"):
+            raise QevalError(
+                f"--ray-gpus-per-run {gpus} gives runs GPUs, but --device is {device}; use "
+                f"--device cuda."
+            )
         settings = RaySettings(
             address=args.ray_address,
             gpus_per_run=(1 if device.startswith("cuda") else 0) if gpus is None else gpus,
@@ -192,20 +226,21 @@ def _local_launcher(args: argparse.Namespace, device: str):
     from qeval_plugins.sweep.settings import parse_lm_eval_args
 
     if args.gpus is None:
-        if args.gpus_per_run != 1:
+        if args.gpus_per_run is not None:
             raise QevalError("--gpus-per-run needs --gpus (the GPUs to share), e.g. --gpus all.")
         if device.startswith("cuda"):  # the runs share the GPU(s) they see
             return LocalLauncher(tuple({} for _ in range(args.jobs or 1)))
         return LocalLauncher(tuple(cpu_slots(args.jobs or 1, cpu_count())))
     if not device.startswith("cuda"):
         raise QevalError(f"--gpus gives runs GPUs, but --device is {device}; use --device cuda.")
-    if args.gpus_per_run > 1:
+    per_run = args.gpus_per_run or 1
+    if per_run > 1:
         model_args = parse_lm_eval_args(args.lm_eval_args).model_args
         if str(model_args.get("parallelize", "")).lower() != "true":
             raise QevalError(
-                f"--gpus-per-run {args.gpus_per_run} gives each run {args.gpus_per_run} GPUs, "
+                f"--gpus-per-run {per_run} gives each run {per_run} GPUs, "
                 f"which a model uses only when split over them: add --model_args "
                 f"parallelize=True."
             )
-    slots = gpu_slots(parse_gpus(args.gpus), args.gpus_per_run, args.jobs, visible_gpus())
+    slots = gpu_slots(parse_gpus(args.gpus), per_run, args.jobs, visible_gpus())
     return LocalLauncher(tuple(slots))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.sweep.child import stop_children
-from qeval_plugins.sweep.progress import SweepProgress
+from qeval_plugins.sweep.progress import NOT_STARTED, SweepProgress
 from qeval_plugins.sweep.unit import Outcome, Unit, attempt
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -127,11 +127,11 @@ class LocalLauncher:
 
         def run(unit: Unit) -> Outcome:
             if stopping.is_set():
-                return Outcome("interrupted", "not started")
+                return Outcome("interrupted", NOT_STARTED)
             slot = free.get()
             try:
                 if stopping.is_set():
-                    return Outcome("interrupted", "not started")
+                    return Outcome("interrupted", NOT_STARTED)
                 progress.start(unit)
                 outcome = attempt(unit, slot)
                 if stopping.is_set() and outcome.kind == "failed":

@@ -20,6 +20,7 @@ from qeval_plugins.core.text import one_line
 from qeval_plugins.sweep.heartbeat import elapsed_text, heartbeat, heartbeat_interval
 from qeval_plugins.sweep.unit import Outcome, Unit, run_phase
 
+NOT_STARTED = "not started"  # the detail of an ``interrupted`` unit Ctrl-C kept from starting
 STYLES = {
     "skip": "[dim]skip[/dim]",
     "done": "[green]done[/green]",
@@ -123,13 +124,20 @@ class SweepProgress:
         parts += [f"{running} running"] * bool(running) + [f"{queued} queued"] * bool(queued)
         return ", ".join(parts)
 
-    def summary(self) -> str:
-        """``sweep: 3 done, 1 skipped, 1 failed`` (kinds that occurred, in a fixed order)."""
+    def summary(self, outcomes: list[Outcome] | None = None) -> str:
+        """``sweep: 3 done, 1 skipped, 1 failed`` (kinds that occurred, in a fixed order) of
+        the units ended so far, or of every unit's ``outcomes`` (a sweep stopped by Ctrl-C: units
+        that never started count as ``not started``)."""
+        if outcomes is None:
+            counts = self.counts
+        else:
+            counts = Counter(
+                "not started" if outcome.detail == NOT_STARTED else outcome.kind
+                for outcome in outcomes
+            )
         names = {"skip": "skipped"}
-        order = ("done", "skip", "failed", "interrupted", "pending", "running")
-        parts = [
-            f"{self.counts[kind]} {names.get(kind, kind)}" for kind in order if self.counts[kind]
-        ]
+        order = ("done", "skip", "failed", "interrupted", "not started", "pending", "running")
+        parts = [f"{counts[kind]} {names.get(kind, kind)}" for kind in order if counts[kind]]
         return f"sweep: {', '.join(parts) or 'nothing to run'}"
 
     def _describe(self, _seconds: float) -> str:

@@ -34,7 +34,7 @@ from qeval_plugins.storage.locks import try_locked
 from qeval_plugins.sweep.failures import os_failure
 from qeval_plugins.sweep.launch_settings import RaySettings
 from qeval_plugins.sweep.local import THREAD_VARIABLES, SweepInterrupted
-from qeval_plugins.sweep.progress import SweepProgress
+from qeval_plugins.sweep.progress import NOT_STARTED, SweepProgress
 from qeval_plugins.sweep.ray_task import Started, TaskResult, compute_unit
 from qeval_plugins.sweep.unit import (
     LOCK_FILE,
@@ -300,4 +300,4 @@ class _RaySweep:
                 self._end(index, Outcome("interrupted", "stopped by Ctrl-C; nothing was installed"))
 
     def _final(self) -> list[Outcome]:
-        return [outcome or Outcome("interrupted", "not started") for outcome in self.outcomes]
+        return [outcome or Outcome("interrupted", NOT_STARTED) for outcome in self.outcomes]
