@@ -11,19 +11,26 @@ Deciding and submitting hold a lock in ``--output`` (:data:`LAUNCHER_LOCK`), and
 unit gets a job record in its run folder (:mod:`.slurm_jobs`), so two ``qeval run`` never
 submit the same unit twice. For each unit, the same command decides: a job still pending or
 running is followed, not submitted again; a job that ended with results is reported ``done``;
-one that failed, was preempted or ended without results is submitted again; a unit without a
-job is skipped when its results exist, else submitted. With ``--detach`` the command returns
-then (each unit ``pending`` or ``running``); without, it waits, polling every
-:data:`POLL_SECONDS`, and returns every unit's outcome. Ctrl-C while waiting leaves the jobs
+one that failed, was preempted or ended without results is submitted again; a job that
+skipped its unit (results existed, or another qeval run held the run folder's lock) is judged
+against the folder now, like a unit without a job: skipped when its results exist, else
+submitted. A unit is never submitted while another process holds its run folder's lock
+(``qeval run --jobs 2`` computing it): it is skipped, naming that process. With ``--detach``
+the command returns then (each unit ``pending`` or ``running``); without, it waits, polling
+every :data:`POLL_SECONDS`, and returns every unit's outcome. Ctrl-C while waiting leaves the jobs
 running: the command to collect them and the one to cancel them are printed.
 
 ``--slurm-local`` runs each unit as a process of submitit's local executor on this machine
 instead of a SLURM job (all at once; each in its own session, so Ctrl-C and the end of
 ``qeval run`` leave it running, as on a cluster; the GPUs this machine shows are shared).
+GPUs per run (``--slurm-gpus-per-run``) with ``--device cpu`` are refused before anything is
+submitted. A failed submission is one line (sbatch's error in it, not also printed raw).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import secrets
 import shutil
@@ -37,7 +44,7 @@ from pathlib import Path
 from qeval_plugins.core.errors import QevalError
 from qeval_plugins.core.text import one_line
 from qeval_plugins.storage.atomic import write_atomic
-from qeval_plugins.storage.locks import locked
+from qeval_plugins.storage.locks import locked, try_locked
 from qeval_plugins.sweep.launch_settings import SlurmSettings
 from qeval_plugins.sweep.local import THREAD_VARIABLES, SweepInterrupted
 from qeval_plugins.sweep.progress import SweepProgress
@@ -56,7 +63,7 @@ from qeval_plugins.sweep.slurm_jobs import (
     slurm_parameters,
     write_record,
 )
-from qeval_plugins.sweep.unit import Outcome, Unit, attempt
+from qeval_plugins.sweep.unit import LOCK_FILE, Outcome, Unit, attempt, held_elsewhere
 
 POLL_SECONDS = 3.0  # result files and local processes
 SACCT_POLL_SECONDS = 15.0  # sacct, which asks SLURM's database
@@ -162,6 +169,12 @@ class SlurmLauncher:
     def launch(self, units: list[Unit], progress: SweepProgress) -> list[Outcome]:
         """Every unit's outcome, in ``units``' order (``pending``/``running`` with
         ``--detach``); raises :class:`~.local.SweepInterrupted` on Ctrl-C, jobs left running."""
+        if units and self.settings.gpus_per_run and not units[0].device.startswith("cuda"):
+            raise QevalError(
+                f"--slurm-gpus-per-run {self.settings.gpus_per_run} gives runs GPUs, but "
+                f"--device is {units[0].device}; use --device cuda (or drop "
+                f"--slurm-gpus-per-run)."
+            )
         shipped = [shippable(unit) for unit in units]
         outcomes: list[Outcome | None] = [None] * len(units)
         self.output.mkdir(parents=True, exist_ok=True)
@@ -180,15 +193,22 @@ class SlurmLauncher:
                         tracked[index] = Tracked(record, None, phase, detail)
                         continue
                     outcome = ended_outcome(unit, record, state, node)
-                    if outcome.kind != "failed":
-                        mark_collected(unit.directory, record)
-                        outcomes[index] = outcome
+                    if outcome.kind == "failed":
+                        to_submit[index] = outcome.detail
                         continue
-                    to_submit[index] = outcome.detail
+                    mark_collected(unit.directory, record)
+                    if outcome.kind == "skip" and not self._complete(unit):
+                        to_submit[index] = f"job {record.job_id} skipped it: {outcome.detail}"
+                        continue
+                    outcomes[index] = self._settled(unit, outcome)
                 elif not unit.force and self._complete(unit):
                     outcomes[index] = Outcome("skip", "results exist")
                 else:
                     to_submit[index] = ""
+            for index in list(to_submit):
+                if (held := self._held(shipped[index])) is not None:
+                    outcomes[index] = held
+                    del to_submit[index]
             if to_submit:
                 tracked |= self._submit(shipped, previous, to_submit)
         for index, outcome in enumerate(outcomes):
@@ -201,6 +221,22 @@ class SlurmLauncher:
     @staticmethod
     def _complete(unit: Unit) -> bool:
         return existing_state(unit.directory, unit.settings, list(unit.expected))[0] == "complete"
+
+    @classmethod
+    def _settled(cls, unit: Unit, outcome: Outcome) -> Outcome:
+        """An ended job's ``outcome`` as the folder shows it now: a skip (results existed, or
+        another qeval run held the unit when the job ran) is ``results exist`` once they do."""
+        if outcome.kind == "skip" and cls._complete(unit):
+            return Outcome("skip", "results exist")
+        return outcome
+
+    @staticmethod
+    def _held(unit: Unit) -> Outcome | None:
+        """The skip of a unit another process (a local ``qeval run``) holds the run folder's
+        lock of, else None; the lock is let go at once (the job takes it when it runs)."""
+        unit.directory.mkdir(parents=True, exist_ok=True)
+        with try_locked(unit.directory / LOCK_FILE) as mine:
+            return None if mine else held_elsewhere(unit)
 
     @staticmethod
     def _phase(record: JobRecord, state: str) -> str:
@@ -234,12 +270,13 @@ class SlurmLauncher:
         units = [shipped[index] for index in to_submit]
         count = len(units)
         env = dict.fromkeys(THREAD_VARIABLES, str(self.settings.cpus_per_run))
-        try:
+        try:  # submitit prints sbatch's error before raising it: it is in the one line instead
             executor = self._executor(folder)
-            jobs = executor.map_array(
-                run_on_node, units, [env] * count, [self.output] * count, [marker] * count,
-                [token] * count,
-            )  # fmt: skip
+            with contextlib.redirect_stderr(io.StringIO()):
+                jobs = executor.map_array(
+                    run_on_node, units, [env] * count, [self.output] * count, [marker] * count,
+                    [token] * count,
+                )  # fmt: skip
         except Exception as error:  # sbatch's refusal, a missing srun
             raise QevalError(f"submitting {count} runs failed: {one_line(error)}") from None
         submitted = datetime.now().isoformat(sep=" ", timespec="seconds")
@@ -299,7 +336,8 @@ class SlurmLauncher:
                         progress.start(units[index])
                         job.started = True
                     if job.phase == "ended":
-                        outcomes[index] = ended_outcome(shipped[index], job.record, state, node)
+                        outcome = ended_outcome(shipped[index], job.record, state, node)
+                        outcomes[index] = self._settled(shipped[index], outcome)
                         with locked(self.output / LAUNCHER_LOCK):
                             mark_collected(shipped[index].directory, job.record)
                         progress.finish(units[index], outcomes[index])

@@ -12,7 +12,8 @@ file exists has ended, whatever the state says. An ended job's outcome is the
 :class:`~.unit.Outcome` its task returned (``job.result()``), once its results are there
 (``done``); a job that ended otherwise (FAILED, CANCELLED, TIMEOUT, PREEMPTED, NODE_FAIL,
 OUT_OF_MEMORY, or COMPLETED without results) is ``failed``, its line naming the state, the
-unit's lm_eval log and the job's own stdout and stderr.
+lm_eval log of the attempt the job made (:func:`attempt_log`; not ``lm_eval.log``, which a
+resubmitted job's attempt takes over at once) and the job's own stdout and stderr.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 from qeval_plugins.core.errors import QevalError
@@ -31,7 +33,7 @@ from qeval_plugins.core.text import one_line
 from qeval_plugins.storage.atomic import write_atomic
 from qeval_plugins.sweep.launch_settings import SlurmSettings
 from qeval_plugins.sweep.results import existing_state
-from qeval_plugins.sweep.unit import LOG_FILE, Outcome, Unit
+from qeval_plugins.sweep.unit import STAMP, Outcome, Unit
 
 RECORD_FILE = ".slurm-job.json"
 MAX_RECORD_BYTES = 64 << 10
@@ -251,6 +253,23 @@ def _task_error(error: Exception) -> str:
     return one_line(lines[-1] if lines else text)
 
 
+def attempt_log(directory: Path, record: JobRecord) -> Path | None:
+    """The lm_eval log (``lm_eval.<stamp>.log``) of the attempt ``record``'s job made: the
+    newest dated log of ``directory`` not older than the job's submission folder (named with
+    the same stamp, taken before submitting); None when the job started no lm_eval."""
+    submitted = Path(record.folder).name
+    found = []
+    for log in directory.glob("lm_eval.*.log"):
+        stamp = log.name.removeprefix("lm_eval.").removesuffix(".log")
+        try:
+            datetime.strptime(stamp, STAMP)
+        except ValueError:
+            continue
+        if stamp >= submitted:
+            found.append((stamp, log))
+    return max(found)[1] if found else None
+
+
 def ended_outcome(unit: Unit, record: JobRecord, state: str, node: str = "") -> Outcome:
     """How the unit's job, which ended in ``state`` (on ``node``), ended: the outcome its task
     returned (``done`` once its results are there; ``skip``: they exist or another qeval run
@@ -258,7 +277,9 @@ def ended_outcome(unit: Unit, record: JobRecord, state: str, node: str = "") -> 
     from submitit import LocalJob, SlurmJob
 
     paths = job_paths(record)
-    logs = f"lm_eval log {unit.directory / LOG_FILE}, job log {paths.stdout} and {paths.stderr}"
+    logs = f"job log {paths.stdout} and {paths.stderr}"
+    if (log := attempt_log(unit.directory, record)) is not None:
+        logs = f"lm_eval log {log}, {logs}"
     job_name = f"{'local job (pid)' if record.local else 'job'} {record.job_id}"
     if paths.result_pickle.exists():
         job_class = LocalJob if record.local else SlurmJob

@@ -14,12 +14,14 @@ import signal
 import socket
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from qeval_plugins import QevalError
+from qeval_plugins.storage.locks import try_locked
 from qeval_plugins.sweep import slurm
 from qeval_plugins.sweep.launch_settings import SlurmSettings
 from qeval_plugins.sweep.local import SweepInterrupted
@@ -36,7 +38,7 @@ from qeval_plugins.sweep.slurm_jobs import (
     read_record,
     write_record,
 )
-from qeval_plugins.sweep.unit import Outcome, Unit, install_validated
+from qeval_plugins.sweep.unit import LOCK_FILE, Outcome, Unit, install_validated, new_attempt
 from sweep.conftest import run_qeval, scores, sweep_args
 
 DATA = Path(__file__).parent / "data"
@@ -173,6 +175,10 @@ def test_collect_follows_running_jobs_and_resubmits_only_the_failed_one(tmp_path
 
     install_results(units[0])
     cloudpickle_dump(("success", Outcome("done", "in 3.0 s")), job_paths(first[0]).result_pickle)
+    older_log = units[2].directory / "lm_eval.20000101-000000-000000.log"  # an earlier attempt's
+    older_log.write_text("an older attempt\n")
+    _, attempt_log = new_attempt(units[2].directory)  # the job's attempt; lm_eval.log links to it
+    attempt_log.write_text("the job's lm_eval output\n")
     job_paths(first[2]).stdout.write_text("the job's output\n")
     (cluster / "sacct.txt").write_text((DATA / "sacct_array.txt").read_text())
     outcomes, printed = launch(launcher, units)
@@ -181,7 +187,7 @@ def test_collect_follows_running_jobs_and_resubmits_only_the_failed_one(tmp_path
     resubmitted = outcomes[2].detail
     assert resubmitted.startswith("submitted as job 4243 (submission 2; the last one: run tiny")
     assert "job 4242_2 ended (FAILED) without results" in resubmitted
-    assert str(units[2].directory / "lm_eval.log") in resubmitted
+    assert f"(lm_eval log {attempt_log}, job log {job_paths(first[2]).stdout}" in resubmitted
     assert str(job_paths(first[2]).stdout) in resubmitted
     assert "scancel 4242 4243" in printed
     second = records(units)
@@ -207,6 +213,7 @@ def test_a_job_that_ended_without_a_log_points_at_output(tmp_path, cluster):
     [outcome], _ = launch(launcher, [unit])
     assert "ended (FAILED) without results and wrote no job log on node node7" in outcome.detail
     assert "filesystem the nodes share" in outcome.detail
+    assert "lm_eval log" not in outcome.detail  # the job started no lm_eval: its own logs only
 
 
 def test_a_job_whose_task_raised_fails_with_the_last_line(tmp_path, cluster):
@@ -228,8 +235,82 @@ def test_a_job_whose_task_raised_fails_with_the_last_line(tmp_path, cluster):
     assert (
         "(submission 2; the last one: run tiny × spec0: job 4242 failed: "
         "submitit.core.utils.UncompletedJobError: Job not requeued because: timed-out and not "
-        "checkpointable. (lm_eval log "
+        "checkpointable. (job log "
     ) in outcome.detail
+
+
+def test_a_unit_another_qeval_run_computes_is_not_submitted(tmp_path, cluster):
+    """A local ``qeval run`` holds the first unit's run folder lock: it is skipped, naming that
+    process, and only the second unit is submitted; the check lets the lock go at once."""
+    output = tmp_path / "runs"
+    units = fake_units(output, 2)
+    launcher = SlurmLauncher(SlurmSettings(folder=output / ".slurm", detach=True))
+    units[0].directory.mkdir(parents=True)
+    with try_locked(units[0].directory / LOCK_FILE) as mine:
+        assert mine
+        outcomes, _ = launch(launcher, units)
+    assert outcomes[0] == Outcome(
+        "skip", f"being computed by another qeval run (pid {os.getpid()})"
+    )
+    assert outcomes[1] == Outcome("pending", "submitted as job 4242")
+    assert records(units)[0] is None
+    assert [path.name for path in cluster.glob("sbatch_*")] == ["sbatch_4242.sh"]
+    with try_locked(units[1].directory / LOCK_FILE) as mine:
+        assert mine  # not kept by the launcher (the job takes it when it runs)
+
+
+def test_a_job_that_found_its_unit_being_computed_is_judged_by_the_folder_now(tmp_path, cluster):
+    """Both jobs returned "being computed by another qeval run" (a local run held the locks
+    when they ran). That run has since left results for the first unit: it is "results exist";
+    the second has none (that run failed or was stopped): it is submitted again."""
+    from submitit.core.utils import cloudpickle_dump
+
+    output = tmp_path / "runs"
+    units = fake_units(output, 2)
+    launcher = SlurmLauncher(SlurmSettings(folder=output / ".slurm", detach=True))
+    launch(launcher, units)
+    held = Outcome("skip", "being computed by another qeval run (pid 2487)")
+    for record in records(units):
+        cloudpickle_dump(("success", held), job_paths(record).result_pickle)
+    install_results(units[0])
+    outcomes, _ = launch(launcher, units)
+    assert outcomes[0] == Outcome("skip", "results exist")
+    assert outcomes[1] == Outcome(
+        "pending",
+        "submitted as job 4243 (submission 2; the last one: job 4242_1 skipped it: being "
+        "computed by another qeval run (pid 2487))",
+    )
+    assert [record.collected for record in records(units)] == [True, False]
+    outcomes, _ = launch(launcher, units)
+    assert outcomes[0] == Outcome("skip", "results exist")
+
+
+def test_gpus_per_run_on_cpu_are_refused_before_submitting(tmp_path):
+    output = tmp_path / "runs"
+    units = [replace(unit, device="cpu") for unit in fake_units(output, 2)]
+    launcher = SlurmLauncher(SlurmSettings(folder=output / ".slurm", local=True, gpus_per_run=1))
+    with pytest.raises(QevalError) as refused:
+        launch(launcher, units)
+    assert str(refused.value) == (
+        "--slurm-gpus-per-run 1 gives runs GPUs, but --device is cpu; use --device cuda (or "
+        "drop --slurm-gpus-per-run)."
+    )
+    assert not (output / ".slurm").exists() and records(units) == [None, None]
+
+
+def test_a_refused_submission_is_one_line(tmp_path, cluster, capsys):
+    """sbatch's error is in the one qeval line, not also printed raw before it."""
+    (cluster / "sbatch").write_text(
+        "#!/bin/sh\necho 'sbatch: error: Invalid --mem specification' >&2\nexit 1\n"
+    )
+    output = tmp_path / "runs"
+    launcher = SlurmLauncher(SlurmSettings(folder=output / ".slurm", mem="lots", detach=True))
+    with pytest.raises(QevalError) as refused:
+        launch(launcher, fake_units(output, 2))
+    assert str(refused.value) == (
+        "submitting 2 runs failed: sbatch: error: Invalid --mem specification"
+    )
+    assert capsys.readouterr().err == ""
 
 
 class CtrlCWhileWaiting:
