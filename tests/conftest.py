@@ -107,9 +107,17 @@ def lm_eval_args(
 
 
 def run_cli(
-    args: list[str], *, extra_path: Path | None = None, cwd: Path | None = None, timeout: int = 600
+    args: list[str],
+    *,
+    extra_path: Path | None = None,
+    cwd: Path | None = None,
+    timeout: int = 600,
+    cpus: int | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run a console command of this environment in a subprocess; return the finished process."""
+    """Run a console command of this environment in a subprocess; return the finished process.
+    ``cpus``: on this process's first ``cpus`` CPUs only (its affinity, which qeval counts as
+    the cores it has)."""
+    chosen = set(sorted(os.sched_getaffinity(0))[:cpus]) if cpus else None
     env = dict(os.environ)
     env.pop("QEVAL_DEBUG", None)
     if extra_path is not None:
@@ -122,6 +130,7 @@ def run_cli(
         env=env,
         cwd=cwd,
         timeout=timeout,
+        preexec_fn=(lambda: os.sched_setaffinity(0, chosen)) if chosen else None,
     )
 
 

@@ -9,12 +9,10 @@ of threads change log-likelihoods in their last bits, so a launcher's units must
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 SPECS = ("none", "rtn:bits=4", "rtn:bits=3", "rtn:bits=2")
 TASK = "qeval_demo_facts"
@@ -30,23 +28,13 @@ def sweep_args(output: Path, *launcher: str) -> list[str]:
     ]
 
 
-def run_qeval(
-    args: list[str], timeout: int = 600, cpus: int | None = None
-) -> subprocess.CompletedProcess:
-    """``args`` (``qeval run ...``) run with this environment's ``qeval`` script; ``cpus``: on
-    this process's first ``cpus`` CPUs only (its affinity, which qeval counts as its cores)."""
-    env = {key: value for key, value in os.environ.items() if key != "QEVAL_DEBUG"}
-    script = Path(sys.executable).parent / args[0]
-    chosen = set(sorted(os.sched_getaffinity(0))[:cpus]) if cpus else None
-    pin = (lambda: os.sched_setaffinity(0, chosen)) if chosen else None
-    return subprocess.run(
-        [str(script), *args[1:]],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        preexec_fn=pin,
-    )
+def reference_sweep(output: Path, *launcher: str, cpus: int | None = None):
+    """The reference sweep into ``output`` with ``launcher``'s options (on the first ``cpus``
+    CPUs when given), checked to end with its four runs done; the finished process."""
+    done = run_cli(sweep_args(output, *launcher), cpus=cpus)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "sweep: 4 done" in done.stdout, done.stdout
+    return done
 
 
 def scores(output: Path) -> dict[str, dict]:
@@ -71,8 +59,7 @@ def scores(output: Path) -> dict[str, dict]:
 def sequential_scores(tmp_path_factory) -> dict[str, dict]:
     """The reference sweep run one unit at a time on one CPU; its scores per run folder."""
     output = tmp_path_factory.mktemp("sequential") / "runs"
-    done = run_qeval(sweep_args(output, "--jobs", "1"), cpus=1)
-    assert done.returncode == 0, done.stdout + done.stderr
+    reference_sweep(output, "--jobs", "1", cpus=1)
     found = scores(output)
     assert len(found) == len(SPECS)
     return found

@@ -25,7 +25,7 @@ from qeval_plugins.sweep.driver import sweep
 from qeval_plugins.sweep.launch_options import make_launcher
 from qeval_plugins.sweep.local import LocalLauncher, cpu_slots, gpu_slots, parse_gpus
 from qeval_plugins.sweep.planning import prepare
-from sweep.conftest import run_qeval, scores, sweep_args
+from sweep.conftest import reference_sweep, scores
 
 TASK = "qeval_demo_facts"
 SPECS = ["none", "rtn:bits=4", "rtn:bits=3", "rtn:bits=2"]
@@ -78,9 +78,7 @@ def test_jobs_2_gives_the_sequential_numbers(tmp_path, sequential_scores):
     """The reference sweep with two units at once on two CPUs (one thread each, as the
     reference has): every document's log-likelihoods equal, bit for bit."""
     output = tmp_path / "runs"
-    done = run_qeval(sweep_args(output, "--jobs", "2"), cpus=2)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "sweep: 4 done" in done.stdout
+    reference_sweep(output, "--jobs", "2", cpus=2)
     assert scores(output) == sequential_scores
 
 

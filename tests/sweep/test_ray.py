@@ -31,7 +31,7 @@ from qeval_plugins.sweep.ray_cluster import (
 )
 from qeval_plugins.sweep.ray_task import TaskResult, collect_files, remove_abandoned
 from qeval_plugins.sweep.unit import LOCK_FILE, Unit
-from sweep.conftest import TASK, run_qeval, scores, sweep_args
+from sweep.conftest import TASK, reference_sweep, scores, sweep_args
 
 
 @pytest.fixture(autouse=True)
@@ -247,9 +247,7 @@ RAY_LOCAL = ("--launcher", "ray", "--ray-cpus-per-run", "1")
 @pytest.mark.slow
 def test_the_ray_sweep_matches_one_at_a_time(tmp_path, sequential_scores):
     output = tmp_path / "runs"
-    done = run_qeval(sweep_args(output, *RAY_LOCAL))
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "sweep: 4 done" in done.stdout
+    done = reference_sweep(output, *RAY_LOCAL)
     assert scores(output) == sequential_scores
     assert "Token authentication" not in done.stdout + done.stderr
     for folder in output.iterdir():

@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from rich.console import Console
 
 from qeval_plugins import QevalError
@@ -39,7 +40,7 @@ from qeval_plugins.sweep.slurm_jobs import (
     write_record,
 )
 from qeval_plugins.sweep.unit import LOCK_FILE, Outcome, Unit, install_validated, new_attempt
-from sweep.conftest import run_qeval, scores, sweep_args
+from sweep.conftest import reference_sweep, scores, sweep_args
 
 DATA = Path(__file__).parent / "data"
 TASK = "qeval_demo_facts"
@@ -392,7 +393,7 @@ def test_refusals_before_submitting(tmp_path, monkeypatch):
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no /dev/shm here")
 def test_output_in_memory_is_refused_in_one_line(tmp_path):
     output = Path("/dev/shm") / f"qeval-test-{os.getpid()}"
-    done = run_qeval(sweep_args(output, "--launcher", "slurm"), timeout=120)
+    done = run_cli(sweep_args(output, "--launcher", "slurm"), timeout=120)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith(f"qeval: error: --launcher slurm: --output {output} is in")
@@ -407,9 +408,7 @@ SLURM_LOCAL = ("--launcher", "slurm", "--slurm-local", "--slurm-cpus-per-run", "
 
 def test_slurm_local_gives_the_sequential_numbers(tmp_path, sequential_scores):
     output = tmp_path / "runs"
-    done = run_qeval(sweep_args(output, *SLURM_LOCAL))
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "sweep: 4 done" in done.stdout
+    reference_sweep(output, *SLURM_LOCAL)
     assert scores(output) == sequential_scores
     jobs = [read_record(folder) for folder in sorted(output.glob("qeval-tiny__*"))]
     assert all(job.local and job.collected and job.submissions == 1 for job in jobs)
@@ -431,13 +430,13 @@ def test_detach_then_collect_resubmits_only_the_killed_job(
     output = tmp_path / "runs"
     command = sweep_args(output, *SLURM_LOCAL, "--detach")
     started = time.monotonic()
-    done = run_qeval(command)
+    done = run_cli(command)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "sweep: 4 pending" in done.stdout and "kill -INT" in done.stdout
     first = unit_records(output)
     assert len(first) == 4 and all(job.submissions == 1 for job in first.values())
 
-    done = run_qeval(command)
+    done = run_cli(command)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "sweep: 4 running" in done.stdout
     assert unit_records(output) == first  # nothing submitted again
@@ -449,7 +448,7 @@ def test_detach_then_collect_resubmits_only_the_killed_job(
     while process_alive(int(killed.job_id)):
         time.sleep(0.2)
 
-    done = run_qeval([word for word in command if word != "--detach"])
+    done = run_cli([word for word in command if word != "--detach"])
     assert done.returncode == 0, done.stdout + done.stderr
     assert "sweep: 4 done" in done.stdout
     assert scores(output) == sequential_scores
@@ -467,6 +466,6 @@ def test_detach_then_collect_resubmits_only_the_killed_job(
         "qeval-tiny__rtn_bits-4": True,
     }
 
-    done = run_qeval(command)  # all collected: nothing to submit
+    done = run_cli(command)  # all collected: nothing to submit
     assert "sweep: 4 skipped" in done.stdout
     assert unit_records(output) == last
