@@ -141,6 +141,9 @@ def test_ctrl_c_stops_every_unit_and_keeps_only_finished_results(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, as at a terminal
+        # Ctrl-C reaches it, as at a terminal: a test run started in the background (CI) has
+        # SIGINT ignored, which a child inherits and Python then never turns into Ctrl-C
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.time() + 240
